@@ -1,0 +1,42 @@
+"""xent_rs: fast, numerically stable softmax and cross-entropy losses with fused gradients.
+
+The compute core is Rust (explicit SIMD with runtime CPU dispatch, a private thread pool,
+the GIL released while it runs). Semantics follow ``torch.nn.functional``; see
+``docs/semantics.md`` in the repository for every decision where PyTorch is silent.
+
+>>> import numpy as np, xent_rs
+>>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], dtype=np.float32)
+>>> loss, grad = xent_rs.cross_entropy(logits, np.array([0, 2]), return_grad=True)
+>>> loss.dtype, grad.shape
+(dtype('float32'), (2, 3))
+"""
+
+from xent_rs._core import get_num_threads, set_num_threads
+from xent_rs._functional import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    log_softmax,
+    log_softmax_backward,
+    logsumexp,
+    nll_loss,
+    softmax,
+    softmax_backward,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "get_num_threads",
+    "log_softmax",
+    "log_softmax_backward",
+    "logsumexp",
+    "nll_loss",
+    "set_num_threads",
+    "softmax",
+    "softmax_backward",
+]

@@ -1,0 +1,60 @@
+"""Type stubs of the private native module ``xent_rs._core`` (see ``src/py/``)."""
+
+from typing import Any
+
+import numpy as np
+
+def log_softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
+def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
+def logsumexp(x: np.ndarray, axis: int) -> np.ndarray: ...
+def log_softmax_backward(grad_output: np.ndarray, output: np.ndarray, axis: int) -> np.ndarray: ...
+def softmax_backward(grad_output: np.ndarray, output: np.ndarray, axis: int) -> np.ndarray: ...
+def cross_entropy(
+    input: np.ndarray,
+    target: np.ndarray,
+    axis: int,
+    weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    return_grad: bool,
+    grad_output: float | np.ndarray | None,
+    grad_out: np.ndarray | None,
+) -> Any: ...
+def nll_loss(
+    input: np.ndarray,
+    target: np.ndarray,
+    axis: int,
+    weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    ignore_index: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: float | np.ndarray | None,
+) -> Any: ...
+def binary_cross_entropy(
+    input: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray | None,
+    weight_repeat: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: float | np.ndarray | None,
+) -> Any: ...
+def binary_cross_entropy_with_logits(
+    input: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray | None,
+    weight_repeat: int,
+    pos_weight: np.ndarray | None,
+    pos_weight_repeat: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: float | np.ndarray | None,
+) -> Any: ...
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def simd_level() -> str: ...
+def set_simd_level(name: str) -> None: ...
+def supported_simd_levels() -> list[str]: ...

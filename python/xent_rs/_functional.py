@@ -1,0 +1,554 @@
+"""The public functions: the softmax family and the cross-entropy losses.
+
+Each function converts its arguments once (see ``_arrays``), hands them to the native core
+``xent_rs._core`` (which releases the GIL and runs on a private thread pool), and gives the
+results the input's dtype. CuPy arrays are routed to the GPU backend ``xent_rs._cupy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from xent_rs import _arrays, _core
+
+Reduction = Literal["none", "mean", "sum"]
+
+_F32 = _arrays.FLOAT32
+
+
+def _cupy() -> Any:
+    from xent_rs import _cupy
+
+    return _cupy
+
+
+def _restore(result: Any, dtype: np.dtype[Any]) -> Any:
+    """Casts a float32 result back to float16 (the only dtype computed in another one)."""
+    return result.astype(dtype) if dtype == _arrays.FLOAT16 else result
+
+
+def _loss(value: Any, dtype: np.dtype[Any]) -> Any:
+    """A reduced loss as a NumPy scalar of ``dtype``; an array loss in ``dtype``."""
+    if isinstance(value, float):
+        return dtype.type(value)
+    return _restore(value, dtype)
+
+
+def _finish(result: Any, dtype: np.dtype[Any], grad_out: Any) -> Any:
+    """Shapes the core's ``loss`` or ``(loss, grad)`` for the caller."""
+    if not isinstance(result, tuple):
+        return _loss(result, dtype)
+    loss, grad = result
+    if dtype == _arrays.FLOAT16:
+        grad = grad.astype(dtype)
+        if grad_out is not None:
+            np.copyto(grad_out, grad)
+            grad = grad_out
+    return _loss(loss, dtype), grad
+
+
+def _half_grad_out(grad_out: Any, x: np.ndarray, dtype: np.dtype[Any]) -> None:
+    """Checks a ``grad_out`` for a float16 input (filled after computing in float32)."""
+    if not isinstance(grad_out, np.ndarray) or grad_out.dtype != dtype:
+        got = getattr(grad_out, "dtype", type(grad_out).__name__)
+        raise TypeError(f"grad_out must be a {dtype} array like the input, got {got}")
+    if grad_out.shape != x.shape:
+        raise ValueError(
+            f"grad_out has shape {grad_out.shape} but the input has shape {x.shape}"
+        )
+    if not grad_out.flags.c_contiguous or not grad_out.flags.writeable:
+        raise ValueError("grad_out must be a writable C-contiguous array")
+
+
+def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
+    """Logarithm of the softmax along ``axis``, computed stably.
+
+    ``log_softmax(x) = x - logsumexp(x)``, with the maximum of each row subtracted first, so
+    large logits neither overflow nor lose the small probabilities.
+
+    Parameters
+    ----------
+    x : array_like
+        Logits (float16, float32 or float64; integers are treated as float64).
+    axis : int, default -1
+        The class axis. PyTorch's ``(N, C, ...)`` layout is ``axis=1``.
+    out : ndarray, optional
+        A writable C-contiguous array of ``x``'s shape and dtype to write into (may be ``x``
+        itself).
+
+    Returns
+    -------
+    ndarray
+        Log-probabilities, with ``x``'s shape and dtype (``out`` when given). Rows holding
+        ``+inf`` or NaN, or made only of ``-inf``, are NaN (as in PyTorch).
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> x = np.array([1000.0, 1.0])
+    >>> np.log(np.exp(x) / np.exp(x).sum())  # the naive formula overflows
+    array([nan, nan])
+    >>> xent_rs.log_softmax(x)
+    array([   0., -999.])
+    """
+    if _arrays.is_cupy(x):
+        return _cupy().log_softmax(x, axis, out=out)
+    a, dtype = _arrays.float_input(x)
+    if dtype == _arrays.FLOAT16 and out is not None:
+        np.copyto(out, _core.log_softmax(a, axis).astype(dtype))
+        return out
+    return _restore(_core.log_softmax(a, axis, out), dtype)
+
+
+def softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
+    """Softmax along ``axis``, computed stably: ``exp(x - max) / sum(exp(x - max))``.
+
+    Parameters
+    ----------
+    x : array_like
+        Logits (float16, float32 or float64; integers are treated as float64).
+    axis : int, default -1
+        The class axis.
+    out : ndarray, optional
+        A writable C-contiguous array of ``x``'s shape and dtype to write into (may be ``x``).
+
+    Returns
+    -------
+    ndarray
+        Probabilities summing to 1 along ``axis``, with ``x``'s shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> xent_rs.softmax(np.array([1000.0, 1.0, 1000.0]))
+    array([0.5, 0. , 0.5])
+    """
+    if _arrays.is_cupy(x):
+        return _cupy().softmax(x, axis, out=out)
+    a, dtype = _arrays.float_input(x)
+    if dtype == _arrays.FLOAT16 and out is not None:
+        np.copyto(out, _core.softmax(a, axis).astype(dtype))
+        return out
+    return _restore(_core.softmax(a, axis, out), dtype)
+
+
+def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
+    """``log(sum(exp(x)))`` along ``axis``, computed stably.
+
+    Parameters
+    ----------
+    x : array_like
+        Values (float16, float32 or float64; integers are treated as float64).
+    axis : int, default -1
+        The axis to reduce.
+    keepdims : bool, default False
+        Keep ``axis`` with length 1.
+
+    Returns
+    -------
+    ndarray or scalar
+        ``x``'s dtype; a NumPy scalar for 1-D input without ``keepdims``. A row of ``-inf``
+        gives ``-inf``, a row holding ``+inf`` gives ``+inf``, a row holding NaN gives NaN.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> float(xent_rs.logsumexp(np.array([1000.0, 1000.0])))  # 1000 + log(2)
+    1000.6931471805599
+    """
+    if _arrays.is_cupy(x):
+        return _cupy().logsumexp(x, axis, keepdims=keepdims)
+    a, dtype = _arrays.float_input(x)
+    result = _restore(_core.logsumexp(a, axis), dtype)
+    if keepdims:
+        return np.expand_dims(result, axis)
+    return result[()] if result.ndim == 0 else result
+
+
+def log_softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
+    """Vector-Jacobian product of :func:`log_softmax`: ``g - exp(output) * sum(g)``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        The upstream gradient ``g``, with ``output``'s shape.
+    output : array_like
+        ``log_softmax(x, axis)``.
+    axis : int, default -1
+        The class axis used in the forward pass.
+
+    Returns
+    -------
+    ndarray
+        The gradient with respect to ``x``, in ``output``'s dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> y = xent_rs.log_softmax(np.array([0.0, 0.0]))
+    >>> xent_rs.log_softmax_backward(np.array([1.0, 0.0]), y)
+    array([ 0.5, -0.5])
+    """
+    if _arrays.uses_cupy(grad_output, output):
+        return _cupy().log_softmax_backward(grad_output, output, axis)
+    y, dtype = _arrays.float_input(output, "output")
+    g = _arrays.like(grad_output, y.dtype, "grad_output")
+    return _restore(_core.log_softmax_backward(g, y, axis), dtype)
+
+
+def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
+    """Vector-Jacobian product of :func:`softmax`: ``output * (g - sum(g * output))``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        The upstream gradient ``g``, with ``output``'s shape.
+    output : array_like
+        ``softmax(x, axis)``.
+    axis : int, default -1
+        The class axis used in the forward pass.
+
+    Returns
+    -------
+    ndarray
+        The gradient with respect to ``x``, in ``output``'s dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> p = xent_rs.softmax(np.array([0.0, 0.0]))
+    >>> xent_rs.softmax_backward(np.array([1.0, 0.0]), p)
+    array([ 0.25, -0.25])
+    """
+    if _arrays.uses_cupy(grad_output, output):
+        return _cupy().softmax_backward(grad_output, output, axis)
+    y, dtype = _arrays.float_input(output, "output")
+    g = _arrays.like(grad_output, y.dtype, "grad_output")
+    return _restore(_core.softmax_backward(g, y, axis), dtype)
+
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    return_grad: bool = False,
+    grad_output: Any = None,
+    grad_out: np.ndarray | None = None,
+) -> Any:
+    """Cross entropy between logits and class targets, optionally with its gradient.
+
+    Follows ``torch.nn.functional.cross_entropy``: hard targets (integer class indices) or
+    soft targets (class probabilities, same shape as ``input``), class weights,
+    ``ignore_index``, label smoothing, and the ``none``/``mean``/``sum`` reductions. With
+    ``return_grad=True`` the loss and ``d loss / d input`` come from one fused pass.
+
+    Parameters
+    ----------
+    input : array_like
+        Logits, with the classes along ``axis``.
+    target : array_like
+        Integer class indices with ``input``'s shape minus ``axis`` (any integer dtype), or
+        floating class probabilities with ``input``'s shape.
+    axis : int, default -1
+        The class axis. PyTorch's ``(N, C, d1, ...)`` layout is ``axis=1``; a 1-D input is one
+        sample with a 0-d target.
+    weight : array_like, optional
+        Per-class weights, shape ``(C,)``.
+    sample_weight : array_like, optional
+        Per-sample weights with the target's shape (hard) or ``input``'s shape minus ``axis``
+        (soft); multiplies each sample's loss and, for ``mean``, the denominator.
+    ignore_index : int, default -100
+        Hard targets equal to this contribute nothing (loss and gradient 0).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``mean`` divides by the summed weight of the counted samples (hard) or by the number
+        of samples (soft), like torch; with nothing counted it is NaN and the gradient zero.
+    label_smoothing : float, default 0.0
+        In ``[0, 1]``: mixes the target with the uniform distribution (torch's formula).
+    return_grad : bool, default False
+        Also return the gradient with respect to ``input``.
+    grad_output : float or array_like, optional
+        Upstream gradient: a scalar for ``mean``/``sum`` (default 1), an array of the loss's
+        shape for ``none`` (default ones).
+    grad_out : ndarray, optional
+        With ``return_grad``: a writable C-contiguous array of ``input``'s shape and dtype that
+        receives the gradient; may be ``input`` itself (it is then overwritten).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        A NumPy scalar of ``input``'s dtype, or per-sample losses for ``none``.
+    grad : ndarray
+        Only with ``return_grad=True``: the gradient, with ``input``'s shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> logits = np.array([[1000.0, 1.0], [0.0, 0.0]])
+    >>> loss, grad = xent_rs.cross_entropy(logits, np.array([1, 0]), return_grad=True)
+    >>> float(loss)  # (999 + log 2) / 2
+    499.8465735902799
+    >>> grad
+    array([[ 0.5 , -0.5 ],
+           [-0.25,  0.25]])
+    """
+    if _arrays.uses_cupy(input, target, weight, sample_weight, grad_output, grad_out):
+        return _cupy().cross_entropy(
+            input,
+            target,
+            axis=axis,
+            weight=weight,
+            sample_weight=sample_weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            return_grad=return_grad,
+            grad_output=grad_output,
+            grad_out=grad_out,
+        )
+    x, dtype = _arrays.float_input(input)
+    work = x.dtype
+    if dtype == _arrays.FLOAT16 and grad_out is not None and return_grad:
+        _half_grad_out(grad_out, x, dtype)
+        core_grad_out = None
+    else:
+        core_grad_out = grad_out
+    result = _core.cross_entropy(
+        x,
+        _arrays.class_target(target, work),
+        axis,
+        None if weight is None else _arrays.like(weight, work, "weight"),
+        None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight"),
+        int(ignore_index),
+        reduction,
+        float(label_smoothing),
+        bool(return_grad),
+        _arrays.upstream(grad_output, reduction, work),
+        core_grad_out,
+    )
+    return _finish(result, dtype, grad_out if core_grad_out is None else None)
+
+
+def nll_loss(
+    input: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+) -> Any:
+    """Negative log-likelihood of log-probabilities, optionally with its gradient.
+
+    Follows ``torch.nn.functional.nll_loss``: ``-weight[y] * input[y]`` per sample, with the
+    same weighting, ``ignore_index`` and reductions as :func:`cross_entropy` (which equals
+    ``nll_loss(log_softmax(input), target)``). The input is not checked to be
+    log-probabilities.
+
+    Parameters
+    ----------
+    input : array_like
+        Log-probabilities, classes along ``axis``.
+    target : array_like
+        Integer class indices with ``input``'s shape minus ``axis``.
+    axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output
+        As in :func:`cross_entropy`.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+    grad : ndarray
+        Only with ``return_grad=True``.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> float(xent_rs.nll_loss(np.log(np.array([[0.25, 0.75]])), np.array([1])))
+    0.2876820724517809
+    """
+    if _arrays.uses_cupy(input, target, weight, sample_weight, grad_output):
+        return _cupy().nll_loss(
+            input,
+            target,
+            axis=axis,
+            weight=weight,
+            sample_weight=sample_weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            return_grad=return_grad,
+            grad_output=grad_output,
+        )
+    x, dtype = _arrays.float_input(input)
+    work = x.dtype
+    result = _core.nll_loss(
+        x,
+        _arrays.class_target(target, work),
+        axis,
+        None if weight is None else _arrays.like(weight, work, "weight"),
+        None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight"),
+        int(ignore_index),
+        reduction,
+        bool(return_grad),
+        _arrays.upstream(grad_output, reduction, work),
+    )
+    return _finish(result, dtype, None)
+
+
+def binary_cross_entropy(
+    input: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    reduction: Reduction = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+) -> Any:
+    """Binary cross entropy of probabilities, optionally with its gradient.
+
+    Follows ``torch.nn.functional.binary_cross_entropy``: each log term is clamped at -100,
+    and the gradient is ``w (p - y) / max(p (1 - p), 1e-12)``.
+
+    Parameters
+    ----------
+    input : array_like
+        Probabilities in ``[0, 1]`` (anything else, NaN included, is a ``ValueError``).
+    target : array_like
+        Targets with ``input``'s shape (usually 0 or 1).
+    weight : array_like, optional
+        Weights broadcast against ``input``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``mean`` divides by the number of elements.
+    return_grad : bool, default False
+        Also return the gradient with respect to ``input``.
+    grad_output : float or array_like, optional
+        As in :func:`cross_entropy` (per element for ``none``).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+    grad : ndarray
+        Only with ``return_grad=True``.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> float(xent_rs.binary_cross_entropy(np.array([0.0, 0.5]), np.array([1.0, 1.0])))
+    50.34657359027997
+    """
+    if _arrays.uses_cupy(input, target, weight, grad_output):
+        return _cupy().binary_cross_entropy(
+            input,
+            target,
+            weight=weight,
+            reduction=reduction,
+            return_grad=return_grad,
+            grad_output=grad_output,
+        )
+    x, dtype = _arrays.float_input(input)
+    work = x.dtype
+    t = _binary_target(target, x)
+    w, w_repeat = _arrays.broadcast(weight, x.shape, work, "weight")
+    result = _core.binary_cross_entropy(
+        x,
+        t,
+        w,
+        w_repeat,
+        reduction,
+        bool(return_grad),
+        _arrays.upstream(grad_output, reduction, work),
+    )
+    return _finish(result, dtype, None)
+
+
+def binary_cross_entropy_with_logits(
+    input: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    reduction: Reduction = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+) -> Any:
+    """Binary cross entropy of logits, stable for any logit, optionally with its gradient.
+
+    Follows ``torch.nn.functional.binary_cross_entropy_with_logits``:
+    ``w [(1 - y) x + (1 + (pw - 1) y) (log(1 + exp(-|x|)) + max(-x, 0))]``.
+
+    Parameters
+    ----------
+    input : array_like
+        Logits.
+    target : array_like
+        Targets with ``input``'s shape.
+    weight : array_like, optional
+        Weights broadcast against ``input``.
+    pos_weight : array_like, optional
+        Weight of the positive class, broadcast against ``input`` (usually shape ``(C,)`` for
+        classes along the last axis).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``mean`` divides by the number of elements.
+    return_grad : bool, default False
+        Also return the gradient with respect to ``input``.
+    grad_output : float or array_like, optional
+        As in :func:`cross_entropy` (per element for ``none``).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+    grad : ndarray
+        Only with ``return_grad=True``.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> xent_rs.binary_cross_entropy_with_logits(
+    ...     np.array([-1000.0, 0.0]), np.array([0.0, 1.0]), reduction="none")
+    array([0.        , 0.69314718])
+    """
+    if _arrays.uses_cupy(input, target, weight, pos_weight, grad_output):
+        return _cupy().binary_cross_entropy_with_logits(
+            input,
+            target,
+            weight=weight,
+            pos_weight=pos_weight,
+            reduction=reduction,
+            return_grad=return_grad,
+            grad_output=grad_output,
+        )
+    x, dtype = _arrays.float_input(input)
+    work = x.dtype
+    t = _binary_target(target, x)
+    w, w_repeat = _arrays.broadcast(weight, x.shape, work, "weight")
+    pw, pw_repeat = _arrays.broadcast(pos_weight, x.shape, work, "pos_weight")
+    result = _core.binary_cross_entropy_with_logits(
+        x,
+        t,
+        w,
+        w_repeat,
+        pw,
+        pw_repeat,
+        reduction,
+        bool(return_grad),
+        _arrays.upstream(grad_output, reduction, work),
+    )
+    return _finish(result, dtype, None)
+
+
+def _binary_target(target: Any, x: np.ndarray) -> np.ndarray:
+    t = _arrays.like(target, x.dtype, "target")
+    if t.shape != x.shape:
+        raise ValueError(
+            f"target size {t.shape} must be the same as input size {x.shape}"
+        )
+    return t

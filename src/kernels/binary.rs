@@ -1,0 +1,377 @@
+//! Binary cross entropy on probabilities and on logits, element by element, with the
+//! gradient from the same pass.
+//!
+//! torch's formulas, with `w` the weight and `pw` the positive-class weight:
+//!
+//! ```text
+//! probabilities  loss = -w [ t max(ln p, -100) + (1-t) max(ln(1-p), -100) ]
+//!                grad = g w (p - t) / max(p (1-p), 1e-12f)
+//! logits         loss = w [ (1-t) x + (1 + (pw-1) t) (ln(1 + e^-|x|) + max(-x, 0)) ]
+//!                grad = g w [ (pw t + 1 - t) sigmoid(x) - pw t ]
+//! ```
+//!
+//! `mean` divides by the number of elements. Weights broadcast against the input as a
+//! [`Broadcast`]: the common NumPy broadcasts (a scalar, a trailing `(C,)`, `(N, 1)`,
+//! `(C, 1, 1)`, the full shape) are all of the form "value `(i / repeat) % len` for flat
+//! element `i`".
+
+use crate::error::{XentError, unravel};
+use crate::float::Float;
+use crate::kernels::cross_entropy::{GradOutput, Reduction};
+use crate::kernels::stats::{V, live_lanes, load_upto, store_upto};
+use crate::kernels::{Io, RawIn, RawOut, check_len};
+use crate::parallel;
+use crate::reduce::pairwise_sum;
+use crate::simd::{self, Isa, Vector, WithIsa};
+
+/// Elements per chunk for which broadcast operands are laid out contiguously.
+const CHUNK: usize = 512;
+
+/// A per-element operand broadcast against the input: flat element `i` uses
+/// `values[(i / repeat) % values.len()]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Broadcast<'a, T> {
+    /// The distinct values.
+    pub values: &'a [T],
+    /// How many consecutive elements share a value.
+    pub repeat: usize,
+}
+
+impl<T: Float> Broadcast<'_, T> {
+    fn check(&self, what: &str) -> Result<(), XentError> {
+        if self.values.is_empty() || self.repeat == 0 {
+            return Err(XentError::Shape(format!("{what} is empty")));
+        }
+        Ok(())
+    }
+
+    /// Pointer to the values of elements `start .. start + n`: straight into `values` when
+    /// they are stored there in order, else laid out in `buf`.
+    #[inline(always)]
+    fn chunk(&self, start: usize, n: usize, buf: &mut [T; CHUNK]) -> *const T {
+        let len = self.values.len();
+        if self.repeat == 1 && start % len + n <= len {
+            return self.values[start % len..].as_ptr();
+        }
+        let mut pos = 0;
+        let mut i = start;
+        while pos < n {
+            if self.repeat == 1 {
+                let at = i % len;
+                let run = (len - at).min(n - pos);
+                buf[pos..pos + run].copy_from_slice(&self.values[at..at + run]);
+                pos += run;
+                i += run;
+            } else {
+                let run = (self.repeat - i % self.repeat).min(n - pos);
+                buf[pos..pos + run].fill(self.values[(i / self.repeat) % len]);
+                pos += run;
+                i += run;
+            }
+        }
+        buf.as_ptr()
+    }
+}
+
+/// Options of the binary losses.
+#[derive(Clone, Copy, Debug)]
+pub struct BinaryOptions<'a, T> {
+    /// Per-element weight.
+    pub weight: Option<Broadcast<'a, T>>,
+    /// Positive-class weight (logits only).
+    pub pos_weight: Option<Broadcast<'a, T>>,
+    /// How losses are combined.
+    pub reduction: Reduction,
+    /// The upstream gradient; per element for `none`.
+    pub grad_output: GradOutput<'a, T>,
+}
+
+/// Binary cross entropy of probabilities `io` (gradient written unless [`Io::Read`]).
+/// `shape` is the input's shape (for error positions). Returns the reduced loss, or `0` with
+/// per-element losses in `losses` for [`Reduction::None`].
+pub fn binary_cross_entropy<T: Float>(
+    io: Io<'_, T>,
+    target: &[T],
+    shape: &[usize],
+    opts: &BinaryOptions<'_, T>,
+    losses: Option<&mut [T]>,
+) -> Result<f64, XentError> {
+    if opts.pos_weight.is_some() {
+        return Err(XentError::Value(
+            "binary_cross_entropy has no pos_weight".into(),
+        ));
+    }
+    check_probabilities(&io, shape)?;
+    run(io, target, opts, losses, false)
+}
+
+/// Binary cross entropy of logits `io`; see [`binary_cross_entropy`].
+pub fn binary_cross_entropy_with_logits<T: Float>(
+    io: Io<'_, T>,
+    target: &[T],
+    opts: &BinaryOptions<'_, T>,
+    losses: Option<&mut [T]>,
+) -> Result<f64, XentError> {
+    run(io, target, opts, losses, true)
+}
+
+/// Refuses probabilities outside `[0, 1]` (NaN included), naming the first one.
+fn check_probabilities<T: Float>(io: &Io<'_, T>, shape: &[usize]) -> Result<(), XentError> {
+    let x: &[T] = match io {
+        Io::Read(x) => x,
+        Io::ReadWrite { input, .. } => input,
+        Io::InPlace(x) => x,
+    };
+    let blocks = parallel::blocks(x.len(), 1, 1);
+    let bad = parallel::map_blocks(blocks, x.len(), |r| {
+        let start = r.start;
+        let chunk = &x[r];
+        if simd::dispatch(InUnitRange { x: chunk }) {
+            return None;
+        }
+        chunk
+            .iter()
+            .position(|p| !(*p >= T::ZERO && *p <= T::ONE))
+            .map(|i| start + i)
+    })?;
+    match bad.into_iter().flatten().next() {
+        None => Ok(()),
+        Some(i) => Err(XentError::Value(format!(
+            "all elements of input should be between 0 and 1: got {:?} at position {}",
+            x[i],
+            crate::error::format_index(&unravel(i, shape))
+        ))),
+    }
+}
+
+/// Whether every value lies in `[0, 1]` (NaN does not).
+struct InUnitRange<'a, T> {
+    x: &'a [T],
+}
+
+impl<T: Float> WithIsa for InUnitRange<'_, T> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn run<I: Isa>(self, isa: I) -> bool {
+        let lanes = V::<T, I>::LANES;
+        let (zero, one) = (
+            V::<T, I>::splat(isa, T::ZERO),
+            V::<T, I>::splat(isa, T::ONE),
+        );
+        let mut bad = zero;
+        let n = self.x.len();
+        for i in (0..n).step_by(lanes) {
+            // SAFETY: i < n values remain; padding lanes read as 0, which is in range.
+            let v = unsafe { load_upto(isa, self.x.as_ptr().add(i), lanes.min(n - i), T::ZERO) };
+            bad = bad.max(V::<T, I>::select(v.lt(zero), one, zero));
+            bad = bad.max(V::<T, I>::select(one.lt(v), one, zero));
+            bad = bad.max(V::<T, I>::select(v.is_nan(), one, zero));
+        }
+        bad.reduce_max() == T::ZERO
+    }
+}
+
+fn run<T: Float>(
+    mut io: Io<'_, T>,
+    target: &[T],
+    opts: &BinaryOptions<'_, T>,
+    losses: Option<&mut [T]>,
+    logits: bool,
+) -> Result<f64, XentError> {
+    let n = io.len();
+    check_len("the target", target.len(), n)?;
+    if let Some(w) = &opts.weight {
+        w.check("weight")?;
+    }
+    if let Some(pw) = &opts.pos_weight {
+        pw.check("pos_weight")?;
+    }
+    if let GradOutput::PerSample(g) = opts.grad_output {
+        if opts.reduction != Reduction::None {
+            return Err(XentError::Shape(
+                "grad_output must be a scalar for reduction \"mean\" or \"sum\"".into(),
+            ));
+        }
+        check_len("grad_output", g.len(), n)?;
+    }
+    match (opts.reduction, losses.as_deref()) {
+        (Reduction::None, Some(l)) => check_len("the loss output", l.len(), n)?,
+        (Reduction::None, None) => {
+            return Err(XentError::Value(
+                "reduction \"none\" needs a buffer for the losses".into(),
+            ));
+        }
+        _ => {}
+    }
+    let grad_scale = match (opts.grad_output, opts.reduction) {
+        (GradOutput::Scalar(_), Reduction::Mean) if n == 0 => Some(0.0),
+        (GradOutput::Scalar(g), Reduction::Mean) => Some(g / n as f64),
+        (GradOutput::Scalar(g), _) => Some(g),
+        (GradOutput::PerSample(_), _) => None,
+    };
+    let (x, grad) = io.raw()?;
+    let job = Job {
+        x,
+        target: RawIn::new(target),
+        grad,
+        losses: losses.map(RawOut::new),
+        opts: *opts,
+        grad_scale,
+        logits,
+    };
+    let blocks = parallel::blocks(n, 1, CHUNK);
+    let sums = parallel::map_blocks(blocks, n, |range| {
+        simd::dispatch(JobBlock { job: &job, range })
+    })?;
+    let total = pairwise_sum(&sums);
+    Ok(match opts.reduction {
+        Reduction::Mean => total / n as f64,
+        _ => total,
+    })
+}
+
+/// One call's buffers and options.
+struct Job<'a, T> {
+    x: RawIn<T>,
+    target: RawIn<T>,
+    grad: Option<RawOut<T>>,
+    losses: Option<RawOut<T>>,
+    opts: BinaryOptions<'a, T>,
+    /// The uniform upstream gradient factor, or `None` when it is per element.
+    grad_scale: Option<f64>,
+    logits: bool,
+}
+
+struct JobBlock<'j, 'a, T> {
+    job: &'j Job<'a, T>,
+    range: std::ops::Range<usize>,
+}
+
+impl<T: Float> WithIsa for JobBlock<'_, '_, T> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn run<I: Isa>(self, isa: I) -> f64 {
+        let job = self.job;
+        let lanes = V::<T, I>::LANES;
+        let (zero, one) = (
+            V::<T, I>::splat(isa, T::ZERO),
+            V::<T, I>::splat(isa, T::ONE),
+        );
+        let uniform = V::<T, I>::splat(isa, T::from_f64(job.grad_scale.unwrap_or(0.0)));
+        let per_element = match (job.grad_scale, job.opts.grad_output) {
+            (None, GradOutput::PerSample(go)) => go.as_ptr(),
+            _ => std::ptr::null(),
+        };
+        let mut wbuf = [T::ZERO; CHUNK];
+        let mut pbuf = [T::ZERO; CHUNK];
+        let mut acc = V::<T, I>::wide_zero(isa);
+        let mut start = self.range.start;
+        while start < self.range.end {
+            let n = CHUNK.min(self.range.end - start);
+            let w = match job.opts.weight {
+                Some(b) => b.chunk(start, n, &mut wbuf),
+                None => std::ptr::null(),
+            };
+            let pw = match job.opts.pos_weight {
+                Some(b) => b.chunk(start, n, &mut pbuf),
+                None => std::ptr::null(),
+            };
+            for i in (0..n).step_by(lanes) {
+                let k = lanes.min(n - i);
+                let at = start + i;
+                // SAFETY: elements at .. at+k lie inside every per-element buffer and inside
+                // the chunk buffers; each element is written by this block only.
+                unsafe {
+                    let x = load_upto(isa, job.x.ptr().add(at), k, T::ZERO);
+                    let t = load_upto(isa, job.target.ptr().add(at), k, T::ZERO);
+                    let (mut loss, mut grad) = if job.logits {
+                        if pw.is_null() {
+                            logit_terms::<T, I>(x, t, zero, one)
+                        } else {
+                            let pw = load_upto(isa, pw.add(i), k, T::ONE);
+                            weighted_logit_terms::<T, I>(x, t, pw, zero, one)
+                        }
+                    } else {
+                        probability_terms::<T, I>(x, t, zero, one)
+                    };
+                    if !w.is_null() {
+                        let w = load_upto(isa, w.add(i), k, T::ZERO);
+                        loss = loss.mul(w);
+                        grad = grad.mul(w);
+                    }
+                    match job.losses {
+                        Some(out) => store_upto(loss, out.ptr().add(at), k),
+                        None if k == lanes => acc = loss.wide_add(acc),
+                        None => {
+                            let live = live_lanes::<T, I>(isa, k).eq(one);
+                            acc = V::<T, I>::select(live, loss, zero).wide_add(acc);
+                        }
+                    }
+                    if let Some(g) = job.grad {
+                        let scale = if per_element.is_null() {
+                            uniform
+                        } else {
+                            load_upto(isa, per_element.add(at), k, T::ZERO)
+                        };
+                        store_upto(grad.mul(scale), g.ptr().add(at), k);
+                    }
+                }
+            }
+            start += n;
+        }
+        V::<T, I>::wide_sum(acc)
+    }
+}
+
+/// Loss and unscaled gradient of BCE on probabilities `p` with targets `t`.
+#[inline(always)]
+fn probability_terms<T: Float, I: Isa>(
+    p: V<T, I>,
+    t: V<T, I>,
+    zero: V<T, I>,
+    one: V<T, I>,
+) -> (V<T, I>, V<T, I>) {
+    let isa = p.isa();
+    let floor = V::<T, I>::splat(isa, T::from_f64(-100.0));
+    let lp = floor.max(T::ln(p));
+    let l1p = floor.max(T::ln_1p(zero.sub(p)));
+    let loss = zero.sub(t.mul(lp.sub(l1p)).add(l1p));
+    let denom = V::<T, I>::splat(isa, T::BCE_EPSILON).max(p.mul(one.sub(p)));
+    (loss, p.sub(t).div(denom))
+}
+
+/// Loss and unscaled gradient of BCE on logits `x` with targets `t`.
+#[inline(always)]
+fn logit_terms<T: Float, I: Isa>(
+    x: V<T, I>,
+    t: V<T, I>,
+    zero: V<T, I>,
+    one: V<T, I>,
+) -> (V<T, I>, V<T, I>) {
+    let e = T::exp(zero.sub(x.abs()));
+    let softplus_neg = T::ln_1p(e).add(zero.max(zero.sub(x)));
+    let sigmoid = V::<T, I>::select(x.lt(zero), e, one).div(one.add(e));
+    (one.sub(t).mul_add(x, softplus_neg), sigmoid.sub(t))
+}
+
+/// Loss and unscaled gradient of BCE on logits `x` with targets `t` and `pos_weight` `pw`.
+#[inline(always)]
+fn weighted_logit_terms<T: Float, I: Isa>(
+    x: V<T, I>,
+    t: V<T, I>,
+    pw: V<T, I>,
+    zero: V<T, I>,
+    one: V<T, I>,
+) -> (V<T, I>, V<T, I>) {
+    let e = T::exp(zero.sub(x.abs()));
+    let softplus_neg = T::ln_1p(e).add(zero.max(zero.sub(x)));
+    let sigmoid = V::<T, I>::select(x.lt(zero), e, one).div(one.add(e));
+    let pt = pw.mul(t);
+    let coef = pw.sub(one).mul_add(t, one);
+    (
+        coef.mul_add(softplus_neg, one.sub(t).mul(x)),
+        pt.add(one).sub(t).mul(sigmoid).sub(pt),
+    )
+}

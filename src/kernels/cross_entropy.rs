@@ -1,0 +1,804 @@
+//! Multiclass cross entropy (hard and soft targets) and NLL, each with its gradient from the
+//! same pass over the logits.
+//!
+//! With `m = max x`, `s = Σ exp(x - m)` (f64) and `L = m + ln s`, a hard target `y` gives
+//! (torch's formulas, `ε` the label smoothing, `w` the class weights, `W = Σ_c w_c`,
+//! `sw` the sample weight):
+//!
+//! ```text
+//! loss = sw [ (1-ε) w_y (L - x_y) + (ε/C) Σ_c w_c (L - x_c) ]
+//! grad = g sw [ ((1-ε) w_y + (ε/C) W) p - (1-ε) w_y onehot(y) - (ε/C) w ]     p = softmax(x)
+//! ```
+//!
+//! where `g` is the upstream gradient (divided by `Σ w_y sw` over counted rows for `mean`).
+//! `Σ_c w_c (L - x_c)` is computed as `W ln s - Σ_c w_c (x_c - m)` so that no large terms
+//! cancel. A soft target `t` is smoothed to `t' = (1-ε) t + ε/C` and gives
+//! `loss = sw Σ_c w_c t'_c (L - x_c)`, `grad = g sw [ (Σ_c w_c t'_c) p - w t' ]`.
+//!
+//! The gradient pass stores `exp(x - m)` in the gradient buffer while summing and scales it in
+//! place afterwards; the target logit is read first, so the gradient may overwrite the logits.
+
+use crate::error::{XentError, unravel};
+use crate::float::Float;
+use crate::kernels::rows::{MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
+use crate::kernels::stats::{
+    ColumnSum, V, col_max, col_sum_exp, from_f64_lanes, live_lanes, load_upto, row_max, store_upto,
+    to_f64_lanes,
+};
+use crate::kernels::{Io, Layout, RawIn, RawOut, Targets, check_len};
+use crate::parallel;
+use crate::reduce::{self, pairwise_sum};
+use crate::simd::{Isa, Vector};
+
+/// How per-sample losses are combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    /// One loss per sample.
+    None,
+    /// The weighted mean (see the module docs for the denominator).
+    Mean,
+    /// The sum.
+    Sum,
+}
+
+impl Reduction {
+    /// Parses `"none"`, `"mean"` or `"sum"`.
+    pub fn parse(name: &str) -> Result<Reduction, XentError> {
+        match name {
+            "none" => Ok(Reduction::None),
+            "mean" => Ok(Reduction::Mean),
+            "sum" => Ok(Reduction::Sum),
+            _ => Err(XentError::Value(format!(
+                "reduction must be \"none\", \"mean\" or \"sum\", got {name:?}"
+            ))),
+        }
+    }
+}
+
+/// The upstream gradient.
+#[derive(Clone, Copy, Debug)]
+pub enum GradOutput<'a, T> {
+    /// For `mean` and `sum` (and `none` meaning all ones).
+    Scalar(f64),
+    /// For `none`: one value per sample.
+    PerSample(&'a [T]),
+}
+
+/// Options of the multiclass losses.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassOptions<'a, T> {
+    /// Per-class weights, `classes` long.
+    pub weight: Option<&'a [T]>,
+    /// Per-sample weights, one per row.
+    pub sample_weight: Option<&'a [T]>,
+    /// Hard targets equal to this are ignored.
+    pub ignore_index: i64,
+    /// How losses are combined.
+    pub reduction: Reduction,
+    /// Label smoothing `ε` in `[0, 1]`.
+    pub label_smoothing: f64,
+    /// The upstream gradient (used only when a gradient is written).
+    pub grad_output: GradOutput<'a, T>,
+}
+
+/// Hard-target cross entropy over the class axis of `layout`.
+///
+/// `io` holds the logits and, unless it is [`Io::Read`], receives the gradient. `targets` has
+/// one class index per row (`target_shape` is used to report positions). For
+/// [`Reduction::None`] the per-sample losses go to `losses` and `0` is returned; otherwise the
+/// reduced loss is returned.
+pub fn cross_entropy<T: Float>(
+    io: Io<'_, T>,
+    layout: Layout,
+    targets: Targets<'_>,
+    target_shape: &[usize],
+    opts: &ClassOptions<'_, T>,
+    losses: Option<&mut [T]>,
+) -> Result<f64, XentError> {
+    hard_target_loss(io, layout, targets, target_shape, opts, losses, true)
+}
+
+/// Negative log-likelihood of log-probabilities `io`: like [`cross_entropy`] without the
+/// softmax (and without label smoothing).
+pub fn nll_loss<T: Float>(
+    io: Io<'_, T>,
+    layout: Layout,
+    targets: Targets<'_>,
+    target_shape: &[usize],
+    opts: &ClassOptions<'_, T>,
+    losses: Option<&mut [T]>,
+) -> Result<f64, XentError> {
+    if opts.label_smoothing != 0.0 {
+        return Err(XentError::Value("nll_loss has no label smoothing".into()));
+    }
+    hard_target_loss(io, layout, targets, target_shape, opts, losses, false)
+}
+
+/// Soft-target (class probability) cross entropy: `targets` has the logits' layout.
+pub fn cross_entropy_soft<T: Float>(
+    mut io: Io<'_, T>,
+    layout: Layout,
+    targets: &[T],
+    opts: &ClassOptions<'_, T>,
+    losses: Option<&mut [T]>,
+) -> Result<f64, XentError> {
+    check_len("the target", targets.len(), layout.len())?;
+    let rows = layout.rows();
+    check_common(&io, layout, opts, losses.as_deref())?;
+    let denominator = match opts.sample_weight {
+        Some(sw) => reduce::sum(sw)?,
+        None => rows as f64,
+    };
+    let scale = Scale::new(opts, denominator, io.writes());
+    let kernel = SoftTarget {
+        weight: opts.weight,
+        sample_weight: opts.sample_weight,
+        smoothing: opts.label_smoothing,
+        classes: layout.classes,
+        scale,
+    };
+    let (x, out) = io.raw()?;
+    let buffers = RowBuffers {
+        x,
+        x2: Some(RawIn::new(targets)),
+        out,
+    };
+    finish(
+        layout,
+        &kernel,
+        buffers,
+        opts.reduction,
+        losses,
+        denominator,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn hard_target_loss<T: Float>(
+    mut io: Io<'_, T>,
+    layout: Layout,
+    targets: Targets<'_>,
+    target_shape: &[usize],
+    opts: &ClassOptions<'_, T>,
+    losses: Option<&mut [T]>,
+    softmax: bool,
+) -> Result<f64, XentError> {
+    check_len("the target", targets.len(), layout.rows())?;
+    check_common(&io, layout, opts, losses.as_deref())?;
+    let denominator = check_targets(targets, target_shape, layout.classes, opts)?;
+    let scale = Scale::new(opts, denominator, io.writes());
+    let weight_total = match opts.weight {
+        Some(w) => w.iter().map(|v| v.to_f64()).sum(),
+        None => layout.classes as f64,
+    };
+    let kernel = HardTarget {
+        targets,
+        ignore_index: opts.ignore_index,
+        weight: opts.weight,
+        weight_total,
+        sample_weight: opts.sample_weight,
+        smoothing: opts.label_smoothing,
+        softmax,
+        scale,
+    };
+    let (x, out) = io.raw()?;
+    finish(
+        layout,
+        &kernel,
+        RowBuffers { x, x2: None, out },
+        opts.reduction,
+        losses,
+        denominator,
+    )
+}
+
+/// Checks the options that do not depend on the targets.
+fn check_common<T: Float>(
+    io: &Io<'_, T>,
+    layout: Layout,
+    opts: &ClassOptions<'_, T>,
+    losses: Option<&[T]>,
+) -> Result<(), XentError> {
+    check_len("the input", io.len(), layout.len())?;
+    if let Some(w) = opts.weight
+        && w.len() != layout.classes
+    {
+        return Err(XentError::Shape(format!(
+            "weight should hold one value per class ({}), got {}",
+            layout.classes,
+            w.len()
+        )));
+    }
+    if let Some(sw) = opts.sample_weight {
+        check_len("sample_weight", sw.len(), layout.rows())?;
+    }
+    let eps = opts.label_smoothing;
+    if !(0.0..=1.0).contains(&eps) {
+        return Err(XentError::Value(format!(
+            "label_smoothing must be between 0.0 and 1.0, got {eps}"
+        )));
+    }
+    if let GradOutput::PerSample(g) = opts.grad_output {
+        if opts.reduction != Reduction::None {
+            return Err(XentError::Shape(
+                "grad_output must be a scalar for reduction \"mean\" or \"sum\"".into(),
+            ));
+        }
+        check_len("grad_output", g.len(), layout.rows())?;
+    }
+    match (opts.reduction, losses) {
+        (Reduction::None, Some(l)) => check_len("the loss output", l.len(), layout.rows()),
+        (Reduction::None, None) => Err(XentError::Value(
+            "reduction \"none\" needs a buffer for the losses".into(),
+        )),
+        (_, _) => Ok(()),
+    }
+}
+
+/// Runs the kernel and combines the per-row losses.
+fn finish<T: Float, K: RowKernel<T>>(
+    layout: Layout,
+    kernel: &K,
+    buffers: RowBuffers<T>,
+    reduction: Reduction,
+    losses: Option<&mut [T]>,
+    denominator: f64,
+) -> Result<f64, XentError> {
+    match (reduction, losses) {
+        (Reduction::None, Some(out)) => {
+            run_rows(layout, kernel, buffers, RowResults::Store(RawOut::new(out)))?;
+            Ok(0.0)
+        }
+        (Reduction::Sum, _) => run_rows(layout, kernel, buffers, RowResults::Sum),
+        (_, _) => Ok(run_rows(layout, kernel, buffers, RowResults::Sum)? / denominator),
+    }
+}
+
+/// Checks every hard target before anything is written and returns `Σ w[y] sw` over the
+/// counted rows (the `mean` denominator).
+fn check_targets<T: Float>(
+    targets: Targets<'_>,
+    target_shape: &[usize],
+    classes: usize,
+    opts: &ClassOptions<'_, T>,
+) -> Result<f64, XentError> {
+    let n = targets.len();
+    let blocks = parallel::blocks(n, 1, 1);
+    let partial = parallel::map_blocks(blocks, n, |range| {
+        let mut total = 0.0;
+        for i in range {
+            let y = targets.get(i);
+            if y == opts.ignore_index {
+                continue;
+            }
+            if y < 0 || y as u64 >= classes as u64 {
+                return Err(i);
+            }
+            let w = opts.weight.map_or(1.0, |w| w[y as usize].to_f64());
+            total += opts.sample_weight.map_or(w, |sw| w * sw[i].to_f64());
+        }
+        Ok(total)
+    })?;
+    let mut sums = Vec::with_capacity(partial.len());
+    for p in partial {
+        match p {
+            Ok(total) => sums.push(total),
+            Err(i) => {
+                return Err(XentError::ClassIndex {
+                    value: targets.get(i),
+                    position: unravel(i, target_shape),
+                    classes,
+                });
+            }
+        }
+    }
+    Ok(pairwise_sum(&sums))
+}
+
+/// The factor applied to each row's gradient before its sample weight.
+#[derive(Clone, Copy)]
+enum Scale<'a, T> {
+    /// No gradient is written, or the whole gradient is zero (`mean` over nothing).
+    Zero,
+    /// The same for every row.
+    Uniform(f64),
+    /// `grad_output[r]` for row `r` (reduction `none`).
+    PerRow(&'a [T]),
+}
+
+impl<'a, T: Float> Scale<'a, T> {
+    fn new(opts: &ClassOptions<'a, T>, denominator: f64, writes: bool) -> Self {
+        match (writes, opts.grad_output, opts.reduction) {
+            (false, _, _) => Scale::Zero,
+            (true, GradOutput::PerSample(g), _) => Scale::PerRow(g),
+            (true, GradOutput::Scalar(_), Reduction::Mean) if denominator == 0.0 => Scale::Zero,
+            (true, GradOutput::Scalar(g), Reduction::Mean) => Scale::Uniform(g / denominator),
+            (true, GradOutput::Scalar(g), _) => Scale::Uniform(g),
+        }
+    }
+
+    #[inline(always)]
+    fn at(&self, r: usize) -> f64 {
+        match self {
+            Scale::Zero => 0.0,
+            Scale::Uniform(g) => *g,
+            Scale::PerRow(g) => g[r].to_f64(),
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        matches!(self, Scale::Zero)
+    }
+}
+
+/// Zeroes `n` values at `out` unless it is null.
+///
+/// # Safety
+/// `out` (unless null) must be writable for `n` values.
+#[inline(always)]
+unsafe fn zero_row<T: Float, I: Isa>(isa: I, out: *mut T, n: usize) {
+    if out.is_null() {
+        return;
+    }
+    let lanes = V::<T, I>::LANES;
+    let z = V::<T, I>::splat(isa, T::ZERO);
+    for i in (0..n).step_by(lanes) {
+        // SAFETY: i < n values remain.
+        unsafe { store_upto(z, out.add(i), lanes.min(n - i)) };
+    }
+}
+
+/// Zeroes `classes` columns of `LANES` values `stride` apart unless `out` is null.
+///
+/// # Safety
+/// As for the driver's lane groups.
+#[inline(always)]
+unsafe fn zero_columns<T: Float, I: Isa>(isa: I, out: *mut T, stride: usize, classes: usize) {
+    if out.is_null() {
+        return;
+    }
+    let z = V::<T, I>::splat(isa, T::ZERO);
+    for c in 0..classes {
+        // SAFETY: column c is writable.
+        unsafe { z.store(out.add(c * stride)) };
+    }
+}
+
+/// Hard-target cross entropy (`softmax`) or NLL (the input already holds log-probabilities).
+struct HardTarget<'a, T> {
+    targets: Targets<'a>,
+    ignore_index: i64,
+    weight: Option<&'a [T]>,
+    weight_total: f64,
+    sample_weight: Option<&'a [T]>,
+    smoothing: f64,
+    softmax: bool,
+    scale: Scale<'a, T>,
+}
+
+impl<T: Float> HardTarget<'_, T> {
+    /// The row's target if it is counted.
+    #[inline(always)]
+    fn target(&self, r: usize) -> Option<usize> {
+        let y = self.targets.get(r);
+        // Targets were range-checked before the pass.
+        (y != self.ignore_index).then_some(y as usize)
+    }
+
+    #[inline(always)]
+    fn class_weight(&self, y: usize) -> f64 {
+        self.weight.map_or(1.0, |w| w[y].to_f64())
+    }
+
+    #[inline(always)]
+    fn sample_weight(&self, r: usize) -> f64 {
+        self.sample_weight.map_or(1.0, |sw| sw[r].to_f64())
+    }
+
+    /// NLL of a row: `-sw w_y x_y`, gradient `-g sw w_y` at `y`.
+    #[inline(always)]
+    fn nll_row<I: Isa>(&self, isa: I, r: usize, y: usize, p: Ptrs<T>, n: usize) -> f64 {
+        let coef = self.sample_weight(r) * self.class_weight(y);
+        // SAFETY: y < n values are readable at p.x.
+        let x_y = unsafe { *p.x.add(y) }.to_f64();
+        if !p.out.is_null() {
+            // SAFETY: n values are writable at p.out.
+            unsafe {
+                zero_row(isa, p.out, n);
+                *p.out.add(y) = T::from_f64(-coef * self.scale.at(r));
+            }
+        }
+        -coef * x_y
+    }
+}
+
+impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
+    #[inline(always)]
+    fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        let Some(y) = self.target(r) else {
+            // SAFETY: n values are writable at p.out (unless null).
+            unsafe { zero_row(isa, p.out, n) };
+            return 0.0;
+        };
+        if !self.softmax {
+            return self.nll_row(isa, r, y, p, n);
+        }
+        let lanes = V::<T, I>::LANES;
+        let eps = self.smoothing;
+        let grad = !p.out.is_null();
+        let sw = self.sample_weight(r);
+        let w_y = self.class_weight(y);
+        // SAFETY: the driver hands over n readable values at p.x and writable at p.out; the
+        // target logit is read before anything is written.
+        unsafe {
+            let x_y = (*p.x.add(y)).to_f64();
+            let m = row_max(isa, p.x, n);
+            let mv = V::<T, I>::splat(isa, m);
+            let store = if grad { p.out } else { std::ptr::null_mut() };
+            // Σ exp(x - m) and, with smoothing, Σ w_c (x_c - m), in one pass.
+            let mut se = V::<T, I>::wide_zero(isa);
+            let mut sd = V::<T, I>::wide_zero(isa);
+            for i in (0..n).step_by(lanes) {
+                let k = lanes.min(n - i);
+                let d = load_upto(isa, p.x.add(i), k, T::NEG_INFINITY).sub(mv);
+                let e = T::exp(d);
+                if grad {
+                    store_upto(e, store.add(i), k);
+                }
+                se = e.wide_add(se);
+                if eps > 0.0 {
+                    let d = load_upto(isa, p.x.add(i), k, m).sub(mv);
+                    let wd = match self.weight {
+                        Some(w) => d.mul(load_upto(isa, w.as_ptr().add(i), k, T::ZERO)),
+                        None => d,
+                    };
+                    sd = wd.wide_add(sd);
+                }
+            }
+            let s = V::<T, I>::wide_sum(se);
+            let ln_s = s.ln();
+            let c = n as f64;
+            let nll = (m.to_f64() - x_y) + ln_s;
+            let mut loss = (1.0 - eps) * w_y * nll;
+            if eps > 0.0 {
+                let smooth = self.weight_total * ln_s - V::<T, I>::wide_sum(sd);
+                loss += eps / c * smooth;
+            }
+            if grad {
+                if self.scale.is_zero() {
+                    zero_row(isa, p.out, n);
+                } else {
+                    let g = self.scale.at(r) * sw;
+                    let a = V::<T, I>::splat(
+                        isa,
+                        T::from_f64(g * ((1.0 - eps) * w_y + eps / c * self.weight_total) / s),
+                    );
+                    let b = g * eps / c;
+                    let bv = V::<T, I>::splat(isa, T::from_f64(b));
+                    for i in (0..n).step_by(lanes) {
+                        let k = lanes.min(n - i);
+                        let e = load_upto(isa, p.out.add(i), k, T::ZERO);
+                        let out = match (self.weight, b != 0.0) {
+                            (Some(w), true) => {
+                                let wv = load_upto(isa, w.as_ptr().add(i), k, T::ZERO);
+                                e.mul(a).sub(wv.mul(bv))
+                            }
+                            (None, true) => e.mul(a).sub(bv),
+                            (_, false) => e.mul(a),
+                        };
+                        store_upto(out, p.out.add(i), k);
+                    }
+                    let at_y = (*p.out.add(y)).to_f64() - g * (1.0 - eps) * w_y;
+                    *p.out.add(y) = T::from_f64(at_y);
+                }
+            }
+            sw * loss
+        }
+    }
+
+    #[inline(always)]
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        p: Ptrs<T>,
+        stride: usize,
+        classes: usize,
+        results: &mut [f64; MAX_LANES],
+    ) {
+        let mut targets = [usize::MAX; MAX_LANES];
+        for (j, t) in targets[..valid].iter_mut().enumerate() {
+            if let Some(y) = self.target(r0 + j) {
+                *t = y;
+            }
+        }
+        let counted = |j: usize| j < valid && targets[j] != usize::MAX;
+        if !self.softmax {
+            for (j, result) in results[..valid].iter_mut().enumerate() {
+                *result = 0.0;
+                let y = targets[j];
+                if counted(j) {
+                    let coef = self.sample_weight(r0 + j) * self.class_weight(y);
+                    // SAFETY: lane j of column y is readable.
+                    *result = -coef * unsafe { *p.x.add(y * stride + j) }.to_f64();
+                }
+            }
+            if !p.out.is_null() {
+                // SAFETY: the driver's lane group is writable at p.out.
+                unsafe { zero_columns(isa, p.out, stride, classes) };
+                for j in 0..valid {
+                    if !counted(j) {
+                        continue;
+                    }
+                    let y = targets[j];
+                    let g =
+                        -self.sample_weight(r0 + j) * self.class_weight(y) * self.scale.at(r0 + j);
+                    // SAFETY: lane j of column y is writable.
+                    unsafe { *p.out.add(y * stride + j) = T::from_f64(g) };
+                }
+            }
+            return;
+        }
+        let eps = self.smoothing;
+        let c = classes as f64;
+        // Per-lane target logit, class weight, sample weight, gradient factor; 0 where the
+        // lane is ignored or padding.
+        let (mut x_y, mut w_y, mut sw, mut g, mut ignored) = (
+            [0.0; MAX_LANES],
+            [0.0; MAX_LANES],
+            [0.0; MAX_LANES],
+            [0.0; MAX_LANES],
+            [1.0; MAX_LANES],
+        );
+        for j in 0..valid {
+            if counted(j) {
+                // SAFETY: lane j of column targets[j] is readable.
+                x_y[j] = unsafe { *p.x.add(targets[j] * stride + j) }.to_f64();
+                w_y[j] = self.class_weight(targets[j]);
+                sw[j] = self.sample_weight(r0 + j);
+                g[j] = self.scale.at(r0 + j) * sw[j];
+                ignored[j] = 0.0;
+            }
+        }
+        let x_y = from_f64_lanes::<T, I>(isa, &x_y);
+        let w_y = from_f64_lanes::<T, I>(isa, &w_y);
+        let sw = from_f64_lanes::<T, I>(isa, &sw);
+        let g = from_f64_lanes::<T, I>(isa, &g);
+        let ignored = from_f64_lanes::<T, I>(isa, &ignored).eq(V::<T, I>::splat(isa, T::ONE));
+        let grad = !p.out.is_null();
+        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart; the
+        // target logits were read above, before anything is written.
+        unsafe {
+            let m = col_max(isa, p.x, stride, classes);
+            let mut sd = ColumnSum::<T, I>::new(isa);
+            if eps > 0.0 {
+                for k in 0..classes {
+                    let d = V::<T, I>::load(isa, p.x.add(k * stride)).sub(m);
+                    sd.add(match self.weight {
+                        Some(w) => d.mul(V::<T, I>::splat(isa, w[k])),
+                        None => d,
+                    });
+                }
+            }
+            let store = if grad { p.out } else { std::ptr::null_mut() };
+            let s = col_sum_exp(isa, p.x, stride, classes, m, store);
+            let ln_s = T::ln(s);
+            let one_minus = V::<T, I>::splat(isa, T::from_f64(1.0 - eps));
+            let nll = m.sub(x_y).add(ln_s);
+            let mut loss = one_minus.mul(w_y).mul(nll);
+            if eps > 0.0 {
+                let total = V::<T, I>::splat(isa, T::from_f64(self.weight_total));
+                let smooth = total.mul(ln_s).sub(sd.total());
+                loss = V::<T, I>::splat(isa, T::from_f64(eps / c)).mul_add(smooth, loss);
+            }
+            let zero = V::<T, I>::splat(isa, T::ZERO);
+            to_f64_lanes::<T, I>(V::<T, I>::select(ignored, zero, sw.mul(loss)), results);
+            if !grad {
+                return;
+            }
+            if self.scale.is_zero() {
+                zero_columns(isa, p.out, stride, classes);
+                return;
+            }
+            let mix = V::<T, I>::splat(isa, T::from_f64(eps / c * self.weight_total));
+            let a = g.mul(one_minus.mul_add(w_y, mix)).div(s);
+            let b = g.mul(V::<T, I>::splat(isa, T::from_f64(eps / c)));
+            for k in 0..classes {
+                let e = V::<T, I>::load(isa, p.out.add(k * stride));
+                let mut out = e.mul(a);
+                if eps > 0.0 {
+                    let wk = match self.weight {
+                        Some(w) => w[k],
+                        None => T::ONE,
+                    };
+                    out = out.sub(b.mul(V::<T, I>::splat(isa, wk)));
+                }
+                V::<T, I>::select(ignored, zero, out).store(p.out.add(k * stride));
+            }
+            let mut hit = [0.0; MAX_LANES];
+            to_f64_lanes::<T, I>(g.mul(one_minus).mul(w_y), &mut hit);
+            for j in 0..valid {
+                if counted(j) {
+                    let at = p.out.add(targets[j] * stride + j);
+                    *at = T::from_f64((*at).to_f64() - hit[j]);
+                }
+            }
+        }
+    }
+}
+
+/// Soft-target cross entropy; `x2` holds the target probabilities.
+struct SoftTarget<'a, T> {
+    weight: Option<&'a [T]>,
+    sample_weight: Option<&'a [T]>,
+    smoothing: f64,
+    classes: usize,
+    scale: Scale<'a, T>,
+}
+
+impl<T: Float> SoftTarget<'_, T> {
+    #[inline(always)]
+    fn sample_weight(&self, r: usize) -> f64 {
+        self.sample_weight.map_or(1.0, |sw| sw[r].to_f64())
+    }
+
+    /// `w_c t'_c` for a vector of targets `t` of classes `c..` (weights `w` there, if any).
+    #[inline(always)]
+    fn weighted<I: Isa>(&self, t: V<T, I>, w: Option<V<T, I>>) -> V<T, I> {
+        let isa = t.isa();
+        let keep = V::<T, I>::splat(isa, T::from_f64(1.0 - self.smoothing));
+        let spread = V::<T, I>::splat(isa, T::from_f64(self.smoothing / self.classes as f64));
+        let smoothed = t.mul_add(keep, spread);
+        match w {
+            Some(w) => smoothed.mul(w),
+            None => smoothed,
+        }
+    }
+
+    /// `w_c t'_c` for the `k` values at offset `i` of a contiguous row; 0 in padding lanes.
+    ///
+    /// # Safety
+    /// `i + k` must not pass the row's end.
+    #[inline(always)]
+    unsafe fn weighted_at<I: Isa>(&self, isa: I, t: *const T, i: usize, k: usize) -> V<T, I> {
+        // SAFETY: the caller keeps i + k inside the row, the target and the weights.
+        unsafe {
+            let tv = load_upto(isa, t.add(i), k, T::ZERO);
+            let w = match self.weight {
+                Some(w) => Some(load_upto(isa, w.as_ptr().add(i), k, T::ZERO)),
+                None => None,
+            };
+            let tw = self.weighted(tv, w);
+            if k == V::<T, I>::LANES {
+                tw
+            } else {
+                tw.mul(live_lanes::<T, I>(isa, k))
+            }
+        }
+    }
+
+    /// `w_c t'_c` for column `k` of a lane group.
+    ///
+    /// # Safety
+    /// Column `k` of the target must be readable for `LANES` values.
+    #[inline(always)]
+    unsafe fn weighted_column<I: Isa>(
+        &self,
+        isa: I,
+        t: *const T,
+        k: usize,
+        stride: usize,
+    ) -> V<T, I> {
+        // SAFETY: see the function's contract.
+        let tv = unsafe { V::<T, I>::load(isa, t.add(k * stride)) };
+        let w = match self.weight {
+            Some(w) => Some(V::<T, I>::splat(isa, w[k])),
+            None => None,
+        };
+        self.weighted(tv, w)
+    }
+}
+
+impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
+    #[inline(always)]
+    fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        let lanes = V::<T, I>::LANES;
+        let grad = !p.out.is_null();
+        // SAFETY: n values at p.x, p.x2 are readable and at p.out writable; each logit is
+        // read before its gradient slot is written.
+        unsafe {
+            let m = row_max(isa, p.x, n);
+            let mv = V::<T, I>::splat(isa, m);
+            let (mut se, mut st, mut sd) = (
+                V::<T, I>::wide_zero(isa),
+                V::<T, I>::wide_zero(isa),
+                V::<T, I>::wide_zero(isa),
+            );
+            for i in (0..n).step_by(lanes) {
+                let k = lanes.min(n - i);
+                // Padding lanes of a partial vector add nothing: exp(-inf) = 0, d = 0, and
+                // their target weight is 0.
+                let e = T::exp(load_upto(isa, p.x.add(i), k, T::NEG_INFINITY).sub(mv));
+                let d = load_upto(isa, p.x.add(i), k, m).sub(mv);
+                let tw = self.weighted_at(isa, p.x2, i, k);
+                if grad {
+                    store_upto(e, p.out.add(i), k);
+                }
+                se = e.wide_add(se);
+                st = tw.wide_add(st);
+                sd = tw.mul(d).wide_add(sd);
+            }
+            let s = V::<T, I>::wide_sum(se);
+            let t_total = V::<T, I>::wide_sum(st);
+            let sw = self.sample_weight(r);
+            let loss = sw * (t_total * s.ln() - V::<T, I>::wide_sum(sd));
+            if grad {
+                if self.scale.is_zero() {
+                    zero_row(isa, p.out, n);
+                } else {
+                    let g = self.scale.at(r) * sw;
+                    let a = V::<T, I>::splat(isa, T::from_f64(g * t_total / s));
+                    let gv = V::<T, I>::splat(isa, T::from_f64(g));
+                    for i in (0..n).step_by(lanes) {
+                        let k = lanes.min(n - i);
+                        let e = load_upto(isa, p.out.add(i), k, T::ZERO);
+                        let tw = self.weighted_at(isa, p.x2, i, k);
+                        store_upto(e.mul(a).sub(gv.mul(tw)), p.out.add(i), k);
+                    }
+                }
+            }
+            loss
+        }
+    }
+
+    #[inline(always)]
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        p: Ptrs<T>,
+        stride: usize,
+        classes: usize,
+        results: &mut [f64; MAX_LANES],
+    ) {
+        let (mut sw, mut g) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
+        for j in 0..valid {
+            sw[j] = self.sample_weight(r0 + j);
+            g[j] = self.scale.at(r0 + j) * sw[j];
+        }
+        let sw = from_f64_lanes::<T, I>(isa, &sw);
+        let g = from_f64_lanes::<T, I>(isa, &g);
+        let grad = !p.out.is_null();
+        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart.
+        unsafe {
+            let m = col_max(isa, p.x, stride, classes);
+            let (mut t_total, mut sd) = (ColumnSum::<T, I>::new(isa), ColumnSum::<T, I>::new(isa));
+            for k in 0..classes {
+                let tw = self.weighted_column(isa, p.x2, k, stride);
+                let d = V::<T, I>::load(isa, p.x.add(k * stride)).sub(m);
+                t_total.add(tw);
+                sd.add(tw.mul(d));
+            }
+            let t_total = t_total.total();
+            let store = if grad { p.out } else { std::ptr::null_mut() };
+            let s = col_sum_exp(isa, p.x, stride, classes, m, store);
+            let loss = sw.mul(t_total.mul(T::ln(s)).sub(sd.total()));
+            to_f64_lanes::<T, I>(loss, results);
+            if !grad {
+                return;
+            }
+            if self.scale.is_zero() {
+                zero_columns(isa, p.out, stride, classes);
+                return;
+            }
+            let a = g.mul(t_total).div(s);
+            for k in 0..classes {
+                let e = V::<T, I>::load(isa, p.out.add(k * stride));
+                let tw = self.weighted_column(isa, p.x2, k, stride);
+                e.mul(a).sub(g.mul(tw)).store(p.out.add(k * stride));
+            }
+        }
+    }
+}

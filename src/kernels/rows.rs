@@ -1,0 +1,395 @@
+//! The row driver: how a per-row computation meets memory, SIMD and threads.
+//!
+//! A kernel over the class axis implements [`RowKernel`] twice: `row` for one contiguous
+//! row, and `lanes` for as many rows as a vector has lanes, laid out by columns (class `c` of
+//! lane `j` at `c * stride + j`). [`run_rows`] picks the layout:
+//!
+//! - class axis last and many classes: contiguous rows, one at a time, vectorised along the
+//!   row;
+//! - class axis not last (`inner > 1`, e.g. `(N, C, H, W)` with `axis=1`): the data already is
+//!   by columns, so lanes run across the trailing axes with `stride = inner`, straight from
+//!   memory;
+//! - class axis last with few classes: rows are transposed 64 at a time into a small tile on
+//!   the stack and processed by columns, vectorised across rows instead of along them.
+//!
+//! Rows are cut into data-sized blocks run on the private pool; each block runs with the CPU's
+//! instruction set via [`crate::simd::dispatch`]. Each row yields one `f64` (a loss, a
+//! logsumexp, or nothing) that is stored per row or summed per block in row order.
+
+use std::ops::Range;
+
+use crate::error::XentError;
+use crate::float::Float;
+use crate::kernels::{Layout, RawIn, RawOut};
+use crate::parallel;
+use crate::reduce::pairwise_sum;
+use crate::simd::{self, Isa, Vector, WithIsa};
+
+/// Rows per transposed tile; a multiple of every lane count.
+pub(crate) const TILE_ROWS: usize = 64;
+
+/// With the class axis last, rows of at most this many classes are processed by columns.
+pub(crate) const MAX_SMALL_CLASSES: usize = 32;
+
+/// The most lanes any vector has.
+pub(crate) const MAX_LANES: usize = 16;
+
+/// The per-element buffers of one row (or one group of lanes).
+///
+/// `x` is always there; `x2` (a second input) and `out` (an output) are null when the
+/// kernel does not use them. `out` may equal `x` (in place): kernels read an element of `x`
+/// before writing the same element of `out` and never read `x` after writing `out`.
+#[derive(Clone, Copy)]
+pub(crate) struct Ptrs<T> {
+    pub x: *const T,
+    pub x2: *const T,
+    pub out: *mut T,
+}
+
+impl<T> Ptrs<T> {
+    /// The same buffers `offset` elements further on (null stays null).
+    ///
+    /// # Safety
+    /// `offset` must stay inside every non-null buffer.
+    #[inline(always)]
+    unsafe fn add(self, offset: usize) -> Self {
+        // SAFETY: the caller keeps the offset inside each buffer; null pointers stay null.
+        unsafe {
+            Ptrs {
+                x: self.x.add(offset),
+                x2: if self.x2.is_null() {
+                    self.x2
+                } else {
+                    self.x2.add(offset)
+                },
+                out: if self.out.is_null() {
+                    self.out
+                } else {
+                    self.out.add(offset)
+                },
+            }
+        }
+    }
+}
+
+/// A computation over the class axis. See the module docs.
+pub(crate) trait RowKernel<T: Float>: Sync {
+    /// Processes row `r`, whose `classes` values are contiguous at `p`; returns its result.
+    fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, classes: usize) -> f64;
+
+    /// Processes rows `r0 .. r0 + LANES` laid out by columns (`stride` apart); only the first
+    /// `valid` rows are real, the others are padding that must not touch per-row data.
+    /// Writes each real row's result to `results`.
+    #[allow(clippy::too_many_arguments)]
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        p: Ptrs<T>,
+        stride: usize,
+        classes: usize,
+        results: &mut [f64; MAX_LANES],
+    );
+}
+
+/// What to do with each row's result.
+#[derive(Clone, Copy)]
+pub(crate) enum RowResults<T> {
+    /// Nothing: the kernel's output is per element.
+    Discard,
+    /// Store it, rounded to `T`, at the row's index.
+    Store(RawOut<T>),
+    /// Add them up (deterministically).
+    Sum,
+}
+
+/// The per-element buffers of a whole call.
+#[derive(Clone, Copy)]
+pub(crate) struct RowBuffers<T> {
+    pub x: RawIn<T>,
+    pub x2: Option<RawIn<T>>,
+    pub out: Option<RawOut<T>>,
+}
+
+/// Runs `kernel` on every row of `layout`; returns the sum of the row results when asked to
+/// sum them (else 0).
+pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
+    layout: Layout,
+    kernel: &K,
+    buffers: RowBuffers<T>,
+    results: RowResults<T>,
+) -> Result<f64, XentError> {
+    let rows = layout.rows();
+    if rows == 0 {
+        return Ok(0.0);
+    }
+    let by_rows = layout.inner == 1 && layout.classes > MAX_SMALL_CLASSES;
+    let blocks = parallel::blocks(rows, layout.classes.max(1), TILE_ROWS);
+    let sums = parallel::map_blocks(blocks, layout.len(), |range| {
+        simd::dispatch(Block {
+            layout,
+            kernel,
+            buffers,
+            results,
+            range,
+            by_rows,
+        })
+    })?;
+    Ok(pairwise_sum(&sums))
+}
+
+/// One block of rows, run with one instruction set.
+struct Block<'k, T, K> {
+    layout: Layout,
+    kernel: &'k K,
+    buffers: RowBuffers<T>,
+    results: RowResults<T>,
+    range: Range<usize>,
+    by_rows: bool,
+}
+
+impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn run<I: Isa>(self, isa: I) -> f64 {
+        let mut acc = Accumulator {
+            results: self.results,
+            sum: 0.0,
+        };
+        if self.by_rows {
+            self.run_by_rows(isa, &mut acc);
+        } else if self.layout.inner == 1 {
+            self.run_transposed(isa, &mut acc);
+        } else {
+            self.run_strided(isa, &mut acc);
+        }
+        acc.sum
+    }
+}
+
+/// Stores or sums row results.
+struct Accumulator<T> {
+    results: RowResults<T>,
+    sum: f64,
+}
+
+impl<T: Float> Accumulator<T> {
+    #[inline(always)]
+    fn push(&mut self, r: usize, value: f64) {
+        match self.results {
+            RowResults::Discard => {}
+            // SAFETY: `r` is a row of this block; each row is stored by one block only.
+            RowResults::Store(out) => unsafe { out.ptr().add(r).write(T::from_f64(value)) },
+            RowResults::Sum => self.sum += value,
+        }
+    }
+}
+
+impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
+    fn base(&self) -> Ptrs<T> {
+        Ptrs {
+            x: self.buffers.x.ptr(),
+            x2: self.buffers.x2.map_or(std::ptr::null(), |b| b.ptr()),
+            out: self.buffers.out.map_or(std::ptr::null_mut(), |b| b.ptr()),
+        }
+    }
+
+    /// Contiguous rows, one at a time.
+    #[inline(always)]
+    fn run_by_rows<I: Isa>(&self, isa: I, acc: &mut Accumulator<T>) {
+        let classes = self.layout.classes;
+        let base = self.base();
+        for r in self.range.clone() {
+            // SAFETY: row r spans elements r*C .. (r+1)*C of every buffer.
+            let p = unsafe { base.add(r * classes) };
+            acc.push(r, self.kernel.row(isa, r, p, classes));
+        }
+    }
+
+    /// Few classes, class axis last: transpose `TILE_ROWS` rows at a time into a tile.
+    #[inline(always)]
+    fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<T>) {
+        let classes = self.layout.classes;
+        let lanes = T::Vec::<I>::LANES;
+        let base = self.base();
+        let tile_len = classes * TILE_ROWS;
+        let mut tile = vec![T::ZERO; 3 * tile_len];
+        let (tx, rest) = tile.split_at_mut(tile_len);
+        let (tx2, tout) = rest.split_at_mut(tile_len);
+        let mut results = [0.0; MAX_LANES];
+        for r0 in self.range.clone().step_by(TILE_ROWS) {
+            let n = TILE_ROWS.min(self.range.end - r0);
+            // SAFETY: rows r0 .. r0+n lie inside every buffer.
+            let p = unsafe { base.add(r0 * classes) };
+            // SAFETY: n rows of `classes` values are readable at p.x (and p.x2).
+            unsafe {
+                transpose_in(p.x, tx, n, classes);
+                if !p.x2.is_null() {
+                    transpose_in(p.x2, tx2, n, classes);
+                }
+            }
+            let tp = Ptrs {
+                x: tx.as_ptr(),
+                x2: if p.x2.is_null() {
+                    std::ptr::null()
+                } else {
+                    tx2.as_ptr()
+                },
+                out: if p.out.is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    tout.as_mut_ptr()
+                },
+            };
+            for g in (0..n).step_by(lanes) {
+                let valid = lanes.min(n - g);
+                // SAFETY: lane group g lies inside the tile (TILE_ROWS is a multiple of lanes).
+                let gp = unsafe { tp.add(g) };
+                self.kernel
+                    .lanes(isa, r0 + g, valid, gp, TILE_ROWS, classes, &mut results);
+                for (j, &v) in results[..valid].iter().enumerate() {
+                    acc.push(r0 + g + j, v);
+                }
+            }
+            if !p.out.is_null() {
+                // SAFETY: n rows of `classes` values are writable at p.out.
+                unsafe { transpose_out(tout, p.out, n, classes) };
+            }
+        }
+    }
+
+    /// Class axis not last: lanes run along the trailing axes, `inner` apart per class.
+    #[inline(always)]
+    fn run_strided<I: Isa>(&self, isa: I, acc: &mut Accumulator<T>) {
+        let Layout { classes, inner, .. } = self.layout;
+        let lanes = T::Vec::<I>::LANES;
+        let base = self.base();
+        let mut results = [0.0; MAX_LANES];
+        let mut tile: Vec<T> = Vec::new();
+        let mut r = self.range.start;
+        while r < self.range.end {
+            let (o, i) = (r / inner, r % inner);
+            let valid = lanes.min(inner - i).min(self.range.end - r);
+            // SAFETY: element (o, 0, i) and the `classes` strides after it are in bounds.
+            let p = unsafe { base.add(o * classes * inner + i) };
+            if valid == lanes {
+                self.kernel
+                    .lanes(isa, r, valid, p, inner, classes, &mut results);
+            } else {
+                if tile.is_empty() {
+                    tile = vec![T::ZERO; 3 * classes * lanes];
+                }
+                let (tx, rest) = tile.split_at_mut(classes * lanes);
+                let (tx2, tout) = rest.split_at_mut(classes * lanes);
+                // SAFETY: `valid` lanes of `classes` strided values are readable at p.
+                unsafe {
+                    gather_in(p.x, inner, tx, lanes, valid, classes);
+                    if !p.x2.is_null() {
+                        gather_in(p.x2, inner, tx2, lanes, valid, classes);
+                    }
+                }
+                let tp = Ptrs {
+                    x: tx.as_ptr(),
+                    x2: if p.x2.is_null() {
+                        std::ptr::null()
+                    } else {
+                        tx2.as_ptr()
+                    },
+                    out: if p.out.is_null() {
+                        std::ptr::null_mut()
+                    } else {
+                        tout.as_mut_ptr()
+                    },
+                };
+                self.kernel
+                    .lanes(isa, r, valid, tp, lanes, classes, &mut results);
+                if !p.out.is_null() {
+                    // SAFETY: `valid` lanes of `classes` strided values are writable at p.out.
+                    unsafe { scatter_out(tout, lanes, p.out, inner, valid, classes) };
+                }
+            }
+            for (j, &v) in results[..valid].iter().enumerate() {
+                acc.push(r + j, v);
+            }
+            r += valid;
+        }
+    }
+}
+
+/// Copies `n` contiguous rows of `classes` values at `src` into `tile` by columns
+/// (`TILE_ROWS` apart), zero-filling the rows after `n`.
+///
+/// # Safety
+/// `src` must be readable for `n * classes` values.
+#[inline(always)]
+unsafe fn transpose_in<T: Float>(src: *const T, tile: &mut [T], n: usize, classes: usize) {
+    for c in 0..classes {
+        let col = &mut tile[c * TILE_ROWS..(c + 1) * TILE_ROWS];
+        for (j, slot) in col[..n].iter_mut().enumerate() {
+            // SAFETY: j < n rows of `classes` values are readable.
+            *slot = unsafe { *src.add(j * classes + c) };
+        }
+        col[n..].fill(T::ZERO);
+    }
+}
+
+/// Writes the first `n` columns of `tile` back as contiguous rows at `dst`.
+///
+/// # Safety
+/// `dst` must be writable for `n * classes` values.
+#[inline(always)]
+unsafe fn transpose_out<T: Float>(tile: &[T], dst: *mut T, n: usize, classes: usize) {
+    for j in 0..n {
+        for c in 0..classes {
+            // SAFETY: j < n rows of `classes` values are writable.
+            unsafe { *dst.add(j * classes + c) = tile[c * TILE_ROWS + j] };
+        }
+    }
+}
+
+/// Copies `valid` lanes of `classes` values, `stride` apart per class, into `tile` with
+/// `lanes` per class, zero-filling the padding lanes.
+///
+/// # Safety
+/// `src + c * stride + j` must be readable for every class `c` and lane `j < valid`.
+#[inline(always)]
+unsafe fn gather_in<T: Float>(
+    src: *const T,
+    stride: usize,
+    tile: &mut [T],
+    lanes: usize,
+    valid: usize,
+    classes: usize,
+) {
+    for c in 0..classes {
+        let col = &mut tile[c * lanes..(c + 1) * lanes];
+        for (j, slot) in col[..valid].iter_mut().enumerate() {
+            // SAFETY: see the function's contract.
+            *slot = unsafe { *src.add(c * stride + j) };
+        }
+        col[valid..].fill(T::ZERO);
+    }
+}
+
+/// The inverse of [`gather_in`] for an output tile.
+///
+/// # Safety
+/// `dst + c * stride + j` must be writable for every class `c` and lane `j < valid`.
+#[inline(always)]
+unsafe fn scatter_out<T: Float>(
+    tile: &[T],
+    lanes: usize,
+    dst: *mut T,
+    stride: usize,
+    valid: usize,
+    classes: usize,
+) {
+    for c in 0..classes {
+        for j in 0..valid {
+            // SAFETY: see the function's contract.
+            unsafe { *dst.add(c * stride + j) = tile[c * lanes + j] };
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! `log_softmax`, `softmax`, `logsumexp` and the vector-Jacobian products of the first two.
+//!
+//! Each row is max-shifted: with `m = max x` and `s = Σ exp(x - m)` (summed in f64),
+//! `log_softmax = (x - m) - ln s`, `softmax = exp(x - m) / s` and `logsumexp = m + ln s`.
+//! Special rows follow torch: a row holding `+inf` or NaN, or made only of `-inf`, gives NaN
+//! for `log_softmax`/`softmax` (the shifted values are NaN there); `logsumexp` gives `-inf`
+//! for a row of `-inf`, `+inf` for a row holding `+inf`, NaN for a row holding NaN.
+
+use crate::error::XentError;
+use crate::float::Float;
+use crate::kernels::rows::{MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
+use crate::kernels::stats::{
+    ColumnSum, V, col_max, col_sum_exp, load_upto, row_max, row_sum_exp, store_upto, to_f64_lanes,
+};
+use crate::kernels::{Io, Layout, RawIn, RawOut, check_len};
+use crate::simd::{Isa, Vector};
+
+/// Writes `log_softmax(x)` along the class axis of `layout`.
+pub fn log_softmax<T: Float>(io: Io<'_, T>, layout: Layout) -> Result<(), XentError> {
+    normalize(io, layout, &Normalize { log: true })
+}
+
+/// Writes `softmax(x)` along the class axis of `layout`.
+pub fn softmax<T: Float>(io: Io<'_, T>, layout: Layout) -> Result<(), XentError> {
+    normalize(io, layout, &Normalize { log: false })
+}
+
+fn normalize<T: Float>(mut io: Io<'_, T>, layout: Layout, k: &Normalize) -> Result<(), XentError> {
+    check_len("the input", io.len(), layout.len())?;
+    if !io.writes() {
+        return Err(XentError::Value(
+            "log_softmax/softmax need an output buffer".into(),
+        ));
+    }
+    let (x, out) = io.raw()?;
+    run_rows(
+        layout,
+        k,
+        RowBuffers { x, x2: None, out },
+        RowResults::Discard,
+    )?;
+    Ok(())
+}
+
+/// Writes `logsumexp(x)` along the class axis of `layout`, one value per row, into `out`.
+pub fn logsumexp<T: Float>(x: &[T], layout: Layout, out: &mut [T]) -> Result<(), XentError> {
+    check_len("the input", x.len(), layout.len())?;
+    check_len("the output", out.len(), layout.rows())?;
+    let buffers = RowBuffers {
+        x: RawIn::new(x),
+        x2: None,
+        out: None,
+    };
+    run_rows(
+        layout,
+        &LogSumExp,
+        buffers,
+        RowResults::Store(RawOut::new(out)),
+    )?;
+    Ok(())
+}
+
+/// Writes the vector-Jacobian product of `log_softmax`: `g - exp(y) Σ g`, where
+/// `y = log_softmax(x)` is `output` and `g` is `grad`.
+pub fn log_softmax_backward<T: Float>(
+    grad: &[T],
+    output: &[T],
+    layout: Layout,
+    out: &mut [T],
+) -> Result<(), XentError> {
+    backward(grad, output, layout, out, Backward { log: true })
+}
+
+/// Writes the vector-Jacobian product of `softmax`: `y (g - Σ g y)`, where `y = softmax(x)`
+/// is `output` and `g` is `grad`.
+pub fn softmax_backward<T: Float>(
+    grad: &[T],
+    output: &[T],
+    layout: Layout,
+    out: &mut [T],
+) -> Result<(), XentError> {
+    backward(grad, output, layout, out, Backward { log: false })
+}
+
+fn backward<T: Float>(
+    grad: &[T],
+    output: &[T],
+    layout: Layout,
+    out: &mut [T],
+    k: Backward,
+) -> Result<(), XentError> {
+    check_len("grad_output", grad.len(), layout.len())?;
+    check_len("output", output.len(), layout.len())?;
+    check_len("the result", out.len(), layout.len())?;
+    let buffers = RowBuffers {
+        x: RawIn::new(grad),
+        x2: Some(RawIn::new(output)),
+        out: Some(RawOut::new(out)),
+    };
+    run_rows(layout, &k, buffers, RowResults::Discard)?;
+    Ok(())
+}
+
+/// `log_softmax` (`log`) or `softmax`.
+struct Normalize {
+    log: bool,
+}
+
+impl<T: Float> RowKernel<T> for Normalize {
+    #[inline(always)]
+    fn row<I: Isa>(&self, isa: I, _r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        let lanes = V::<T, I>::LANES;
+        // SAFETY: the driver hands over `n` readable values at p.x and writable at p.out.
+        unsafe {
+            let m = row_max(isa, p.x, n);
+            let mv = V::<T, I>::splat(isa, m);
+            if self.log {
+                let s = row_sum_exp(isa, p.x, n, m, std::ptr::null_mut());
+                let ln_s = V::<T, I>::splat(isa, T::from_f64(s.ln()));
+                for i in (0..n).step_by(lanes) {
+                    let k = lanes.min(n - i);
+                    let x = load_upto(isa, p.x.add(i), k, T::ZERO);
+                    store_upto(x.sub(mv).sub(ln_s), p.out.add(i), k);
+                }
+            } else {
+                let s = row_sum_exp(isa, p.x, n, m, p.out);
+                let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / s));
+                for i in (0..n).step_by(lanes) {
+                    let k = lanes.min(n - i);
+                    let e = load_upto(isa, p.out.add(i), k, T::ZERO);
+                    store_upto(e.mul(inv), p.out.add(i), k);
+                }
+            }
+        }
+        0.0
+    }
+
+    #[inline(always)]
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        _r0: usize,
+        _valid: usize,
+        p: Ptrs<T>,
+        stride: usize,
+        classes: usize,
+        _results: &mut [f64; MAX_LANES],
+    ) {
+        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart.
+        unsafe {
+            let m = col_max(isa, p.x, stride, classes);
+            if self.log {
+                let s = col_sum_exp(isa, p.x, stride, classes, m, std::ptr::null_mut());
+                let ln_s = T::ln(s);
+                for c in 0..classes {
+                    let x = V::<T, I>::load(isa, p.x.add(c * stride));
+                    x.sub(m).sub(ln_s).store(p.out.add(c * stride));
+                }
+            } else {
+                let s = col_sum_exp(isa, p.x, stride, classes, m, p.out);
+                let inv = V::<T, I>::splat(isa, T::ONE).div(s);
+                for c in 0..classes {
+                    let e = V::<T, I>::load(isa, p.out.add(c * stride));
+                    e.mul(inv).store(p.out.add(c * stride));
+                }
+            }
+        }
+    }
+}
+
+/// `logsumexp`, one result per row.
+struct LogSumExp;
+
+/// torch's `logsumexp` of a row whose maximum is not finite: NaN if the row holds a NaN,
+/// else that maximum (`+inf`, or `-inf` for a row of `-inf` or an empty row).
+fn special_logsumexp(values: impl Iterator<Item = f64>) -> f64 {
+    let mut m = f64::NEG_INFINITY;
+    for v in values {
+        if v.is_nan() {
+            return f64::NAN;
+        }
+        m = m.max(v);
+    }
+    m
+}
+
+impl<T: Float> RowKernel<T> for LogSumExp {
+    #[inline(always)]
+    fn row<I: Isa>(&self, isa: I, _r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        // SAFETY: the driver hands over `n` readable values at p.x.
+        let m = unsafe { row_max(isa, p.x, n) }.to_f64();
+        if !m.is_finite() {
+            // SAFETY: as above.
+            return special_logsumexp((0..n).map(|i| unsafe { *p.x.add(i) }.to_f64()));
+        }
+        // SAFETY: as above.
+        let s = unsafe { row_sum_exp(isa, p.x, n, T::from_f64(m), std::ptr::null_mut()) };
+        m + s.ln()
+    }
+
+    #[inline(always)]
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        _r0: usize,
+        valid: usize,
+        p: Ptrs<T>,
+        stride: usize,
+        classes: usize,
+        results: &mut [f64; MAX_LANES],
+    ) {
+        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart.
+        let (m, s) = unsafe {
+            let m = col_max(isa, p.x, stride, classes);
+            (
+                m,
+                col_sum_exp(isa, p.x, stride, classes, m, std::ptr::null_mut()),
+            )
+        };
+        let mut ms = [0.0; MAX_LANES];
+        to_f64_lanes::<T, I>(m, &mut ms);
+        to_f64_lanes::<T, I>(T::ln(s), results);
+        for j in 0..valid {
+            results[j] = if ms[j].is_finite() {
+                ms[j] + results[j]
+            } else {
+                // SAFETY: lane j < valid of every column is readable.
+                special_logsumexp(
+                    (0..classes).map(|c| unsafe { *p.x.add(c * stride + j) }.to_f64()),
+                )
+            };
+        }
+    }
+}
+
+/// The vector-Jacobian product of `log_softmax` (`log`) or `softmax`; `x` is the incoming
+/// gradient, `x2` the forward output.
+#[derive(Clone, Copy)]
+struct Backward {
+    log: bool,
+}
+
+impl<T: Float> RowKernel<T> for Backward {
+    #[inline(always)]
+    fn row<I: Isa>(&self, isa: I, _r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        let lanes = V::<T, I>::LANES;
+        // SAFETY: the driver hands over `n` values at p.x, p.x2 (read) and p.out (written).
+        unsafe {
+            let mut acc = V::<T, I>::wide_zero(isa);
+            for i in (0..n).step_by(lanes) {
+                let k = lanes.min(n - i);
+                let g = load_upto(isa, p.x.add(i), k, T::ZERO);
+                let term = if self.log {
+                    g
+                } else {
+                    g.mul(load_upto(isa, p.x2.add(i), k, T::ZERO))
+                };
+                acc = term.wide_add(acc);
+            }
+            let total = V::<T, I>::splat(isa, T::from_f64(V::<T, I>::wide_sum(acc)));
+            for i in (0..n).step_by(lanes) {
+                let k = lanes.min(n - i);
+                let g = load_upto(isa, p.x.add(i), k, T::ZERO);
+                let y = load_upto(isa, p.x2.add(i), k, T::ZERO);
+                let r = if self.log {
+                    g.sub(T::exp(y).mul(total))
+                } else {
+                    y.mul(g.sub(total))
+                };
+                store_upto(r, p.out.add(i), k);
+            }
+        }
+        0.0
+    }
+
+    #[inline(always)]
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        _r0: usize,
+        _valid: usize,
+        p: Ptrs<T>,
+        stride: usize,
+        classes: usize,
+        _results: &mut [f64; MAX_LANES],
+    ) {
+        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart, at
+        // p.x, p.x2 (read) and p.out (written).
+        unsafe {
+            let mut sum = ColumnSum::<T, I>::new(isa);
+            for c in 0..classes {
+                let g = V::<T, I>::load(isa, p.x.add(c * stride));
+                sum.add(if self.log {
+                    g
+                } else {
+                    g.mul(V::<T, I>::load(isa, p.x2.add(c * stride)))
+                });
+            }
+            let total = sum.total();
+            for c in 0..classes {
+                let g = V::<T, I>::load(isa, p.x.add(c * stride));
+                let y = V::<T, I>::load(isa, p.x2.add(c * stride));
+                let r = if self.log {
+                    g.sub(T::exp(y).mul(total))
+                } else {
+                    y.mul(g.sub(total))
+                };
+                r.store(p.out.add(c * stride));
+            }
+        }
+    }
+}

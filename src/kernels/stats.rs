@@ -1,0 +1,242 @@
+//! Vectorised building blocks shared by the kernels: maxima and sums of exponentials along a
+//! contiguous row, and the same down the columns of a group of lanes.
+//!
+//! All of them are `#[inline(always)]`: they are compiled into the caller's instruction set.
+
+use crate::float::Float;
+use crate::simd::{Isa, Vector};
+
+/// This element type's vector for instruction set `I`.
+pub(crate) type V<T, I> = <T as Float>::Vec<I>;
+
+/// Number of f32/f64 vectors summed in the element precision before widening to f64 when
+/// summing down columns.
+const COLUMN_FLUSH: usize = 16;
+
+/// Largest value of the contiguous row `x[..n]`.
+///
+/// # Safety
+/// `x` must be readable for `n` values.
+#[inline(always)]
+pub(crate) unsafe fn row_max<T: Float, I: Isa>(isa: I, x: *const T, n: usize) -> T {
+    let lanes = V::<T, I>::LANES;
+    let ninf = V::<T, I>::splat(isa, T::NEG_INFINITY);
+    let mut acc = [ninf; 4];
+    let mut i = 0;
+    while i + 4 * lanes <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + (k+1)*lanes <= n.
+            *a = a.max(unsafe { V::<T, I>::load(isa, x.add(i + k * lanes)) });
+        }
+        i += 4 * lanes;
+    }
+    while i + lanes <= n {
+        // SAFETY: i + lanes <= n.
+        acc[0] = acc[0].max(unsafe { V::<T, I>::load(isa, x.add(i)) });
+        i += lanes;
+    }
+    if i < n {
+        // SAFETY: n - i values remain.
+        acc[1] =
+            acc[1].max(unsafe { V::<T, I>::load_partial(isa, x.add(i), n - i, T::NEG_INFINITY) });
+    }
+    acc[0].max(acc[1]).max(acc[2].max(acc[3])).reduce_max()
+}
+
+/// `Σ exp(x - m)` over the contiguous row `x[..n]`, accumulated in f64. When `e` is not
+/// null, also stores `exp(x - m)` there (`e` may equal `x`).
+///
+/// # Safety
+/// `x` must be readable and `e` (unless null) writable for `n` values.
+#[inline(always)]
+pub(crate) unsafe fn row_sum_exp<T: Float, I: Isa>(
+    isa: I,
+    x: *const T,
+    n: usize,
+    m: T,
+    e: *mut T,
+) -> f64 {
+    let lanes = V::<T, I>::LANES;
+    let mv = V::<T, I>::splat(isa, m);
+    let mut acc = [V::<T, I>::wide_zero(isa); 2];
+    let mut i = 0;
+    while i + 2 * lanes <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let at = i + k * lanes;
+            // SAFETY: at + lanes <= n.
+            let v = T::exp(unsafe { V::<T, I>::load(isa, x.add(at)) }.sub(mv));
+            if !e.is_null() {
+                // SAFETY: at + lanes <= n.
+                unsafe { v.store(e.add(at)) };
+            }
+            *a = v.wide_add(*a);
+        }
+        i += 2 * lanes;
+    }
+    while i < n {
+        let k = lanes.min(n - i);
+        // SAFETY: k values remain; a partial load fills with -inf, whose exp is 0.
+        let v = T::exp(unsafe { load_upto(isa, x.add(i), k, T::NEG_INFINITY) }.sub(mv));
+        if !e.is_null() {
+            // SAFETY: k values remain.
+            unsafe { store_upto(v, e.add(i), k) };
+        }
+        acc[0] = v.wide_add(acc[0]);
+        i += k;
+    }
+    V::<T, I>::wide_sum(acc[0]) + V::<T, I>::wide_sum(acc[1])
+}
+
+/// Loads `k <= LANES` values, filling the rest with `fill`.
+///
+/// # Safety
+/// `p` must be readable for `k` values.
+#[inline(always)]
+pub(crate) unsafe fn load_upto<T: Float, I: Isa>(
+    isa: I,
+    p: *const T,
+    k: usize,
+    fill: T,
+) -> V<T, I> {
+    if k == V::<T, I>::LANES {
+        // SAFETY: k values are readable.
+        unsafe { V::<T, I>::load(isa, p) }
+    } else {
+        // SAFETY: k values are readable.
+        unsafe { V::<T, I>::load_partial(isa, p, k, fill) }
+    }
+}
+
+/// Stores the first `k <= LANES` lanes.
+///
+/// # Safety
+/// `p` must be writable for `k` values.
+#[inline(always)]
+pub(crate) unsafe fn store_upto<T: Float, I: Isa>(v: V<T, I>, p: *mut T, k: usize) {
+    if k == V::<T, I>::LANES {
+        // SAFETY: k values are writable.
+        unsafe { v.store(p) }
+    } else {
+        // SAFETY: k values are writable.
+        unsafe { v.store_partial(p, k) }
+    }
+}
+
+/// Lane-wise maximum down `classes` columns `stride` apart.
+///
+/// # Safety
+/// `x + c * stride` must be readable for `LANES` values for every class `c`.
+#[inline(always)]
+pub(crate) unsafe fn col_max<T: Float, I: Isa>(
+    isa: I,
+    x: *const T,
+    stride: usize,
+    classes: usize,
+) -> V<T, I> {
+    let mut m = V::<T, I>::splat(isa, T::NEG_INFINITY);
+    for c in 0..classes {
+        // SAFETY: see the function's contract.
+        m = m.max(unsafe { V::<T, I>::load(isa, x.add(c * stride)) });
+    }
+    m
+}
+
+/// Lane-wise `Σ_c exp(x_c - m)` down `classes` columns `stride` apart, summed in the element
+/// precision over runs of 16 classes and in f64 across runs, returned rounded to the element
+/// precision. When `e` is not null, also stores `exp(x_c - m)` there (same layout; `e` may
+/// equal `x`).
+///
+/// # Safety
+/// `x + c * stride` (and `e + c * stride` unless null) must be valid for `LANES` values for
+/// every class `c`.
+#[inline(always)]
+pub(crate) unsafe fn col_sum_exp<T: Float, I: Isa>(
+    isa: I,
+    x: *const T,
+    stride: usize,
+    classes: usize,
+    m: V<T, I>,
+    e: *mut T,
+) -> V<T, I> {
+    let mut sum = ColumnSum::<T, I>::new(isa);
+    for c in 0..classes {
+        // SAFETY: see the function's contract.
+        let v = T::exp(unsafe { V::<T, I>::load(isa, x.add(c * stride)) }.sub(m));
+        if !e.is_null() {
+            // SAFETY: see the function's contract.
+            unsafe { v.store(e.add(c * stride)) };
+        }
+        sum.add(v);
+    }
+    sum.total()
+}
+
+/// A lane-wise sum down columns: summed in the element precision over runs of 16 classes,
+/// and in f64 across runs (like [`col_sum_exp`]).
+#[derive(Clone, Copy)]
+pub(crate) struct ColumnSum<T: Float, I: Isa> {
+    wide: <V<T, I> as Vector>::Wide,
+    part: V<T, I>,
+    count: usize,
+}
+
+impl<T: Float, I: Isa> ColumnSum<T, I> {
+    /// An empty sum.
+    #[inline(always)]
+    pub(crate) fn new(isa: I) -> Self {
+        ColumnSum {
+            wide: V::<T, I>::wide_zero(isa),
+            part: V::<T, I>::splat(isa, T::ZERO),
+            count: 0,
+        }
+    }
+
+    /// Adds one column.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, v: V<T, I>) {
+        self.part = self.part.add(v);
+        self.count += 1;
+        if self.count == COLUMN_FLUSH {
+            self.wide = self.part.wide_add(self.wide);
+            self.part = V::<T, I>::splat(self.part.isa(), T::ZERO);
+            self.count = 0;
+        }
+    }
+
+    /// The sum, rounded to the element precision.
+    #[inline(always)]
+    pub(crate) fn total(self) -> V<T, I> {
+        V::<T, I>::narrow(self.part.wide_add(self.wide))
+    }
+}
+
+/// Copies the lanes of `v` into an array of f64.
+#[inline(always)]
+pub(crate) fn to_f64_lanes<T: Float, I: Isa>(v: V<T, I>, out: &mut [f64; 16]) {
+    let mut tmp = [T::ZERO; 16];
+    // SAFETY: `tmp` holds 16 >= LANES values.
+    unsafe { v.store(tmp.as_mut_ptr()) };
+    for (o, t) in out.iter_mut().zip(&tmp[..V::<T, I>::LANES]) {
+        *o = t.to_f64();
+    }
+}
+
+/// A vector holding `values[j]` (rounded to `T`) in lane `j`.
+#[inline(always)]
+pub(crate) fn from_f64_lanes<T: Float, I: Isa>(isa: I, values: &[f64; 16]) -> V<T, I> {
+    let mut tmp = [T::ZERO; 16];
+    for (t, &v) in tmp.iter_mut().zip(values) {
+        *t = T::from_f64(v);
+    }
+    // SAFETY: `tmp` holds 16 >= LANES values.
+    unsafe { V::<T, I>::load(isa, tmp.as_ptr()) }
+}
+
+/// A vector of ones in the first `k` lanes and zeros after.
+#[inline(always)]
+pub(crate) fn live_lanes<T: Float, I: Isa>(isa: I, k: usize) -> V<T, I> {
+    let mut tmp = [T::ZERO; 16];
+    tmp[..k].fill(T::ONE);
+    // SAFETY: `tmp` holds 16 >= LANES values.
+    unsafe { V::<T, I>::load(isa, tmp.as_ptr()) }
+}

@@ -1,0 +1,254 @@
+//! Extraction of NumPy arrays at the edge: dtype dispatch, contiguity, shapes, outputs.
+//!
+//! The Python layer hands over C-contiguous float32/float64 arrays; everything is still
+//! checked here, so the private module cannot be misused into undefined behaviour.
+
+use numpy::{
+    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+
+use crate::error::{XentError, format_index};
+use crate::float::Float;
+use crate::kernels::{Layout, Targets};
+
+/// A float32 or float64 array: the one dtype dispatch of every entry point.
+pub(crate) enum FloatArray<'py> {
+    /// float32.
+    F32(Bound<'py, PyArrayDyn<f32>>),
+    /// float64.
+    F64(Bound<'py, PyArrayDyn<f64>>),
+}
+
+/// The NumPy dtype name of `obj` (for messages).
+pub(crate) fn dtype_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.cast::<PyUntypedArray>()
+        .map(|a| a.dtype().to_string())
+        .unwrap_or_else(|_| obj.get_type().to_string())
+}
+
+/// `obj` as a float32/float64 array, else a `TypeError` naming `what`.
+pub(crate) fn float_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<FloatArray<'py>> {
+    if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+        return Ok(FloatArray::F32(a.clone()));
+    }
+    if let Ok(a) = obj.cast::<PyArrayDyn<f64>>() {
+        return Ok(FloatArray::F64(a.clone()));
+    }
+    Err(XentError::Type(format!(
+        "{what} must be a float16, float32 or float64 array, got dtype {}",
+        dtype_name(obj)
+    ))
+    .into())
+}
+
+/// `obj` as an array of `T`, else a `TypeError` naming `what`.
+pub(crate) fn typed<'py, T: Element + Float>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    obj.cast::<PyArrayDyn<T>>().cloned().map_err(|_| {
+        XentError::Type(format!(
+            "{what} must be a {} array like the input, got dtype {}",
+            T::NAME,
+            dtype_name(obj)
+        ))
+        .into()
+    })
+}
+
+/// A read-only view of a C-contiguous array.
+pub(crate) fn readonly<'py, T: Element>(
+    a: &Bound<'py, PyArrayDyn<T>>,
+    what: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    if !a.is_c_contiguous() {
+        return Err(XentError::Value(format!("{what} must be C-contiguous")).into());
+    }
+    a.try_readonly()
+        .map_err(|e| XentError::Value(format!("{what}: {e}")).into())
+}
+
+/// The contiguous values of a read-only view.
+pub(crate) fn slice<'a, T: Element>(a: &'a PyReadonlyArrayDyn<'_, T>) -> PyResult<&'a [T]> {
+    a.as_slice()
+        .map_err(|e| XentError::Value(e.to_string()).into())
+}
+
+/// The contiguous values of a writable view.
+pub(crate) fn slice_mut<'a, T: Element>(
+    a: &'a mut PyReadwriteArrayDyn<'_, T>,
+) -> PyResult<&'a mut [T]> {
+    a.as_slice_mut()
+        .map_err(|e| XentError::Value(e.to_string()).into())
+}
+
+/// A fresh, uninitialised C-order array that a kernel will fill completely.
+pub(crate) fn uninit<'py, T: Element>(
+    py: Python<'py>,
+    shape: &[usize],
+) -> Bound<'py, PyArrayDyn<T>> {
+    // SAFETY: every caller hands the array to a kernel that writes every element before the
+    // array reaches Python (or drops it unread on error).
+    unsafe { PyArrayDyn::<T>::new(py, shape, false) }
+}
+
+/// The class-axis layout of `shape` for a possibly negative `axis`.
+pub(crate) fn layout(shape: &[usize], axis: isize) -> PyResult<(Layout, usize)> {
+    let ndim = shape.len() as isize;
+    if ndim == 0 {
+        return Err(XentError::Value(
+            "the input must have at least one dimension (the class axis), got a 0-d array".into(),
+        )
+        .into());
+    }
+    let normalized = if axis < 0 { axis + ndim } else { axis };
+    if !(0..ndim).contains(&normalized) {
+        return Err(XentError::Value(format!(
+            "axis {axis} is out of range for an input of shape {} ({ndim} dimensions)",
+            format_index(shape)
+        ))
+        .into());
+    }
+    let axis = normalized as usize;
+    Ok((Layout::new(shape, axis)?, axis))
+}
+
+/// `shape` without dimension `axis`.
+pub(crate) fn without_axis(shape: &[usize], axis: usize) -> Vec<usize> {
+    shape
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != axis)
+        .map(|(_, &d)| d)
+        .collect()
+}
+
+/// A `ValueError` unless `got == want`.
+pub(crate) fn check_shape(what: &str, got: &[usize], want: &[usize], of: &str) -> PyResult<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(XentError::Shape(format!(
+            "{what} has shape {} but {of} {}",
+            format_index(got),
+            format_index(want)
+        ))
+        .into())
+    }
+}
+
+/// A writable output for an input of shape `shape` and dtype `T`.
+pub(crate) enum Output<'py, T: Element> {
+    /// The output is the input itself.
+    InPlace(PyReadwriteArrayDyn<'py, T>),
+    /// A separate array.
+    Separate(PyReadwriteArrayDyn<'py, T>),
+}
+
+/// Checks a caller's output buffer (`out=`, `grad_out=`): dtype `T` (`TypeError`), the
+/// input's shape, C-contiguous, writable, and either the input itself or not overlapping it
+/// (`ValueError`).
+pub(crate) fn output<'py, T: Element + Float>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    input: &Bound<'py, PyArrayDyn<T>>,
+) -> PyResult<(Bound<'py, PyArrayDyn<T>>, bool)> {
+    let out = typed::<T>(obj, what)?;
+    check_shape(what, out.shape(), input.shape(), "the input has shape")?;
+    if !out.is_c_contiguous() {
+        return Err(XentError::Value(format!("{what} must be C-contiguous")).into());
+    }
+    if !obj
+        .getattr("flags")?
+        .getattr("writeable")?
+        .extract::<bool>()?
+    {
+        return Err(XentError::Value(format!("{what} must be writable")).into());
+    }
+    let bytes = std::mem::size_of::<T>() * input.len();
+    let (a, b) = (input.data() as usize, out.data() as usize);
+    let same = a == b;
+    if !same && bytes > 0 && a < b + bytes && b < a + bytes {
+        return Err(XentError::Value(format!(
+            "{what} overlaps the input; pass the input itself to write in place, or a separate array"
+        ))
+        .into());
+    }
+    Ok((out, same))
+}
+
+/// Takes the write borrow of an output checked by [`output`].
+pub(crate) fn borrow_output<'py, T: Element>(
+    out: &Bound<'py, PyArrayDyn<T>>,
+    in_place: bool,
+    what: &str,
+) -> PyResult<Output<'py, T>> {
+    let rw = out
+        .try_readwrite()
+        .map_err(|e| XentError::Value(format!("{what}: {e}")))?;
+    Ok(if in_place {
+        Output::InPlace(rw)
+    } else {
+        Output::Separate(rw)
+    })
+}
+
+/// Class-index targets of any NumPy integer dtype.
+pub(crate) enum TargetArray<'py> {
+    I8(PyReadonlyArrayDyn<'py, i8>),
+    I16(PyReadonlyArrayDyn<'py, i16>),
+    I32(PyReadonlyArrayDyn<'py, i32>),
+    I64(PyReadonlyArrayDyn<'py, i64>),
+    U8(PyReadonlyArrayDyn<'py, u8>),
+    U16(PyReadonlyArrayDyn<'py, u16>),
+    U32(PyReadonlyArrayDyn<'py, u32>),
+    U64(PyReadonlyArrayDyn<'py, u64>),
+}
+
+macro_rules! try_targets {
+    ($obj:expr, $($variant:ident $t:ty),*) => {
+        $(
+            if let Ok(a) = $obj.cast::<PyArrayDyn<$t>>() {
+                return Ok(Some(TargetArray::$variant(readonly(a, "target")?)));
+            }
+        )*
+    };
+}
+
+impl<'py> TargetArray<'py> {
+    /// `obj` as integer targets, or `None` when its dtype is not an integer.
+    pub(crate) fn extract(obj: &Bound<'py, PyAny>) -> PyResult<Option<Self>> {
+        try_targets!(obj, I8 i8, I16 i16, I32 i32, I64 i64, U8 u8, U16 u16, U32 u32, U64 u64);
+        Ok(None)
+    }
+
+    /// The target's shape.
+    pub(crate) fn shape(&self) -> &[usize] {
+        match self {
+            TargetArray::I8(a) => a.shape(),
+            TargetArray::I16(a) => a.shape(),
+            TargetArray::I32(a) => a.shape(),
+            TargetArray::I64(a) => a.shape(),
+            TargetArray::U8(a) => a.shape(),
+            TargetArray::U16(a) => a.shape(),
+            TargetArray::U32(a) => a.shape(),
+            TargetArray::U64(a) => a.shape(),
+        }
+    }
+
+    /// The targets as the kernels read them.
+    pub(crate) fn targets(&self) -> PyResult<Targets<'_>> {
+        Ok(match self {
+            TargetArray::I8(a) => Targets::I8(slice(a)?),
+            TargetArray::I16(a) => Targets::I16(slice(a)?),
+            TargetArray::I32(a) => Targets::I32(slice(a)?),
+            TargetArray::I64(a) => Targets::I64(slice(a)?),
+            TargetArray::U8(a) => Targets::U8(slice(a)?),
+            TargetArray::U16(a) => Targets::U16(slice(a)?),
+            TargetArray::U32(a) => Targets::U32(slice(a)?),
+            TargetArray::U64(a) => Targets::U64(slice(a)?),
+        })
+    }
+}

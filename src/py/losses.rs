@@ -1,0 +1,542 @@
+//! Bindings of the losses: cross entropy, NLL, binary cross entropy (on probabilities and on
+//! logits). Each returns the loss (a Python float when reduced, an array for `none`) or, with
+//! `return_grad`, `(loss, grad)`.
+
+use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyTuple};
+
+use crate::error::{XentError, format_index};
+use crate::float::Float;
+use crate::kernels::binary::{self, BinaryOptions, Broadcast};
+use crate::kernels::cross_entropy::{self as ce, ClassOptions, GradOutput, Reduction};
+use crate::kernels::{Io, Layout};
+use crate::py::arrays::{
+    FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array, layout,
+    output, readonly, slice, slice_mut, typed, uninit, without_axis,
+};
+use crate::py::gil::detached;
+
+/// Which multiclass loss.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClassLoss {
+    CrossEntropy,
+    Nll,
+}
+
+/// `cross_entropy(...)`; see the Python docstring.
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
+    return_grad, grad_output, grad_out
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cross_entropy<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    axis: isize,
+    weight: Option<&Bound<'py, PyAny>>,
+    sample_weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: i64,
+    reduction: &str,
+    label_smoothing: f64,
+    return_grad: bool,
+    grad_output: Option<&Bound<'py, PyAny>>,
+    grad_out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let args = ClassArgs {
+        target,
+        axis,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        return_grad,
+        grad_output,
+        grad_out,
+        loss: ClassLoss::CrossEntropy,
+    };
+    match float_array(input, "input")? {
+        FloatArray::F32(x) => class_loss(py, &x, &args),
+        FloatArray::F64(x) => class_loss(py, &x, &args),
+    }
+}
+
+/// `nll_loss(...)`; see the Python docstring.
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn nll_loss<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    axis: isize,
+    weight: Option<&Bound<'py, PyAny>>,
+    sample_weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: i64,
+    reduction: &str,
+    return_grad: bool,
+    grad_output: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let args = ClassArgs {
+        target,
+        axis,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing: 0.0,
+        return_grad,
+        grad_output,
+        grad_out: None,
+        loss: ClassLoss::Nll,
+    };
+    match float_array(input, "input")? {
+        FloatArray::F32(x) => class_loss(py, &x, &args),
+        FloatArray::F64(x) => class_loss(py, &x, &args),
+    }
+}
+
+struct ClassArgs<'a, 'py> {
+    target: &'a Bound<'py, PyAny>,
+    axis: isize,
+    weight: Option<&'a Bound<'py, PyAny>>,
+    sample_weight: Option<&'a Bound<'py, PyAny>>,
+    ignore_index: i64,
+    reduction: &'a str,
+    label_smoothing: f64,
+    return_grad: bool,
+    grad_output: Option<&'a Bound<'py, PyAny>>,
+    grad_out: Option<&'a Bound<'py, PyAny>>,
+    loss: ClassLoss,
+}
+
+/// The target of a multiclass loss, once its kind is known.
+enum Target<'py, T: Element> {
+    Hard(TargetArray<'py>),
+    Soft(PyReadonlyArrayDyn<'py, T>),
+}
+
+fn class_target<'py, T: Float + Element>(
+    target: &Bound<'py, PyAny>,
+    shape: &[usize],
+    sample_shape: &[usize],
+    axis: usize,
+    loss: ClassLoss,
+) -> PyResult<Target<'py, T>> {
+    let mismatch = |got: &[usize], want: &[usize], what: &str| -> PyErr {
+        XentError::Shape(format!(
+            "target has shape {} but {what} {} (input shape {}, class axis {axis})",
+            format_index(got),
+            format_index(want),
+            format_index(shape)
+        ))
+        .into()
+    };
+    if let Some(hard) = TargetArray::extract(target)? {
+        if hard.shape() != sample_shape {
+            return Err(mismatch(
+                hard.shape(),
+                sample_shape,
+                "class indices need shape",
+            ));
+        }
+        return Ok(Target::Hard(hard));
+    }
+    let Ok(soft) = target.cast::<PyArrayDyn<T>>() else {
+        return Err(XentError::Type(format!(
+            "target must hold integer class indices or {} class probabilities, got dtype {}",
+            T::NAME,
+            dtype_name(target)
+        ))
+        .into());
+    };
+    if soft.shape() == sample_shape {
+        return Err(XentError::Type(format!(
+            "target has the shape of class indices {} but a floating dtype ({}); \
+             cast it to integers, e.g. target.astype(np.int64)",
+            format_index(sample_shape),
+            T::NAME
+        ))
+        .into());
+    }
+    if loss == ClassLoss::Nll {
+        return Err(XentError::Type(format!(
+            "nll_loss needs integer class indices, got dtype {}",
+            T::NAME
+        ))
+        .into());
+    }
+    if soft.shape() != shape {
+        return Err(mismatch(
+            soft.shape(),
+            shape,
+            "class probabilities need the input's shape",
+        ));
+    }
+    Ok(Target::Soft(readonly(soft, "target")?))
+}
+
+/// A per-class or per-sample weight array of dtype `T` and shape `want`.
+fn weight_array<'py, T: Float + Element>(
+    obj: Option<&Bound<'py, PyAny>>,
+    what: &str,
+    want: &[usize],
+    of: &str,
+) -> PyResult<Option<PyReadonlyArrayDyn<'py, T>>> {
+    let Some(obj) = obj else { return Ok(None) };
+    let a = typed::<T>(obj, what)?;
+    check_shape(what, a.shape(), want, of)?;
+    Ok(Some(readonly(&a, what)?))
+}
+
+/// The upstream gradient: a float for reduced losses, an array of the loss's shape for
+/// `none`.
+enum Upstream<'py, T: Element> {
+    Scalar(f64),
+    Array(PyReadonlyArrayDyn<'py, T>),
+}
+
+fn upstream<'py, T: Float + Element>(
+    obj: Option<&Bound<'py, PyAny>>,
+    reduction: Reduction,
+    loss_shape: &[usize],
+) -> PyResult<Upstream<'py, T>> {
+    let Some(obj) = obj else {
+        return Ok(Upstream::Scalar(1.0));
+    };
+    if obj.is_instance_of::<PyFloat>() {
+        if reduction == Reduction::None && !loss_shape.is_empty() {
+            return Err(XentError::Shape(format!(
+                "grad_output must have the loss's shape {} for reduction \"none\", got a scalar",
+                format_index(loss_shape)
+            ))
+            .into());
+        }
+        return Ok(Upstream::Scalar(obj.extract::<f64>()?));
+    }
+    let a = typed::<T>(obj, "grad_output")?;
+    if reduction != Reduction::None {
+        return Err(XentError::Shape(format!(
+            "grad_output must be a scalar for a reduced loss, got shape {}",
+            format_index(a.shape())
+        ))
+        .into());
+    }
+    check_shape("grad_output", a.shape(), loss_shape, "the loss has shape")?;
+    Ok(Upstream::Array(readonly(&a, "grad_output")?))
+}
+
+/// Assembles the Python result: `loss` or `(loss, grad)`.
+fn result<'py>(
+    py: Python<'py>,
+    loss: Bound<'py, PyAny>,
+    grad: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match grad {
+        None => Ok(loss),
+        Some(g) => Ok(PyTuple::new(py, [loss, g])?.into_any()),
+    }
+}
+
+fn class_loss<'py, T: Float + Element>(
+    py: Python<'py>,
+    x: &Bound<'py, PyArrayDyn<T>>,
+    args: &ClassArgs<'_, 'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let shape = x.shape().to_vec();
+    let (layout, axis) = layout(&shape, args.axis)?;
+    let reduction = Reduction::parse(args.reduction)?;
+    let sample_shape = without_axis(&shape, axis);
+    let target = class_target::<T>(args.target, &shape, &sample_shape, axis, args.loss)?;
+    if matches!(target, Target::Soft(_)) && args.ignore_index >= 0 {
+        return Err(XentError::Value(format!(
+            "ignore_index ({}) does not apply to soft (class probability) targets",
+            args.ignore_index
+        ))
+        .into());
+    }
+    let classes = [layout.classes];
+    let weight = weight_array::<T>(args.weight, "weight", &classes, "one value per class needs")?;
+    let sample_weight = weight_array::<T>(
+        args.sample_weight,
+        "sample_weight",
+        &sample_shape,
+        "one value per sample needs",
+    )?;
+    if args.grad_out.is_some() && !args.return_grad {
+        return Err(XentError::Value("grad_out is only used with return_grad=True".into()).into());
+    }
+    let upstream = upstream::<T>(args.grad_output, reduction, &sample_shape)?;
+
+    let losses = (reduction == Reduction::None).then(|| uninit::<T>(py, &sample_shape));
+    let (grad, in_place) = match (args.return_grad, args.grad_out) {
+        (false, _) => (None, false),
+        (true, Some(o)) => {
+            let (g, same) = output(o, "grad_out", x)?;
+            (Some(g), same)
+        }
+        (true, None) => (Some(uninit::<T>(py, &shape)), false),
+    };
+
+    let total = {
+        let w = weight.as_ref().map(slice).transpose()?;
+        let sw = sample_weight.as_ref().map(slice).transpose()?;
+        let grad_output = match &upstream {
+            Upstream::Scalar(g) => GradOutput::Scalar(*g),
+            Upstream::Array(a) => GradOutput::PerSample(slice(a)?),
+        };
+        let opts = ClassOptions {
+            weight: w,
+            sample_weight: sw,
+            ignore_index: args.ignore_index,
+            reduction,
+            label_smoothing: args.label_smoothing,
+            grad_output,
+        };
+        let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
+        let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
+        let grad_borrow = grad
+            .as_ref()
+            .map(|g| borrow_output(g, in_place, "grad_out"))
+            .transpose()?;
+        let xr = if in_place {
+            None
+        } else {
+            Some(readonly(x, "input")?)
+        };
+        let call = Call {
+            layout,
+            target: &target,
+            opts: &opts,
+            loss: args.loss,
+        };
+        match grad_borrow {
+            None => {
+                let input = slice(xr.as_ref().expect("read borrow taken when not in place"))?;
+                call.run(py, Io::Read(input), loss_out)?
+            }
+            Some(Output::InPlace(mut rw)) => {
+                call.run(py, Io::InPlace(slice_mut(&mut rw)?), loss_out)?
+            }
+            Some(Output::Separate(mut rw)) => {
+                let input = slice(xr.as_ref().expect("read borrow taken when not in place"))?;
+                call.run(
+                    py,
+                    Io::ReadWrite {
+                        input,
+                        out: slice_mut(&mut rw)?,
+                    },
+                    loss_out,
+                )?
+            }
+        }
+    };
+    let loss = match losses {
+        Some(l) => l.into_any(),
+        None => PyFloat::new(py, total).into_any(),
+    };
+    result(py, loss, grad.map(Bound::into_any))
+}
+
+/// One multiclass-loss kernel call, with everything extracted.
+struct Call<'a, 'py, T: Element> {
+    layout: Layout,
+    target: &'a Target<'py, T>,
+    opts: &'a ClassOptions<'a, T>,
+    loss: ClassLoss,
+}
+
+impl<T: Float + Element> Call<'_, '_, T> {
+    fn run(&self, py: Python<'_>, io: Io<'_, T>, losses: Option<&mut [T]>) -> PyResult<f64> {
+        let (layout, opts) = (self.layout, self.opts);
+        match self.target {
+            Target::Hard(t) => {
+                let targets = t.targets()?;
+                let shape = t.shape().to_vec();
+                let kernel = match self.loss {
+                    ClassLoss::CrossEntropy => ce::cross_entropy::<T>,
+                    ClassLoss::Nll => ce::nll_loss::<T>,
+                };
+                detached(py, || kernel(io, layout, targets, &shape, opts, losses))
+            }
+            Target::Soft(t) => {
+                let probs = slice(t)?;
+                detached(py, || {
+                    ce::cross_entropy_soft(io, layout, probs, opts, losses)
+                })
+            }
+        }
+    }
+}
+
+/// `binary_cross_entropy(...)`; `weight` is given as its distinct values and a repeat count
+/// (see [`Broadcast`]).
+#[pyfunction]
+#[pyo3(signature = (input, target, weight, weight_repeat, reduction, return_grad, grad_output))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_cross_entropy<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    weight_repeat: usize,
+    reduction: &str,
+    return_grad: bool,
+    grad_output: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let args = BinaryArgs {
+        target,
+        weight: weight.map(|w| (w, weight_repeat)),
+        pos_weight: None,
+        reduction,
+        return_grad,
+        grad_output,
+        logits: false,
+    };
+    match float_array(input, "input")? {
+        FloatArray::F32(x) => binary_loss(py, &x, &args),
+        FloatArray::F64(x) => binary_loss(py, &x, &args),
+    }
+}
+
+/// `binary_cross_entropy_with_logits(...)`; `weight` and `pos_weight` are given as their
+/// distinct values and repeat counts (see [`Broadcast`]).
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, weight, weight_repeat, pos_weight, pos_weight_repeat, reduction, return_grad,
+    grad_output
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_cross_entropy_with_logits<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    weight_repeat: usize,
+    pos_weight: Option<&Bound<'py, PyAny>>,
+    pos_weight_repeat: usize,
+    reduction: &str,
+    return_grad: bool,
+    grad_output: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let args = BinaryArgs {
+        target,
+        weight: weight.map(|w| (w, weight_repeat)),
+        pos_weight: pos_weight.map(|w| (w, pos_weight_repeat)),
+        reduction,
+        return_grad,
+        grad_output,
+        logits: true,
+    };
+    match float_array(input, "input")? {
+        FloatArray::F32(x) => binary_loss(py, &x, &args),
+        FloatArray::F64(x) => binary_loss(py, &x, &args),
+    }
+}
+
+struct BinaryArgs<'a, 'py> {
+    target: &'a Bound<'py, PyAny>,
+    weight: Option<(&'a Bound<'py, PyAny>, usize)>,
+    pos_weight: Option<(&'a Bound<'py, PyAny>, usize)>,
+    reduction: &'a str,
+    return_grad: bool,
+    grad_output: Option<&'a Bound<'py, PyAny>>,
+    logits: bool,
+}
+
+/// A broadcast operand's values as a 1-D array of dtype `T`.
+fn broadcast_values<'py, T: Float + Element>(
+    operand: Option<(&Bound<'py, PyAny>, usize)>,
+    what: &str,
+) -> PyResult<Option<(PyReadonlyArrayDyn<'py, T>, usize)>> {
+    let Some((obj, repeat)) = operand else {
+        return Ok(None);
+    };
+    let a = typed::<T>(obj, what)?;
+    if a.ndim() != 1 || a.len() == 0 || repeat == 0 {
+        return Err(XentError::Shape(format!(
+            "{what} values must be a non-empty 1-D array with a positive repeat count"
+        ))
+        .into());
+    }
+    Ok(Some((readonly(&a, what)?, repeat)))
+}
+
+/// The kernel's view of an extracted broadcast operand.
+fn as_broadcast<'a, T: Float + Element>(
+    b: &'a Option<(PyReadonlyArrayDyn<'_, T>, usize)>,
+) -> PyResult<Option<Broadcast<'a, T>>> {
+    b.as_ref()
+        .map(|(a, repeat)| {
+            Ok(Broadcast {
+                values: slice(a)?,
+                repeat: *repeat,
+            })
+        })
+        .transpose()
+}
+
+fn binary_loss<'py, T: Float + Element>(
+    py: Python<'py>,
+    x: &Bound<'py, PyArrayDyn<T>>,
+    args: &BinaryArgs<'_, 'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let shape = x.shape().to_vec();
+    let reduction = Reduction::parse(args.reduction)?;
+    let target = typed::<T>(args.target, "target")?;
+    if target.shape() != shape.as_slice() {
+        return Err(XentError::Shape(format!(
+            "target size {} must be the same as input size {}",
+            format_index(target.shape()),
+            format_index(&shape)
+        ))
+        .into());
+    }
+    let weight = broadcast_values::<T>(args.weight, "weight")?;
+    let pos_weight = broadcast_values::<T>(args.pos_weight, "pos_weight")?;
+    let upstream = upstream::<T>(args.grad_output, reduction, &shape)?;
+    let losses = (reduction == Reduction::None).then(|| uninit::<T>(py, &shape));
+    let grad = args.return_grad.then(|| uninit::<T>(py, &shape));
+    let total = {
+        let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
+        let (input, target) = (slice(&xr)?, slice(&tr)?);
+        let opts = BinaryOptions {
+            weight: as_broadcast(&weight)?,
+            pos_weight: as_broadcast(&pos_weight)?,
+            reduction,
+            grad_output: match &upstream {
+                Upstream::Scalar(g) => GradOutput::Scalar(*g),
+                Upstream::Array(a) => GradOutput::PerSample(slice(a)?),
+            },
+        };
+        let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
+        let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
+        let mut grad_rw = grad.as_ref().map(|g| g.readwrite());
+        let io = match grad_rw.as_mut() {
+            None => Io::Read(input),
+            Some(rw) => Io::ReadWrite {
+                input,
+                out: slice_mut(rw)?,
+            },
+        };
+        if args.logits {
+            detached(py, || {
+                binary::binary_cross_entropy_with_logits(io, target, &opts, loss_out)
+            })?
+        } else {
+            detached(py, || {
+                binary::binary_cross_entropy(io, target, &shape, &opts, loss_out)
+            })?
+        }
+    };
+    let loss = match losses {
+        Some(l) => l.into_any(),
+        None => PyFloat::new(py, total).into_any(),
+    };
+    result(py, loss, grad.map(Bound::into_any))
+}

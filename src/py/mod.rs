@@ -1,0 +1,75 @@
+//! The PyO3 binding: the only code that touches Python objects.
+//!
+//! Each function extracts and checks its arguments, dispatches once on the input's dtype,
+//! runs the kernel with the GIL released ([`gil::detached`]) and wraps the outputs. Errors
+//! become Python exceptions in one place ([`errors`]).
+
+mod arrays;
+mod errors;
+mod gil;
+mod losses;
+mod softmax;
+
+use pyo3::prelude::*;
+
+use crate::{parallel, simd};
+
+/// Sets the number of worker threads (at least 1).
+#[pyfunction]
+fn set_num_threads(n: i64) -> PyResult<()> {
+    let n = usize::try_from(n).map_err(|_| {
+        crate::error::XentError::Value(format!("the number of threads must be at least 1, got {n}"))
+    })?;
+    Ok(parallel::set_num_threads(n)?)
+}
+
+/// The number of worker threads.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    parallel::num_threads()
+}
+
+/// The SIMD instruction set in use: "avx512", "avx2" or "scalar".
+#[pyfunction]
+fn simd_level() -> &'static str {
+    simd::level().name()
+}
+
+/// Forces a SIMD instruction set (for testing every path on one machine).
+#[pyfunction]
+fn set_simd_level(name: &str) -> PyResult<()> {
+    Ok(simd::set_level(simd::Level::parse(name)?)?)
+}
+
+/// The SIMD instruction sets this CPU supports, narrowest first.
+#[pyfunction]
+fn supported_simd_levels() -> Vec<&'static str> {
+    simd::Level::ALL
+        .into_iter()
+        .filter(|l| l.is_supported())
+        .map(simd::Level::name)
+        .collect()
+}
+
+/// The private native module `xent_rs._core`.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(softmax::log_softmax, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax::softmax, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax::logsumexp, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax::log_softmax_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax::softmax_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::nll_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::binary_cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        losses::binary_cross_entropy_with_logits,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(set_simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(supported_simd_levels, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! AVX2 + FMA (x86-64-v3): 8 `f32` or 4 `f64` lanes.
+
+use std::arch::x86_64::*;
+
+use super::{Isa, Vector, WithIsa};
+
+/// Token proving the CPU supports AVX2 and FMA.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2(());
+
+impl Avx2 {
+    /// The token, if this CPU supports AVX2 and FMA.
+    pub fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2(()))
+    }
+
+    /// Runs `w` compiled for AVX2 + FMA.
+    #[inline]
+    pub fn vectorize<W: WithIsa>(self, w: W) -> W::Output {
+        #[target_feature(enable = "avx2,fma")]
+        fn inner<W: WithIsa>(isa: Avx2, w: W) -> W::Output {
+            w.run(isa)
+        }
+        // SAFETY: the token exists only when the CPU supports AVX2 and FMA.
+        unsafe { inner(self, w) }
+    }
+}
+
+impl Isa for Avx2 {
+    type F32 = F32x8;
+    type F64 = F64x4;
+}
+
+/// Eight `f32` lanes.
+#[derive(Clone, Copy, Debug)]
+pub struct F32x8(__m256);
+
+/// Four `f64` lanes.
+#[derive(Clone, Copy, Debug)]
+pub struct F64x4(__m256d);
+
+/// Runs an AVX2 intrinsic.
+///
+/// Every use sits in a method of a vector type that can only exist once `Avx2::detect`
+/// succeeded, so the CPU supports the instruction.
+macro_rules! avx {
+    ($e:expr) => {{
+        // SAFETY: an AVX2 vector exists only after `Avx2::detect` succeeded (see module docs).
+        #[allow(unused_unsafe)]
+        unsafe {
+            $e
+        }
+    }};
+}
+
+impl F32x8 {
+    #[inline(always)]
+    fn lane_mask(n: usize) -> __m256i {
+        avx!(_mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+        ))
+    }
+
+    /// `2^k` for integral `k` in the normal exponent range.
+    #[inline(always)]
+    fn pow2(k: __m256) -> __m256 {
+        avx!(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(
+            _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127))
+        )))
+    }
+}
+
+impl Vector for F32x8 {
+    type Elem = f32;
+    type Isa = Avx2;
+    type Wide = (__m256d, __m256d);
+    type Mask = __m256;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn splat(_: Avx2, x: f32) -> Self {
+        F32x8(avx!(_mm256_set1_ps(x)))
+    }
+    #[inline(always)]
+    fn isa(self) -> Avx2 {
+        Avx2(())
+    }
+    #[inline(always)]
+    unsafe fn load(_: Avx2, p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 8 readable values; AVX2 support as in module docs.
+        F32x8(unsafe { _mm256_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn load_partial(_: Avx2, p: *const f32, n: usize, fill: f32) -> Self {
+        let m = Self::lane_mask(n);
+        // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
+        let v = unsafe { _mm256_maskload_ps(p, m) };
+        F32x8(avx!(_mm256_blendv_ps(
+            _mm256_set1_ps(fill),
+            v,
+            _mm256_castsi256_ps(m)
+        )))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 8 writable values.
+        unsafe { _mm256_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, n: usize) {
+        // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
+        unsafe { _mm256_maskstore_ps(p, Self::lane_mask(n), self.0) }
+    }
+
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        F32x8(avx!(_mm256_add_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        F32x8(avx!(_mm256_sub_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        F32x8(avx!(_mm256_mul_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        F32x8(avx!(_mm256_div_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        F32x8(avx!(_mm256_fmadd_ps(self.0, b.0, c.0)))
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        F32x8(avx!(_mm256_max_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        F32x8(avx!(_mm256_min_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        F32x8(avx!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0)))
+    }
+    #[inline(always)]
+    fn round(self) -> Self {
+        F32x8(avx!(_mm256_round_ps::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(self.0)))
+    }
+    #[inline(always)]
+    fn ldexp(self, n: Self) -> Self {
+        let half = avx!(_mm256_floor_ps(_mm256_mul_ps(n.0, _mm256_set1_ps(0.5))));
+        let rest = avx!(_mm256_sub_ps(n.0, half));
+        F32x8(avx!(_mm256_mul_ps(
+            _mm256_mul_ps(self.0, Self::pow2(half)),
+            Self::pow2(rest)
+        )))
+    }
+    #[inline(always)]
+    fn frexp(self) -> (Self, Self) {
+        let bits = avx!(_mm256_castps_si256(self.0));
+        let e = avx!(_mm256_sub_epi32(
+            _mm256_srli_epi32::<23>(bits),
+            _mm256_set1_epi32(127)
+        ));
+        let m = avx!(_mm256_or_si256(
+            _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
+            _mm256_set1_epi32(0x3f80_0000)
+        ));
+        (
+            F32x8(avx!(_mm256_castsi256_ps(m))),
+            F32x8(avx!(_mm256_cvtepi32_ps(e))),
+        )
+    }
+
+    #[inline(always)]
+    fn lt(self, o: Self) -> __m256 {
+        avx!(_mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> __m256 {
+        avx!(_mm256_cmp_ps::<_CMP_LE_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn eq(self, o: Self) -> __m256 {
+        avx!(_mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn is_nan(self) -> __m256 {
+        avx!(_mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0))
+    }
+    #[inline(always)]
+    fn select(m: __m256, a: Self, b: Self) -> Self {
+        F32x8(avx!(_mm256_blendv_ps(b.0, a.0, m)))
+    }
+
+    #[inline(always)]
+    fn reduce_max(self) -> f32 {
+        let h = avx!(_mm_max_ps(
+            _mm256_castps256_ps128(self.0),
+            _mm256_extractf128_ps::<1>(self.0)
+        ));
+        let h = avx!(_mm_max_ps(h, _mm_movehl_ps(h, h)));
+        let h = avx!(_mm_max_ss(h, _mm_shuffle_ps::<0b01>(h, h)));
+        avx!(_mm_cvtss_f32(h))
+    }
+    #[inline(always)]
+    fn reduce_sum(self) -> f64 {
+        Self::wide_sum(self.wide_add(Self::wide_zero(Avx2(()))))
+    }
+    #[inline(always)]
+    fn wide_zero(_: Avx2) -> Self::Wide {
+        avx!((_mm256_setzero_pd(), _mm256_setzero_pd()))
+    }
+    #[inline(always)]
+    fn wide_add(self, acc: Self::Wide) -> Self::Wide {
+        let lo = avx!(_mm256_cvtps_pd(_mm256_castps256_ps128(self.0)));
+        let hi = avx!(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(self.0)));
+        avx!((_mm256_add_pd(acc.0, lo), _mm256_add_pd(acc.1, hi)))
+    }
+    #[inline(always)]
+    fn wide_sum(acc: Self::Wide) -> f64 {
+        F64x4::wide_sum(avx!(_mm256_add_pd(acc.0, acc.1)))
+    }
+    #[inline(always)]
+    fn narrow(acc: Self::Wide) -> Self {
+        F32x8(avx!(_mm256_set_m128(
+            _mm256_cvtpd_ps(acc.1),
+            _mm256_cvtpd_ps(acc.0)
+        )))
+    }
+}
+
+impl F64x4 {
+    #[inline(always)]
+    fn lane_mask(n: usize) -> __m256i {
+        avx!(_mm256_cmpgt_epi64(
+            _mm256_set1_epi64x(n as i64),
+            _mm256_setr_epi64x(0, 1, 2, 3)
+        ))
+    }
+
+    /// `2^k` for integral `k` in the normal exponent range.
+    #[inline(always)]
+    fn pow2(k: __m256d) -> __m256d {
+        // Adding 2^52 puts k + 1023 in the low mantissa bits; shift it into the exponent.
+        let biased = avx!(_mm256_add_pd(
+            k,
+            _mm256_set1_pd(1023.0 + 4_503_599_627_370_496.0)
+        ));
+        avx!(_mm256_castsi256_pd(_mm256_slli_epi64::<52>(
+            _mm256_castpd_si256(biased)
+        )))
+    }
+}
+
+impl Vector for F64x4 {
+    type Elem = f64;
+    type Isa = Avx2;
+    type Wide = __m256d;
+    type Mask = __m256d;
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    fn splat(_: Avx2, x: f64) -> Self {
+        F64x4(avx!(_mm256_set1_pd(x)))
+    }
+    #[inline(always)]
+    fn isa(self) -> Avx2 {
+        Avx2(())
+    }
+    #[inline(always)]
+    unsafe fn load(_: Avx2, p: *const f64) -> Self {
+        // SAFETY: the caller guarantees 4 readable values.
+        F64x4(unsafe { _mm256_loadu_pd(p) })
+    }
+    #[inline(always)]
+    unsafe fn load_partial(_: Avx2, p: *const f64, n: usize, fill: f64) -> Self {
+        let m = Self::lane_mask(n);
+        // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
+        let v = unsafe { _mm256_maskload_pd(p, m) };
+        F64x4(avx!(_mm256_blendv_pd(
+            _mm256_set1_pd(fill),
+            v,
+            _mm256_castsi256_pd(m)
+        )))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f64) {
+        // SAFETY: the caller guarantees 4 writable values.
+        unsafe { _mm256_storeu_pd(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f64, n: usize) {
+        // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
+        unsafe { _mm256_maskstore_pd(p, Self::lane_mask(n), self.0) }
+    }
+
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        F64x4(avx!(_mm256_add_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        F64x4(avx!(_mm256_sub_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        F64x4(avx!(_mm256_mul_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        F64x4(avx!(_mm256_div_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        F64x4(avx!(_mm256_fmadd_pd(self.0, b.0, c.0)))
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        F64x4(avx!(_mm256_max_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        F64x4(avx!(_mm256_min_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        F64x4(avx!(_mm256_andnot_pd(_mm256_set1_pd(-0.0), self.0)))
+    }
+    #[inline(always)]
+    fn round(self) -> Self {
+        F64x4(avx!(_mm256_round_pd::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(self.0)))
+    }
+    #[inline(always)]
+    fn ldexp(self, n: Self) -> Self {
+        let half = avx!(_mm256_floor_pd(_mm256_mul_pd(n.0, _mm256_set1_pd(0.5))));
+        let rest = avx!(_mm256_sub_pd(n.0, half));
+        F64x4(avx!(_mm256_mul_pd(
+            _mm256_mul_pd(self.0, Self::pow2(half)),
+            Self::pow2(rest)
+        )))
+    }
+    #[inline(always)]
+    fn frexp(self) -> (Self, Self) {
+        let bits = avx!(_mm256_castpd_si256(self.0));
+        // The 11 exponent bits, as a double, via the 2^52 trick.
+        let magic = avx!(_mm256_set1_epi64x(0x4330_0000_0000_0000));
+        let field = avx!(_mm256_or_si256(_mm256_srli_epi64::<52>(bits), magic));
+        let e = avx!(_mm256_sub_pd(
+            _mm256_castsi256_pd(field),
+            _mm256_set1_pd(4_503_599_627_370_496.0 + 1023.0)
+        ));
+        let m = avx!(_mm256_or_si256(
+            _mm256_and_si256(bits, _mm256_set1_epi64x(0x000f_ffff_ffff_ffff)),
+            _mm256_set1_epi64x(0x3ff0_0000_0000_0000)
+        ));
+        (F64x4(avx!(_mm256_castsi256_pd(m))), F64x4(e))
+    }
+
+    #[inline(always)]
+    fn lt(self, o: Self) -> __m256d {
+        avx!(_mm256_cmp_pd::<_CMP_LT_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> __m256d {
+        avx!(_mm256_cmp_pd::<_CMP_LE_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn eq(self, o: Self) -> __m256d {
+        avx!(_mm256_cmp_pd::<_CMP_EQ_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn is_nan(self) -> __m256d {
+        avx!(_mm256_cmp_pd::<_CMP_UNORD_Q>(self.0, self.0))
+    }
+    #[inline(always)]
+    fn select(m: __m256d, a: Self, b: Self) -> Self {
+        F64x4(avx!(_mm256_blendv_pd(b.0, a.0, m)))
+    }
+
+    #[inline(always)]
+    fn reduce_max(self) -> f64 {
+        let h = avx!(_mm_max_pd(
+            _mm256_castpd256_pd128(self.0),
+            _mm256_extractf128_pd::<1>(self.0)
+        ));
+        let h = avx!(_mm_max_sd(h, _mm_unpackhi_pd(h, h)));
+        avx!(_mm_cvtsd_f64(h))
+    }
+    #[inline(always)]
+    fn reduce_sum(self) -> f64 {
+        Self::wide_sum(self.0)
+    }
+    #[inline(always)]
+    fn wide_zero(_: Avx2) -> __m256d {
+        avx!(_mm256_setzero_pd())
+    }
+    #[inline(always)]
+    fn wide_add(self, acc: __m256d) -> __m256d {
+        avx!(_mm256_add_pd(acc, self.0))
+    }
+    #[inline(always)]
+    fn wide_sum(acc: __m256d) -> f64 {
+        let h = avx!(_mm_add_pd(
+            _mm256_castpd256_pd128(acc),
+            _mm256_extractf128_pd::<1>(acc)
+        ));
+        avx!(_mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h))))
+    }
+    #[inline(always)]
+    fn narrow(acc: __m256d) -> Self {
+        F64x4(acc)
+    }
+}

@@ -1,0 +1,345 @@
+//! AVX-512 F (x86-64-v4): 16 `f32` or 8 `f64` lanes, masked loads and stores, and the
+//! `scalef`/`getexp`/`getmant` instructions for exact scaling by powers of two.
+
+use std::arch::x86_64::*;
+
+use super::{Isa, Vector, WithIsa};
+
+/// Token proving the CPU supports AVX-512 F (with AVX2 and FMA).
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512(());
+
+impl Avx512 {
+    /// The token, if this CPU supports AVX-512 F, AVX2 and FMA.
+    pub fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma"))
+        .then_some(Avx512(()))
+    }
+
+    /// Runs `w` compiled for AVX-512 F.
+    #[inline]
+    pub fn vectorize<W: WithIsa>(self, w: W) -> W::Output {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn inner<W: WithIsa>(isa: Avx512, w: W) -> W::Output {
+            w.run(isa)
+        }
+        // SAFETY: the token exists only when the CPU supports AVX-512 F, AVX2 and FMA.
+        unsafe { inner(self, w) }
+    }
+}
+
+impl Isa for Avx512 {
+    type F32 = F32x16;
+    type F64 = F64x8;
+}
+
+/// Sixteen `f32` lanes.
+#[derive(Clone, Copy, Debug)]
+pub struct F32x16(__m512);
+
+/// Eight `f64` lanes.
+#[derive(Clone, Copy, Debug)]
+pub struct F64x8(__m512d);
+
+/// Runs an AVX-512 intrinsic.
+///
+/// Every use sits in a method of a vector type that can only exist once `Avx512::detect`
+/// succeeded, so the CPU supports the instruction.
+macro_rules! avx512 {
+    ($e:expr) => {{
+        // SAFETY: an AVX-512 vector exists only after `Avx512::detect` succeeded.
+        #[allow(unused_unsafe)]
+        unsafe {
+            $e
+        }
+    }};
+}
+
+/// Rounding mode immediate: to nearest, no exceptions.
+const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+impl Vector for F32x16 {
+    type Elem = f32;
+    type Isa = Avx512;
+    type Wide = (__m512d, __m512d);
+    type Mask = __mmask16;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    fn splat(_: Avx512, x: f32) -> Self {
+        F32x16(avx512!(_mm512_set1_ps(x)))
+    }
+    #[inline(always)]
+    fn isa(self) -> Avx512 {
+        Avx512(())
+    }
+    #[inline(always)]
+    unsafe fn load(_: Avx512, p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 16 readable values.
+        F32x16(unsafe { _mm512_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn load_partial(_: Avx512, p: *const f32, n: usize, fill: f32) -> Self {
+        let m: __mmask16 = ((1u32 << n) - 1) as __mmask16;
+        // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
+        F32x16(unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, p) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 16 writable values.
+        unsafe { _mm512_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, n: usize) {
+        let m: __mmask16 = ((1u32 << n) - 1) as __mmask16;
+        // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
+        unsafe { _mm512_mask_storeu_ps(p, m, self.0) }
+    }
+
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        F32x16(avx512!(_mm512_add_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        F32x16(avx512!(_mm512_sub_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        F32x16(avx512!(_mm512_mul_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        F32x16(avx512!(_mm512_div_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        F32x16(avx512!(_mm512_fmadd_ps(self.0, b.0, c.0)))
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        F32x16(avx512!(_mm512_max_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        F32x16(avx512!(_mm512_min_ps(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        F32x16(avx512!(_mm512_abs_ps(self.0)))
+    }
+    #[inline(always)]
+    fn round(self) -> Self {
+        F32x16(avx512!(_mm512_roundscale_ps::<NEAREST>(self.0)))
+    }
+    #[inline(always)]
+    fn ldexp(self, n: Self) -> Self {
+        F32x16(avx512!(_mm512_scalef_ps(self.0, n.0)))
+    }
+    #[inline(always)]
+    fn frexp(self) -> (Self, Self) {
+        let m = avx512!(_mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_ZERO>(
+            self.0
+        ));
+        (F32x16(m), F32x16(avx512!(_mm512_getexp_ps(self.0))))
+    }
+
+    #[inline(always)]
+    fn lt(self, o: Self) -> __mmask16 {
+        avx512!(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> __mmask16 {
+        avx512!(_mm512_cmp_ps_mask::<_CMP_LE_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn eq(self, o: Self) -> __mmask16 {
+        avx512!(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn is_nan(self) -> __mmask16 {
+        avx512!(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(self.0, self.0))
+    }
+    #[inline(always)]
+    fn select(m: __mmask16, a: Self, b: Self) -> Self {
+        F32x16(avx512!(_mm512_mask_blend_ps(m, b.0, a.0)))
+    }
+
+    #[inline(always)]
+    fn reduce_max(self) -> f32 {
+        avx512!(_mm512_reduce_max_ps(self.0))
+    }
+    #[inline(always)]
+    fn reduce_sum(self) -> f64 {
+        Self::wide_sum(self.wide_add(Self::wide_zero(Avx512(()))))
+    }
+    #[inline(always)]
+    fn wide_zero(_: Avx512) -> Self::Wide {
+        avx512!((_mm512_setzero_pd(), _mm512_setzero_pd()))
+    }
+    #[inline(always)]
+    fn wide_add(self, acc: Self::Wide) -> Self::Wide {
+        let lo = avx512!(_mm512_cvtps_pd(_mm512_castps512_ps256(self.0)));
+        let hi = avx512!(_mm512_cvtps_pd(_mm256_castpd_ps(
+            _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0))
+        )));
+        avx512!((_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi)))
+    }
+    #[inline(always)]
+    fn wide_sum(acc: Self::Wide) -> f64 {
+        F64x8::wide_sum(avx512!(_mm512_add_pd(acc.0, acc.1)))
+    }
+    #[inline(always)]
+    fn narrow(acc: Self::Wide) -> Self {
+        let lo = avx512!(_mm512_castps256_ps512(_mm512_cvtpd_ps(acc.0)));
+        let hi = avx512!(_mm256_castps_pd(_mm512_cvtpd_ps(acc.1)));
+        F32x16(avx512!(_mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castps_pd(lo),
+            hi
+        ))))
+    }
+}
+
+impl Vector for F64x8 {
+    type Elem = f64;
+    type Isa = Avx512;
+    type Wide = __m512d;
+    type Mask = __mmask8;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn splat(_: Avx512, x: f64) -> Self {
+        F64x8(avx512!(_mm512_set1_pd(x)))
+    }
+    #[inline(always)]
+    fn isa(self) -> Avx512 {
+        Avx512(())
+    }
+    #[inline(always)]
+    unsafe fn load(_: Avx512, p: *const f64) -> Self {
+        // SAFETY: the caller guarantees 8 readable values.
+        F64x8(unsafe { _mm512_loadu_pd(p) })
+    }
+    #[inline(always)]
+    unsafe fn load_partial(_: Avx512, p: *const f64, n: usize, fill: f64) -> Self {
+        let m: __mmask8 = ((1u32 << n) - 1) as __mmask8;
+        // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
+        F64x8(unsafe { _mm512_mask_loadu_pd(_mm512_set1_pd(fill), m, p) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f64) {
+        // SAFETY: the caller guarantees 8 writable values.
+        unsafe { _mm512_storeu_pd(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f64, n: usize) {
+        let m: __mmask8 = ((1u32 << n) - 1) as __mmask8;
+        // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
+        unsafe { _mm512_mask_storeu_pd(p, m, self.0) }
+    }
+
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        F64x8(avx512!(_mm512_add_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        F64x8(avx512!(_mm512_sub_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        F64x8(avx512!(_mm512_mul_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        F64x8(avx512!(_mm512_div_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        F64x8(avx512!(_mm512_fmadd_pd(self.0, b.0, c.0)))
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        F64x8(avx512!(_mm512_max_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        F64x8(avx512!(_mm512_min_pd(self.0, o.0)))
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        F64x8(avx512!(_mm512_abs_pd(self.0)))
+    }
+    #[inline(always)]
+    fn round(self) -> Self {
+        F64x8(avx512!(_mm512_roundscale_pd::<NEAREST>(self.0)))
+    }
+    #[inline(always)]
+    fn ldexp(self, n: Self) -> Self {
+        F64x8(avx512!(_mm512_scalef_pd(self.0, n.0)))
+    }
+    #[inline(always)]
+    fn frexp(self) -> (Self, Self) {
+        let m = avx512!(_mm512_getmant_pd::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_ZERO>(
+            self.0
+        ));
+        (F64x8(m), F64x8(avx512!(_mm512_getexp_pd(self.0))))
+    }
+
+    #[inline(always)]
+    fn lt(self, o: Self) -> __mmask8 {
+        avx512!(_mm512_cmp_pd_mask::<_CMP_LT_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> __mmask8 {
+        avx512!(_mm512_cmp_pd_mask::<_CMP_LE_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn eq(self, o: Self) -> __mmask8 {
+        avx512!(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(self.0, o.0))
+    }
+    #[inline(always)]
+    fn is_nan(self) -> __mmask8 {
+        avx512!(_mm512_cmp_pd_mask::<_CMP_UNORD_Q>(self.0, self.0))
+    }
+    #[inline(always)]
+    fn select(m: __mmask8, a: Self, b: Self) -> Self {
+        F64x8(avx512!(_mm512_mask_blend_pd(m, b.0, a.0)))
+    }
+
+    #[inline(always)]
+    fn reduce_max(self) -> f64 {
+        avx512!(_mm512_reduce_max_pd(self.0))
+    }
+    #[inline(always)]
+    fn reduce_sum(self) -> f64 {
+        Self::wide_sum(self.0)
+    }
+    #[inline(always)]
+    fn wide_zero(_: Avx512) -> __m512d {
+        avx512!(_mm512_setzero_pd())
+    }
+    #[inline(always)]
+    fn wide_add(self, acc: __m512d) -> __m512d {
+        avx512!(_mm512_add_pd(acc, self.0))
+    }
+    #[inline(always)]
+    fn wide_sum(acc: __m512d) -> f64 {
+        // A fixed pairwise tree: 8 -> 4 -> 2 -> 1.
+        let h = avx512!(_mm256_add_pd(
+            _mm512_castpd512_pd256(acc),
+            _mm512_extractf64x4_pd::<1>(acc)
+        ));
+        let h = avx512!(_mm_add_pd(
+            _mm256_castpd256_pd128(h),
+            _mm256_extractf128_pd::<1>(h)
+        ));
+        avx512!(_mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h))))
+    }
+    #[inline(always)]
+    fn narrow(acc: __m512d) -> Self {
+        F64x8(acc)
+    }
+}

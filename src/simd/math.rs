@@ -1,0 +1,451 @@
+#![allow(clippy::excessive_precision)] // Constants are written as derived, to more digits than needed.
+//! Vector exponential and logarithms, written once over [`Vector`] and so compiled for every
+//! instruction set, the scalar one included.
+//!
+//! - `exp`: Cody–Waite range reduction `x = n ln2 + r` with `|r| <= ln2/2` (two-part `ln2`,
+//!   fused multiply-adds), a polynomial for `e^r`, then an exact scaling by `2^n` that rounds
+//!   correctly into the subnormal range. Overflows to `+inf`, underflows to `0`, `exp(-inf) =
+//!   0`, NaN propagates.
+//! - `ln`: `x = m 2^e` with `m` in `[sqrt(1/2), sqrt(2))`, then `ln m = 2 atanh(s)`,
+//!   `s = (m-1)/(m+1)`, as an odd series in `s`. Subnormals are scaled up first; `ln 0 = -inf`,
+//!   `ln(x<0) = NaN`, `ln inf = inf`, NaN propagates.
+//! - `ln_1p`: `ln(1+u)` with the rounding of `1+u` corrected to first order, for `u >= -1`.
+//!
+//! The f32 versions are within 2 ULP of the correctly rounded result and the f64 versions
+//! within a few ULP over their whole domain (see the tests below, which compare against the
+//! float64 and libm references).
+
+use super::Vector;
+
+/// Evaluates `c[0] + x c[1] + x^2 c[2] + ...` by Horner's rule.
+#[inline(always)]
+fn horner<V: Vector>(x: V, c: &[V::Elem]) -> V {
+    let mut acc = splat(x, c[c.len() - 1]);
+    for &k in c[..c.len() - 1].iter().rev() {
+        acc = acc.mul_add(x, splat(x, k));
+    }
+    acc
+}
+
+/// `v` in every lane of a vector like `like`.
+///
+/// The vector code here avoids closures: they are compiled outside the caller's instruction
+/// set unless inlined, and large ones are not.
+#[inline(always)]
+fn splat<V: Vector>(like: V, v: V::Elem) -> V {
+    V::splat(like.isa(), v)
+}
+
+/// `e^x` in single precision.
+#[inline(always)]
+pub fn exp_f32<V: Vector<Elem = f32>>(x: V) -> V {
+    // Clamp into [-104, 89]: beyond these the result is 0 or inf anyway. `lo.max(x)` keeps NaN.
+    let x = splat(x, 89.0).min(splat(x, -104.0).max(x));
+    let n = x.mul(splat(x, std::f32::consts::LOG2_E)).round();
+    let r = n.mul_add(splat(x, -0.693_359_4), x);
+    let r = n.mul_add(splat(x, 2.121_944_4e-4), r);
+    // e^r = 1 + r + r^2 P(r), minimax on [-ln2/2, ln2/2].
+    let p = horner(
+        r,
+        &[
+            5.000_000_1e-1,
+            1.666_666_5e-1,
+            4.166_579_6e-2,
+            8.333_452e-3,
+            1.398_2e-3,
+            1.987_569_2e-4,
+        ],
+    );
+    let y = p.mul_add(r.mul(r), r).add(splat(x, 1.0));
+    y.ldexp(n)
+}
+
+/// `e^x` in double precision.
+#[inline(always)]
+pub fn exp_f64<V: Vector<Elem = f64>>(x: V) -> V {
+    let x = splat(x, 710.0).min(splat(x, -746.0).max(x));
+    let n = x.mul(splat(x, std::f64::consts::LOG2_E)).round();
+    let r = n.mul_add(splat(x, -6.931_471_803_691_238_164_90e-1), x);
+    let r = n.mul_add(splat(x, -1.908_214_929_270_587_700_02e-10), r);
+    // Taylor series to degree 13: the remainder is below 1e-17 on [-ln2/2, ln2/2].
+    let p = horner(
+        r,
+        &[
+            1.0,
+            1.0,
+            1.0 / 2.0,
+            1.0 / 6.0,
+            1.0 / 24.0,
+            1.0 / 120.0,
+            1.0 / 720.0,
+            1.0 / 5_040.0,
+            1.0 / 40_320.0,
+            1.0 / 362_880.0,
+            1.0 / 3_628_800.0,
+            1.0 / 39_916_800.0,
+            1.0 / 479_001_600.0,
+            1.0 / 6_227_020_800.0,
+        ],
+    );
+    p.ldexp(n)
+}
+
+/// Splits positive `x` into `(f, e)` with `x = (1 + f) 2^e`, `1 + f` in
+/// `[sqrt(1/2), sqrt(2))`; subnormals are first scaled up by `2^scale.1` (`scale.0`).
+#[inline(always)]
+fn ln_reduce<V: Vector>(x: V, min_positive: V::Elem, scale: (V::Elem, V::Elem)) -> (V, V)
+where
+    V::Elem: crate::float::Float,
+{
+    use crate::float::Float;
+    let one = splat(x, V::Elem::ONE);
+    let tiny = x.lt(splat(x, min_positive));
+    let xs = V::select(tiny, x.mul(splat(x, scale.0)), x);
+    let (m, e) = xs.frexp();
+    let e = V::select(tiny, e.sub(splat(x, scale.1)), e);
+    let big = splat(x, V::Elem::from_f64(std::f64::consts::SQRT_2)).lt(m);
+    let m = V::select(big, m.mul(splat(x, V::Elem::from_f64(0.5))), m);
+    let e = V::select(big, e.add(one), e);
+    (m.sub(one), e)
+}
+
+/// `e ln2 + ln(1 + f)` with `ln2 = hi + lo`, and the special values of `ln x`.
+#[inline(always)]
+fn ln_finish<V: Vector>(x: V, ln_mantissa: V, e: V, ln2: (V::Elem, V::Elem)) -> V
+where
+    V::Elem: crate::float::Float,
+{
+    use crate::float::Float;
+    let zero = splat(x, V::Elem::ZERO);
+    let r = e.mul_add(splat(x, ln2.0), ln_mantissa.add(e.mul(splat(x, ln2.1))));
+    let r = V::select(x.lt(zero), splat(x, V::Elem::NAN), r);
+    let r = V::select(x.is_nan(), x, r);
+    let r = V::select(x.eq(zero), splat(x, V::Elem::NEG_INFINITY), r);
+    V::select(x.eq(splat(x, V::Elem::INFINITY)), x, r)
+}
+
+/// Natural logarithm in single precision.
+#[inline(always)]
+pub fn ln_f32<V: Vector<Elem = f32>>(x: V) -> V {
+    let (f, e) = ln_reduce(x, f32::MIN_POSITIVE, (16_777_216.0, 24.0));
+    // ln(1+f) = f - f^2/2 + f^3 P(f): the leading term is exact, so errors stay small.
+    let z = f.mul(f);
+    let p = horner(
+        f,
+        &[
+            3.333_333_1e-1,
+            -2.499_999_4e-1,
+            2.000_071_4e-1,
+            -1.666_805_8e-1,
+            1.424_932_3e-1,
+            -1.242_014_1e-1,
+            1.167_699_9e-1,
+            -1.151_461e-1,
+            7.037_684e-2,
+        ],
+    );
+    let ln_m = f.add(p.mul(f).mul_add(z, z.mul(splat(x, -0.5))));
+    ln_finish(x, ln_m, e, (0.693_359_4, -2.121_944_4e-4))
+}
+
+/// Natural logarithm in double precision.
+#[inline(always)]
+pub fn ln_f64<V: Vector<Elem = f64>>(x: V) -> V {
+    let (f, e) = ln_reduce(x, f64::MIN_POSITIVE, (18_014_398_509_481_984.0, 54.0));
+    // ln(1+f) = 2 atanh(t), t = f / (2 + f), as an odd series in t.
+    let t = f.div(f.add(splat(x, 2.0)));
+    let series = horner(
+        t.mul(t),
+        &[
+            1.0,
+            1.0 / 3.0,
+            1.0 / 5.0,
+            1.0 / 7.0,
+            1.0 / 9.0,
+            1.0 / 11.0,
+            1.0 / 13.0,
+            1.0 / 15.0,
+            1.0 / 17.0,
+            1.0 / 19.0,
+            1.0 / 21.0,
+            1.0 / 23.0,
+        ],
+    );
+    let ln_m = series.mul(t.add(t));
+    ln_finish(
+        x,
+        ln_m,
+        e,
+        (
+            6.931_471_803_691_238_164_90e-1,
+            1.908_214_929_270_587_700_02e-10,
+        ),
+    )
+}
+
+/// `ln(1 + u)` for `u >= -1`, accurate for tiny `u`.
+#[inline(always)]
+pub fn ln_1p<V: Vector>(u: V) -> V
+where
+    V::Elem: crate::float::Float,
+{
+    use crate::float::Float;
+    let one = splat(u, V::Elem::ONE);
+    let w = u.add(one);
+    // w = 1 + u rounded; (u - (w - 1)) / w corrects ln(w) for that rounding to first order.
+    let correction = u.sub(w.sub(one)).div(w);
+    let lw = V::Elem::ln(w);
+    // Where w is 0 or inf (or u is NaN) the correction is NaN and ln(w) is the answer.
+    V::select(correction.is_nan(), lw, lw.add(correction))
+}
+
+/// A vector math function, for [`evaluate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    /// `e^x`.
+    Exp,
+    /// `ln x`.
+    Ln,
+    /// `ln(1 + x)`.
+    Ln1p,
+}
+
+/// Evaluates `func` on every element of `x` into `out` with instruction set `level`
+/// (used by the tests and the kernel benches to compare the vector paths with the scalar
+/// twin).
+///
+/// # Panics
+/// If `x` and `out` differ in length.
+pub fn evaluate<T: crate::float::Float>(level: super::Level, func: Func, x: &[T], out: &mut [T]) {
+    assert_eq!(x.len(), out.len(), "evaluate needs equal lengths");
+    super::dispatch_at(level, Evaluate { func, x, out });
+}
+
+struct Evaluate<'a, T> {
+    func: Func,
+    x: &'a [T],
+    out: &'a mut [T],
+}
+
+impl<T: crate::float::Float> super::WithIsa for Evaluate<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<I: super::Isa>(self, isa: I) {
+        type V<T, I> = <T as crate::float::Float>::Vec<I>;
+        #[inline(always)]
+        fn apply<T: crate::float::Float, W: Vector<Elem = T>>(func: Func, v: W) -> W {
+            match func {
+                Func::Exp => T::exp(v),
+                Func::Ln => T::ln(v),
+                Func::Ln1p => T::ln_1p(v),
+            }
+        }
+        let lanes = V::<T, I>::LANES;
+        let n = self.x.len();
+        let full = n - n % lanes;
+        let (src, dst) = (self.x.as_ptr(), self.out.as_mut_ptr());
+        for i in (0..full).step_by(lanes) {
+            // SAFETY: i + lanes <= full <= n for both slices.
+            unsafe { apply(self.func, V::<T, I>::load(isa, src.add(i))).store(dst.add(i)) }
+        }
+        if full < n {
+            // SAFETY: n - full < lanes values remain in both slices.
+            unsafe {
+                let v = V::<T, I>::load_partial(isa, src.add(full), n - full, T::ONE);
+                apply(self.func, v).store_partial(dst.add(full), n - full)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::Level;
+
+    fn levels() -> Vec<Level> {
+        Level::ALL
+            .into_iter()
+            .filter(|l| l.is_supported())
+            .collect()
+    }
+
+    /// Distance in units in the last place between `got` and the exact `want`.
+    fn ulps_f32(got: f32, want: f64) -> f64 {
+        if got as f64 == want || (got.is_nan() && want.is_nan()) {
+            return 0.0;
+        }
+        let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE);
+        let ulp = f32::from_bits(ulp.to_bits() + 1) - ulp;
+        (got as f64 - want).abs() / ulp as f64
+    }
+
+    fn ulps_f64(got: f64, want: f64) -> f64 {
+        if got == want || (got.is_nan() && want.is_nan()) {
+            return 0.0;
+        }
+        let ulp = want.abs().max(f64::MIN_POSITIVE);
+        let ulp = f64::from_bits(ulp.to_bits() + 1) - ulp;
+        (got - want).abs() / ulp
+    }
+
+    /// A sweep of f32 values over `[lo, hi]` plus every special value.
+    fn sweep_f32(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..=n)
+            .map(|i| lo + (hi - lo) * (i as f32 / n as f32))
+            .collect();
+        v.extend([
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+        ]);
+        v.extend([1e-45, 1e-40, f32::MAX, 1.0, 0.5, 2.0]);
+        v
+    }
+
+    fn sweep_f64(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+        let mut v: Vec<f64> = (0..=n)
+            .map(|i| lo + (hi - lo) * (i as f64 / n as f64))
+            .collect();
+        v.extend([
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MIN_POSITIVE,
+        ]);
+        v.extend([5e-324, 1e-310, f64::MAX, 1.0, 0.5, 2.0]);
+        v
+    }
+
+    fn check_f32(func: Func, xs: &[f32], reference: impl Fn(f64) -> f64, max_ulps: f64) {
+        for level in levels() {
+            let mut out = vec![0.0f32; xs.len()];
+            evaluate(level, func, xs, &mut out);
+            for (&x, &y) in xs.iter().zip(&out) {
+                let want = reference(x as f64);
+                if want.abs() > f32::MAX as f64 {
+                    // Beyond the largest float32 the rounded result is infinite.
+                    assert!(y.is_infinite() || (y as f64 - want).abs() / want.abs() < 1e-7);
+                    continue;
+                }
+                // Results that round to a subnormal carry an absolute error of one subnormal.
+                let err = if want.abs() < f32::MIN_POSITIVE as f64 {
+                    (y as f64 - want).abs() / 1.401_298_5e-45
+                } else {
+                    ulps_f32(y, want)
+                };
+                assert!(
+                    err <= max_ulps || (want.is_infinite() && y as f64 == want),
+                    "{level} {func:?}({x:e}) = {y:e}, want {want:e} ({err} ulp)"
+                );
+            }
+        }
+    }
+
+    fn check_f64(func: Func, xs: &[f64], reference: impl Fn(f64) -> f64, max_ulps: f64) {
+        for level in levels() {
+            let mut out = vec![0.0f64; xs.len()];
+            evaluate(level, func, xs, &mut out);
+            for (&x, &y) in xs.iter().zip(&out) {
+                let want = reference(x);
+                let err = if want.abs() < f64::MIN_POSITIVE {
+                    (y - want).abs() / 5e-324
+                } else {
+                    ulps_f64(y, want)
+                };
+                assert!(
+                    err <= max_ulps,
+                    "{level} {func:?}({x:e}) = {y:e}, want {want:e} ({err} ulp)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn exp_f32_within_2_ulp() {
+        check_f32(Func::Exp, &sweep_f32(-110.0, 95.0, 400_000), f64::exp, 2.0);
+    }
+
+    #[test]
+    fn ln_f32_within_2_ulp() {
+        let mut xs = sweep_f32(-1.0, 4.0, 200_000);
+        xs.extend((0..200_000).map(|i| f32::from_bits(1 + i * 10_700)));
+        check_f32(Func::Ln, &xs, f64::ln, 2.0);
+    }
+
+    #[test]
+    fn ln_1p_f32_within_2_ulp() {
+        let mut xs = sweep_f32(-1.0, 3.0, 200_000);
+        xs.extend((0..100_000).map(|i| 1e-9 * i as f32));
+        check_f32(Func::Ln1p, &xs, f64::ln_1p, 2.0);
+    }
+
+    #[test]
+    fn exp_f64_within_2_ulp() {
+        check_f64(Func::Exp, &sweep_f64(-750.0, 712.0, 400_000), f64::exp, 2.0);
+    }
+
+    #[test]
+    fn ln_f64_within_2_ulp() {
+        let mut xs = sweep_f64(-1.0, 4.0, 200_000);
+        xs.extend((0..200_000u64).map(|i| f64::from_bits(1 + i * 46_116_860_184_273)));
+        check_f64(Func::Ln, &xs, f64::ln, 2.0);
+    }
+
+    #[test]
+    fn ln_1p_f64_within_4_ulp() {
+        let mut xs = sweep_f64(-1.0, 3.0, 200_000);
+        xs.extend((0..100_000).map(|i| 1e-17 * i as f64));
+        check_f64(Func::Ln1p, &xs, f64::ln_1p, 4.0);
+    }
+
+    #[test]
+    fn specials() {
+        for level in levels() {
+            let xs = [
+                f32::NEG_INFINITY,
+                f32::INFINITY,
+                f32::NAN,
+                0.0,
+                -1.0,
+                1000.0,
+            ];
+            let mut e = [0.0f32; 6];
+            let mut l = [0.0f32; 6];
+            evaluate(level, Func::Exp, &xs, &mut e);
+            evaluate(level, Func::Ln, &xs, &mut l);
+            assert_eq!(e[0], 0.0, "{level}");
+            assert_eq!(e[1], f32::INFINITY, "{level}");
+            assert!(e[2].is_nan(), "{level}");
+            assert_eq!(e[5], f32::INFINITY, "{level}");
+            assert!(l[0].is_nan() && l[2].is_nan() && l[4].is_nan(), "{level}");
+            assert_eq!(l[1], f32::INFINITY, "{level}");
+            assert_eq!(l[3], f32::NEG_INFINITY, "{level}");
+            let mut p = [0.0f32; 2];
+            evaluate(level, Func::Ln1p, &[-1.0f32, f32::INFINITY], &mut p);
+            assert_eq!(p, [f32::NEG_INFINITY, f32::INFINITY], "{level}");
+        }
+    }
+
+    #[test]
+    fn vector_paths_match_the_scalar_twin_closely() {
+        let xs: Vec<f32> = (0..10_007)
+            .map(|i| (i as f32 * 0.37).sin() * 60.0)
+            .collect();
+        let mut twin = vec![0.0; xs.len()];
+        evaluate(Level::Scalar, Func::Exp, &xs, &mut twin);
+        for level in levels() {
+            let mut out = vec![0.0; xs.len()];
+            evaluate(level, Func::Exp, &xs, &mut out);
+            for (a, b) in out.iter().zip(&twin) {
+                assert!(ulps_f32(*a, *b as f64) <= 2.0, "{level}: {a} vs {b}");
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Explicit SIMD with runtime CPU dispatch.
+//!
+//! Kernels are written once, generic over an instruction set [`Isa`], and run through
+//! [`dispatch`], which picks the widest instruction set the CPU supports (AVX-512, then AVX2
+//! with FMA, then a portable scalar fallback) and calls the kernel inside a function compiled
+//! for that instruction set. Nothing here depends on `target-cpu=native`: one binary runs
+//! everywhere and uses what it finds.
+//!
+//! A value of an [`Isa`] type is a proof that the CPU supports that instruction set: the
+//! AVX2 and AVX-512 tokens can only be made after detection succeeded. Every [`Vector`] is
+//! created from a token, so vector arithmetic is safe; only loads and stores through raw
+//! pointers are `unsafe`.
+//!
+//! The vector exponential and logarithm live in [`math`]; the scalar instruction set runs the
+//! very same code one lane at a time, so it is the scalar twin the vector paths are tested
+//! against.
+
+pub mod math;
+mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::error::XentError;
+use crate::float::Float;
+
+pub use scalar::Scalar;
+
+#[cfg(target_arch = "x86_64")]
+pub use avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+pub use avx512::Avx512;
+
+/// An instruction set, as a zero-sized token whose existence proves CPU support.
+pub trait Isa: Copy + Send + Sync + 'static {
+    /// Vector of `f32` lanes.
+    type F32: Vector<Elem = f32, Isa = Self>;
+    /// Vector of `f64` lanes.
+    type F64: Vector<Elem = f64, Isa = Self>;
+}
+
+/// A SIMD vector of `LANES` floats of type `Elem`.
+///
+/// Comparison and `max`/`min` follow the x86 conventions: `a.max(b)` returns `b` when either
+/// operand is NaN, so `lo.max(x)` propagates a NaN `x`.
+pub trait Vector: Copy + Send + Sync {
+    /// The element type.
+    type Elem: Float;
+    /// The instruction set this vector belongs to.
+    type Isa: Isa;
+    /// Accumulator of float64 lanes that holds a widened copy of this vector.
+    type Wide: Copy;
+    /// Lane mask produced by comparisons.
+    type Mask: Copy;
+    /// Number of lanes.
+    const LANES: usize;
+
+    /// A vector with every lane set to `x`.
+    fn splat(isa: Self::Isa, x: Self::Elem) -> Self;
+    /// The instruction-set token this vector was made with.
+    fn isa(self) -> Self::Isa;
+    /// Loads `LANES` values.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `LANES` elements.
+    unsafe fn load(isa: Self::Isa, p: *const Self::Elem) -> Self;
+    /// Loads the first `n < LANES` values; the other lanes are `fill`.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `n` elements.
+    unsafe fn load_partial(
+        isa: Self::Isa,
+        p: *const Self::Elem,
+        n: usize,
+        fill: Self::Elem,
+    ) -> Self;
+    /// Stores all lanes.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `LANES` elements.
+    unsafe fn store(self, p: *mut Self::Elem);
+    /// Stores the first `n < LANES` lanes.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `n` elements.
+    unsafe fn store_partial(self, p: *mut Self::Elem, n: usize);
+
+    /// Lane-wise `self + o`.
+    fn add(self, o: Self) -> Self;
+    /// Lane-wise `self - o`.
+    fn sub(self, o: Self) -> Self;
+    /// Lane-wise `self * o`.
+    fn mul(self, o: Self) -> Self;
+    /// Lane-wise `self / o`.
+    fn div(self, o: Self) -> Self;
+    /// Lane-wise `self * b + c` (fused where the instruction set has FMA).
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Lane-wise maximum; returns `o` where either lane is NaN.
+    fn max(self, o: Self) -> Self;
+    /// Lane-wise minimum; returns `o` where either lane is NaN.
+    fn min(self, o: Self) -> Self;
+    /// Lane-wise absolute value.
+    fn abs(self) -> Self;
+    /// Rounds to the nearest integer, ties to even.
+    fn round(self) -> Self;
+    /// `self * 2^n` for integral `n`, correctly rounded into the subnormal range.
+    /// `n` must lie in the range the exponential produces (see [`math`]).
+    fn ldexp(self, n: Self) -> Self;
+    /// Splits a positive normal `self` into `(m, e)` with `self = m * 2^e`, `m` in `[1, 2)`.
+    fn frexp(self) -> (Self, Self);
+
+    /// Lanes where `self < o`.
+    fn lt(self, o: Self) -> Self::Mask;
+    /// Lanes where `self <= o`.
+    fn le(self, o: Self) -> Self::Mask;
+    /// Lanes where `self == o`.
+    fn eq(self, o: Self) -> Self::Mask;
+    /// Lanes that are NaN.
+    fn is_nan(self) -> Self::Mask;
+    /// `a` where `m` is set, else `b`.
+    fn select(m: Self::Mask, a: Self, b: Self) -> Self;
+
+    /// Largest lane (NaN lanes may or may not be ignored).
+    fn reduce_max(self) -> Self::Elem;
+    /// Sum of the lanes in float64.
+    fn reduce_sum(self) -> f64;
+    /// A zero float64 accumulator.
+    fn wide_zero(isa: Self::Isa) -> Self::Wide;
+    /// Adds the lanes, widened to float64, to `acc`.
+    fn wide_add(self, acc: Self::Wide) -> Self::Wide;
+    /// Sum of an accumulator's lanes in a fixed order.
+    fn wide_sum(acc: Self::Wide) -> f64;
+    /// Rounds an accumulator's lanes back to this vector's precision.
+    fn narrow(acc: Self::Wide) -> Self;
+}
+
+/// A kernel body that can run on any instruction set.
+///
+/// [`dispatch`] calls `run` inside a function compiled for the chosen instruction set; the
+/// body and everything it calls must be `#[inline(always)]` to be compiled for it.
+pub trait WithIsa {
+    /// The kernel's result.
+    type Output;
+    /// Runs the kernel with the given instruction set.
+    fn run<I: Isa>(self, isa: I) -> Self::Output;
+}
+
+/// The instruction sets [`dispatch`] can choose from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Portable code, one lane at a time.
+    Scalar = 1,
+    /// AVX2 with FMA (x86-64-v3).
+    Avx2 = 2,
+    /// AVX-512 F (x86-64-v4).
+    Avx512 = 3,
+}
+
+impl Level {
+    /// Every level, narrowest first.
+    pub const ALL: [Level; 3] = [Level::Scalar, Level::Avx2, Level::Avx512];
+
+    /// The level's name as `XENT_RS_SIMD` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
+
+    /// Parses a level name.
+    pub fn parse(name: &str) -> Result<Level, XentError> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.name() == name.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                XentError::Value(format!(
+                    "unknown SIMD level {name:?}; expected one of \"scalar\", \"avx2\", \"avx512\""
+                ))
+            })
+    }
+
+    /// Whether this CPU can run the level.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Level::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => Avx2::detect().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => Avx512::detect().is_some(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The widest level this CPU supports.
+    pub fn best() -> Level {
+        Level::ALL
+            .into_iter()
+            .rev()
+            .find(|l| l.is_supported())
+            .unwrap_or(Level::Scalar)
+    }
+
+    fn from_u8(v: u8) -> Option<Level> {
+        Level::ALL.into_iter().find(|l| *l as u8 == v)
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The level in use; 0 until first use.
+static ACTIVE: AtomicU8 = AtomicU8::new(0);
+
+/// The level kernels run with: the widest supported one, or the one named by the environment
+/// variable `XENT_RS_SIMD` (ignored when the CPU lacks it), or the last [`set_level`].
+pub fn level() -> Level {
+    if let Some(l) = Level::from_u8(ACTIVE.load(Ordering::Relaxed)) {
+        return l;
+    }
+    let chosen = std::env::var("XENT_RS_SIMD")
+        .ok()
+        .and_then(|name| Level::parse(&name).ok())
+        .filter(|l| l.is_supported())
+        .unwrap_or_else(Level::best);
+    ACTIVE.store(chosen as u8, Ordering::Relaxed);
+    chosen
+}
+
+/// Forces a level, e.g. to test every path on one machine.
+pub fn set_level(l: Level) -> Result<(), XentError> {
+    if !l.is_supported() {
+        return Err(XentError::Value(format!(
+            "this CPU does not support the {l} SIMD level"
+        )));
+    }
+    ACTIVE.store(l as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Runs `w` with the active instruction set.
+#[inline]
+pub fn dispatch<W: WithIsa>(w: W) -> W::Output {
+    dispatch_at(level(), w)
+}
+
+/// Runs `w` with instruction set `l`, which must be supported (else the scalar set is used).
+#[inline]
+pub fn dispatch_at<W: WithIsa>(l: Level, w: W) -> W::Output {
+    match l {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => match Avx512::detect() {
+            Some(isa) => isa.vectorize(w),
+            None => w.run(Scalar),
+        },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => match Avx2::detect() {
+            Some(isa) => isa.vectorize(w),
+            None => w.run(Scalar),
+        },
+        _ => w.run(Scalar),
+    }
+}

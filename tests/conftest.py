@@ -1,0 +1,234 @@
+"""Shared fixtures and helpers for the xent_rs test suite.
+
+- ``load_golden()``: the reference cases of ``tests/golden`` (cases.json + arrays.npz).
+- ``assert_golden_close()``: the golden tolerance rule (README of ``tests/golden``).
+- ``restore_threads``: puts ``xent_rs.set_num_threads`` back after a test that changes it.
+- hypothesis profile ``xent``: no deadline, modest example counts (the suite stays fast).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import HealthCheck, settings
+
+TESTS_DIR = Path(__file__).resolve().parent
+GOLDEN_DIR = TESTS_DIR / "golden"
+REPO_ROOT = TESTS_DIR.parent
+SHARED_GOLDEN_DIR = REPO_ROOT.parent / "shared" / "golden"
+
+settings.register_profile(
+    "xent",
+    deadline=None,
+    max_examples=50,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("xent-thorough", parent=settings.get_profile("xent"), max_examples=500)
+settings.load_profile("xent")
+
+LOSS_OPS = (
+    "cross_entropy",
+    "nll_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+)
+SOFTMAX_OPS = ("log_softmax", "softmax")
+
+
+# --------------------------------------------------------------------------------------------
+# golden cases
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """One entry of ``cases.json`` with its arrays resolved."""
+
+    id: str
+    op: str
+    dtype: str
+    rtol: float
+    atol: float
+    kwargs: dict[str, Any]
+    inputs: dict[str, np.ndarray[Any, Any]]
+    expected: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    expect_error: str | None = None
+    note: str = ""
+
+    @property
+    def is_loss(self) -> bool:
+        return self.op in LOSS_OPS
+
+    @property
+    def reduced(self) -> bool:
+        """True when the loss is reduced to a scalar (reduction 'mean' or 'sum')."""
+        return self.is_loss and self.kwargs.get("reduction", "mean") != "none"
+
+    def copy_inputs(self) -> dict[str, np.ndarray[Any, Any]]:
+        """Fresh copies of the input arrays (a test may hand them to in-place code)."""
+        return {k: v.copy() for k, v in self.inputs.items()}
+
+
+@cache
+def load_golden() -> tuple[GoldenCase, ...]:
+    """Every golden case, arrays loaded eagerly (``allow_pickle=False``)."""
+    with open(GOLDEN_DIR / "cases.json", encoding="utf-8") as fh:
+        doc = json.load(fh)
+    raw_cases: list[dict[str, Any]] = doc["cases"] if isinstance(doc, dict) else doc
+    with np.load(GOLDEN_DIR / "arrays.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    cases = []
+    for c in raw_cases:
+        cases.append(
+            GoldenCase(
+                id=c["id"],
+                op=c["op"],
+                dtype=c["dtype"],
+                rtol=float(c["rtol"]),
+                atol=float(c["atol"]),
+                kwargs=dict(c.get("kwargs", {})),
+                inputs={name: arrays[key] for name, key in c.get("inputs", {}).items()},
+                expected={name: arrays[key] for name, key in c.get("expected", {}).items()},
+                expect_error=c.get("expect_error"),
+                note=c.get("note", ""),
+            )
+        )
+    return tuple(cases)
+
+
+def golden_params(predicate: Any = None) -> list[Any]:
+    """``pytest.param`` objects (id = case id) for the golden cases matching ``predicate``."""
+    return [pytest.param(c, id=c.id) for c in load_golden() if predicate is None or predicate(c)]
+
+
+# --------------------------------------------------------------------------------------------
+# comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def assert_golden_close(
+    got: Any,
+    want: Any,
+    rtol: float,
+    atol: float,
+    *,
+    grad: bool = False,
+    what: str = "value",
+) -> None:
+    """The golden tolerance rule.
+
+    An element passes when ``|got - want| <= atol + rtol*|want|``; for gradients ``atol`` is
+    raised by ``rtol * max|want|`` (over the finite expected values). ``nan`` and ``±inf``
+    must match exactly. Shapes must be equal.
+    """
+    g = np.asarray(got, dtype=np.float64)
+    w = np.asarray(want, dtype=np.float64)
+    assert g.shape == w.shape, f"{what}: shape {g.shape} != expected {w.shape}"
+    nan_g, nan_w = np.isnan(g), np.isnan(w)
+    assert np.array_equal(nan_g, nan_w), (
+        f"{what}: nan mismatch at {np.argwhere(nan_g != nan_w)[:5].tolist()}"
+    )
+    inf_w = np.isinf(w)
+    inf_g = np.isinf(g)
+    inf_bad = (inf_g != inf_w) | (inf_w & (g != w))
+    assert not np.any(inf_bad), f"{what}: inf mismatch at {np.argwhere(inf_bad)[:5].tolist()}"
+    fin = np.isfinite(w)
+    if not np.any(fin):
+        return
+    eff_atol = atol
+    if grad:
+        eff_atol += rtol * float(np.max(np.abs(w[fin])))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(fin, np.abs(g - w), 0.0)
+    tol = eff_atol + rtol * np.abs(np.where(fin, w, 0.0))
+    bad = fin & ~(err <= tol)
+    if np.any(bad):
+        idx = np.argwhere(bad)[:5]
+        detail = ", ".join(
+            f"{tuple(int(i) for i in ix)}: got {g[tuple(ix)]!r} want {w[tuple(ix)]!r}" for ix in idx
+        )
+        raise AssertionError(
+            f"{what}: {int(np.sum(bad))} of {w.size} elements outside "
+            f"atol={eff_atol:g} rtol={rtol:g}; first: {detail}"
+        )
+
+
+def assert_same_bits(a: Any, b: Any, what: str = "value") -> None:
+    """Bit-for-bit equality: same type family, dtype, shape and bytes."""
+    aa, bb = np.asarray(a), np.asarray(b)
+    assert aa.dtype == bb.dtype, f"{what}: dtype {aa.dtype} != {bb.dtype}"
+    assert aa.shape == bb.shape, f"{what}: shape {aa.shape} != {bb.shape}"
+    assert aa.tobytes() == bb.tobytes(), f"{what}: values differ (bitwise)"
+
+
+# --------------------------------------------------------------------------------------------
+# layouts: the same values held in different memory layouts
+# --------------------------------------------------------------------------------------------
+
+
+def as_fortran(a: npt.ArrayLike) -> np.ndarray[Any, Any]:
+    """A Fortran-ordered copy (0-d arrays stay 0-d)."""
+    arr = np.asarray(a)
+    if arr.ndim == 0:
+        return arr.copy()
+    return np.asfortranarray(arr)
+
+
+def as_strided(a: npt.ArrayLike) -> np.ndarray[Any, Any]:
+    """A view with stride 2 along every axis holding the same values."""
+    arr = np.asarray(a)
+    if arr.ndim == 0:
+        return arr.copy()
+    big = np.zeros(tuple(2 * s for s in arr.shape), dtype=arr.dtype)
+    sl = tuple(slice(None, None, 2) for _ in arr.shape)
+    big[sl] = arr
+    view = big[sl]
+    assert np.array_equal(view, arr, equal_nan=arr.dtype.kind in "fc")
+    return view
+
+
+def as_negative_stride(a: npt.ArrayLike) -> np.ndarray[Any, Any]:
+    """A view with negative strides along every axis holding the same values."""
+    arr = np.asarray(a)
+    if arr.ndim == 0:
+        return arr.copy()
+    rev = tuple(slice(None, None, -1) for _ in arr.shape)
+    view = np.ascontiguousarray(arr[rev])[rev]
+    return view
+
+
+LAYOUTS = {
+    "fortran": as_fortran,
+    "strided": as_strided,
+    "negstride": as_negative_stride,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[Any]:
+    """Yields the xent_rs module; restores its thread count afterwards."""
+    xent_rs = pytest.importorskip("xent_rs")
+    before = xent_rs.get_num_threads()
+    try:
+        yield xent_rs
+    finally:
+        xent_rs.set_num_threads(before)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator, so that failures reproduce."""
+    return np.random.default_rng(20240601)

@@ -1,0 +1,584 @@
+"""Every error of the contract (SPEC.md, docs/semantics.md): the exact exception type, a message
+that names the problem, and no output written before the error."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+xent_rs = pytest.importorskip("xent_rs")
+
+Array = npt.NDArray[Any]
+
+LOSSES = ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits")
+MULTICLASS = ("cross_entropy", "nll_loss")
+BINARY = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
+SOFTMAX_FAMILY = ("log_softmax", "softmax", "logsumexp")
+
+
+def _x(shape: tuple[int, ...] = (4, 3), dtype: Any = np.float32) -> Array:
+    rng = np.random.default_rng(7)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _t(n: int = 4, c: int = 3) -> Array:
+    return np.arange(n, dtype=np.int64) % c
+
+
+def _probs(shape: tuple[int, ...] = (2, 3), dtype: Any = np.float32) -> Array:
+    return np.full(shape, 0.5, dtype=dtype)
+
+
+def _has_number(msg: str, value: str) -> bool:
+    """``value`` appears in ``msg`` as a whole number (not as part of a longer one)."""
+    return re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", msg) is not None
+
+
+def _has_position(msg: str, index: tuple[int, ...], flat: int) -> bool:
+    """A position printed as a tuple/list ``1, 2`` (any brackets) or as the flat index."""
+    if len(index) == 1:
+        return _has_number(msg, str(index[0]))
+    pattern = r",\s*".join(str(i) for i in index)
+    return re.search(rf"(?<!\d){pattern}(?!\d)", msg) is not None or _has_number(msg, str(flat))
+
+
+def _raises(exc: type[BaseException], fn: Callable[..., Any], *args: Any, **kw: Any) -> str:
+    """Calls fn, asserts that exactly ``exc`` is raised, returns the message."""
+    with pytest.raises(exc) as info:
+        fn(*args, **kw)
+    assert type(info.value) is exc, f"raised {type(info.value).__name__}: {info.value}"
+    msg = str(info.value)
+    assert msg.strip(), "the error message is empty"
+    return msg
+
+
+def _loss_call(op: str, x: Any, t: Any, **kw: Any) -> Callable[..., Any]:
+    fn = getattr(xent_rs, op)
+    return lambda **extra: fn(x, t, **kw, **extra)
+
+
+def _valid_args(op: str) -> tuple[Array, Array]:
+    if op in MULTICLASS:
+        x = _x()
+        return (xent_rs.log_softmax(x) if op == "nll_loss" else x), _t()
+    return _probs(), np.zeros((2, 3), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# TypeError: dtypes
+# --------------------------------------------------------------------------------------------
+
+BAD_DTYPE_INPUTS = {
+    "complex64": (np.ones((4, 3), dtype=np.complex64), ("complex",)),
+    "complex128": (np.ones((4, 3), dtype=np.complex128), ("complex",)),
+    "object": (np.ones((4, 3), dtype=object), ("object",)),
+    "str": (np.full((4, 3), "a"), ("str", "<u1", "unicode", "string")),
+    "bytes": (np.full((4, 3), b"a"), ("bytes", "|s1", "string", "s1")),
+}
+
+
+@pytest.mark.parametrize("op", SOFTMAX_FAMILY)
+@pytest.mark.parametrize("kind", sorted(BAD_DTYPE_INPUTS))
+def test_unsupported_input_dtype_softmax_family(op: str, kind: str) -> None:
+    x, words = BAD_DTYPE_INPUTS[kind]
+    msg = _raises(TypeError, getattr(xent_rs, op), x)
+    assert any(w in msg.lower() for w in words), msg
+
+
+@pytest.mark.parametrize("op", LOSSES)
+@pytest.mark.parametrize("kind", sorted(BAD_DTYPE_INPUTS))
+def test_unsupported_input_dtype_losses(op: str, kind: str) -> None:
+    x, words = BAD_DTYPE_INPUTS[kind]
+    t = _t() if op in MULTICLASS else np.zeros((4, 3), dtype=np.float32)
+    msg = _raises(TypeError, getattr(xent_rs, op), x, t)
+    assert any(w in msg.lower() for w in words), msg
+    _raises(TypeError, getattr(xent_rs, op), x, t, return_grad=True)
+
+
+@pytest.mark.parametrize("op", ["log_softmax_backward", "softmax_backward"])
+def test_unsupported_dtype_backward(op: str) -> None:
+    g = np.ones((4, 3), dtype=np.complex128)
+    msg = _raises(TypeError, getattr(xent_rs, op), g, _x(dtype=np.float64))
+    assert "complex" in msg.lower()
+
+
+def test_string_list_input_is_type_error() -> None:
+    _raises(TypeError, xent_rs.log_softmax, [["a", "b"], ["c", "d"]])
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+@pytest.mark.parametrize("tdtype", [np.float32, np.float64, np.float16])
+def test_float_target_shaped_like_indices(op: str, tdtype: Any) -> None:
+    x = _x()
+    t = _t().astype(tdtype)
+    msg = _raises(TypeError, getattr(xent_rs, op), x, t)
+    assert "int" in msg.lower(), f"the message should say to cast to integers: {msg}"
+
+
+def test_float_target_shaped_like_indices_axis1() -> None:
+    x = _x((2, 3, 5))
+    t = np.zeros((2, 5), dtype=np.float64)
+    msg = _raises(TypeError, xent_rs.cross_entropy, x, t, axis=1)
+    assert "int" in msg.lower()
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+@pytest.mark.parametrize("shape", [(4,), (4, 3)])
+def test_bool_target(op: str, shape: tuple[int, ...]) -> None:
+    t = np.ones(shape, dtype=np.bool_)
+    msg = _raises(TypeError, getattr(xent_rs, op), _x(), t)
+    assert "bool" in msg.lower()
+
+
+@pytest.mark.parametrize("kind", ["complex", "str"])
+def test_unsupported_target_dtype(kind: str) -> None:
+    t = np.zeros(4, dtype=np.complex64) if kind == "complex" else np.array(["a"] * 4)
+    _raises(TypeError, xent_rs.cross_entropy, _x(), t)
+
+
+# --------------------------------------------------------------------------------------------
+# ValueError: shapes
+# --------------------------------------------------------------------------------------------
+
+
+def _assert_shapes_named(msg: str, *shapes: tuple[int, ...]) -> None:
+    for s in shapes:
+        assert str(tuple(s)) in msg, f"{tuple(s)} missing from message: {msg}"
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+@pytest.mark.parametrize(
+    ("xshape", "tshape", "axis"),
+    [
+        ((4, 3), (3,), -1),
+        ((4, 3), (4, 1), -1),
+        ((4, 3), (), -1),
+        ((2, 3, 5), (2, 3), 1),
+        ((2, 3, 5), (2, 5, 1), 1),
+        ((7,), (1,), 0),
+    ],
+)
+def test_hard_target_shape_mismatch(
+    op: str, xshape: tuple[int, ...], tshape: tuple[int, ...], axis: int
+) -> None:
+    x = _x(xshape)
+    t = np.zeros(tshape, dtype=np.int64)
+    msg = _raises(ValueError, getattr(xent_rs, op), x, t, axis=axis)
+    _assert_shapes_named(msg, xshape, tshape)
+
+
+@pytest.mark.parametrize("tshape", [(2, 4), (3, 3), (2, 3, 1)])
+def test_soft_target_shape_mismatch(tshape: tuple[int, ...]) -> None:
+    x = _x((2, 3))
+    t = np.full(tshape, 0.25, dtype=np.float32)
+    msg = _raises(ValueError, xent_rs.cross_entropy, x, t)
+    _assert_shapes_named(msg, (2, 3), tshape)
+
+
+@pytest.mark.parametrize("op", BINARY)
+@pytest.mark.parametrize(("xshape", "tshape"), [((5,), (4,)), ((2, 3), (3, 2)), ((2, 3), (2, 1))])
+def test_binary_target_shape_mismatch(
+    op: str, xshape: tuple[int, ...], tshape: tuple[int, ...]
+) -> None:
+    x = _probs(xshape)
+    t = np.zeros(tshape, dtype=np.float32)
+    msg = _raises(ValueError, getattr(xent_rs, op), x, t)
+    _assert_shapes_named(msg, xshape, tshape)
+
+
+@pytest.mark.parametrize("name", ["weight", "pos_weight"])
+@pytest.mark.parametrize("wshape", [(4,), (3, 3), (2, 3, 2)])
+def test_binary_weight_not_broadcastable(name: str, wshape: tuple[int, ...]) -> None:
+    x = _probs((2, 3))
+    t = np.zeros((2, 3), dtype=np.float32)
+    fn = xent_rs.binary_cross_entropy_with_logits
+    msg = _raises(ValueError, fn, x, t, **{name: np.ones(wshape, dtype=np.float32)})
+    _assert_shapes_named(msg, wshape, (2, 3))
+
+
+@pytest.mark.parametrize("wshape", [(4,), (3, 3)])
+def test_bce_weight_not_broadcastable(wshape: tuple[int, ...]) -> None:
+    x = _probs((2, 3))
+    t = np.zeros((2, 3), dtype=np.float32)
+    fn = xent_rs.binary_cross_entropy
+    msg = _raises(ValueError, fn, x, t, weight=np.ones(wshape, dtype=np.float32))
+    _assert_shapes_named(msg, wshape, (2, 3))
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+@pytest.mark.parametrize("wlen", [2, 4])
+def test_weight_wrong_length(op: str, wlen: int) -> None:
+    x, t = _valid_args(op)
+    msg = _raises(ValueError, getattr(xent_rs, op), x, t, weight=np.ones(wlen, dtype=np.float32))
+    assert "weight" in msg.lower()
+    assert _has_number(msg, str(wlen)), msg
+    assert _has_number(msg, "3"), msg
+
+
+def test_weight_two_dimensional() -> None:
+    msg = _raises(ValueError, xent_rs.cross_entropy, _x(), _t(), weight=np.ones((1, 3)))
+    assert "weight" in msg.lower()
+
+
+def test_soft_target_weight_wrong_length() -> None:
+    t = np.full((4, 3), 1 / 3, dtype=np.float32)
+    msg = _raises(ValueError, xent_rs.cross_entropy, _x(), t, weight=np.ones(5, dtype=np.float32))
+    assert "weight" in msg.lower()
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+@pytest.mark.parametrize("swshape", [(3,), (4, 3), (5,)])
+def test_sample_weight_wrong_shape(op: str, swshape: tuple[int, ...]) -> None:
+    x, t = _valid_args(op)
+    sw = np.ones(swshape, dtype=np.float32)
+    msg = _raises(ValueError, getattr(xent_rs, op), x, t, sample_weight=sw)
+    assert "sample_weight" in msg.lower() or "sample weight" in msg.lower(), msg
+    _assert_shapes_named(msg, swshape)
+
+
+# --------------------------------------------------------------------------------------------
+# ValueError: axis, 0-d input, reduction, label_smoothing, ignore_index with soft targets
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", SOFTMAX_FAMILY)
+@pytest.mark.parametrize("axis", [2, -3, 7])
+def test_axis_out_of_range_softmax_family(op: str, axis: int) -> None:
+    msg = _raises(ValueError, getattr(xent_rs, op), _x(), axis=axis)
+    assert "axis" in msg.lower(), msg
+    assert _has_number(msg, str(abs(axis))), msg
+
+
+@pytest.mark.parametrize("op", ["log_softmax_backward", "softmax_backward"])
+def test_axis_out_of_range_backward(op: str) -> None:
+    x = _x(dtype=np.float64)
+    msg = _raises(ValueError, getattr(xent_rs, op), x, x, axis=2)
+    assert "axis" in msg.lower()
+
+
+@pytest.mark.parametrize("op", ["log_softmax_backward", "softmax_backward"])
+def test_backward_shape_mismatch(op: str) -> None:
+    g = _x((4, 3), dtype=np.float64)
+    out = _x((3, 4), dtype=np.float64)
+    msg = _raises(ValueError, getattr(xent_rs, op), g, out)
+    _assert_shapes_named(msg, (4, 3), (3, 4))
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+@pytest.mark.parametrize("axis", [2, -3])
+def test_axis_out_of_range_losses(op: str, axis: int) -> None:
+    x, t = _valid_args(op)
+    msg = _raises(ValueError, getattr(xent_rs, op), x, t, axis=axis)
+    assert "axis" in msg.lower()
+
+
+@pytest.mark.parametrize("op", SOFTMAX_FAMILY)
+def test_zero_dim_input_softmax_family(op: str) -> None:
+    _raises(ValueError, getattr(xent_rs, op), np.float64(1.5))
+    _raises(ValueError, getattr(xent_rs, op), np.array(1.5))
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+def test_zero_dim_input_losses(op: str) -> None:
+    _raises(ValueError, getattr(xent_rs, op), np.array(1.5), np.array(0))
+
+
+@pytest.mark.parametrize("op", LOSSES)
+@pytest.mark.parametrize("reduction", ["avg", "MEAN", "", "elementwise_mean"])
+def test_bad_reduction(op: str, reduction: str) -> None:
+    x, t = _valid_args(op)
+    msg = _raises(ValueError, getattr(xent_rs, op), x, t, reduction=reduction)
+    assert "reduction" in msg.lower()
+    if reduction:
+        assert reduction in msg, msg
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, 1.0000001, float("nan")])
+@pytest.mark.parametrize("soft", [False, True])
+def test_label_smoothing_out_of_range(value: float, soft: bool) -> None:
+    t = np.full((4, 3), 1 / 3, dtype=np.float32) if soft else _t()
+    msg = _raises(ValueError, xent_rs.cross_entropy, _x(), t, label_smoothing=value)
+    assert "label_smoothing" in msg.lower() or "label smoothing" in msg.lower()
+    if value in (1.5, -0.1):
+        assert str(value) in msg, msg
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_label_smoothing_bounds_accepted(value: float) -> None:
+    loss = xent_rs.cross_entropy(_x(), _t(), label_smoothing=value)
+    assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("ignore_index", [0, 2, 5])
+def test_soft_target_with_nonnegative_ignore_index(ignore_index: int) -> None:
+    t = np.full((4, 3), 1 / 3, dtype=np.float32)
+    msg = _raises(ValueError, xent_rs.cross_entropy, _x(), t, ignore_index=ignore_index)
+    assert "ignore_index" in msg.lower() or "ignore index" in msg.lower()
+
+
+@pytest.mark.parametrize("ignore_index", [-100, -1])
+def test_soft_target_with_negative_ignore_index_accepted(ignore_index: int) -> None:
+    t = np.full((4, 3), 1 / 3, dtype=np.float32)
+    loss = xent_rs.cross_entropy(_x(), t, ignore_index=ignore_index)
+    assert np.isfinite(loss)
+
+
+# --------------------------------------------------------------------------------------------
+# ValueError: BCE probabilities
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), float("inf"), -float("inf"), 1.0001])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_probability_out_of_range(bad: float, dtype: Any) -> None:
+    p = _probs((2, 3), dtype=dtype)
+    p[1, 2] = bad
+    y = np.zeros((2, 3), dtype=dtype)
+    msg = _raises(ValueError, xent_rs.binary_cross_entropy, p, y)
+    if bad in (1.5, -0.1):
+        assert str(bad) in msg, msg
+    if math.isnan(bad):
+        assert "nan" in msg.lower(), msg
+    assert _has_position(msg, (1, 2), 5), f"position (1, 2) not in message: {msg}"
+    _raises(ValueError, xent_rs.binary_cross_entropy, p, y, return_grad=True)
+
+
+def test_bce_reports_first_bad_probability() -> None:
+    p = np.full(10, 0.5)
+    p[3] = 2.5
+    p[7] = -4.0
+    msg = _raises(ValueError, xent_rs.binary_cross_entropy, p, np.zeros(10))
+    assert "2.5" in msg, msg
+    assert _has_number(msg, "3"), msg
+
+
+def test_bce_probability_bounds_accepted_and_targets_unchecked() -> None:
+    p = np.array([0.0, 1.0, 0.3])
+    y = np.array([1.5, -0.5, 2.0])  # targets are not validated
+    loss, grad = xent_rs.binary_cross_entropy(p, y, reduction="none", return_grad=True)
+    assert loss.shape == (3,)
+    assert grad.shape == (3,)
+    assert np.all(np.isfinite(loss))
+
+
+# --------------------------------------------------------------------------------------------
+# grad_output and grad_out
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", LOSSES)
+@pytest.mark.parametrize(
+    ("reduction", "gshape"), [("mean", (4,)), ("sum", (1,)), ("none", (3,)), ("none", ())]
+)
+def test_grad_output_wrong_shape(op: str, reduction: str, gshape: tuple[int, ...]) -> None:
+    if op in MULTICLASS:
+        x, t = _valid_args(op)
+        if reduction == "none" and gshape == ():
+            gshape = (4, 3)
+    else:
+        x, t = _probs((4,)), np.zeros(4, dtype=np.float32)
+    g = np.ones(gshape, dtype=np.float32)
+    fn = getattr(xent_rs, op)
+    msg = _raises(ValueError, fn, x, t, reduction=reduction, return_grad=True, grad_output=g)
+    assert "grad_output" in msg, msg
+
+
+def test_grad_out_wrong_shape() -> None:
+    x = _x()
+    buf = np.zeros((3, 4), dtype=np.float32)
+    msg = _raises(ValueError, xent_rs.cross_entropy, x, _t(), return_grad=True, grad_out=buf)
+    assert "grad_out" in msg
+    _assert_shapes_named(msg, (3, 4), (4, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
+def test_grad_out_wrong_dtype(dtype: Any) -> None:
+    buf = np.zeros((4, 3), dtype=dtype)
+    msg = _raises(TypeError, xent_rs.cross_entropy, _x(), _t(), return_grad=True, grad_out=buf)
+    assert "grad_out" in msg
+
+
+@pytest.mark.parametrize("kind", ["strided", "fortran", "negstride"])
+def test_grad_out_not_contiguous(kind: str) -> None:
+    if kind == "strided":
+        buf = np.zeros((4, 6), dtype=np.float32)[:, ::2]
+    elif kind == "fortran":
+        buf = np.zeros((4, 3), dtype=np.float32, order="F")
+    else:
+        buf = np.zeros((4, 3), dtype=np.float32)[::-1]
+    assert not buf.flags.c_contiguous
+    msg = _raises(ValueError, xent_rs.cross_entropy, _x(), _t(), return_grad=True, grad_out=buf)
+    assert "grad_out" in msg
+
+
+def test_grad_out_read_only() -> None:
+    buf = np.zeros((4, 3), dtype=np.float32)
+    buf.flags.writeable = False
+    msg = _raises(ValueError, xent_rs.cross_entropy, _x(), _t(), return_grad=True, grad_out=buf)
+    assert "grad_out" in msg
+    assert np.all(buf == 0.0)
+
+
+def test_grad_out_partial_overlap_with_input() -> None:
+    base = np.zeros(20, dtype=np.float32)
+    x = base[:12].reshape(4, 3)
+    x[...] = _x()
+    buf = base[3:15].reshape(4, 3)
+    assert np.shares_memory(x, buf)
+    assert x.ctypes.data != buf.ctypes.data
+    before = base.copy()
+    msg = _raises(ValueError, xent_rs.cross_entropy, x, _t(), return_grad=True, grad_out=buf)
+    assert "grad_out" in msg
+    np.testing.assert_array_equal(base, before)
+
+
+# --------------------------------------------------------------------------------------------
+# IndexError: class indices
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+@pytest.mark.parametrize("bad", [3, 7, -2, -101])
+def test_target_out_of_range(op: str, bad: int) -> None:
+    x, _ = _valid_args(op)
+    x = np.concatenate([x, x])  # 8 rows
+    t = np.array([0, 1, 2, 1, 0, bad, 1, 2], dtype=np.int64)
+    msg = _raises(IndexError, getattr(xent_rs, op), x, t)
+    assert _has_number(msg, str(bad)), f"bad value {bad} not in message: {msg}"
+    assert _has_number(msg, "5"), f"position 5 not in message: {msg}"
+    _raises(IndexError, getattr(xent_rs, op), x, t, return_grad=True)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_target_equal_to_num_classes(reduction: str) -> None:
+    t = np.array([0, 1, 3, 2], dtype=np.int64)
+    msg = _raises(IndexError, xent_rs.cross_entropy, _x(), t, reduction=reduction)
+    assert _has_number(msg, "3"), msg
+    assert _has_number(msg, "2"), msg
+
+
+def test_target_out_of_range_reports_position_nd() -> None:
+    x = _x((2, 3, 4))  # classes on axis 1 (C = 3), target (2, 4)
+    t = np.zeros((2, 4), dtype=np.int64)
+    t[1, 2] = 9
+    msg = _raises(IndexError, xent_rs.cross_entropy, x, t, axis=1)
+    assert _has_number(msg, "9"), msg
+    assert _has_position(msg, (1, 2), 6), f"position (1, 2) not in message: {msg}"
+
+
+@pytest.mark.parametrize("tdtype", [np.int8, np.uint8, np.int32, np.uint64])
+def test_target_out_of_range_any_integer_dtype(tdtype: Any) -> None:
+    t = np.array([0, 1, 2, 100], dtype=tdtype)
+    msg = _raises(IndexError, xent_rs.cross_entropy, _x(), t)
+    assert _has_number(msg, "100"), msg
+
+
+def test_negative_target_equal_to_ignore_index_is_fine() -> None:
+    t = np.array([0, -1, 2, -1], dtype=np.int64)
+    loss = xent_rs.cross_entropy(_x(), t, ignore_index=-1)
+    assert np.isfinite(loss)
+    msg = _raises(IndexError, xent_rs.cross_entropy, _x(), t)  # default ignore_index=-100
+    assert _has_number(msg, "-1") or _has_number(msg, "1"), msg
+
+
+def test_ignore_index_inside_class_range_is_ignored_not_an_error() -> None:
+    t = np.array([0, 1, 2, 1], dtype=np.int64)
+    loss = xent_rs.cross_entropy(_x(), t, ignore_index=1)
+    assert np.isfinite(loss)
+
+
+# --------------------------------------------------------------------------------------------
+# threads
+# --------------------------------------------------------------------------------------------
+
+
+def test_set_num_threads_zero(restore_threads: Any) -> None:
+    before = xent_rs.get_num_threads()
+    msg = _raises(ValueError, xent_rs.set_num_threads, 0)
+    assert _has_number(msg, "0") or "positive" in msg.lower() or ">= 1" in msg, msg
+    assert xent_rs.get_num_threads() == before
+
+
+# --------------------------------------------------------------------------------------------
+# errors are raised before any output is written
+# --------------------------------------------------------------------------------------------
+
+SENTINEL = -12345.0
+
+
+def test_index_error_leaves_grad_out_untouched() -> None:
+    x = _x()
+    t = np.array([0, 1, 5, 1], dtype=np.int64)
+    buf = np.full_like(x, SENTINEL)
+    _raises(IndexError, xent_rs.cross_entropy, x, t, return_grad=True, grad_out=buf)
+    assert np.all(buf == SENTINEL)
+
+
+@pytest.mark.parametrize("bad_row", [0, 3])
+def test_index_error_leaves_in_place_input_untouched(bad_row: int) -> None:
+    x = _x((4096, 16))  # large enough to be split across threads
+    t = np.arange(4096, dtype=np.int64) % 16
+    t[bad_row * 1365] = 16
+    before = x.copy()
+    _raises(IndexError, xent_rs.cross_entropy, x, t, return_grad=True, grad_out=x)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_value_errors_leave_grad_out_untouched() -> None:
+    x = _x()
+    t = _t()
+    buf = np.full_like(x, SENTINEL)
+    calls: list[tuple[type[BaseException], dict[str, Any]]] = [
+        (ValueError, {"label_smoothing": 1.5}),
+        (ValueError, {"reduction": "avg"}),
+        (ValueError, {"weight": np.ones(5, dtype=np.float32)}),
+        (ValueError, {"grad_output": np.ones(3, dtype=np.float32), "reduction": "none"}),
+    ]
+    for exc, kw in calls:
+        _raises(exc, xent_rs.cross_entropy, x, t, return_grad=True, grad_out=buf, **kw)
+        assert np.all(buf == SENTINEL), kw
+
+
+def _accepts_grad_out(op: str) -> bool:
+    try:
+        return "grad_out" in inspect.signature(getattr(xent_rs, op)).parameters
+    except (TypeError, ValueError):
+        return op == "cross_entropy"
+
+
+@pytest.mark.parametrize("op", BINARY)
+def test_bce_error_leaves_in_place_input_untouched(op: str) -> None:
+    if not _accepts_grad_out(op):
+        pytest.skip(f"{op} takes no grad_out")
+    p = np.linspace(0.01, 0.99, 50_000).astype(np.float32)
+    bad = np.nan if op == "binary_cross_entropy" else 0.5
+    p[-1] = bad
+    y = np.zeros_like(p) if op == "binary_cross_entropy" else np.zeros(3, dtype=np.float32)
+    before = p.copy()
+    _raises(ValueError, getattr(xent_rs, op), p, y, return_grad=True, grad_out=p)
+    np.testing.assert_array_equal(p, before)
+
+
+@pytest.mark.parametrize("op", ["log_softmax", "softmax"])
+def test_error_leaves_out_untouched(op: str) -> None:
+    x = _x()
+    out = np.full_like(x, SENTINEL)
+    _raises(ValueError, getattr(xent_rs, op), x, axis=3, out=out)
+    assert np.all(out == SENTINEL)
+    xc = np.ones((4, 3), dtype=np.complex64)
+    _raises(TypeError, getattr(xent_rs, op), xc, out=out)
+    assert np.all(out == SENTINEL)
+
+
+@pytest.mark.parametrize("op", ["log_softmax", "softmax"])
+def test_out_wrong_shape(op: str) -> None:
+    out = np.full((3, 4), SENTINEL, dtype=np.float32)
+    _raises(ValueError, getattr(xent_rs, op), _x(), out=out)
+    assert np.all(out == SENTINEL)
