@@ -4,6 +4,23 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "get_num_threads",
+    "log_softmax",
+    "log_softmax_backward",
+    "logsumexp",
+    "nll_loss",
+    "set_num_threads",
+    "set_simd_level",
+    "simd_level",
+    "softmax",
+    "softmax_backward",
+    "supported_simd_levels",
+]
+
 def log_softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
 def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
 def logsumexp(x: np.ndarray, axis: int) -> np.ndarray: ...

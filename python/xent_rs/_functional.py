@@ -55,9 +55,7 @@ def _half_grad_out(grad_out: Any, x: np.ndarray, dtype: np.dtype[Any]) -> None:
         got = getattr(grad_out, "dtype", type(grad_out).__name__)
         raise TypeError(f"grad_out must be a {dtype} array like the input, got {got}")
     if grad_out.shape != x.shape:
-        raise ValueError(
-            f"grad_out has shape {grad_out.shape} but the input has shape {x.shape}"
-        )
+        raise ValueError(f"grad_out has shape {grad_out.shape} but the input has shape {x.shape}")
     if not grad_out.flags.c_contiguous or not grad_out.flags.writeable:
         raise ValueError("grad_out must be a writable C-contiguous array")
 
@@ -88,8 +86,9 @@ def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any
     --------
     >>> import numpy as np, xent_rs
     >>> x = np.array([1000.0, 1.0])
-    >>> np.log(np.exp(x) / np.exp(x).sum())  # the naive formula overflows
-    array([nan, nan])
+    >>> with np.errstate(all="ignore"):  # the naive formula overflows
+    ...     np.log(np.exp(x) / np.exp(x).sum())
+    array([ nan, -inf])
     >>> xent_rs.log_softmax(x)
     array([   0., -999.])
     """
@@ -293,8 +292,8 @@ def cross_entropy(
     >>> import numpy as np, xent_rs
     >>> logits = np.array([[1000.0, 1.0], [0.0, 0.0]])
     >>> loss, grad = xent_rs.cross_entropy(logits, np.array([1, 0]), return_grad=True)
-    >>> float(loss)  # (999 + log 2) / 2
-    499.8465735902799
+    >>> round(float(loss), 9)  # (999 + log 2) / 2
+    499.846573590
     >>> grad
     array([[ 0.5 , -0.5 ],
            [-0.25,  0.25]])
@@ -442,8 +441,9 @@ def binary_cross_entropy(
     Examples
     --------
     >>> import numpy as np, xent_rs
-    >>> float(xent_rs.binary_cross_entropy(np.array([0.0, 0.5]), np.array([1.0, 1.0])))
-    50.34657359027997
+    >>> loss = xent_rs.binary_cross_entropy(np.array([0.0, 0.5]), np.array([1.0, 1.0]))
+    >>> round(float(loss), 9)  # (100 + log 2) / 2: the log term is clamped at -100
+    50.34657359
     """
     if _arrays.uses_cupy(input, target, weight, grad_output):
         return _cupy().binary_cross_entropy(
@@ -548,7 +548,5 @@ def binary_cross_entropy_with_logits(
 def _binary_target(target: Any, x: np.ndarray) -> np.ndarray:
     t = _arrays.like(target, x.dtype, "target")
     if t.shape != x.shape:
-        raise ValueError(
-            f"target size {t.shape} must be the same as input size {x.shape}"
-        )
+        raise ValueError(f"target size {t.shape} must be the same as input size {x.shape}")
     return t

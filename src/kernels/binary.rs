@@ -375,3 +375,109 @@ fn weighted_logit_terms<T: Float, I: Isa>(
         pt.add(one).sub(t).mul(sigmoid).sub(pt),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{assert_close, at_every_level, exclusive, values};
+
+    fn options<'a>(
+        weight: Option<Broadcast<'a, f64>>,
+        pos_weight: Option<Broadcast<'a, f64>>,
+        reduction: Reduction,
+    ) -> BinaryOptions<'a, f64> {
+        BinaryOptions { weight, pos_weight, reduction, grad_output: GradOutput::Scalar(2.0) }
+    }
+
+    #[test]
+    fn logits_match_reference_with_broadcast_weights() {
+        let _g = exclusive();
+        let (rows, cols) = (37, 23);
+        let n = rows * cols;
+        let x = values(n, 2, 40.0);
+        let t: Vec<f64> = values(n, 3, 1.0).iter().map(|v| (v > &0.0) as u8 as f64).collect();
+        let pw: Vec<f64> = (0..cols).map(|c| 0.5 + c as f64 * 0.1).collect();
+        let w: Vec<f64> = (0..rows).map(|r| 1.0 + (r % 3) as f64).collect();
+        let (mut want, mut want_grad) = (0.0, vec![0.0; n]);
+        for i in 0..n {
+            let (x, t, pw, w) = (x[i], t[i], pw[i % cols], w[i / cols]);
+            let softplus = (-x.abs()).exp().ln_1p() + (-x).max(0.0);
+            want += w * ((1.0 - t) * x + (1.0 + (pw - 1.0) * t) * softplus);
+            let sigmoid = 1.0 / (1.0 + (-x).exp());
+            want_grad[i] = 2.0 / n as f64 * w * ((pw * t + 1.0 - t) * sigmoid - pw * t);
+        }
+        let opts = options(
+            Some(Broadcast { values: &w, repeat: cols }),
+            Some(Broadcast { values: &pw, repeat: 1 }),
+            Reduction::Mean,
+        );
+        at_every_level(|level| {
+            let mut grad = vec![0.0; n];
+            let io = Io::ReadWrite { input: &x, out: &mut grad };
+            let got = binary_cross_entropy_with_logits(io, &t, &opts, None).unwrap();
+            assert_close(got, want / n as f64, 1e-13, &format!("{level}"));
+            for (g, w) in grad.iter().zip(&want_grad) {
+                assert_close(*g, *w, 1e-13, &format!("{level}"));
+            }
+        });
+    }
+
+    #[test]
+    fn probabilities_match_reference_and_clamp() {
+        let _g = exclusive();
+        let p: Vec<f64> = values(1001, 4, 1.0).iter().map(|v| v.abs()).chain([0.0, 1.0]).collect();
+        let n = p.len();
+        let t: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
+        let mut want = vec![0.0; n];
+        let mut want_grad = vec![0.0; n];
+        let eps = 1e-12f32 as f64;
+        for i in 0..n {
+            let (p, t) = (p[i], t[i]);
+            want[i] = -(t * p.ln().max(-100.0) + (1.0 - t) * (-p).ln_1p().max(-100.0));
+            want_grad[i] = 2.0 * (p - t) / (p * (1.0 - p)).max(eps);
+        }
+        at_every_level(|level| {
+            let mut losses = vec![0.0; n];
+            let mut grad = vec![0.0; n];
+            let mut opts = options(None, None, Reduction::None);
+            opts.grad_output = GradOutput::PerSample(&[2.0; 1003]);
+            let io = Io::ReadWrite { input: &p, out: &mut grad };
+            binary_cross_entropy(io, &t, &[n], &opts, Some(&mut losses)).unwrap();
+            for i in 0..n {
+                assert_close(losses[i], want[i], 1e-13, &format!("{level} loss {i}"));
+                assert_close(grad[i], want_grad[i], 1e-13, &format!("{level} grad {i}"));
+            }
+        });
+    }
+
+    #[test]
+    fn probabilities_outside_the_unit_interval_are_refused() {
+        for bad in [1.5, -0.25, f64::NAN] {
+            let mut p = vec![0.5; 100];
+            p[42] = bad;
+            let opts = options(None, None, Reduction::Sum);
+            let err = binary_cross_entropy(Io::Read(&p), &[0.0; 100], &[10, 10], &opts, None);
+            match err {
+                Err(XentError::Value(m)) => assert!(m.contains("(4, 2)"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_chunks_follow_the_repeat_rule() {
+        let values = [1.0, 2.0, 3.0];
+        let mut buf = [0.0; CHUNK];
+        for repeat in [1, 2, 5] {
+            let b = Broadcast { values: &values, repeat };
+            for start in [0, 1, 7, 600] {
+                let p = b.chunk(start, 20, &mut buf);
+                for j in 0..20 {
+                    // SAFETY: the chunk holds 20 values.
+                    let got = unsafe { *p.add(j) };
+                    assert_eq!(got, values[((start + j) / repeat) % 3], "repeat {repeat}");
+                }
+            }
+        }
+    }
+}

@@ -9,6 +9,8 @@ pub mod softmax;
 
 mod rows;
 mod stats;
+#[cfg(test)]
+mod testing;
 
 use crate::error::{XentError, format_index};
 

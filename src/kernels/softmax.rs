@@ -310,3 +310,129 @@ impl<T: Float> RowKernel<T> for Backward {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{assert_close, at, at_every_level, exclusive, layouts, lse, row, values};
+
+    fn check_forward<T: Float>(tol: f64) {
+        for layout in layouts() {
+            let x64 = values(layout.len(), 7, 30.0);
+            let x: Vec<T> = x64.iter().map(|&v| T::from_f64(v)).collect();
+            let xr: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+            at_every_level(|level| {
+                let mut ls = vec![T::ZERO; layout.len()];
+                let mut sm = vec![T::ZERO; layout.len()];
+                let mut l = vec![T::ZERO; layout.rows()];
+                log_softmax(Io::ReadWrite { input: &x, out: &mut ls }, layout).unwrap();
+                softmax(Io::ReadWrite { input: &x, out: &mut sm }, layout).unwrap();
+                logsumexp(&x, layout, &mut l).unwrap();
+                for r in 0..layout.rows() {
+                    let values = row(&xr, layout, r);
+                    let want = lse(&values);
+                    assert_close(l[r].to_f64(), want, tol, &format!("{level} {layout:?} lse"));
+                    for (c, v) in values.iter().enumerate() {
+                        let i = at(layout, r, c);
+                        let what = format!("{level} {layout:?} r{r} c{c}");
+                        assert_close(ls[i].to_f64(), v - want, tol * 30.0, &what);
+                        assert_close(sm[i].to_f64(), (v - want).exp(), tol, &what);
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn forward_matches_float64_reference_f32() {
+        let _g = exclusive();
+        check_forward::<f32>(2e-6);
+    }
+
+    #[test]
+    fn forward_matches_float64_reference_f64() {
+        let _g = exclusive();
+        check_forward::<f64>(1e-13);
+    }
+
+    #[test]
+    fn in_place_equals_separate_output() {
+        let _g = exclusive();
+        for layout in layouts() {
+            let x: Vec<f32> = values(layout.len(), 3, 5.0).iter().map(|&v| v as f32).collect();
+            at_every_level(|_| {
+                let mut sep = vec![0.0f32; layout.len()];
+                softmax(Io::ReadWrite { input: &x, out: &mut sep }, layout).unwrap();
+                let mut buf = x.clone();
+                softmax(Io::InPlace(&mut buf), layout).unwrap();
+                assert_eq!(sep, buf);
+            });
+        }
+    }
+
+    #[test]
+    fn special_rows_follow_torch() {
+        let _g = exclusive();
+        let inf = f64::INFINITY;
+        let rows = [
+            [f64::NEG_INFINITY; 4],
+            [1.0, inf, 2.0, 3.0],
+            [1.0, f64::NAN, 2.0, 3.0],
+            [f64::NEG_INFINITY, 0.0, f64::NEG_INFINITY, 0.0],
+        ];
+        let x: Vec<f64> = rows.iter().flatten().copied().collect();
+        for layout in [Layout { outer: 4, classes: 4, inner: 1 }] {
+            at_every_level(|level| {
+                let mut l = vec![0.0; 4];
+                logsumexp(&x, layout, &mut l).unwrap();
+                assert_eq!(l[0], f64::NEG_INFINITY, "{level}");
+                assert_eq!(l[1], inf, "{level}");
+                assert!(l[2].is_nan(), "{level}");
+                assert_close(l[3], 2f64.ln(), 1e-15, "masked row");
+                let mut ls = vec![0.0; 16];
+                log_softmax(Io::ReadWrite { input: &x, out: &mut ls }, layout).unwrap();
+                assert!(ls[..12].iter().all(|v| v.is_nan()), "{level}: {ls:?}");
+                assert_eq!(ls[12], f64::NEG_INFINITY);
+                assert_close(ls[13], -(2f64.ln()), 1e-15, "masked row");
+            });
+        }
+    }
+
+    #[test]
+    fn backward_matches_reference() {
+        let _g = exclusive();
+        for layout in layouts() {
+            let x = values(layout.len(), 11, 4.0);
+            let g = values(layout.len(), 12, 1.0);
+            at_every_level(|level| {
+                let mut y = vec![0.0; layout.len()];
+                let mut p = vec![0.0; layout.len()];
+                log_softmax(Io::ReadWrite { input: &x, out: &mut y }, layout).unwrap();
+                softmax(Io::ReadWrite { input: &x, out: &mut p }, layout).unwrap();
+                let mut dl = vec![0.0; layout.len()];
+                let mut ds = vec![0.0; layout.len()];
+                log_softmax_backward(&g, &y, layout, &mut dl).unwrap();
+                softmax_backward(&g, &p, layout, &mut ds).unwrap();
+                for r in 0..layout.rows() {
+                    let (gr, pr) = (row(&g, layout, r), row(&p, layout, r));
+                    let sum_g: f64 = gr.iter().sum();
+                    let dot: f64 = gr.iter().zip(&pr).map(|(a, b)| a * b).sum();
+                    for c in 0..layout.classes {
+                        let i = at(layout, r, c);
+                        let what = format!("{level} {layout:?}");
+                        assert_close(dl[i], gr[c] - pr[c] * sum_g, 1e-12, &what);
+                        assert_close(ds[i], pr[c] * (gr[c] - dot), 1e-12, &what);
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        let layout = Layout { outer: 2, classes: 3, inner: 1 };
+        let mut out = vec![0.0f32; 5];
+        assert!(log_softmax(Io::ReadWrite { input: &[0.0; 6], out: &mut out }, layout).is_err());
+        assert!(logsumexp(&[0.0f32; 6], layout, &mut [0.0; 3]).is_err());
+    }
+}
