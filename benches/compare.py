@@ -2,10 +2,14 @@
 
 How to run (from the repository root, with the ``bench`` extra installed)::
 
-    python benches/compare.py                 # full run (several minutes on 2 cores)
-    python benches/compare.py --quick         # small workloads, few repeats (< 60 s)
-    python benches/compare.py --quick --check # CI guard, see below
+    python benches/compare.py                 # full run (~15 min on 2 cores)
+    python benches/compare.py --quick         # ~25 s: see "Quick mode"
+    python benches/compare.py --quick --check # CI guard, see the end of this text
     python benches/compare.py --only W2,sweep --threads 1,2 --json out.json --png out.png
+    python benches/compare.py --only W3 --ops ce_fwd,ce_fwdbwd --no-jax
+
+The ``bench`` extra holds the peers: torch, jax[cpu], optax, scipy, scikit-learn, matplotlib,
+threadpoolctl. Progress goes to stderr, the report (markdown) to stdout.
 
 What is timed. Workloads W1-W7 (see ``benches/peers.py``) and a size sweep of CE forward from
 N*C = 10 to 10^8 (C = 10 and C = 1000) that shows the per-call overhead. For every op, each
@@ -22,7 +26,10 @@ least 7 timed calls with ``time.perf_counter`` and more until 0.5 s was spent (2
 the median is reported. A timed call includes allocating and releasing its outputs (loss,
 gradient, log-probabilities): steady-state cost per call. The in-place gradient variant
 (``grad_out=x``) works on a copy of the logits that is refilled from the original before each
-call, outside the timed region.
+call, outside the timed region. The cyclic garbage collector is off inside a cell.
+
+Quick mode: every workload 16x smaller (so mostly cache-resident: the floors mean less), the
+sweep up to N*C = 10^6, at least 5 calls or 0.03 s per cell, and no jax unless ``--jax``.
 
 How to read the tables. One table per workload, one row per op and thread count ``T``:
 
@@ -98,7 +105,19 @@ class Timing:
 
 
 def run_cell(call: peers.Call, timing: Timing) -> dict[str, Any]:
-    """Time one cell; returns median ms, call count and the cross-check values."""
+    """Time one cell; returns median ms, quartiles, call count and the cross-check values.
+
+    The cyclic garbage collector is off while the cell runs (as ``timeit`` does): with torch
+    loaded, one full collection takes ~0.1 s and would land in a random timed call.
+    """
+    gc.disable()
+    try:
+        return _run_cell(call, timing)
+    finally:
+        gc.enable()
+
+
+def _run_cell(call: peers.Call, timing: Timing) -> dict[str, Any]:
     setup = call.setup
     if setup:
         setup()
@@ -321,7 +340,6 @@ def run_workload(
                         cell["error"] = f"{type(exc).__name__}: {exc}"
                         log(f"{wl.name} {op} {lib}@{t}t: ERROR {cell['error']}")
                     cells.append(cell)
-                    gc.collect()
     return cells
 
 
@@ -364,7 +382,10 @@ def jax_worker() -> None:
         cpus = sorted(os.sched_getaffinity(0))[:threads]
         os.sched_setaffinity(0, cpus)
     import jax
+    import optax  # noqa: F401  (imported before the freeze below)
 
+    gc.collect()
+    gc.freeze()
     timing = Timing.from_dict(job["timing"])
     by_name = {wl.name: wl for wl in peers.workloads(job["quick"])}
     cells = []
@@ -384,8 +405,8 @@ def jax_worker() -> None:
                 log(f"{name} {op} jax@{threads}t: ERROR {cell['error']}")
             cells.append(cell)
             jax.clear_caches()
-            gc.collect()
         del data
+        gc.collect()
     print(json.dumps(cells))
 
 
@@ -733,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     timing = Timing(args.quick)
     mods, versions, skipped = import_libs(args.jax)
+    gc.collect()
+    gc.freeze()  # the imported modules' objects: later collections skip them
     all_cpus = len(os.sched_getaffinity(0))
     wls = peers.workloads(args.quick)
     if args.only:

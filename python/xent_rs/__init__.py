@@ -23,6 +23,7 @@ from xent_rs._functional import (
     softmax,
     softmax_backward,
 )
+from xent_rs._scoring import log_loss
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "get_num_threads",
+    "log_loss",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",

@@ -9,6 +9,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "get_num_threads",
+    "log_loss",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
@@ -70,6 +71,13 @@ def binary_cross_entropy_with_logits(
     return_grad: bool,
     grad_output: float | np.ndarray | None,
 ) -> Any: ...
+def log_loss(
+    proba: np.ndarray,
+    labels: np.ndarray,
+    sample_weight: np.ndarray | None,
+    eps: float,
+    sum_rtol: float,
+) -> tuple[float, float, float, float, bool, bool, bool, np.ndarray]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def simd_level() -> str: ...

@@ -386,7 +386,12 @@ mod tests {
         pos_weight: Option<Broadcast<'a, f64>>,
         reduction: Reduction,
     ) -> BinaryOptions<'a, f64> {
-        BinaryOptions { weight, pos_weight, reduction, grad_output: GradOutput::Scalar(2.0) }
+        BinaryOptions {
+            weight,
+            pos_weight,
+            reduction,
+            grad_output: GradOutput::Scalar(2.0),
+        }
     }
 
     #[test]
@@ -395,7 +400,10 @@ mod tests {
         let (rows, cols) = (37, 23);
         let n = rows * cols;
         let x = values(n, 2, 40.0);
-        let t: Vec<f64> = values(n, 3, 1.0).iter().map(|v| (v > &0.0) as u8 as f64).collect();
+        let t: Vec<f64> = values(n, 3, 1.0)
+            .iter()
+            .map(|v| (v > &0.0) as u8 as f64)
+            .collect();
         let pw: Vec<f64> = (0..cols).map(|c| 0.5 + c as f64 * 0.1).collect();
         let w: Vec<f64> = (0..rows).map(|r| 1.0 + (r % 3) as f64).collect();
         let (mut want, mut want_grad) = (0.0, vec![0.0; n]);
@@ -407,13 +415,22 @@ mod tests {
             want_grad[i] = 2.0 / n as f64 * w * ((pw * t + 1.0 - t) * sigmoid - pw * t);
         }
         let opts = options(
-            Some(Broadcast { values: &w, repeat: cols }),
-            Some(Broadcast { values: &pw, repeat: 1 }),
+            Some(Broadcast {
+                values: &w,
+                repeat: cols,
+            }),
+            Some(Broadcast {
+                values: &pw,
+                repeat: 1,
+            }),
             Reduction::Mean,
         );
         at_every_level(|level| {
             let mut grad = vec![0.0; n];
-            let io = Io::ReadWrite { input: &x, out: &mut grad };
+            let io = Io::ReadWrite {
+                input: &x,
+                out: &mut grad,
+            };
             let got = binary_cross_entropy_with_logits(io, &t, &opts, None).unwrap();
             assert_close(got, want / n as f64, 1e-13, &format!("{level}"));
             for (g, w) in grad.iter().zip(&want_grad) {
@@ -425,7 +442,11 @@ mod tests {
     #[test]
     fn probabilities_match_reference_and_clamp() {
         let _g = exclusive();
-        let p: Vec<f64> = values(1001, 4, 1.0).iter().map(|v| v.abs()).chain([0.0, 1.0]).collect();
+        let p: Vec<f64> = values(1001, 4, 1.0)
+            .iter()
+            .map(|v| v.abs())
+            .chain([0.0, 1.0])
+            .collect();
         let n = p.len();
         let t: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
         let mut want = vec![0.0; n];
@@ -441,7 +462,10 @@ mod tests {
             let mut grad = vec![0.0; n];
             let mut opts = options(None, None, Reduction::None);
             opts.grad_output = GradOutput::PerSample(&[2.0; 1003]);
-            let io = Io::ReadWrite { input: &p, out: &mut grad };
+            let io = Io::ReadWrite {
+                input: &p,
+                out: &mut grad,
+            };
             binary_cross_entropy(io, &t, &[n], &opts, Some(&mut losses)).unwrap();
             for i in 0..n {
                 assert_close(losses[i], want[i], 1e-13, &format!("{level} loss {i}"));
@@ -469,7 +493,10 @@ mod tests {
         let values = [1.0, 2.0, 3.0];
         let mut buf = [0.0; CHUNK];
         for repeat in [1, 2, 5] {
-            let b = Broadcast { values: &values, repeat };
+            let b = Broadcast {
+                values: &values,
+                repeat,
+            };
             for start in [0, 1, 7, 600] {
                 let p = b.chunk(start, 20, &mut buf);
                 for j in 0..20 {

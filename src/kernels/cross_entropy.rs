@@ -813,11 +813,20 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{assert_close, at, at_every_level, exclusive, layouts, lse, row, values};
+    use crate::kernels::testing::{
+        assert_close, at, at_every_level, exclusive, layouts, lse, row, values,
+    };
 
     /// Naive torch-semantics hard-target loss and gradient of one row (before the `mean`
     /// division), with upstream factor `g`.
-    fn reference_row(x: &[f64], y: usize, w: Option<&[f64]>, sw: f64, eps: f64, g: f64) -> (f64, Vec<f64>) {
+    fn reference_row(
+        x: &[f64],
+        y: usize,
+        w: Option<&[f64]>,
+        sw: f64,
+        eps: f64,
+        g: f64,
+    ) -> (f64, Vec<f64>) {
         let c = x.len() as f64;
         let l = lse(x);
         let wc = |k: usize| w.map_or(1.0, |w| w[k]);
@@ -856,13 +865,17 @@ mod tests {
         for layout in layouts() {
             let rows = layout.rows();
             let x = values(layout.len(), 5, 8.0);
-            let mut targets: Vec<i64> = (0..rows).map(|r| ((r * 7 + 3) % layout.classes) as i64).collect();
+            let mut targets: Vec<i64> = (0..rows)
+                .map(|r| ((r * 7 + 3) % layout.classes) as i64)
+                .collect();
             targets[rows / 2] = -100;
             let w: Vec<f64> = (0..layout.classes).map(|k| 0.5 + (k % 3) as f64).collect();
             let sw: Vec<f64> = (0..rows).map(|r| 1.0 + (r % 4) as f64 * 0.25).collect();
-            for (weight, sample_weight, eps) in
-                [(None, None, 0.0), (Some(&w[..]), None, 0.1), (Some(&w[..]), Some(&sw[..]), 0.3)]
-            {
+            for (weight, sample_weight, eps) in [
+                (None, None, 0.0),
+                (Some(&w[..]), None, 0.1),
+                (Some(&w[..]), Some(&sw[..]), 0.3),
+            ] {
                 let mut want_sum = 0.0;
                 let mut want_den = 0.0;
                 let mut want_grad = vec![0.0; layout.len()];
@@ -882,8 +895,13 @@ mod tests {
                 at_every_level(|level| {
                     let opts = options(weight, sample_weight, Reduction::Mean, eps);
                     let mut grad = vec![f64::NAN; layout.len()];
-                    let io = Io::ReadWrite { input: &x, out: &mut grad };
-                    let got = cross_entropy(io, layout, Targets::I64(&targets), &[rows], &opts, None).unwrap();
+                    let io = Io::ReadWrite {
+                        input: &x,
+                        out: &mut grad,
+                    };
+                    let got =
+                        cross_entropy(io, layout, Targets::I64(&targets), &[rows], &opts, None)
+                            .unwrap();
                     let what = format!("{level} {layout:?} eps {eps}");
                     assert_close(got, want_sum / want_den, 1e-12, &what);
                     for (g, w) in grad.iter().zip(&want_grad) {
@@ -892,7 +910,15 @@ mod tests {
                     let mut losses = vec![0.0; rows];
                     let opts = options(weight, sample_weight, Reduction::None, eps);
                     let io = Io::Read(&x);
-                    cross_entropy(io, layout, Targets::I64(&targets), &[rows], &opts, Some(&mut losses)).unwrap();
+                    cross_entropy(
+                        io,
+                        layout,
+                        Targets::I64(&targets),
+                        &[rows],
+                        &opts,
+                        Some(&mut losses),
+                    )
+                    .unwrap();
                     assert_close(losses.iter().sum(), want_sum, 1e-12, &what);
                     assert_eq!(losses[rows / 2], 0.0);
                 });
@@ -904,8 +930,13 @@ mod tests {
     fn in_place_gradient_equals_separate_gradient() {
         let _g = exclusive();
         for layout in layouts() {
-            let x: Vec<f32> = values(layout.len(), 9, 6.0).iter().map(|&v| v as f32).collect();
-            let targets: Vec<i32> = (0..layout.rows()).map(|r| (r % layout.classes) as i32).collect();
+            let x: Vec<f32> = values(layout.len(), 9, 6.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let targets: Vec<i32> = (0..layout.rows())
+                .map(|r| (r % layout.classes) as i32)
+                .collect();
             let opts = ClassOptions {
                 weight: None,
                 sample_weight: None,
@@ -917,7 +948,17 @@ mod tests {
             at_every_level(|_| {
                 let t = Targets::I32(&targets);
                 let mut sep = vec![0.0f32; layout.len()];
-                let a = cross_entropy(Io::ReadWrite { input: &x, out: &mut sep }, layout, t, &[], &opts, None);
+                let a = cross_entropy(
+                    Io::ReadWrite {
+                        input: &x,
+                        out: &mut sep,
+                    },
+                    layout,
+                    t,
+                    &[],
+                    &opts,
+                    None,
+                );
                 let mut buf = x.clone();
                 let b = cross_entropy(Io::InPlace(&mut buf), layout, t, &[], &opts, None);
                 assert_eq!(a.unwrap(), b.unwrap());
@@ -931,7 +972,10 @@ mod tests {
         let _g = exclusive();
         for layout in layouts() {
             let x = values(layout.len(), 21, 5.0);
-            let t: Vec<f64> = values(layout.len(), 22, 1.0).iter().map(|v| v.abs()).collect();
+            let t: Vec<f64> = values(layout.len(), 22, 1.0)
+                .iter()
+                .map(|v| v.abs())
+                .collect();
             let w: Vec<f64> = (0..layout.classes).map(|k| 1.0 + (k % 2) as f64).collect();
             let eps = 0.1;
             let c = layout.classes as f64;
@@ -939,7 +983,11 @@ mod tests {
             for r in 0..layout.rows() {
                 let (xr, tr) = (row(&x, layout, r), row(&t, layout, r));
                 let l = lse(&xr);
-                let tw: Vec<f64> = tr.iter().enumerate().map(|(k, v)| w[k] * ((1.0 - eps) * v + eps / c)).collect();
+                let tw: Vec<f64> = tr
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| w[k] * ((1.0 - eps) * v + eps / c))
+                    .collect();
                 let total: f64 = tw.iter().sum();
                 want += tw.iter().zip(&xr).map(|(a, v)| a * (l - v)).sum::<f64>();
                 for k in 0..layout.classes {
@@ -956,7 +1004,17 @@ mod tests {
                     grad_output: GradOutput::Scalar(1.0),
                 };
                 let mut grad = vec![0.0; layout.len()];
-                let got = cross_entropy_soft(Io::ReadWrite { input: &x, out: &mut grad }, layout, &t, &opts, None).unwrap();
+                let got = cross_entropy_soft(
+                    Io::ReadWrite {
+                        input: &x,
+                        out: &mut grad,
+                    },
+                    layout,
+                    &t,
+                    &opts,
+                    None,
+                )
+                .unwrap();
                 let what = format!("{level} {layout:?}");
                 assert_close(got, want, 1e-12, &what);
                 for (g, w) in grad.iter().zip(&want_grad) {
@@ -969,13 +1027,20 @@ mod tests {
     #[test]
     fn nll_reads_the_target_log_probability() {
         let _g = exclusive();
-        let layout = Layout { outer: 3, classes: 4, inner: 1 };
+        let layout = Layout {
+            outer: 3,
+            classes: 4,
+            inner: 1,
+        };
         let x: Vec<f64> = (0..12).map(|i| -(i as f64)).collect();
         let targets = [1i64, -100, 3];
         let opts = options(None, None, Reduction::Mean, 0.0);
         at_every_level(|_| {
             let mut grad = vec![9.0; 12];
-            let io = Io::ReadWrite { input: &x, out: &mut grad };
+            let io = Io::ReadWrite {
+                input: &x,
+                out: &mut grad,
+            };
             let got = nll_loss(io, layout, Targets::I64(&targets), &[3], &opts, None).unwrap();
             assert_eq!(got, (1.0 + 11.0) / 2.0);
             let mut want = vec![0.0; 12];
@@ -987,20 +1052,39 @@ mod tests {
 
     #[test]
     fn out_of_range_target_is_refused_before_writing() {
-        let layout = Layout { outer: 2, classes: 3, inner: 2 };
+        let layout = Layout {
+            outer: 2,
+            classes: 3,
+            inner: 2,
+        };
         let x = vec![0.0f64; 12];
         let targets = [0i64, 1, 2, 3];
         let opts = options(None, None, Reduction::Mean, 0.0);
         let mut grad = vec![7.0; 12];
-        let io = Io::ReadWrite { input: &x, out: &mut grad };
-        let err = cross_entropy(io, layout, Targets::I64(&targets), &[2, 2], &opts, None).unwrap_err();
-        assert_eq!(err, XentError::ClassIndex { value: 3, position: vec![1, 1], classes: 3 });
+        let io = Io::ReadWrite {
+            input: &x,
+            out: &mut grad,
+        };
+        let err =
+            cross_entropy(io, layout, Targets::I64(&targets), &[2, 2], &opts, None).unwrap_err();
+        assert_eq!(
+            err,
+            XentError::ClassIndex {
+                value: 3,
+                position: vec![1, 1],
+                classes: 3
+            }
+        );
         assert!(grad.iter().all(|&g| g == 7.0));
     }
 
     #[test]
     fn mean_over_nothing_is_nan_with_zero_gradient() {
-        let layout = Layout { outer: 2, classes: 3, inner: 1 };
+        let layout = Layout {
+            outer: 2,
+            classes: 3,
+            inner: 1,
+        };
         let x = vec![1.0f32, f32::NAN, 0.0, 2.0, 3.0, 4.0];
         let targets = [-100i64, -100];
         let opts = ClassOptions {
@@ -1012,7 +1096,10 @@ mod tests {
             grad_output: GradOutput::Scalar(1.0),
         };
         let mut grad = vec![5.0f32; 6];
-        let io = Io::ReadWrite { input: &x, out: &mut grad };
+        let io = Io::ReadWrite {
+            input: &x,
+            out: &mut grad,
+        };
         let got = cross_entropy(io, layout, Targets::I64(&targets), &[2], &opts, None).unwrap();
         assert!(got.is_nan());
         assert_eq!(grad, vec![0.0; 6]);
@@ -1020,22 +1107,39 @@ mod tests {
 
     #[test]
     fn options_are_checked() {
-        let layout = Layout { outer: 2, classes: 3, inner: 1 };
+        let layout = Layout {
+            outer: 2,
+            classes: 3,
+            inner: 1,
+        };
         let x = vec![0.0f64; 6];
         let t = Targets::I64(&[0, 1]);
         let mut opts = options(None, None, Reduction::Mean, 1.5);
-        assert!(matches!(cross_entropy(Io::Read(&x), layout, t, &[2], &opts, None), Err(XentError::Value(_))));
+        assert!(matches!(
+            cross_entropy(Io::Read(&x), layout, t, &[2], &opts, None),
+            Err(XentError::Value(_))
+        ));
         opts.label_smoothing = 0.0;
         opts.weight = Some(&[1.0, 2.0]);
-        assert!(matches!(cross_entropy(Io::Read(&x), layout, t, &[2], &opts, None), Err(XentError::Shape(_))));
+        assert!(matches!(
+            cross_entropy(Io::Read(&x), layout, t, &[2], &opts, None),
+            Err(XentError::Shape(_))
+        ));
         assert!(Reduction::parse("avg").is_err());
     }
 
     #[test]
     fn results_do_not_depend_on_thread_count() {
         let _g = exclusive();
-        let layout = Layout { outer: 300, classes: 700, inner: 1 };
-        let x: Vec<f32> = values(layout.len(), 1, 10.0).iter().map(|&v| v as f32).collect();
+        let layout = Layout {
+            outer: 300,
+            classes: 700,
+            inner: 1,
+        };
+        let x: Vec<f32> = values(layout.len(), 1, 10.0)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
         let targets: Vec<i64> = (0..300).map(|r| (r * 13 % 700) as i64).collect();
         let opts = ClassOptions {
             weight: None,
@@ -1048,8 +1152,12 @@ mod tests {
         let run = |threads: usize| {
             crate::parallel::set_num_threads(threads).unwrap();
             let mut grad = vec![0.0f32; layout.len()];
-            let io = Io::ReadWrite { input: &x, out: &mut grad };
-            let loss = cross_entropy(io, layout, Targets::I64(&targets), &[300], &opts, None).unwrap();
+            let io = Io::ReadWrite {
+                input: &x,
+                out: &mut grad,
+            };
+            let loss =
+                cross_entropy(io, layout, Targets::I64(&targets), &[300], &opts, None).unwrap();
             (loss.to_bits(), grad)
         };
         let one = run(1);

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod cross_entropy;
+pub mod log_loss;
 pub mod softmax;
 
 mod rows;

@@ -314,7 +314,9 @@ impl<T: Float> RowKernel<T> for Backward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{assert_close, at, at_every_level, exclusive, layouts, lse, row, values};
+    use crate::kernels::testing::{
+        assert_close, at, at_every_level, exclusive, layouts, lse, row, values,
+    };
 
     fn check_forward<T: Float>(tol: f64) {
         for layout in layouts() {
@@ -325,8 +327,22 @@ mod tests {
                 let mut ls = vec![T::ZERO; layout.len()];
                 let mut sm = vec![T::ZERO; layout.len()];
                 let mut l = vec![T::ZERO; layout.rows()];
-                log_softmax(Io::ReadWrite { input: &x, out: &mut ls }, layout).unwrap();
-                softmax(Io::ReadWrite { input: &x, out: &mut sm }, layout).unwrap();
+                log_softmax(
+                    Io::ReadWrite {
+                        input: &x,
+                        out: &mut ls,
+                    },
+                    layout,
+                )
+                .unwrap();
+                softmax(
+                    Io::ReadWrite {
+                        input: &x,
+                        out: &mut sm,
+                    },
+                    layout,
+                )
+                .unwrap();
                 logsumexp(&x, layout, &mut l).unwrap();
                 for r in 0..layout.rows() {
                     let values = row(&xr, layout, r);
@@ -359,10 +375,20 @@ mod tests {
     fn in_place_equals_separate_output() {
         let _g = exclusive();
         for layout in layouts() {
-            let x: Vec<f32> = values(layout.len(), 3, 5.0).iter().map(|&v| v as f32).collect();
+            let x: Vec<f32> = values(layout.len(), 3, 5.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
             at_every_level(|_| {
                 let mut sep = vec![0.0f32; layout.len()];
-                softmax(Io::ReadWrite { input: &x, out: &mut sep }, layout).unwrap();
+                softmax(
+                    Io::ReadWrite {
+                        input: &x,
+                        out: &mut sep,
+                    },
+                    layout,
+                )
+                .unwrap();
                 let mut buf = x.clone();
                 softmax(Io::InPlace(&mut buf), layout).unwrap();
                 assert_eq!(sep, buf);
@@ -381,7 +407,11 @@ mod tests {
             [f64::NEG_INFINITY, 0.0, f64::NEG_INFINITY, 0.0],
         ];
         let x: Vec<f64> = rows.iter().flatten().copied().collect();
-        for layout in [Layout { outer: 4, classes: 4, inner: 1 }] {
+        for layout in [Layout {
+            outer: 4,
+            classes: 4,
+            inner: 1,
+        }] {
             at_every_level(|level| {
                 let mut l = vec![0.0; 4];
                 logsumexp(&x, layout, &mut l).unwrap();
@@ -390,7 +420,14 @@ mod tests {
                 assert!(l[2].is_nan(), "{level}");
                 assert_close(l[3], 2f64.ln(), 1e-15, "masked row");
                 let mut ls = vec![0.0; 16];
-                log_softmax(Io::ReadWrite { input: &x, out: &mut ls }, layout).unwrap();
+                log_softmax(
+                    Io::ReadWrite {
+                        input: &x,
+                        out: &mut ls,
+                    },
+                    layout,
+                )
+                .unwrap();
                 assert!(ls[..12].iter().all(|v| v.is_nan()), "{level}: {ls:?}");
                 assert_eq!(ls[12], f64::NEG_INFINITY);
                 assert_close(ls[13], -(2f64.ln()), 1e-15, "masked row");
@@ -407,8 +444,22 @@ mod tests {
             at_every_level(|level| {
                 let mut y = vec![0.0; layout.len()];
                 let mut p = vec![0.0; layout.len()];
-                log_softmax(Io::ReadWrite { input: &x, out: &mut y }, layout).unwrap();
-                softmax(Io::ReadWrite { input: &x, out: &mut p }, layout).unwrap();
+                log_softmax(
+                    Io::ReadWrite {
+                        input: &x,
+                        out: &mut y,
+                    },
+                    layout,
+                )
+                .unwrap();
+                softmax(
+                    Io::ReadWrite {
+                        input: &x,
+                        out: &mut p,
+                    },
+                    layout,
+                )
+                .unwrap();
                 let mut dl = vec![0.0; layout.len()];
                 let mut ds = vec![0.0; layout.len()];
                 log_softmax_backward(&g, &y, layout, &mut dl).unwrap();
@@ -430,9 +481,22 @@ mod tests {
 
     #[test]
     fn wrong_lengths_are_errors() {
-        let layout = Layout { outer: 2, classes: 3, inner: 1 };
+        let layout = Layout {
+            outer: 2,
+            classes: 3,
+            inner: 1,
+        };
         let mut out = vec![0.0f32; 5];
-        assert!(log_softmax(Io::ReadWrite { input: &[0.0; 6], out: &mut out }, layout).is_err());
+        assert!(
+            log_softmax(
+                Io::ReadWrite {
+                    input: &[0.0; 6],
+                    out: &mut out
+                },
+                layout
+            )
+            .is_err()
+        );
         assert!(logsumexp(&[0.0f32; 6], layout, &mut [0.0; 3]).is_err());
     }
 }

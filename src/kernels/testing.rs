@@ -36,21 +36,49 @@ pub(crate) fn at_every_level(mut check: impl FnMut(Level)) {
 /// full and partial lane groups).
 pub(crate) fn layouts() -> Vec<Layout> {
     vec![
-        Layout { outer: 7, classes: 100, inner: 1 },
-        Layout { outer: 3, classes: 1031, inner: 1 },
-        Layout { outer: 131, classes: 5, inner: 1 },
-        Layout { outer: 9, classes: 1, inner: 1 },
-        Layout { outer: 2, classes: 6, inner: 37 },
-        Layout { outer: 3, classes: 40, inner: 3 },
+        Layout {
+            outer: 7,
+            classes: 100,
+            inner: 1,
+        },
+        Layout {
+            outer: 3,
+            classes: 1031,
+            inner: 1,
+        },
+        Layout {
+            outer: 131,
+            classes: 5,
+            inner: 1,
+        },
+        Layout {
+            outer: 9,
+            classes: 1,
+            inner: 1,
+        },
+        Layout {
+            outer: 2,
+            classes: 6,
+            inner: 37,
+        },
+        Layout {
+            outer: 3,
+            classes: 40,
+            inner: 3,
+        },
     ]
 }
 
 /// Deterministic pseudo-random values in `[-scale, scale]`.
 pub(crate) fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut state = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
     (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
         })
         .collect()
@@ -59,7 +87,9 @@ pub(crate) fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
 /// Row `r` of a layout as a vector (class values in order).
 pub(crate) fn row(x: &[f64], layout: Layout, r: usize) -> Vec<f64> {
     let (o, i) = (r / layout.inner, r % layout.inner);
-    (0..layout.classes).map(|c| x[(o * layout.classes + c) * layout.inner + i]).collect()
+    (0..layout.classes)
+        .map(|c| x[(o * layout.classes + c) * layout.inner + i])
+        .collect()
 }
 
 /// Flat index of class `c` of row `r`.

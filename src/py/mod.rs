@@ -8,6 +8,7 @@ mod arrays;
 mod errors;
 mod gil;
 mod losses;
+mod scoring;
 mod softmax;
 
 use pyo3::prelude::*;
@@ -66,6 +67,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         losses::binary_cross_entropy_with_logits,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(scoring::log_loss, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

@@ -1,0 +1,1139 @@
+"""The GPU backend: the public functions for CuPy arrays, with the CPU path's semantics.
+
+``xent_rs._functional`` routes a call here when its arrays are CuPy arrays; CuPy is imported
+only then. The row-wise operations (the softmax family, cross entropy, NLL) run as one fused
+CUDA kernel per call, compiled once (NVRTC, cached by CuPy) from ``_SOURCE``: a row is handled
+by one thread, one warp or one block depending on its length and layout, the maximum and the
+sum of exponentials are reduced in float64, and the gradient is written in the same kernel
+(possibly over the logits themselves). The binary losses are CuPy elementwise and reduction
+kernels. Everything that can fail is checked before any output is written; the checks of
+class indices and probabilities read one flag back from the device.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from xent_rs import _arrays
+
+FLOAT16 = _arrays.FLOAT16
+FLOAT32 = _arrays.FLOAT32
+FLOAT64 = _arrays.FLOAT64
+NATIVE = _arrays.NATIVE
+
+_REDUCTIONS = ("none", "mean", "sum")
+_BLOCK = 256
+_MAX_GRID = 1 << 20
+#: Rows at least this long (contiguous) are handled by a whole block rather than a warp.
+_BLOCK_ROW = 1024
+_NULL = np.uint64(0)
+
+_SOURCE = r"""
+#define XENT_NEG_INF __longlong_as_double(0xfff0000000000000ULL)
+
+// NaN-propagating maximum.
+__device__ __forceinline__ double xent_max(double a, double b) {
+    return (a > b || a != a) ? a : b;
+}
+
+// Rows are handled by one thread (mode 0), one warp (mode 1) or one block (mode 2).
+__device__ __forceinline__ void xent_group(int mode, long long* gid, long long* ngroups,
+                                           int* lane, int* nlanes) {
+    if (mode == 0) {
+        *gid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        *ngroups = (long long)gridDim.x * blockDim.x;
+        *lane = 0;
+        *nlanes = 1;
+    } else if (mode == 1) {
+        *gid = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+        *ngroups = ((long long)gridDim.x * blockDim.x) >> 5;
+        *lane = threadIdx.x & 31;
+        *nlanes = 32;
+    } else {
+        *gid = blockIdx.x;
+        *ngroups = gridDim.x;
+        *lane = threadIdx.x;
+        *nlanes = blockDim.x;
+    }
+}
+
+// Sum (or NaN-propagating max) over the lanes of a row group; every lane gets the result.
+__device__ double xent_reduce(int mode, double v, bool is_max) {
+    if (mode == 0) return v;
+    for (int o = 16; o > 0; o >>= 1) {
+        const double u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? xent_max(v, u) : v + u;
+    }
+    if (mode == 1) return v;
+    __shared__ double part[32];
+    const int warp = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (l == 0) part[warp] = v;
+    __syncthreads();
+    v = l < nw ? part[l] : (is_max ? XENT_NEG_INF : 0.0);
+    for (int o = 16; o > 0; o >>= 1) {
+        const double u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? xent_max(v, u) : v + u;
+    }
+    return v;
+}
+
+// Orders this lane's earlier reads before the other lanes' later writes (in-place gradients).
+__device__ __forceinline__ void xent_sync(int mode) {
+    if (mode == 1) __syncwarp();
+    else if (mode == 2) __syncthreads();
+}
+
+#define XENT_ROWS                                                                  \
+    long long gid, ng;                                                             \
+    int lane, nl;                                                                  \
+    xent_group(mode, &gid, &ng, &lane, &nl);                                       \
+    for (long long r = gid; r < rows; r += ng)
+
+#define XENT_BASE(r) ((r) / inner * classes * inner + (r) % inner)
+
+template <typename T>
+__device__ double xent_row_max(const T* x, long long b, long long classes, long long inner,
+                               int lane, int nl, int mode) {
+    double m = XENT_NEG_INF;
+    for (long long c = lane; c < classes; c += nl) m = xent_max(m, (double)x[b + c * inner]);
+    return xent_reduce(mode, m, true);
+}
+
+template <typename T>
+__global__ void xent_softmax(const T* x, T* y, long long rows, long long classes,
+                             long long inner, int mode, int log_mode) {
+    XENT_ROWS {
+        const long long b = XENT_BASE(r);
+        const T m = (T)xent_row_max(x, b, classes, inner, lane, nl, mode);
+        double s = 0.0;
+        for (long long c = lane; c < classes; c += nl) s += (double)exp(x[b + c * inner] - m);
+        s = xent_reduce(mode, s, false);
+        if (log_mode) {
+            const T ls = (T)log(s);
+            for (long long c = lane; c < classes; c += nl) {
+                const long long i = b + c * inner;
+                y[i] = (x[i] - m) - ls;
+            }
+        } else {
+            for (long long c = lane; c < classes; c += nl) {
+                const long long i = b + c * inner;
+                y[i] = (T)((double)exp(x[i] - m) / s);
+            }
+        }
+    }
+}
+
+template <typename T>
+__global__ void xent_logsumexp(const T* x, T* out, long long rows, long long classes,
+                               long long inner, int mode) {
+    XENT_ROWS {
+        const long long b = XENT_BASE(r);
+        double m = xent_row_max(x, b, classes, inner, lane, nl, mode);
+        if (isinf(m)) m = 0.0;  // torch: an infinite maximum is not subtracted
+        const T mt = (T)m;
+        double s = 0.0;
+        for (long long c = lane; c < classes; c += nl) s += (double)exp(x[b + c * inner] - mt);
+        s = xent_reduce(mode, s, false);
+        if (lane == 0) out[r] = (T)(m + log(s));
+    }
+}
+
+template <typename T>
+__global__ void xent_softmax_backward(const T* g, const T* y, T* out, long long rows,
+                                      long long classes, long long inner, int mode,
+                                      int log_mode) {
+    XENT_ROWS {
+        const long long b = XENT_BASE(r);
+        double s = 0.0;
+        for (long long c = lane; c < classes; c += nl) {
+            const long long i = b + c * inner;
+            s += log_mode ? (double)g[i] : (double)g[i] * (double)y[i];
+        }
+        const T st = (T)xent_reduce(mode, s, false);
+        for (long long c = lane; c < classes; c += nl) {
+            const long long i = b + c * inner;
+            out[i] = log_mode ? g[i] - exp(y[i]) * st : y[i] * (g[i] - st);
+        }
+    }
+}
+
+// The upstream factor of a row (before its sample weight); `zero` when the whole gradient is 0.
+template <typename T>
+__device__ __forceinline__ double xent_upstream(const T* go, double gscalar, const double* denom,
+                                                long long r, bool* zero) {
+    if (go) return (double)go[r];
+    if (denom) {
+        const double d = *denom;
+        if (d == 0.0) {
+            *zero = true;
+            return 0.0;
+        }
+        return gscalar / d;
+    }
+    return gscalar;
+}
+
+// Hard-target cross entropy (softmax != 0) or NLL; targets were checked on the host side.
+template <typename T>
+__global__ void xent_ce_hard(const T* x, T* grad, const long long* target, const T* weight,
+                             const T* sample_weight, const T* go, double gscalar,
+                             const double* denom, double* rowloss, long long rows,
+                             long long classes, long long inner, int mode, long long ignore,
+                             double eps, double wtotal, int softmax) {
+    XENT_ROWS {
+        const long long b = XENT_BASE(r);
+        const long long y = target[r];
+        if (y == ignore || y < 0 || y >= classes) {
+            if (grad)
+                for (long long c = lane; c < classes; c += nl) grad[b + c * inner] = (T)0;
+            if (lane == 0) rowloss[r] = 0.0;
+            continue;
+        }
+        const double wy = weight ? (double)weight[y] : 1.0;
+        const double sw = sample_weight ? (double)sample_weight[r] : 1.0;
+        bool zero = false;
+        const double gs = grad ? xent_upstream(go, gscalar, denom, r, &zero) : 0.0;
+        const T xy = x[b + y * inner];
+        xent_sync(mode);
+        if (!softmax) {
+            const double coef = sw * wy;
+            if (lane == 0) rowloss[r] = -coef * (double)xy;
+            if (grad) {
+                const T hit = zero ? (T)0 : (T)(-coef * gs);
+                for (long long c = lane; c < classes; c += nl)
+                    grad[b + c * inner] = c == y ? hit : (T)0;
+            }
+            continue;
+        }
+        const T m = (T)xent_row_max(x, b, classes, inner, lane, nl, mode);
+        double s = 0.0, sd = 0.0;
+        for (long long c = lane; c < classes; c += nl) {
+            const T v = x[b + c * inner];
+            s += (double)exp(v - m);
+            if (eps > 0.0) sd += weight ? (double)((v - m) * weight[c]) : (double)(v - m);
+        }
+        s = xent_reduce(mode, s, false);
+        if (eps > 0.0) sd = xent_reduce(mode, sd, false);
+        const double ln_s = log(s);
+        const double cls = (double)classes;
+        double loss = (1.0 - eps) * wy * (((double)m - (double)xy) + ln_s);
+        if (eps > 0.0) loss += eps / cls * (wtotal * ln_s - sd);
+        if (lane == 0) rowloss[r] = sw * loss;
+        if (!grad) continue;
+        if (zero) {
+            for (long long c = lane; c < classes; c += nl) grad[b + c * inner] = (T)0;
+            continue;
+        }
+        const double g = gs * sw;
+        const T a = (T)(g * ((1.0 - eps) * wy + eps / cls * wtotal) / s);
+        const T bs = (T)(g * eps / cls);
+        const double hit = g * (1.0 - eps) * wy;
+        for (long long c = lane; c < classes; c += nl) {
+            const long long i = b + c * inner;
+            T v = exp(x[i] - m) * a;
+            if (eps > 0.0) v -= bs * (weight ? weight[c] : (T)1);
+            grad[i] = c == y ? (T)((double)v - hit) : v;
+        }
+    }
+}
+
+// Soft-target (class probability) cross entropy.
+template <typename T>
+__global__ void xent_ce_soft(const T* x, const T* target, T* grad, const T* weight,
+                             const T* sample_weight, const T* go, double gscalar,
+                             const double* denom, double* rowloss, long long rows,
+                             long long classes, long long inner, int mode, double eps) {
+    const T keep = (T)(1.0 - eps), spread = (T)(eps / (double)classes);
+    XENT_ROWS {
+        const long long b = XENT_BASE(r);
+        const double sw = sample_weight ? (double)sample_weight[r] : 1.0;
+        bool zero = false;
+        const double gs = grad ? xent_upstream(go, gscalar, denom, r, &zero) : 0.0;
+        const T m = (T)xent_row_max(x, b, classes, inner, lane, nl, mode);
+        double s = 0.0, tw = 0.0, twd = 0.0;
+        for (long long c = lane; c < classes; c += nl) {
+            const long long i = b + c * inner;
+            const T v = x[i];
+            s += (double)exp(v - m);
+            T wt = target[i] * keep + spread;
+            if (weight) wt *= weight[c];
+            tw += (double)wt;
+            twd += (double)(wt * (v - m));
+        }
+        s = xent_reduce(mode, s, false);
+        tw = xent_reduce(mode, tw, false);
+        twd = xent_reduce(mode, twd, false);
+        if (lane == 0) rowloss[r] = sw * (tw * log(s) - twd);
+        if (!grad) continue;
+        if (zero) {
+            for (long long c = lane; c < classes; c += nl) grad[b + c * inner] = (T)0;
+            continue;
+        }
+        const double g = gs * sw;
+        const T a = (T)(g * tw / s);
+        const T gt = (T)g;
+        for (long long c = lane; c < classes; c += nl) {
+            const long long i = b + c * inner;
+            T wt = target[i] * keep + spread;
+            if (weight) wt *= weight[c];
+            grad[i] = exp(x[i] - m) * a - wt * gt;
+        }
+    }
+}
+"""
+
+_KERNELS = (
+    "xent_softmax",
+    "xent_logsumexp",
+    "xent_softmax_backward",
+    "xent_ce_hard",
+    "xent_ce_soft",
+)
+_CTYPES = {FLOAT32: "float", FLOAT64: "double"}
+
+_BINARY_PREAMBLE = r"""
+template <typename T> __device__ T xent_clamp_log(T v) { return v < (T)-100 ? (T)-100 : v; }
+template <typename T> __device__ T xent_bce_loss(T p, T t) {
+    const T lp = xent_clamp_log(log(p));
+    const T l1 = xent_clamp_log(log1p(-p));
+    return -(t * (lp - l1) + l1);
+}
+template <typename T> __device__ T xent_bce_grad(T p, T t) {
+    T d = p * ((T)1 - p);
+    const T e = (T)1e-12f;
+    if (d < e) d = e;
+    return (p - t) / d;
+}
+template <typename T> __device__ T xent_softplus_neg(T x) {
+    return log1p(exp(-fabs(x))) + (x < (T)0 ? -x : (T)0);
+}
+template <typename T> __device__ T xent_sigmoid(T x) {
+    const T e = exp(-fabs(x));
+    return (x < (T)0 ? e : (T)1) / ((T)1 + e);
+}
+template <typename T> __device__ T xent_bcel_loss(T x, T t) {
+    return ((T)1 - t) * x + xent_softplus_neg(x);
+}
+template <typename T> __device__ T xent_bcel_grad(T x, T t) { return xent_sigmoid(x) - t; }
+template <typename T> __device__ T xent_bcelp_loss(T x, T t, T pw) {
+    return ((pw - (T)1) * t + (T)1) * xent_softplus_neg(x) + ((T)1 - t) * x;
+}
+template <typename T> __device__ T xent_bcelp_grad(T x, T t, T pw) {
+    const T pt = pw * t;
+    return (pt + (T)1 - t) * xent_sigmoid(x) - pt;
+}
+template <typename T> __device__ bool xent_bad_target(T t, long long ignore, long long classes) {
+    if ((T)(-1) < (T)0) {
+        const long long v = (long long)t;
+        return v != ignore && (v < 0 || v >= classes);
+    }
+    const unsigned long long v = (unsigned long long)t;
+    if (ignore >= 0 && v == (unsigned long long)ignore) return false;
+    return v >= (unsigned long long)classes;
+}
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------------------------
+
+
+def _cp() -> Any:
+    return importlib.import_module("cupy")
+
+
+@cache
+def _module() -> Any:
+    names = [f"{k}<{t}>" for k in _KERNELS for t in _CTYPES.values()]
+    return _cp().RawModule(code=_SOURCE, name_expressions=names)
+
+
+@cache
+def _raw(name: str, dtype: np.dtype[Any]) -> Any:
+    return _module().get_function(f"{name}<{_CTYPES[dtype]}>")
+
+
+@cache
+def _elementwise(in_params: str, out_params: str, body: str, name: str) -> Any:
+    return _cp().ElementwiseKernel(in_params, out_params, body, name, preamble=_BINARY_PREAMBLE)
+
+
+@cache
+def _reduction(in_params: str, map_expr: str, name: str) -> Any:
+    return _cp().ReductionKernel(
+        in_params,
+        "float64 total",
+        map_expr,
+        "a + b",
+        "total = a",
+        "0",
+        name,
+        reduce_type="float64",
+        preamble=_BINARY_PREAMBLE,
+    )
+
+
+def _ptr(a: Any) -> Any:
+    """A kernel argument for an optional array: the array, or a null pointer."""
+    return _NULL if a is None else a
+
+
+# ---------------------------------------------------------------------------------------------
+# arguments
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_cupy(obj: Any) -> Any:
+    cp = _cp()
+    return obj if isinstance(obj, cp.ndarray) else cp.asarray(obj)
+
+
+def _contiguous(a: Any, dtype: Any) -> Any:
+    return a.astype(dtype, order="C", copy=False)
+
+
+def _float_input(obj: Any, name: str = "input") -> tuple[Any, np.dtype[Any]]:
+    """The input as a C-contiguous float32/float64 CuPy array, and the result dtype."""
+    a = _as_cupy(obj)
+    dtype = np.dtype(a.dtype)
+    if dtype in NATIVE:
+        return _contiguous(a, dtype), dtype
+    if dtype == FLOAT16:
+        return _contiguous(a, FLOAT32), dtype
+    if dtype.kind in "biu":
+        return _contiguous(a, FLOAT64), FLOAT64
+    raise TypeError(
+        f"{name} must be a real floating (or integer) array, got dtype {dtype}; "
+        "complex, object and string arrays are not supported"
+    )
+
+
+def _like(obj: Any, dtype: np.dtype[Any], name: str) -> Any:
+    """A secondary float argument (weights, targets) as a C-contiguous ``dtype`` array."""
+    a = _as_cupy(obj)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    return _contiguous(a, dtype)
+
+
+def _class_target(obj: Any, dtype: np.dtype[Any]) -> Any:
+    """A multiclass target: integers keep their dtype, floats become ``dtype``."""
+    a = _as_cupy(obj)
+    kind = a.dtype.kind
+    if kind in "iu":
+        return _contiguous(a, a.dtype)
+    if kind == "f":
+        return _contiguous(a, dtype)
+    if kind == "b":
+        raise TypeError("target must hold integer class indices or class probabilities, got bool")
+    raise TypeError(
+        f"target must hold integer class indices or floating class probabilities, "
+        f"got dtype {a.dtype}"
+    )
+
+
+def _axis(shape: tuple[int, ...], axis: int) -> int:
+    ndim = len(shape)
+    if ndim == 0:
+        raise ValueError(
+            "the input must have at least one dimension (the class axis), got a 0-d array"
+        )
+    axis = int(axis)
+    normalized = axis + ndim if axis < 0 else axis
+    if not 0 <= normalized < ndim:
+        raise ValueError(
+            f"axis {axis} is out of range for an input of shape {shape} ({ndim} dimensions)"
+        )
+    return normalized
+
+
+def _geometry(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    """``(rows, classes, inner)`` of ``shape`` around the (normalized) class axis."""
+    classes = shape[axis]
+    inner = math.prod(shape[axis + 1 :])
+    rows = math.prod(shape[:axis]) * inner
+    return rows, classes, inner
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f'reduction must be "none", "mean" or "sum", got "{reduction}"')
+    return reduction
+
+
+def _output(obj: Any, what: str, x: Any) -> bool:
+    """Checks an output buffer for input ``x``; returns whether it is ``x`` itself."""
+    cp = _cp()
+    if not isinstance(obj, cp.ndarray) or obj.dtype != x.dtype:
+        got = getattr(obj, "dtype", type(obj).__name__)
+        raise TypeError(f"{what} must be a {x.dtype} array like the input, got dtype {got}")
+    if obj.shape != x.shape:
+        raise ValueError(f"{what} has shape {obj.shape} but the input has shape {x.shape}")
+    if not obj.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous")
+    nbytes = x.nbytes
+    a, b = x.data.ptr, obj.data.ptr
+    if a != b and nbytes > 0 and a < b + nbytes and b < a + nbytes:
+        raise ValueError(
+            f"{what} overlaps the input; pass the input itself to write in place, "
+            "or a separate array"
+        )
+    return bool(a == b and nbytes > 0)
+
+
+def _half_grad_out(grad_out: Any, x: Any, dtype: np.dtype[Any]) -> None:
+    """Checks a ``grad_out`` for a float16 input (filled after computing in float32)."""
+    cp = _cp()
+    if not isinstance(grad_out, cp.ndarray) or grad_out.dtype != dtype:
+        got = getattr(grad_out, "dtype", type(grad_out).__name__)
+        raise TypeError(f"grad_out must be a {dtype} array like the input, got dtype {got}")
+    if grad_out.shape != x.shape:
+        raise ValueError(f"grad_out has shape {grad_out.shape} but the input has shape {x.shape}")
+    if not grad_out.flags.c_contiguous:
+        raise ValueError("grad_out must be a writable C-contiguous array")
+
+
+def _upstream(
+    grad_output: Any, reduction: str, loss_shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> tuple[float, Any]:
+    """The upstream gradient as ``(scalar, per-sample array or None)``, checked."""
+    if grad_output is None:
+        return 1.0, None
+    ndim = getattr(grad_output, "ndim", None)
+    if ndim is None:
+        ndim = np.ndim(grad_output)
+    if reduction != "none" and ndim == 0:
+        return float(grad_output), None
+    g = _like(grad_output, dtype, "grad_output")
+    if reduction != "none":
+        raise ValueError(f"grad_output must be a scalar for a reduced loss, got shape {g.shape}")
+    if g.shape != loss_shape:
+        raise ValueError(f"grad_output has shape {g.shape} but the loss has shape {loss_shape}")
+    return 1.0, g
+
+
+def _first_bad(bad: Any) -> int:
+    """The flat index of the first ``True`` in ``bad``, or -1 (one value read back)."""
+    cp = _cp()
+    if bad.size == 0:
+        return -1
+    flat = bad.ravel()
+    return int(cp.where(flat.any(), cp.argmax(flat), -1))
+
+
+def _position(flat: int, shape: tuple[int, ...]) -> str:
+    return str(tuple(int(i) for i in np.unravel_index(flat, shape)))
+
+
+def _restore(result: Any, dtype: np.dtype[Any]) -> Any:
+    """Casts a float32 result back to float16 (the only dtype computed in another one)."""
+    return result.astype(dtype) if dtype == FLOAT16 else result
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax family
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalize(x: Any, axis: int, out: Any, log: bool) -> Any:
+    cp = _cp()
+    _arrays.uses_cupy(x, out)
+    a, dtype = _float_input(x)
+    if dtype == FLOAT16 and out is not None:
+        cp.copyto(out, _normalize(a, axis, None, log).astype(dtype))
+        return out
+    ax = _axis(a.shape, axis)
+    if out is None:
+        dest = cp.empty_like(a)
+    else:
+        _output(out, "out", a)
+        dest = out
+    rows, classes, inner = _geometry(a.shape, ax)
+    _launch_row("xent_softmax", a.dtype, rows, classes, inner, (a, dest), (np.int32(log),))
+    return _restore(dest, dtype)
+
+
+def _launch_row(
+    name: str,
+    dtype: np.dtype[Any],
+    rows: int,
+    classes: int,
+    inner: int,
+    args: tuple[Any, ...],
+    extra: tuple[Any, ...] = (),
+) -> None:
+    """Runs a row kernel as ``kernel(*args, rows, classes, inner, mode, *extra)``."""
+    if rows == 0:
+        return
+    if inner == 1 and classes >= _BLOCK_ROW:
+        mode, grid = 2, rows
+    elif inner == 1:
+        mode, grid = 1, -(-rows // (_BLOCK // 32))
+    else:
+        mode, grid = 0, -(-rows // _BLOCK)
+    grid = min(grid, _MAX_GRID)
+    sizes = (np.int64(rows), np.int64(classes), np.int64(inner))
+    kernel = _raw(name, np.dtype(dtype))
+    kernel((grid,), (_BLOCK,), (*args, *sizes, np.int32(mode), *extra))
+
+
+def log_softmax(x: Any, axis: int = -1, *, out: Any = None) -> Any:
+    """Log-softmax of a CuPy array along ``axis`` (see :func:`xent_rs.log_softmax`).
+
+    Parameters
+    ----------
+    x : cupy.ndarray
+        Logits.
+    axis : int, default -1
+        The class axis.
+    out : cupy.ndarray, optional
+        A C-contiguous array of ``x``'s shape and dtype to write into (may be ``x``).
+
+    Returns
+    -------
+    cupy.ndarray
+        Log-probabilities with ``x``'s shape and dtype.
+    """
+    return _normalize(x, axis, out, log=True)
+
+
+def softmax(x: Any, axis: int = -1, *, out: Any = None) -> Any:
+    """Softmax of a CuPy array along ``axis`` (see :func:`xent_rs.softmax`).
+
+    Parameters
+    ----------
+    x : cupy.ndarray
+        Logits.
+    axis : int, default -1
+        The class axis.
+    out : cupy.ndarray, optional
+        A C-contiguous array of ``x``'s shape and dtype to write into (may be ``x``).
+
+    Returns
+    -------
+    cupy.ndarray
+        Probabilities with ``x``'s shape and dtype.
+    """
+    return _normalize(x, axis, out, log=False)
+
+
+def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
+    """``log(sum(exp(x)))`` of a CuPy array along ``axis`` (see :func:`xent_rs.logsumexp`).
+
+    Parameters
+    ----------
+    x : cupy.ndarray
+        Values.
+    axis : int, default -1
+        The axis to reduce.
+    keepdims : bool, default False
+        Keep ``axis`` with length 1.
+
+    Returns
+    -------
+    cupy.ndarray
+        ``x``'s dtype; 0-d for a 1-D input without ``keepdims``.
+    """
+    cp = _cp()
+    a, dtype = _float_input(x)
+    ax = _axis(a.shape, axis)
+    rows, classes, inner = _geometry(a.shape, ax)
+    dest = cp.empty(a.shape[:ax] + a.shape[ax + 1 :], dtype=a.dtype)
+    _launch_row("xent_logsumexp", a.dtype, rows, classes, inner, (a, dest))
+    result = _restore(dest, dtype)
+    if keepdims:
+        return cp.expand_dims(result, axis)
+    return result
+
+
+def _backward(grad_output: Any, output: Any, axis: int, log: bool) -> Any:
+    cp = _cp()
+    _arrays.uses_cupy(grad_output, output)
+    y, dtype = _float_input(output, "output")
+    g = _like(grad_output, y.dtype, "grad_output")
+    ax = _axis(y.shape, axis)
+    if g.shape != y.shape:
+        raise ValueError(f"grad_output has shape {g.shape} but output has shape {y.shape}")
+    dest = cp.empty_like(y)
+    rows, classes, inner = _geometry(y.shape, ax)
+    _launch_row(
+        "xent_softmax_backward", y.dtype, rows, classes, inner, (g, y, dest), (np.int32(log),)
+    )
+    return _restore(dest, dtype)
+
+
+def log_softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
+    """VJP of :func:`log_softmax` on CuPy arrays: ``g - exp(output) * sum(g)``.
+
+    Parameters
+    ----------
+    grad_output : cupy.ndarray
+        The upstream gradient, with ``output``'s shape.
+    output : cupy.ndarray
+        ``log_softmax(x, axis)``.
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    cupy.ndarray
+        The gradient with respect to ``x``, in ``output``'s dtype.
+    """
+    return _backward(grad_output, output, axis, log=True)
+
+
+def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
+    """VJP of :func:`softmax` on CuPy arrays: ``output * (g - sum(g * output))``.
+
+    Parameters
+    ----------
+    grad_output : cupy.ndarray
+        The upstream gradient, with ``output``'s shape.
+    output : cupy.ndarray
+        ``softmax(x, axis)``.
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    cupy.ndarray
+        The gradient with respect to ``x``, in ``output``'s dtype.
+    """
+    return _backward(grad_output, output, axis, log=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# multiclass losses
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_targets(t: Any, classes: int, ignore_index: int) -> None:
+    """``IndexError`` for the first class index outside ``[0, classes)`` not ignored."""
+    if t.size == 0:
+        return
+    bad = _elementwise(
+        "T t, int64 ignore, int64 classes",
+        "bool bad",
+        "bad = xent_bad_target(t, ignore, classes)",
+        "xent_bad_target",
+    )(t, ignore_index, classes)
+    flat = _first_bad(bad)
+    if flat < 0:
+        return
+    value = int(t.ravel()[flat].get())
+    raise IndexError(
+        f"target {value} at position {_position(flat, t.shape)} is out of bounds for "
+        f"{classes} classes (valid: 0 to {max(classes - 1, 0)}, or ignore_index)"
+    )
+
+
+def _hard_denominator(t: Any, w: Any, sw: Any, ignore_index: int) -> Any:
+    """``sum(w[y] * sw)`` over the counted samples, as a 0-d float64 device array."""
+    params = "int64 t, int64 ignore"
+    term = "1.0"
+    args: list[Any] = [t, ignore_index]
+    if w is not None:
+        params += ", raw W w"
+        term = "(double)w[t]"
+        args.append(w)
+    if sw is not None:
+        params += ", S sw"
+        term += " * (double)sw"
+        args.append(sw)
+    kernel = _elementwise(
+        params, "float64 d", f"d = t == ignore ? 0.0 : {term}", "xent_hard_denominator"
+    )
+    return kernel(*args).sum()
+
+
+def _class_loss(
+    input: Any,
+    target: Any,
+    *,
+    axis: int,
+    weight: Any,
+    sample_weight: Any,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    return_grad: bool,
+    grad_output: Any,
+    grad_out: Any,
+    nll: bool,
+) -> Any:
+    cp = _cp()
+    _arrays.uses_cupy(input, target, weight, sample_weight, grad_output, grad_out)
+    x, dtype = _float_input(input)
+    work = np.dtype(x.dtype)
+    half_out = None
+    if dtype == FLOAT16 and grad_out is not None and return_grad:
+        _half_grad_out(grad_out, x, dtype)
+        half_out, grad_out = grad_out, None
+    t = _class_target(target, work)
+    w = None if weight is None else _like(weight, work, "weight")
+    sw = None if sample_weight is None else _like(sample_weight, work, "sample_weight")
+    ignore_index = int(ignore_index)
+    eps = float(label_smoothing)
+
+    shape = tuple(x.shape)
+    ax = _axis(shape, axis)
+    _check_reduction(reduction)
+    sample_shape = shape[:ax] + shape[ax + 1 :]
+    hard = t.dtype.kind in "iu"
+
+    def mismatch(want: tuple[int, ...], what: str) -> ValueError:
+        return ValueError(
+            f"target has shape {tuple(t.shape)} but {what} {want} "
+            f"(input shape {shape}, class axis {ax})"
+        )
+
+    if hard:
+        if t.shape != sample_shape:
+            raise mismatch(sample_shape, "class indices need shape")
+    else:
+        if t.shape == sample_shape:
+            raise TypeError(
+                f"target has the shape of class indices {sample_shape} but a floating dtype "
+                f"({work}); cast it to integers, e.g. target.astype(np.int64)"
+            )
+        if nll:
+            raise TypeError(f"nll_loss needs integer class indices, got dtype {work}")
+        if t.shape != shape:
+            raise mismatch(shape, "class probabilities need the input's shape")
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index ({ignore_index}) does not apply to soft (class probability) targets"
+            )
+    rows, classes, inner = _geometry(shape, ax)
+    if w is not None and w.shape != (classes,):
+        raise ValueError(f"weight has shape {w.shape} but one value per class needs {(classes,)}")
+    if sw is not None and sw.shape != sample_shape:
+        raise ValueError(
+            f"sample_weight has shape {sw.shape} but one value per sample needs {sample_shape}"
+        )
+    if grad_out is not None and not return_grad:
+        raise ValueError("grad_out is only used with return_grad=True")
+    gscalar, go = _upstream(grad_output, reduction, sample_shape, work)
+    if grad_out is not None:
+        _output(grad_out, "grad_out", x)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
+
+    # Everything below the checks writes.
+    denom = None
+    if hard:
+        _check_targets(t, classes, ignore_index)
+        t = _contiguous(t, np.int64)
+        if reduction == "mean":
+            denom = _hard_denominator(t, w, sw, ignore_index)
+    elif reduction == "mean":
+        denom = cp.asarray(float(rows)) if sw is None else cp.sum(sw, dtype=cp.float64)
+    grad = None
+    if return_grad:
+        grad = grad_out if grad_out is not None else cp.empty(shape, dtype=work)
+    rowloss = cp.empty(sample_shape, dtype=cp.float64)
+    common = (_ptr(w), _ptr(sw), _ptr(go), np.float64(gscalar), _ptr(denom), rowloss)
+    if hard:
+        wtotal = float(classes)
+        if w is not None and eps > 0.0:
+            wtotal = float(cp.sum(w, dtype=cp.float64))
+        _launch_row(
+            "xent_ce_hard",
+            work,
+            rows,
+            classes,
+            inner,
+            (x, _ptr(grad), t, *common),
+            (np.int64(ignore_index), np.float64(eps), np.float64(wtotal), np.int32(not nll)),
+        )
+    else:
+        _launch_row(
+            "xent_ce_soft",
+            work,
+            rows,
+            classes,
+            inner,
+            (x, t, _ptr(grad), *common),
+            (np.float64(eps),),
+        )
+
+    if reduction == "none":
+        loss = _restore(rowloss.astype(work), dtype)
+    else:
+        total = rowloss.sum()
+        if reduction == "mean":
+            total = total / denom
+        loss = total.astype(dtype)
+    if not return_grad:
+        return loss
+    assert grad is not None
+    if dtype == FLOAT16:
+        grad = grad.astype(dtype)
+        if half_out is not None:
+            cp.copyto(half_out, grad)
+            grad = half_out
+    return loss, grad
+
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    return_grad: bool = False,
+    grad_output: Any = None,
+    grad_out: Any = None,
+) -> Any:
+    """Cross entropy of CuPy logits (see :func:`xent_rs.cross_entropy`).
+
+    Parameters
+    ----------
+    input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing
+        As in :func:`xent_rs.cross_entropy`, with CuPy arrays.
+    return_grad, grad_output, grad_out
+        As in :func:`xent_rs.cross_entropy`; ``grad_out`` may be ``input`` itself.
+
+    Returns
+    -------
+    loss : cupy.ndarray
+        0-d for ``mean``/``sum``, per sample for ``none``, in ``input``'s dtype.
+    grad : cupy.ndarray
+        Only with ``return_grad=True``.
+    """
+    return _class_loss(
+        input,
+        target,
+        axis=axis,
+        weight=weight,
+        sample_weight=sample_weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        return_grad=return_grad,
+        grad_output=grad_output,
+        grad_out=grad_out,
+        nll=False,
+    )
+
+
+def nll_loss(
+    input: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+) -> Any:
+    """Negative log-likelihood of CuPy log-probabilities (see :func:`xent_rs.nll_loss`).
+
+    Parameters
+    ----------
+    input, target, axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output
+        As in :func:`xent_rs.nll_loss`, with CuPy arrays.
+
+    Returns
+    -------
+    loss : cupy.ndarray
+    grad : cupy.ndarray
+        Only with ``return_grad=True``.
+    """
+    return _class_loss(
+        input,
+        target,
+        axis=axis,
+        weight=weight,
+        sample_weight=sample_weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=0.0,
+        return_grad=return_grad,
+        grad_output=grad_output,
+        grad_out=None,
+        nll=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# binary losses
+# ---------------------------------------------------------------------------------------------
+
+
+def _broadcast(operand: Any, shape: tuple[int, ...], dtype: np.dtype[Any], name: str) -> Any:
+    """A weight as a (read-only) view broadcast to ``shape``, or ``None``."""
+    if operand is None:
+        return None
+    cp = _cp()
+    w = _like(operand, dtype, name)
+    padded = (1,) * (len(shape) - w.ndim) + tuple(w.shape)
+    if w.ndim > len(shape) or any(
+        have not in (1, want) for have, want in zip(padded, shape, strict=True)
+    ):
+        raise ValueError(
+            f"{name} of shape {w.shape} does not broadcast against the input's shape {shape}"
+        )
+    return cp.broadcast_to(w, shape)
+
+
+def _check_probabilities(p: Any) -> None:
+    """``ValueError`` naming the first probability outside ``[0, 1]`` (NaN included)."""
+    bad = _elementwise("T p", "bool bad", "bad = !(p >= (T)0 && p <= (T)1)", "xent_bad_prob")(p)
+    flat = _first_bad(bad)
+    if flat < 0:
+        return
+    value = p.ravel()[flat].get()[()]
+    raise ValueError(
+        f"all elements of input should be between 0 and 1: got {value} at position "
+        f"{_position(flat, p.shape)}"
+    )
+
+
+def _binary_terms(logits: bool, pw: bool) -> tuple[str, str]:
+    """The C expressions of one element's unweighted loss and gradient."""
+    if not logits:
+        return "xent_bce_loss(x, t)", "xent_bce_grad(x, t)"
+    if pw:
+        return "xent_bcelp_loss(x, t, pw)", "xent_bcelp_grad(x, t, pw)"
+    return "xent_bcel_loss(x, t)", "xent_bcel_grad(x, t)"
+
+
+def _binary_loss(
+    input: Any,
+    target: Any,
+    weight: Any,
+    pos_weight: Any,
+    reduction: str,
+    return_grad: bool,
+    grad_output: Any,
+    logits: bool,
+) -> Any:
+    cp = _cp()
+    _arrays.uses_cupy(input, target, weight, pos_weight, grad_output)
+    x, dtype = _float_input(input)
+    work = np.dtype(x.dtype)
+    shape = tuple(x.shape)
+    t = _like(target, work, "target")
+    if t.shape != shape:
+        raise ValueError(f"target size {tuple(t.shape)} must be the same as input size {shape}")
+    w = _broadcast(weight, shape, work, "weight")
+    pw = _broadcast(pos_weight, shape, work, "pos_weight")
+    _check_reduction(reduction)
+    gscalar, go = _upstream(grad_output, reduction, shape, work)
+    if not logits:
+        _check_probabilities(x)
+
+    loss_expr, grad_expr = _binary_terms(logits, pw is not None)
+    params = "T x, T t"
+    args: list[Any] = [x, t]
+    if pw is not None:
+        params += ", T pw"
+        args.append(pw)
+    weigh = ""
+    if w is not None:
+        params += ", T w"
+        args.append(w)
+        weigh = " * w"
+    n = x.size
+    name = "xent_bcel" if logits else "xent_bce"
+    loss: Any
+    if reduction == "none":
+        if return_grad:
+            kernel = _elementwise(
+                params + ", T g",
+                "T loss, T grad",
+                f"loss = {loss_expr}{weigh}; grad = {grad_expr}{weigh} * g",
+                name + "_none_grad",
+            )
+            g = go if go is not None else work.type(gscalar)
+            loss, grad = kernel(*args, g)
+        else:
+            kernel = _elementwise(params, "T loss", f"loss = {loss_expr}{weigh}", name + "_none")
+            loss = kernel(*args)
+        loss = _restore(loss, dtype)
+    else:
+        if n == 0:
+            total = cp.zeros((), dtype=cp.float64)
+        else:
+            total = _reduction(params, f"(double)({loss_expr}{weigh})", name + "_sum")(*args)
+        if reduction == "mean":
+            total = total / float(n)
+        loss = total.astype(dtype)
+        if return_grad:
+            scale = gscalar if reduction == "sum" else (gscalar / n if n else 0.0)
+            kernel = _elementwise(
+                params + ", T g", "T grad", f"grad = {grad_expr}{weigh} * g", name + "_grad"
+            )
+            grad = kernel(*args, work.type(scale))
+    if not return_grad:
+        return loss
+    return loss, _restore(grad, dtype)
+
+
+def binary_cross_entropy(
+    input: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+) -> Any:
+    """Binary cross entropy of CuPy probabilities (see :func:`xent_rs.binary_cross_entropy`).
+
+    Parameters
+    ----------
+    input, target, weight, reduction, return_grad, grad_output
+        As in :func:`xent_rs.binary_cross_entropy`, with CuPy arrays.
+
+    Returns
+    -------
+    loss : cupy.ndarray
+    grad : cupy.ndarray
+        Only with ``return_grad=True``.
+    """
+    return _binary_loss(
+        input, target, weight, None, reduction, return_grad, grad_output, logits=False
+    )
+
+
+def binary_cross_entropy_with_logits(
+    input: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+) -> Any:
+    """Binary cross entropy of CuPy logits (see :func:`xent_rs.binary_cross_entropy_with_logits`).
+
+    Parameters
+    ----------
+    input, target, weight, pos_weight, reduction, return_grad, grad_output
+        As in :func:`xent_rs.binary_cross_entropy_with_logits`, with CuPy arrays.
+
+    Returns
+    -------
+    loss : cupy.ndarray
+    grad : cupy.ndarray
+        Only with ``return_grad=True``.
+    """
+    return _binary_loss(
+        input, target, weight, pos_weight, reduction, return_grad, grad_output, logits=True
+    )
