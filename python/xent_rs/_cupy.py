@@ -390,9 +390,15 @@ def _ptr(a: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_cupy(obj: Any) -> Any:
+def _as_cupy(obj: Any, name: str) -> Any:
+    """A CuPy array (array-likes such as lists are copied to the device)."""
     cp = _cp()
-    return obj if isinstance(obj, cp.ndarray) else cp.asarray(obj)
+    if isinstance(obj, cp.ndarray):
+        return obj
+    host = np.asarray(obj)
+    if host.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {host.dtype}")
+    return cp.asarray(host)
 
 
 def _contiguous(a: Any, dtype: Any) -> Any:
@@ -401,7 +407,7 @@ def _contiguous(a: Any, dtype: Any) -> Any:
 
 def _float_input(obj: Any, name: str = "input") -> tuple[Any, np.dtype[Any]]:
     """The input as a C-contiguous float32/float64 CuPy array, and the result dtype."""
-    a = _as_cupy(obj)
+    a = _as_cupy(obj, name)
     dtype = np.dtype(a.dtype)
     if dtype in NATIVE:
         return _contiguous(a, dtype), dtype
@@ -417,7 +423,7 @@ def _float_input(obj: Any, name: str = "input") -> tuple[Any, np.dtype[Any]]:
 
 def _like(obj: Any, dtype: np.dtype[Any], name: str) -> Any:
     """A secondary float argument (weights, targets) as a C-contiguous ``dtype`` array."""
-    a = _as_cupy(obj)
+    a = _as_cupy(obj, name)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     return _contiguous(a, dtype)
@@ -425,7 +431,7 @@ def _like(obj: Any, dtype: np.dtype[Any], name: str) -> Any:
 
 def _class_target(obj: Any, dtype: np.dtype[Any]) -> Any:
     """A multiclass target: integers keep their dtype, floats become ``dtype``."""
-    a = _as_cupy(obj)
+    a = _as_cupy(obj, "target")
     kind = a.dtype.kind
     if kind in "iu":
         return _contiguous(a, a.dtype)

@@ -534,11 +534,10 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
             if !p.out.is_null() {
                 // SAFETY: the driver's lane group is writable at p.out.
                 unsafe { zero_columns(isa, p.out, stride, classes) };
-                for j in 0..valid {
+                for (j, &y) in targets[..valid].iter().enumerate() {
                     if !counted(j) {
                         continue;
                     }
-                    let y = targets[j];
                     let g =
                         -self.sample_weight(r0 + j) * self.class_weight(y) * self.scale.at(r0 + j);
                     // SAFETY: lane j of column y is writable.
@@ -672,6 +671,8 @@ impl<T: Float> SoftTarget<'_, T> {
         // SAFETY: the caller keeps i + k inside the row, the target and the weights.
         unsafe {
             let tv = load_upto(isa, t.add(i), k, T::ZERO);
+            // No closures in vector code (see `simd::math`): they would leave the ISA.
+            #[allow(clippy::manual_map)]
             let w = match self.weight {
                 Some(w) => Some(load_upto(isa, w.as_ptr().add(i), k, T::ZERO)),
                 None => None,
@@ -699,6 +700,8 @@ impl<T: Float> SoftTarget<'_, T> {
     ) -> V<T, I> {
         // SAFETY: see the function's contract.
         let tv = unsafe { V::<T, I>::load(isa, t.add(k * stride)) };
+        // No closures in vector code (see `simd::math`): they would leave the ISA.
+        #[allow(clippy::manual_map)]
         let w = match self.weight {
             Some(w) => Some(V::<T, I>::splat(isa, w[k])),
             None => None,

@@ -344,10 +344,15 @@ mod tests {
                 )
                 .unwrap();
                 logsumexp(&x, layout, &mut l).unwrap();
-                for r in 0..layout.rows() {
+                for (r, lse_r) in l.iter().enumerate() {
                     let values = row(&xr, layout, r);
                     let want = lse(&values);
-                    assert_close(l[r].to_f64(), want, tol, &format!("{level} {layout:?} lse"));
+                    assert_close(
+                        lse_r.to_f64(),
+                        want,
+                        tol,
+                        &format!("{level} {layout:?} lse"),
+                    );
                     for (c, v) in values.iter().enumerate() {
                         let i = at(layout, r, c);
                         let what = format!("{level} {layout:?} r{r} c{c}");
@@ -406,12 +411,17 @@ mod tests {
             [1.0, f64::NAN, 2.0, 3.0],
             [f64::NEG_INFINITY, 0.0, f64::NEG_INFINITY, 0.0],
         ];
-        let x: Vec<f64> = rows.iter().flatten().copied().collect();
-        for layout in [Layout {
-            outer: 4,
-            classes: 4,
-            inner: 1,
-        }] {
+        // Four classes run through the transposed tile, forty (padded with -inf) by rows.
+        for classes in [4, 40] {
+            let layout = Layout {
+                outer: 4,
+                classes,
+                inner: 1,
+            };
+            let mut x = vec![f64::NEG_INFINITY; 4 * classes];
+            for (r, values) in rows.iter().enumerate() {
+                x[r * classes..r * classes + 4].copy_from_slice(values);
+            }
             at_every_level(|level| {
                 let mut l = vec![0.0; 4];
                 logsumexp(&x, layout, &mut l).unwrap();
@@ -419,7 +429,7 @@ mod tests {
                 assert_eq!(l[1], inf, "{level}");
                 assert!(l[2].is_nan(), "{level}");
                 assert_close(l[3], 2f64.ln(), 1e-15, "masked row");
-                let mut ls = vec![0.0; 16];
+                let mut ls = vec![0.0; 4 * classes];
                 log_softmax(
                     Io::ReadWrite {
                         input: &x,
@@ -428,9 +438,12 @@ mod tests {
                     layout,
                 )
                 .unwrap();
-                assert!(ls[..12].iter().all(|v| v.is_nan()), "{level}: {ls:?}");
-                assert_eq!(ls[12], f64::NEG_INFINITY);
-                assert_close(ls[13], -(2f64.ln()), 1e-15, "masked row");
+                assert!(
+                    ls[..3 * classes].iter().all(|v| v.is_nan()),
+                    "{level}: {ls:?}"
+                );
+                assert_eq!(ls[3 * classes], f64::NEG_INFINITY);
+                assert_close(ls[3 * classes + 1], -(2f64.ln()), 1e-15, "masked row");
             });
         }
     }
