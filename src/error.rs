@@ -13,7 +13,7 @@ pub enum XentError {
     /// A class index outside `[0, classes)` that is not the ignore index (Python `IndexError`).
     ClassIndex {
         /// The offending target value.
-        value: i64,
+        value: i128,
         /// Its position in the target array (one index per axis).
         position: Vec<usize>,
         /// Number of classes.

@@ -1,13 +1,14 @@
 """The GPU backend: the public functions for CuPy arrays, with the CPU path's semantics.
 
 ``xent_rs._functional`` routes a call here when its arrays are CuPy arrays; CuPy is imported
-only then. The row-wise operations (the softmax family, cross entropy, NLL) run as one fused
-CUDA kernel per call, compiled once (NVRTC, cached by CuPy) from ``_SOURCE``: a row is handled
-by one thread, one warp or one block depending on its length and layout, the maximum and the
-sum of exponentials are reduced in float64, and the gradient is written in the same kernel
-(possibly over the logits themselves). The binary losses are CuPy elementwise and reduction
-kernels. Everything that can fail is checked before any output is written; the checks of
-class indices and probabilities read one flag back from the device.
+only then. The row-wise operations (the softmax family, cross entropy, NLL) are one fused CUDA
+kernel each, compiled once (NVRTC, cached by CuPy) from ``_SOURCE``: a row is handled by one
+thread, a group of lanes of a warp or a whole block depending on its length and layout; its
+maximum and sum of exponentials come from one online pass accumulated in float64, and the
+loss and the gradient are written by the same kernel (the gradient possibly over the logits).
+The binary losses are CuPy elementwise and reduction kernels. Everything that can fail is
+checked before any output is written; the checks of class indices and probabilities read one
+index back from the device.
 """
 
 from __future__ import annotations
@@ -28,48 +29,68 @@ NATIVE = _arrays.NATIVE
 
 _REDUCTIONS = ("none", "mean", "sum")
 _BLOCK = 256
+#: Threads per block for a few rows of at least ``_BLOCK_ROW`` values (when registers allow).
+_BIG_BLOCK = 1024
 _MAX_GRID = 1 << 20
 #: Rows at least this long (contiguous) are handled by a whole block rather than a warp.
 _BLOCK_ROW = 1024
 _NULL = np.uint64(0)
+_NO_INDEX = (1 << 64) - 1
 
 _SOURCE = r"""
 #define XENT_NEG_INF __longlong_as_double(0xfff0000000000000ULL)
+#define XENT_NAN __longlong_as_double(0x7ff8000000000000ULL)
 
 // NaN-propagating maximum.
 __device__ __forceinline__ double xent_max(double a, double b) {
     return (a > b || a != a) ? a : b;
 }
 
-// Rows are handled by one thread (mode 0), one warp (mode 1) or one block (mode 2).
-__device__ __forceinline__ void xent_group(int mode, long long* gid, long long* ngroups,
-                                           int* lane, int* nlanes) {
-    if (mode == 0) {
-        *gid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-        *ngroups = (long long)gridDim.x * blockDim.x;
-        *lane = 0;
-        *nlanes = 1;
-    } else if (mode == 1) {
-        *gid = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-        *ngroups = ((long long)gridDim.x * blockDim.x) >> 5;
-        *lane = threadIdx.x & 31;
-        *nlanes = 32;
+// A row is handled by `size` consecutive lanes of a warp (1, 2, 4, 8, 16 or 32), or by a whole
+// block (`block`). Rows are visited in a grid-stride loop.
+struct XentGroup {
+    long long first, step;
+    int lane, size;
+    unsigned mask;
+    bool block;
+};
+
+__device__ __forceinline__ XentGroup xent_group(int group) {
+    XentGroup g;
+    if (group == 0) {
+        g.first = blockIdx.x;
+        g.step = gridDim.x;
+        g.lane = threadIdx.x;
+        g.size = blockDim.x;
+        g.mask = 0xffffffffu;
+        g.block = true;
     } else {
-        *gid = blockIdx.x;
-        *ngroups = gridDim.x;
-        *lane = threadIdx.x;
-        *nlanes = blockDim.x;
+        const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        g.first = tid / group;
+        g.step = (long long)gridDim.x * blockDim.x / group;
+        g.lane = threadIdx.x % group;
+        g.size = group;
+        g.mask = group == 32 ? 0xffffffffu
+                             : ((1u << group) - 1u) << ((threadIdx.x & 31) & ~(group - 1));
+        g.block = false;
     }
+    return g;
 }
 
-// Sum (or NaN-propagating max) over the lanes of a row group; every lane gets the result.
-__device__ double xent_reduce(int mode, double v, bool is_max) {
-    if (mode == 0) return v;
-    for (int o = 16; o > 0; o >>= 1) {
-        const double u = __shfl_xor_sync(0xffffffffu, v, o);
+// Orders this group's earlier reads before its later writes (in-place gradients).
+__device__ __forceinline__ void xent_sync(const XentGroup& g) {
+    if (g.block) __syncthreads();
+    else if (g.size > 1) __syncwarp(g.mask);
+}
+
+// Sum (or NaN-propagating max) over the lanes of a group; every lane gets the result.
+__device__ double xent_reduce(const XentGroup& g, double v, bool is_max) {
+    const int width = g.block ? 32 : g.size;
+    for (int o = width >> 1; o > 0; o >>= 1) {
+        const double u = __shfl_xor_sync(g.mask, v, o);
         v = is_max ? xent_max(v, u) : v + u;
     }
-    if (mode == 1) return v;
+    if (!g.block) return v;
     __shared__ double part[32];
     const int warp = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
     __syncthreads();
@@ -83,47 +104,87 @@ __device__ double xent_reduce(int mode, double v, bool is_max) {
     return v;
 }
 
-// Orders this lane's earlier reads before the other lanes' later writes (in-place gradients).
-__device__ __forceinline__ void xent_sync(int mode) {
-    if (mode == 1) __syncwarp();
-    else if (mode == 2) __syncthreads();
+// Merges two partial (max, sum of exp(x - max)); a max of -inf means "nothing yet" (its sum
+// is 0, or NaN once a NaN was seen, which is kept).
+__device__ __forceinline__ void xent_ms_merge(double* m, double* s, double m2, double s2) {
+    const double mm = m2 > *m ? m2 : *m;
+    const double a = *m == XENT_NEG_INF ? *s * 0.0 : *s * exp(*m - mm);
+    const double b = m2 == XENT_NEG_INF ? s2 * 0.0 : s2 * exp(m2 - mm);
+    *m = mm;
+    *s = a + b;
+}
+
+// One pass over a row: m = max x, s = sum exp(x - m), with torch's special values: a +inf or
+// a NaN makes s NaN; a row of -inf leaves m = -inf (x - m is then NaN everywhere).
+template <typename T>
+__device__ void xent_row_ms(const T* x, long long b, long long classes, long long inner,
+                            const XentGroup& g, double* mo, double* so) {
+    const T ninf = (T)XENT_NEG_INF;
+    T m = ninf;
+    double s = 0.0;
+    for (long long c = g.lane; c < classes; c += g.size) {
+        const T v = x[b + c * inner];
+        if (v > m) {
+            s = (m == ninf ? s * 0.0 : s * (double)exp(m - v)) + 1.0;
+            m = v;
+            if (isinf(v)) s = XENT_NAN;
+        } else if (v != ninf) {
+            s += (double)exp(v - m);
+        }
+    }
+    double md = (double)m;
+    const int width = g.block ? 32 : g.size;
+    for (int o = width >> 1; o > 0; o >>= 1) {
+        const double m2 = __shfl_xor_sync(g.mask, md, o);
+        const double s2 = __shfl_xor_sync(g.mask, s, o);
+        xent_ms_merge(&md, &s, m2, s2);
+    }
+    if (g.block) {
+        __shared__ double pm[32], ps[32];
+        const int warp = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+        __syncthreads();
+        if (l == 0) {
+            pm[warp] = md;
+            ps[warp] = s;
+        }
+        __syncthreads();
+        md = l < nw ? pm[l] : XENT_NEG_INF;
+        s = l < nw ? ps[l] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) {
+            const double m2 = __shfl_xor_sync(0xffffffffu, md, o);
+            const double s2 = __shfl_xor_sync(0xffffffffu, s, o);
+            xent_ms_merge(&md, &s, m2, s2);
+        }
+    }
+    *mo = md;
+    *so = s;
 }
 
 #define XENT_ROWS                                                                  \
-    long long gid, ng;                                                             \
-    int lane, nl;                                                                  \
-    xent_group(mode, &gid, &ng, &lane, &nl);                                       \
-    for (long long r = gid; r < rows; r += ng)
+    const XentGroup g = xent_group(group);                                         \
+    for (long long r = g.first; r < rows; r += g.step)
 
 #define XENT_BASE(r) ((r) / inner * classes * inner + (r) % inner)
-
-template <typename T>
-__device__ double xent_row_max(const T* x, long long b, long long classes, long long inner,
-                               int lane, int nl, int mode) {
-    double m = XENT_NEG_INF;
-    for (long long c = lane; c < classes; c += nl) m = xent_max(m, (double)x[b + c * inner]);
-    return xent_reduce(mode, m, true);
-}
+#define XENT_EACH(c) for (long long c = g.lane; c < classes; c += g.size)
 
 template <typename T>
 __global__ void xent_softmax(const T* x, T* y, long long rows, long long classes,
-                             long long inner, int mode, int log_mode) {
+                             long long inner, int group, int log_mode) {
     XENT_ROWS {
         const long long b = XENT_BASE(r);
-        const T m = (T)xent_row_max(x, b, classes, inner, lane, nl, mode);
-        double s = 0.0;
-        for (long long c = lane; c < classes; c += nl) s += (double)exp(x[b + c * inner] - m);
-        s = xent_reduce(mode, s, false);
+        double ms, ss;
+        xent_row_ms(x, b, classes, inner, g, &ms, &ss);
+        const T m = (T)ms;
         if (log_mode) {
-            const T ls = (T)log(s);
-            for (long long c = lane; c < classes; c += nl) {
+            const T ls = (T)log(ss);
+            XENT_EACH(c) {
                 const long long i = b + c * inner;
                 y[i] = (x[i] - m) - ls;
             }
         } else {
-            for (long long c = lane; c < classes; c += nl) {
+            XENT_EACH(c) {
                 const long long i = b + c * inner;
-                y[i] = (T)((double)exp(x[i] - m) / s);
+                y[i] = (T)((double)exp(x[i] - m) / ss);
             }
         }
     }
@@ -131,34 +192,36 @@ __global__ void xent_softmax(const T* x, T* y, long long rows, long long classes
 
 template <typename T>
 __global__ void xent_logsumexp(const T* x, T* out, long long rows, long long classes,
-                               long long inner, int mode) {
+                               long long inner, int group) {
     XENT_ROWS {
         const long long b = XENT_BASE(r);
-        double m = xent_row_max(x, b, classes, inner, lane, nl, mode);
+        double m = XENT_NEG_INF;
+        XENT_EACH(c) m = xent_max(m, (double)x[b + c * inner]);
+        m = xent_reduce(g, m, true);
         if (isinf(m)) m = 0.0;  // torch: an infinite maximum is not subtracted
         const T mt = (T)m;
         double s = 0.0;
-        for (long long c = lane; c < classes; c += nl) s += (double)exp(x[b + c * inner] - mt);
-        s = xent_reduce(mode, s, false);
-        if (lane == 0) out[r] = (T)(m + log(s));
+        XENT_EACH(c) s += (double)exp(x[b + c * inner] - mt);
+        s = xent_reduce(g, s, false);
+        if (g.lane == 0) out[r] = (T)(m + log(s));
     }
 }
 
 template <typename T>
-__global__ void xent_softmax_backward(const T* g, const T* y, T* out, long long rows,
-                                      long long classes, long long inner, int mode,
+__global__ void xent_softmax_backward(const T* gy, const T* y, T* out, long long rows,
+                                      long long classes, long long inner, int group,
                                       int log_mode) {
     XENT_ROWS {
         const long long b = XENT_BASE(r);
         double s = 0.0;
-        for (long long c = lane; c < classes; c += nl) {
+        XENT_EACH(c) {
             const long long i = b + c * inner;
-            s += log_mode ? (double)g[i] : (double)g[i] * (double)y[i];
+            s += log_mode ? (double)gy[i] : (double)gy[i] * (double)y[i];
         }
-        const T st = (T)xent_reduce(mode, s, false);
-        for (long long c = lane; c < classes; c += nl) {
+        const T st = (T)xent_reduce(g, s, false);
+        XENT_EACH(c) {
             const long long i = b + c * inner;
-            out[i] = log_mode ? g[i] - exp(y[i]) * st : y[i] * (g[i] - st);
+            out[i] = log_mode ? gy[i] - exp(y[i]) * st : y[i] * (gy[i] - st);
         }
     }
 }
@@ -179,20 +242,19 @@ __device__ __forceinline__ double xent_upstream(const T* go, double gscalar, con
     return gscalar;
 }
 
-// Hard-target cross entropy (softmax != 0) or NLL; targets were checked on the host side.
+// Hard-target cross entropy (softmax != 0) or NLL; targets were checked before the launch.
 template <typename T>
 __global__ void xent_ce_hard(const T* x, T* grad, const long long* target, const T* weight,
                              const T* sample_weight, const T* go, double gscalar,
                              const double* denom, double* rowloss, long long rows,
-                             long long classes, long long inner, int mode, long long ignore,
+                             long long classes, long long inner, int group, long long ignore,
                              double eps, double wtotal, int softmax) {
     XENT_ROWS {
         const long long b = XENT_BASE(r);
         const long long y = target[r];
         if (y == ignore || y < 0 || y >= classes) {
-            if (grad)
-                for (long long c = lane; c < classes; c += nl) grad[b + c * inner] = (T)0;
-            if (lane == 0) rowloss[r] = 0.0;
+            if (grad) XENT_EACH(c) grad[b + c * inner] = (T)0;
+            if (g.lane == 0) rowloss[r] = 0.0;
             continue;
         }
         const double wy = weight ? (double)weight[y] : 1.0;
@@ -200,41 +262,42 @@ __global__ void xent_ce_hard(const T* x, T* grad, const long long* target, const
         bool zero = false;
         const double gs = grad ? xent_upstream(go, gscalar, denom, r, &zero) : 0.0;
         const T xy = x[b + y * inner];
-        xent_sync(mode);
+        xent_sync(g);
         if (!softmax) {
             const double coef = sw * wy;
-            if (lane == 0) rowloss[r] = -coef * (double)xy;
+            if (g.lane == 0) rowloss[r] = -coef * (double)xy;
             if (grad) {
                 const T hit = zero ? (T)0 : (T)(-coef * gs);
-                for (long long c = lane; c < classes; c += nl)
-                    grad[b + c * inner] = c == y ? hit : (T)0;
+                XENT_EACH(c) grad[b + c * inner] = c == y ? hit : (T)0;
             }
             continue;
         }
-        const T m = (T)xent_row_max(x, b, classes, inner, lane, nl, mode);
-        double s = 0.0, sd = 0.0;
-        for (long long c = lane; c < classes; c += nl) {
-            const T v = x[b + c * inner];
-            s += (double)exp(v - m);
-            if (eps > 0.0) sd += weight ? (double)((v - m) * weight[c]) : (double)(v - m);
+        double ms, s;
+        xent_row_ms(x, b, classes, inner, g, &ms, &s);
+        const T m = (T)ms;
+        double sd = 0.0;
+        if (eps > 0.0) {
+            XENT_EACH(c) {
+                const T d = x[b + c * inner] - m;
+                sd += weight ? (double)(d * weight[c]) : (double)d;
+            }
+            sd = xent_reduce(g, sd, false);
         }
-        s = xent_reduce(mode, s, false);
-        if (eps > 0.0) sd = xent_reduce(mode, sd, false);
         const double ln_s = log(s);
         const double cls = (double)classes;
-        double loss = (1.0 - eps) * wy * (((double)m - (double)xy) + ln_s);
+        double loss = (1.0 - eps) * wy * ((ms - (double)xy) + ln_s);
         if (eps > 0.0) loss += eps / cls * (wtotal * ln_s - sd);
-        if (lane == 0) rowloss[r] = sw * loss;
+        if (g.lane == 0) rowloss[r] = sw * loss;
         if (!grad) continue;
         if (zero) {
-            for (long long c = lane; c < classes; c += nl) grad[b + c * inner] = (T)0;
+            XENT_EACH(c) grad[b + c * inner] = (T)0;
             continue;
         }
-        const double g = gs * sw;
-        const T a = (T)(g * ((1.0 - eps) * wy + eps / cls * wtotal) / s);
-        const T bs = (T)(g * eps / cls);
-        const double hit = g * (1.0 - eps) * wy;
-        for (long long c = lane; c < classes; c += nl) {
+        const double gr = gs * sw;
+        const T a = (T)(gr * ((1.0 - eps) * wy + eps / cls * wtotal) / s);
+        const T bs = (T)(gr * eps / cls);
+        const double hit = gr * (1.0 - eps) * wy;
+        XENT_EACH(c) {
             const long long i = b + c * inner;
             T v = exp(x[i] - m) * a;
             if (eps > 0.0) v -= bs * (weight ? weight[c] : (T)1);
@@ -248,37 +311,36 @@ template <typename T>
 __global__ void xent_ce_soft(const T* x, const T* target, T* grad, const T* weight,
                              const T* sample_weight, const T* go, double gscalar,
                              const double* denom, double* rowloss, long long rows,
-                             long long classes, long long inner, int mode, double eps) {
+                             long long classes, long long inner, int group, double eps) {
     const T keep = (T)(1.0 - eps), spread = (T)(eps / (double)classes);
     XENT_ROWS {
         const long long b = XENT_BASE(r);
         const double sw = sample_weight ? (double)sample_weight[r] : 1.0;
         bool zero = false;
         const double gs = grad ? xent_upstream(go, gscalar, denom, r, &zero) : 0.0;
-        const T m = (T)xent_row_max(x, b, classes, inner, lane, nl, mode);
-        double s = 0.0, tw = 0.0, twd = 0.0;
-        for (long long c = lane; c < classes; c += nl) {
+        double ms, s;
+        xent_row_ms(x, b, classes, inner, g, &ms, &s);
+        const T m = (T)ms;
+        double tw = 0.0, twd = 0.0;
+        XENT_EACH(c) {
             const long long i = b + c * inner;
-            const T v = x[i];
-            s += (double)exp(v - m);
             T wt = target[i] * keep + spread;
             if (weight) wt *= weight[c];
             tw += (double)wt;
-            twd += (double)(wt * (v - m));
+            twd += (double)(wt * (x[i] - m));
         }
-        s = xent_reduce(mode, s, false);
-        tw = xent_reduce(mode, tw, false);
-        twd = xent_reduce(mode, twd, false);
-        if (lane == 0) rowloss[r] = sw * (tw * log(s) - twd);
+        tw = xent_reduce(g, tw, false);
+        twd = xent_reduce(g, twd, false);
+        if (g.lane == 0) rowloss[r] = sw * (tw * log(s) - twd);
         if (!grad) continue;
         if (zero) {
-            for (long long c = lane; c < classes; c += nl) grad[b + c * inner] = (T)0;
+            XENT_EACH(c) grad[b + c * inner] = (T)0;
             continue;
         }
-        const double g = gs * sw;
-        const T a = (T)(g * tw / s);
-        const T gt = (T)g;
-        for (long long c = lane; c < classes; c += nl) {
+        const double gr = gs * sw;
+        const T a = (T)(gr * tw / s);
+        const T gt = (T)gr;
+        XENT_EACH(c) {
             const long long i = b + c * inner;
             T wt = target[i] * keep + spread;
             if (weight) wt *= weight[c];
@@ -298,38 +360,38 @@ _KERNELS = (
 _CTYPES = {FLOAT32: "float", FLOAT64: "double"}
 
 _BINARY_PREAMBLE = r"""
-template <typename T> __device__ T xent_clamp_log(T v) { return v < (T)-100 ? (T)-100 : v; }
-template <typename T> __device__ T xent_bce_loss(T p, T t) {
-    const T lp = xent_clamp_log(log(p));
-    const T l1 = xent_clamp_log(log1p(-p));
+template <typename F> __device__ F xent_clamp_log(F v) { return v < (F)-100 ? (F)-100 : v; }
+template <typename F> __device__ F xent_bce_loss(F p, F t) {
+    const F lp = xent_clamp_log(log(p));
+    const F l1 = xent_clamp_log(log1p(-p));
     return -(t * (lp - l1) + l1);
 }
-template <typename T> __device__ T xent_bce_grad(T p, T t) {
-    T d = p * ((T)1 - p);
-    const T e = (T)1e-12f;
+template <typename F> __device__ F xent_bce_grad(F p, F t) {
+    F d = p * ((F)1 - p);
+    const F e = (F)1e-12f;
     if (d < e) d = e;
     return (p - t) / d;
 }
-template <typename T> __device__ T xent_softplus_neg(T x) {
-    return log1p(exp(-fabs(x))) + (x < (T)0 ? -x : (T)0);
+template <typename F> __device__ F xent_softplus_neg(F x) {
+    return log1p(exp(-fabs(x))) + (x < (F)0 ? -x : (F)0);
 }
-template <typename T> __device__ T xent_sigmoid(T x) {
-    const T e = exp(-fabs(x));
-    return (x < (T)0 ? e : (T)1) / ((T)1 + e);
+template <typename F> __device__ F xent_sigmoid(F x) {
+    const F e = exp(-fabs(x));
+    return (x < (F)0 ? e : (F)1) / ((F)1 + e);
 }
-template <typename T> __device__ T xent_bcel_loss(T x, T t) {
-    return ((T)1 - t) * x + xent_softplus_neg(x);
+template <typename F> __device__ F xent_bcel_loss(F x, F t) {
+    return ((F)1 - t) * x + xent_softplus_neg(x);
 }
-template <typename T> __device__ T xent_bcel_grad(T x, T t) { return xent_sigmoid(x) - t; }
-template <typename T> __device__ T xent_bcelp_loss(T x, T t, T pw) {
-    return ((pw - (T)1) * t + (T)1) * xent_softplus_neg(x) + ((T)1 - t) * x;
+template <typename F> __device__ F xent_bcel_grad(F x, F t) { return xent_sigmoid(x) - t; }
+template <typename F> __device__ F xent_bcelp_loss(F x, F t, F pw) {
+    return ((pw - (F)1) * t + (F)1) * xent_softplus_neg(x) + ((F)1 - t) * x;
 }
-template <typename T> __device__ T xent_bcelp_grad(T x, T t, T pw) {
-    const T pt = pw * t;
-    return (pt + (T)1 - t) * xent_sigmoid(x) - pt;
+template <typename F> __device__ F xent_bcelp_grad(F x, F t, F pw) {
+    const F pt = pw * t;
+    return (pt + (F)1 - t) * xent_sigmoid(x) - pt;
 }
-template <typename T> __device__ bool xent_bad_target(T t, long long ignore, long long classes) {
-    if ((T)(-1) < (T)0) {
+template <typename F> __device__ bool xent_bad_target(F t, long long ignore, long long classes) {
+    if ((F)(-1) < (F)0) {
         const long long v = (long long)t;
         return v != ignore && (v < 0 || v >= classes);
     }
@@ -375,7 +437,7 @@ def _reduction(in_params: str, map_expr: str, name: str) -> Any:
         "total = a",
         "0",
         name,
-        reduce_type="float64",
+        reduce_type="double",
         preamble=_BINARY_PREAMBLE,
     )
 
@@ -525,13 +587,24 @@ def _upstream(
     return 1.0, g
 
 
-def _first_bad(bad: Any) -> int:
-    """The flat index of the first ``True`` in ``bad``, or -1 (one value read back)."""
+def _first_index(in_params: str, condition: str, name: str, *args: Any) -> int:
+    """The first flat index where ``condition`` holds over ``args``, or -1.
+
+    One elementwise kernel (an ``atomicMin`` on the index) and one value read back.
+    """
     cp = _cp()
-    if bad.size == 0:
+    if args[0].size == 0:
         return -1
-    flat = bad.ravel()
-    return int(cp.where(flat.any(), cp.argmax(flat), -1))
+    first = cp.full(1, np.uint64(_NO_INDEX), dtype=cp.uint64)
+    kernel = _elementwise(
+        in_params,
+        "raw uint64 first",
+        f"if ({condition}) atomicMin(&first[0], (unsigned long long)i)",
+        name,
+    )
+    kernel(*args, first)
+    index = int(first.get()[0])
+    return -1 if index == _NO_INDEX else index
 
 
 def _position(flat: int, shape: tuple[int, ...]) -> str:
@@ -575,19 +648,27 @@ def _launch_row(
     args: tuple[Any, ...],
     extra: tuple[Any, ...] = (),
 ) -> None:
-    """Runs a row kernel as ``kernel(*args, rows, classes, inner, mode, *extra)``."""
+    """Runs a row kernel as ``kernel(*args, rows, classes, inner, group, *extra)``.
+
+    A contiguous row of ``classes >= _BLOCK_ROW`` values is reduced by a whole block (group 0),
+    a shorter one by a power-of-two group of lanes giving each lane about 4 values; rows whose
+    values are ``inner > 1`` apart (class axis not last) are handled one per thread, so that
+    neighbouring threads read neighbouring values.
+    """
     if rows == 0:
         return
+    kernel = _raw(name, np.dtype(dtype))
+    threads = _BLOCK
     if inner == 1 and classes >= _BLOCK_ROW:
-        mode, grid = 2, rows
-    elif inner == 1:
-        mode, grid = 1, -(-rows // (_BLOCK // 32))
+        group, grid = 0, rows
+        if rows < _BIG_BLOCK:  # few long rows: more threads per row
+            threads = max(_BLOCK, min(_BIG_BLOCK, int(kernel.max_threads_per_block)) // 32 * 32)
     else:
-        mode, grid = 0, -(-rows // _BLOCK)
+        group = 1 if inner != 1 else min(32, 1 << (max(1, -(-classes // 4)) - 1).bit_length())
+        grid = -(-rows * group // _BLOCK)
     grid = min(grid, _MAX_GRID)
     sizes = (np.int64(rows), np.int64(classes), np.int64(inner))
-    kernel = _raw(name, np.dtype(dtype))
-    kernel((grid,), (_BLOCK,), (*args, *sizes, np.int32(mode), *extra))
+    kernel((grid,), (threads,), (*args, *sizes, np.int32(group), *extra))
 
 
 def log_softmax(x: Any, axis: int = -1, *, out: Any = None) -> Any:
@@ -724,13 +805,14 @@ def _check_targets(t: Any, classes: int, ignore_index: int) -> None:
     """``IndexError`` for the first class index outside ``[0, classes)`` not ignored."""
     if t.size == 0:
         return
-    bad = _elementwise(
+    flat = _first_index(
         "T t, int64 ignore, int64 classes",
-        "bool bad",
-        "bad = xent_bad_target(t, ignore, classes)",
+        "xent_bad_target(t, ignore, classes)",
         "xent_bad_target",
-    )(t, ignore_index, classes)
-    flat = _first_bad(bad)
+        t,
+        ignore_index,
+        classes,
+    )
     if flat < 0:
         return
     value = int(t.ravel()[flat].get())
@@ -998,8 +1080,7 @@ def _broadcast(operand: Any, shape: tuple[int, ...], dtype: np.dtype[Any], name:
 
 def _check_probabilities(p: Any) -> None:
     """``ValueError`` naming the first probability outside ``[0, 1]`` (NaN included)."""
-    bad = _elementwise("T p", "bool bad", "bad = !(p >= (T)0 && p <= (T)1)", "xent_bad_prob")(p)
-    flat = _first_bad(bad)
+    flat = _first_index("T p", "!(p >= (T)0 && p <= (T)1)", "xent_bad_probability", p)
     if flat < 0:
         return
     value = p.ravel()[flat].get()[()]

@@ -49,15 +49,16 @@ def _finish(result: Any, dtype: np.dtype[Any], grad_out: Any) -> Any:
     return _loss(loss, dtype), grad
 
 
-def _half_grad_out(grad_out: Any, x: np.ndarray, dtype: np.dtype[Any]) -> None:
-    """Checks a ``grad_out`` for a float16 input (filled after computing in float32)."""
-    if not isinstance(grad_out, np.ndarray) or grad_out.dtype != dtype:
-        got = getattr(grad_out, "dtype", type(grad_out).__name__)
-        raise TypeError(f"grad_out must be a {dtype} array like the input, got {got}")
-    if grad_out.shape != x.shape:
-        raise ValueError(f"grad_out has shape {grad_out.shape} but the input has shape {x.shape}")
-    if not grad_out.flags.c_contiguous or not grad_out.flags.writeable:
-        raise ValueError("grad_out must be a writable C-contiguous array")
+def _half_output(out: Any, x: np.ndarray, dtype: np.dtype[Any], name: str) -> None:
+    """Checks an ``out``/``grad_out`` for a float16 input, which is computed in float32 and
+    copied into it afterwards: the same rules as the core applies to other dtypes."""
+    if not isinstance(out, np.ndarray) or out.dtype != dtype:
+        got = getattr(out, "dtype", type(out).__name__)
+        raise TypeError(f"{name} must be a {dtype} array like the input, got {got}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name} has shape {out.shape} but the input has shape {x.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be a writable C-contiguous array")
 
 
 def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
@@ -96,6 +97,7 @@ def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any
         return _cupy().log_softmax(x, axis, out=out)
     a, dtype = _arrays.float_input(x)
     if dtype == _arrays.FLOAT16 and out is not None:
+        _half_output(out, a, dtype, "out")
         np.copyto(out, _core.log_softmax(a, axis).astype(dtype))
         return out
     return _restore(_core.log_softmax(a, axis, out), dtype)
@@ -128,6 +130,7 @@ def softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
         return _cupy().softmax(x, axis, out=out)
     a, dtype = _arrays.float_input(x)
     if dtype == _arrays.FLOAT16 and out is not None:
+        _half_output(out, a, dtype, "out")
         np.copyto(out, _core.softmax(a, axis).astype(dtype))
         return out
     return _restore(_core.softmax(a, axis, out), dtype)
@@ -315,7 +318,7 @@ def cross_entropy(
     x, dtype = _arrays.float_input(input)
     work = x.dtype
     if dtype == _arrays.FLOAT16 and grad_out is not None and return_grad:
-        _half_grad_out(grad_out, x, dtype)
+        _half_output(grad_out, x, dtype, "grad_out")
         core_grad_out = None
     else:
         core_grad_out = grad_out

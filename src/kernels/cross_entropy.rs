@@ -20,10 +20,10 @@
 
 use crate::error::{XentError, unravel};
 use crate::float::Float;
-use crate::kernels::rows::{MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
+use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
 use crate::kernels::stats::{
-    ColumnSum, V, col_max, col_sum_exp, from_f64_lanes, live_lanes, load_upto, row_max, store_upto,
-    to_f64_lanes,
+    ColumnSum, V, col_max, col_sum_exp, from_f64_lanes, live_lanes, load_upto, row_max,
+    row_sum_exp, store_upto,
 };
 use crate::kernels::{Io, Layout, RawIn, RawOut, Targets, check_len};
 use crate::parallel;
@@ -250,7 +250,15 @@ fn finish<T: Float, K: RowKernel<T>>(
             Ok(0.0)
         }
         (Reduction::Sum, _) => run_rows(layout, kernel, buffers, RowResults::Sum),
-        (_, _) => Ok(run_rows(layout, kernel, buffers, RowResults::Sum)? / denominator),
+        (_, _) => {
+            let total = run_rows(layout, kernel, buffers, RowResults::Sum)?;
+            // torch: a mean over nothing counted (or zero total weight) is NaN.
+            Ok(if denominator == 0.0 {
+                f64::NAN
+            } else {
+                total / denominator
+            })
+        }
     }
 }
 
@@ -264,20 +272,15 @@ fn check_targets<T: Float>(
 ) -> Result<f64, XentError> {
     let n = targets.len();
     let blocks = parallel::blocks(n, 1, 1);
-    let partial = parallel::map_blocks(blocks, n, |range| {
-        let mut total = 0.0;
-        for i in range {
-            let y = targets.get(i);
-            if y == opts.ignore_index {
-                continue;
-            }
-            if y < 0 || y as u64 >= classes as u64 {
-                return Err(i);
-            }
-            let w = opts.weight.map_or(1.0, |w| w[y as usize].to_f64());
-            total += opts.sample_weight.map_or(w, |sw| w * sw[i].to_f64());
-        }
-        Ok(total)
+    let partial = parallel::map_blocks(blocks, n, |range| match targets {
+        Targets::I8(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
+        Targets::I16(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
+        Targets::I32(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
+        Targets::I64(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
+        Targets::U8(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
+        Targets::U16(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
+        Targets::U32(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
+        Targets::U64(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
     })?;
     let mut sums = Vec::with_capacity(partial.len());
     for p in partial {
@@ -285,7 +288,7 @@ fn check_targets<T: Float>(
             Ok(total) => sums.push(total),
             Err(i) => {
                 return Err(XentError::ClassIndex {
-                    value: targets.get(i),
+                    value: targets.exact(i),
                     position: unravel(i, target_shape),
                     classes,
                 });
@@ -293,6 +296,51 @@ fn check_targets<T: Float>(
         }
     }
     Ok(pairwise_sum(&sums))
+}
+
+/// One block of [`check_targets`]: the weight of the counted targets, or the flat index of
+/// the first one out of range.
+fn scan_targets<L: Copy, T: Float>(
+    t: &[L],
+    start: usize,
+    classes: usize,
+    opts: &ClassOptions<'_, T>,
+) -> Result<f64, usize>
+where
+    i128: From<L>,
+{
+    let (ignore, classes) = (opts.ignore_index as i128, classes as i128);
+    let bad = |i: usize| Err(start + i);
+    match (opts.weight, opts.sample_weight) {
+        (None, None) => {
+            let mut counted = 0usize;
+            for (i, &y) in t.iter().enumerate() {
+                let y = i128::from(y);
+                if y != ignore {
+                    if !(0..classes).contains(&y) {
+                        return bad(i);
+                    }
+                    counted += 1;
+                }
+            }
+            Ok(counted as f64)
+        }
+        (w, sw) => {
+            let mut total = 0.0;
+            for (i, &y) in t.iter().enumerate() {
+                let y = i128::from(y);
+                if y == ignore {
+                    continue;
+                }
+                if !(0..classes).contains(&y) {
+                    return bad(i);
+                }
+                let wy = w.map_or(1.0, |w| w[y as usize].to_f64());
+                total += sw.map_or(wy, |sw| wy * sw[start + i].to_f64());
+            }
+            Ok(total)
+        }
+    }
 }
 
 /// The factor applied to each row's gradient before its sample weight.
@@ -345,22 +393,6 @@ unsafe fn zero_row<T: Float, I: Isa>(isa: I, out: *mut T, n: usize) {
     for i in (0..n).step_by(lanes) {
         // SAFETY: i < n values remain.
         unsafe { store_upto(z, out.add(i), lanes.min(n - i)) };
-    }
-}
-
-/// Zeroes `classes` columns of `LANES` values `stride` apart unless `out` is null.
-///
-/// # Safety
-/// As for the driver's lane groups.
-#[inline(always)]
-unsafe fn zero_columns<T: Float, I: Isa>(isa: I, out: *mut T, stride: usize, classes: usize) {
-    if out.is_null() {
-        return;
-    }
-    let z = V::<T, I>::splat(isa, T::ZERO);
-    for c in 0..classes {
-        // SAFETY: column c is writable.
-        unsafe { z.store(out.add(c * stride)) };
     }
 }
 
@@ -436,16 +468,18 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
             let mv = V::<T, I>::splat(isa, m);
             let store = if grad { p.out } else { std::ptr::null_mut() };
             // Σ exp(x - m) and, with smoothing, Σ w_c (x_c - m), in one pass.
-            let mut se = V::<T, I>::wide_zero(isa);
-            let mut sd = V::<T, I>::wide_zero(isa);
-            let zero = V::<T, I>::splat(isa, T::ZERO);
-            for i in (0..n).step_by(lanes) {
-                let k = lanes.min(n - i);
-                // Padding lanes read -inf: their exp is 0, and they are dropped from the
-                // smoothing sum. Everything is read before the gradient overwrites it.
-                let d = load_upto(isa, p.x.add(i), k, T::NEG_INFINITY).sub(mv);
-                let e = T::exp(d);
-                if eps > 0.0 {
+            let (s, sd) = if eps == 0.0 {
+                (row_sum_exp(isa, p.x, n, m, store), 0.0)
+            } else {
+                let mut se = V::<T, I>::wide_zero(isa);
+                let mut sd = V::<T, I>::wide_zero(isa);
+                let zero = V::<T, I>::splat(isa, T::ZERO);
+                for i in (0..n).step_by(lanes) {
+                    let k = lanes.min(n - i);
+                    // Padding lanes read -inf: their exp is 0, and they are dropped from the
+                    // smoothing sum. Everything is read before the gradient overwrites it.
+                    let d = load_upto(isa, p.x.add(i), k, T::NEG_INFINITY).sub(mv);
+                    let e = T::exp(d);
                     let d = if k == lanes {
                         d
                     } else {
@@ -456,19 +490,19 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                         None => d,
                     };
                     sd = wd.wide_add(sd);
+                    if grad {
+                        store_upto(e, store.add(i), k);
+                    }
+                    se = e.wide_add(se);
                 }
-                if grad {
-                    store_upto(e, store.add(i), k);
-                }
-                se = e.wide_add(se);
-            }
-            let s = V::<T, I>::wide_sum(se);
+                (V::<T, I>::wide_sum(se), V::<T, I>::wide_sum(sd))
+            };
             let ln_s = s.ln();
             let c = n as f64;
             let nll = (m.to_f64() - x_y) + ln_s;
             let mut loss = (1.0 - eps) * w_y * nll;
             if eps > 0.0 {
-                let smooth = self.weight_total * ln_s - V::<T, I>::wide_sum(sd);
+                let smooth = self.weight_total * ln_s - sd;
                 loss += eps / c * smooth;
             }
             if grad {
@@ -509,86 +543,95 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
         isa: I,
         r0: usize,
         valid: usize,
-        p: Ptrs<T>,
-        stride: usize,
+        cols: Columns<T>,
         classes: usize,
-        results: &mut [f64; MAX_LANES],
-    ) {
-        let mut targets = [usize::MAX; MAX_LANES];
-        for (j, t) in targets[..valid].iter_mut().enumerate() {
-            if let Some(y) = self.target(r0 + j) {
-                *t = y;
-            }
-        }
-        let counted = |j: usize| j < valid && targets[j] != usize::MAX;
-        if !self.softmax {
-            for (j, result) in results[..valid].iter_mut().enumerate() {
-                *result = 0.0;
-                let y = targets[j];
-                if counted(j) {
-                    let coef = self.sample_weight(r0 + j) * self.class_weight(y);
-                    // SAFETY: lane j of column y is readable.
-                    *result = -coef * unsafe { *p.x.add(y * stride + j) }.to_f64();
-                }
-            }
-            if !p.out.is_null() {
-                // SAFETY: the driver's lane group is writable at p.out.
-                unsafe { zero_columns(isa, p.out, stride, classes) };
-                for (j, &y) in targets[..valid].iter().enumerate() {
-                    if !counted(j) {
-                        continue;
-                    }
-                    let g =
-                        -self.sample_weight(r0 + j) * self.class_weight(y) * self.scale.at(r0 + j);
-                    // SAFETY: lane j of column y is writable.
-                    unsafe { *p.out.add(y * stride + j) = T::from_f64(g) };
-                }
-            }
-            return;
-        }
+    ) -> V<T, I> {
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let one = V::<T, I>::splat(isa, T::ONE);
         let eps = self.smoothing;
         let c = classes as f64;
-        // Per-lane target logit, class weight, sample weight, gradient factor; 0 where the
-        // lane is ignored or padding.
-        let (mut x_y, mut w_y, mut sw, mut g, mut ignored) = (
-            [0.0; MAX_LANES],
-            [0.0; MAX_LANES],
-            [0.0; MAX_LANES],
-            [0.0; MAX_LANES],
-            [1.0; MAX_LANES],
-        );
-        for j in 0..valid {
-            if counted(j) {
-                // SAFETY: lane j of column targets[j] is readable.
-                x_y[j] = unsafe { *p.x.add(targets[j] * stride + j) }.to_f64();
-                w_y[j] = self.class_weight(targets[j]);
-                sw[j] = self.sample_weight(r0 + j);
-                g[j] = self.scale.at(r0 + j) * sw[j];
-                ignored[j] = 0.0;
+        let grad = cols.writes();
+        // Per lane: the target as a float (-1 where ignored or padding), and only what varies
+        // by row among the class weight, the sample weight and the gradient factor.
+        let mut y = [T::from_f64(-1.0); MAX_LANES];
+        for (j, slot) in y[..valid].iter_mut().enumerate() {
+            let t = self.targets.get(r0 + j);
+            if t != self.ignore_index {
+                *slot = T::from_f64(t as f64);
             }
         }
-        let x_y = from_f64_lanes::<T, I>(isa, &x_y);
-        let w_y = from_f64_lanes::<T, I>(isa, &w_y);
-        let sw = from_f64_lanes::<T, I>(isa, &sw);
-        let g = from_f64_lanes::<T, I>(isa, &g);
-        let ignored = from_f64_lanes::<T, I>(isa, &ignored).eq(V::<T, I>::splat(isa, T::ONE));
-        let grad = !p.out.is_null();
-        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart; the
-        // target logits were read above, before anything is written.
+        // SAFETY: `y` holds MAX_LANES >= LANES values.
+        let y = unsafe { V::<T, I>::load(isa, y.as_ptr()) };
+        let ignored = y.lt(zero);
+        let w_y = match self.weight {
+            None => one,
+            Some(w) => {
+                let mut v = [T::ZERO; MAX_LANES];
+                for (j, slot) in v[..valid].iter_mut().enumerate() {
+                    if let Some(t) = self.target(r0 + j) {
+                        *slot = w[t];
+                    }
+                }
+                // SAFETY: `v` holds MAX_LANES >= LANES values.
+                unsafe { V::<T, I>::load(isa, v.as_ptr()) }
+            }
+        };
+        let sw = match self.sample_weight {
+            None => one,
+            Some(s) => {
+                let mut v = [T::ZERO; MAX_LANES];
+                v[..valid].copy_from_slice(&s[r0..r0 + valid]);
+                // SAFETY: `v` holds MAX_LANES >= LANES values.
+                unsafe { V::<T, I>::load(isa, v.as_ptr()) }
+            }
+        };
+        let g = match self.scale {
+            _ if !grad => zero,
+            Scale::Zero => zero,
+            Scale::Uniform(u) => V::<T, I>::splat(isa, T::from_f64(u)).mul(sw),
+            Scale::PerRow(go) => {
+                let mut v = [T::ZERO; MAX_LANES];
+                v[..valid].copy_from_slice(&go[r0..r0 + valid]);
+                // SAFETY: `v` holds MAX_LANES >= LANES values.
+                unsafe { V::<T, I>::load(isa, v.as_ptr()) }.mul(sw)
+            }
+        };
+        // SAFETY: the driver hands over `classes` columns (and an output when `grad`); every
+        // input column is read before the output is written.
         unsafe {
-            let m = col_max(isa, p.x, stride, classes);
+            // The maximum and, picked by comparing class numbers, the target logits.
+            let mut m = V::<T, I>::splat(isa, T::NEG_INFINITY);
+            let mut x_y = zero;
+            let mut class = zero;
+            for k in 0..classes {
+                let x = cols.x(isa, k);
+                m = m.max(x);
+                x_y = V::<T, I>::select(y.eq(class), x, x_y);
+                class = class.add(one);
+            }
+            if !self.softmax {
+                // NLL: loss -sw w_y x_y, gradient -g w_y at the target.
+                if grad {
+                    let hit = zero.sub(g.mul(w_y));
+                    let mut class = zero;
+                    for k in 0..classes {
+                        V::<T, I>::select(y.eq(class), hit, zero).store(cols.out(k));
+                        class = class.add(one);
+                    }
+                }
+                return V::<T, I>::select(ignored, zero, zero.sub(sw.mul(w_y).mul(x_y)));
+            }
             let mut sd = ColumnSum::<T, I>::new(isa);
             if eps > 0.0 {
                 for k in 0..classes {
-                    let d = V::<T, I>::load(isa, p.x.add(k * stride)).sub(m);
+                    let d = cols.x(isa, k).sub(m);
                     sd.add(match self.weight {
                         Some(w) => d.mul(V::<T, I>::splat(isa, w[k])),
                         None => d,
                     });
                 }
             }
-            let store = if grad { p.out } else { std::ptr::null_mut() };
-            let s = col_sum_exp(isa, p.x, stride, classes, m, store);
+            let s = col_sum_exp(isa, &cols, classes, m, grad);
             let ln_s = T::ln(s);
             let one_minus = V::<T, I>::splat(isa, T::from_f64(1.0 - eps));
             let nll = m.sub(x_y).add(ln_s);
@@ -598,20 +641,23 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 let smooth = total.mul(ln_s).sub(sd.total());
                 loss = V::<T, I>::splat(isa, T::from_f64(eps / c)).mul_add(smooth, loss);
             }
-            let zero = V::<T, I>::splat(isa, T::ZERO);
-            to_f64_lanes::<T, I>(V::<T, I>::select(ignored, zero, sw.mul(loss)), results);
+            let loss = V::<T, I>::select(ignored, zero, sw.mul(loss));
             if !grad {
-                return;
+                return loss;
             }
             if self.scale.is_zero() {
-                zero_columns(isa, p.out, stride, classes);
-                return;
+                for k in 0..classes {
+                    zero.store(cols.out(k));
+                }
+                return loss;
             }
             let mix = V::<T, I>::splat(isa, T::from_f64(eps / c * self.weight_total));
             let a = g.mul(one_minus.mul_add(w_y, mix)).div(s);
             let b = g.mul(V::<T, I>::splat(isa, T::from_f64(eps / c)));
+            let hit = g.mul(one_minus).mul(w_y);
+            let mut class = zero;
             for k in 0..classes {
-                let e = V::<T, I>::load(isa, p.out.add(k * stride));
+                let e = V::<T, I>::load(isa, cols.out(k));
                 let mut out = e.mul(a);
                 if eps > 0.0 {
                     let wk = match self.weight {
@@ -620,16 +666,11 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                     };
                     out = out.sub(b.mul(V::<T, I>::splat(isa, wk)));
                 }
-                V::<T, I>::select(ignored, zero, out).store(p.out.add(k * stride));
+                out = out.sub(V::<T, I>::select(y.eq(class), hit, zero));
+                class = class.add(one);
+                V::<T, I>::select(ignored, zero, out).store(cols.out(k));
             }
-            let mut hit = [0.0; MAX_LANES];
-            to_f64_lanes::<T, I>(g.mul(one_minus).mul(w_y), &mut hit);
-            for j in 0..valid {
-                if counted(j) {
-                    let at = p.out.add(targets[j] * stride + j);
-                    *at = T::from_f64((*at).to_f64() - hit[j]);
-                }
-            }
+            loss
         }
     }
 }
@@ -689,17 +730,11 @@ impl<T: Float> SoftTarget<'_, T> {
     /// `w_c t'_c` for column `k` of a lane group.
     ///
     /// # Safety
-    /// Column `k` of the target must be readable for `LANES` values.
+    /// `k` must be below the number of classes.
     #[inline(always)]
-    unsafe fn weighted_column<I: Isa>(
-        &self,
-        isa: I,
-        t: *const T,
-        k: usize,
-        stride: usize,
-    ) -> V<T, I> {
+    unsafe fn weighted_column<I: Isa>(&self, isa: I, cols: &Columns<T>, k: usize) -> V<T, I> {
         // SAFETY: see the function's contract.
-        let tv = unsafe { V::<T, I>::load(isa, t.add(k * stride)) };
+        let tv = unsafe { cols.x2(isa, k) };
         // No closures in vector code (see `simd::math`): they would leave the ISA.
         #[allow(clippy::manual_map)]
         let w = match self.weight {
@@ -768,11 +803,9 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
         isa: I,
         r0: usize,
         valid: usize,
-        p: Ptrs<T>,
-        stride: usize,
+        cols: Columns<T>,
         classes: usize,
-        results: &mut [f64; MAX_LANES],
-    ) {
+    ) -> V<T, I> {
         let (mut sw, mut g) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
         for j in 0..valid {
             sw[j] = self.sample_weight(r0 + j);
@@ -780,35 +813,37 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
         }
         let sw = from_f64_lanes::<T, I>(isa, &sw);
         let g = from_f64_lanes::<T, I>(isa, &g);
-        let grad = !p.out.is_null();
-        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart.
+        let grad = cols.writes();
+        // SAFETY: the driver hands over `classes` columns of both inputs (and an output when
+        // `grad`); every input column is read before the output is written.
         unsafe {
-            let m = col_max(isa, p.x, stride, classes);
+            let m = col_max(isa, &cols, classes);
             let (mut t_total, mut sd) = (ColumnSum::<T, I>::new(isa), ColumnSum::<T, I>::new(isa));
             for k in 0..classes {
-                let tw = self.weighted_column(isa, p.x2, k, stride);
-                let d = V::<T, I>::load(isa, p.x.add(k * stride)).sub(m);
+                let tw = self.weighted_column(isa, &cols, k);
                 t_total.add(tw);
-                sd.add(tw.mul(d));
+                sd.add(tw.mul(cols.x(isa, k).sub(m)));
             }
             let t_total = t_total.total();
-            let store = if grad { p.out } else { std::ptr::null_mut() };
-            let s = col_sum_exp(isa, p.x, stride, classes, m, store);
+            let s = col_sum_exp(isa, &cols, classes, m, grad);
             let loss = sw.mul(t_total.mul(T::ln(s)).sub(sd.total()));
-            to_f64_lanes::<T, I>(loss, results);
             if !grad {
-                return;
+                return loss;
             }
+            let zero = V::<T, I>::splat(isa, T::ZERO);
             if self.scale.is_zero() {
-                zero_columns(isa, p.out, stride, classes);
-                return;
+                for k in 0..classes {
+                    zero.store(cols.out(k));
+                }
+                return loss;
             }
             let a = g.mul(t_total).div(s);
             for k in 0..classes {
-                let e = V::<T, I>::load(isa, p.out.add(k * stride));
-                let tw = self.weighted_column(isa, p.x2, k, stride);
-                e.mul(a).sub(g.mul(tw)).store(p.out.add(k * stride));
+                let e = V::<T, I>::load(isa, cols.out(k));
+                let tw = self.weighted_column(isa, &cols, k);
+                e.mul(a).sub(g.mul(tw)).store(cols.out(k));
             }
+            loss
         }
     }
 }

@@ -101,6 +101,14 @@ impl Targets<'_> {
         self.len() == 0
     }
 
+    /// Target `i` exactly, for messages.
+    pub fn exact(&self, i: usize) -> i128 {
+        match self {
+            Targets::U64(t) => t[i] as i128,
+            _ => self.get(i) as i128,
+        }
+    }
+
     /// Target `i` as `i64`; `uint64` values beyond `i64::MAX` read as `i64::MAX`.
     #[inline(always)]
     pub fn get(&self, i: usize) -> i64 {

@@ -20,6 +20,7 @@ use std::ops::Range;
 
 use crate::error::XentError;
 use crate::float::Float;
+use crate::kernels::stats::{V, load_upto, store_upto};
 use crate::kernels::{Layout, RawIn, RawOut};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
@@ -72,25 +73,88 @@ impl<T> Ptrs<T> {
     }
 }
 
+/// A group of `LANES` rows laid out by columns: class `c` of lane `j` of the inputs sits at
+/// `c * class_stride + j`, of the output at `c * out_stride + j`. `x2` and `out` are null
+/// when unused; `out` may equal `x` (same contract as [`Ptrs`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Columns<T> {
+    x: *const T,
+    x2: *const T,
+    out: *mut T,
+    class_stride: usize,
+    out_stride: usize,
+}
+
+impl<T: Float> Columns<T> {
+    #[inline(always)]
+    unsafe fn load<I: Isa>(&self, isa: I, base: *const T, c: usize) -> V<T, I> {
+        // SAFETY: the driver built these strides for `classes` columns of LANES lanes.
+        unsafe { V::<T, I>::load(isa, base.add(c * self.class_stride)) }
+    }
+
+    /// Column `c` of the input.
+    ///
+    /// # Safety
+    /// `c` must be below the number of classes.
+    #[inline(always)]
+    pub(crate) unsafe fn x<I: Isa>(&self, isa: I, c: usize) -> V<T, I> {
+        // SAFETY: see the function's contract.
+        unsafe { self.load(isa, self.x, c) }
+    }
+
+    /// Column `c` of the second input, which must be present.
+    ///
+    /// # Safety
+    /// `c` must be below the number of classes.
+    #[inline(always)]
+    pub(crate) unsafe fn x2<I: Isa>(&self, isa: I, c: usize) -> V<T, I> {
+        // SAFETY: see the function's contract.
+        unsafe { self.load(isa, self.x2, c) }
+    }
+
+    /// Whether an output is written.
+    #[inline(always)]
+    pub(crate) fn writes(&self) -> bool {
+        !self.out.is_null()
+    }
+
+    /// Where column `c` of the output starts (LANES contiguous values).
+    ///
+    /// # Safety
+    /// `c` must be below the number of classes and the output present.
+    #[inline(always)]
+    pub(crate) unsafe fn out(&self, c: usize) -> *mut T {
+        // SAFETY: see the function's contract.
+        unsafe { self.out.add(c * self.out_stride) }
+    }
+
+    /// Class `c` of lane `j` of the input.
+    ///
+    /// # Safety
+    /// `c` below the number of classes, `j` below LANES.
+    #[inline(always)]
+    pub(crate) unsafe fn x_at(&self, c: usize, j: usize) -> T {
+        // SAFETY: see the function's contract.
+        unsafe { *self.x.add(c * self.class_stride + j) }
+    }
+}
+
 /// A computation over the class axis. See the module docs.
 pub(crate) trait RowKernel<T: Float>: Sync {
     /// Processes row `r`, whose `classes` values are contiguous at `p`; returns its result.
     fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, classes: usize) -> f64;
 
-    /// Processes rows `r0 .. r0 + LANES` laid out by columns (`stride` apart); only the first
-    /// `valid` rows are real, the others are padding that must not touch per-row data.
-    /// Writes each real row's result to `results`.
-    #[allow(clippy::too_many_arguments)]
+    /// Processes rows `r0 .. r0 + LANES` laid out by columns; only the first `valid` rows are
+    /// real, the others are padding that must not touch per-row data. Returns each row's
+    /// result in its lane, with 0 in the padding lanes.
     fn lanes<I: Isa>(
         &self,
         isa: I,
         r0: usize,
         valid: usize,
-        p: Ptrs<T>,
-        stride: usize,
+        cols: Columns<T>,
         classes: usize,
-        results: &mut [f64; MAX_LANES],
-    );
+    ) -> V<T, I>;
 }
 
 /// What to do with each row's result.
@@ -176,6 +240,17 @@ struct Accumulator<T> {
 }
 
 impl<T: Float> Accumulator<T> {
+    /// Takes the results of the `valid` rows from `r0` on, one per lane (padding lanes are 0).
+    #[inline(always)]
+    fn push_lanes<I: Isa>(&mut self, r0: usize, valid: usize, values: V<T, I>) {
+        match self.results {
+            RowResults::Discard => {}
+            // SAFETY: rows r0 .. r0+valid belong to this block; each is stored by it only.
+            RowResults::Store(out) => unsafe { store_upto(values, out.ptr().add(r0), valid) },
+            RowResults::Sum => self.sum += values.reduce_sum(),
+        }
+    }
+
     #[inline(always)]
     fn push(&mut self, r: usize, value: f64) {
         match self.results {
@@ -208,54 +283,51 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
         }
     }
 
-    /// Few classes, class axis last: transpose `TILE_ROWS` rows at a time into a tile.
+    /// Few classes, class axis last: `TILE_ROWS` rows at a time are transposed into a tile of
+    /// columns (a vector transpose of each lane group), processed, and transposed back.
     #[inline(always)]
     fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<T>) {
         let classes = self.layout.classes;
-        let lanes = T::Vec::<I>::LANES;
+        let lanes = V::<T, I>::LANES;
         let base = self.base();
         let tile_len = classes * TILE_ROWS;
         let mut tile = vec![T::ZERO; 3 * tile_len];
         let (tx, rest) = tile.split_at_mut(tile_len);
         let (tx2, tout) = rest.split_at_mut(tile_len);
-        let mut results = [0.0; MAX_LANES];
         for r0 in self.range.clone().step_by(TILE_ROWS) {
             let n = TILE_ROWS.min(self.range.end - r0);
             // SAFETY: rows r0 .. r0+n lie inside every buffer.
             let p = unsafe { base.add(r0 * classes) };
             // SAFETY: n rows of `classes` values are readable at p.x (and p.x2).
             unsafe {
-                transpose_in(p.x, tx, n, classes);
+                transpose_in::<T, I>(isa, p.x, tx, n, classes);
                 if !p.x2.is_null() {
-                    transpose_in(p.x2, tx2, n, classes);
+                    transpose_in::<T, I>(isa, p.x2, tx2, n, classes);
                 }
             }
-            let tp = Ptrs {
-                x: tx.as_ptr(),
-                x2: if p.x2.is_null() {
-                    std::ptr::null()
-                } else {
-                    tx2.as_ptr()
-                },
-                out: if p.out.is_null() {
-                    std::ptr::null_mut()
-                } else {
-                    tout.as_mut_ptr()
-                },
-            };
             for g in (0..n).step_by(lanes) {
                 let valid = lanes.min(n - g);
-                // SAFETY: lane group g lies inside the tile (TILE_ROWS is a multiple of lanes).
-                let gp = unsafe { tp.add(g) };
-                self.kernel
-                    .lanes(isa, r0 + g, valid, gp, TILE_ROWS, classes, &mut results);
-                for (j, &v) in results[..valid].iter().enumerate() {
-                    acc.push(r0 + g + j, v);
-                }
+                let cols = Columns {
+                    x: tx[g..].as_ptr(),
+                    x2: if p.x2.is_null() {
+                        std::ptr::null()
+                    } else {
+                        tx2[g..].as_ptr()
+                    },
+                    out: if p.out.is_null() {
+                        std::ptr::null_mut()
+                    } else {
+                        tout[g..].as_mut_ptr()
+                    },
+                    class_stride: TILE_ROWS,
+                    out_stride: TILE_ROWS,
+                };
+                let values = self.kernel.lanes(isa, r0 + g, valid, cols, classes);
+                acc.push_lanes::<I>(r0 + g, valid, values);
             }
             if !p.out.is_null() {
                 // SAFETY: n rows of `classes` values are writable at p.out.
-                unsafe { transpose_out(tout, p.out, n, classes) };
+                unsafe { transpose_out::<T, I>(isa, tout, p.out, n, classes) };
             }
         }
     }
@@ -266,7 +338,6 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
         let Layout { classes, inner, .. } = self.layout;
         let lanes = T::Vec::<I>::LANES;
         let base = self.base();
-        let mut results = [0.0; MAX_LANES];
         let mut tile: Vec<T> = Vec::new();
         let mut r = self.range.start;
         while r < self.range.end {
@@ -274,9 +345,16 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             let valid = lanes.min(inner - i).min(self.range.end - r);
             // SAFETY: element (o, 0, i) and the `classes` strides after it are in bounds.
             let p = unsafe { base.add(o * classes * inner + i) };
+            let values;
             if valid == lanes {
-                self.kernel
-                    .lanes(isa, r, valid, p, inner, classes, &mut results);
+                let cols = Columns {
+                    x: p.x,
+                    x2: p.x2,
+                    out: p.out,
+                    class_stride: inner,
+                    out_stride: inner,
+                };
+                values = self.kernel.lanes(isa, r, valid, cols, classes);
             } else {
                 if tile.is_empty() {
                     tile = vec![T::ZERO; 3 * classes * lanes];
@@ -290,7 +368,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
                         gather_in(p.x2, inner, tx2, lanes, valid, classes);
                     }
                 }
-                let tp = Ptrs {
+                let cols = Columns {
                     x: tx.as_ptr(),
                     x2: if p.x2.is_null() {
                         std::ptr::null()
@@ -302,49 +380,93 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
                     } else {
                         tout.as_mut_ptr()
                     },
+                    class_stride: lanes,
+                    out_stride: lanes,
                 };
-                self.kernel
-                    .lanes(isa, r, valid, tp, lanes, classes, &mut results);
+                values = self.kernel.lanes(isa, r, valid, cols, classes);
                 if !p.out.is_null() {
                     // SAFETY: `valid` lanes of `classes` strided values are writable at p.out.
                     unsafe { scatter_out(tout, lanes, p.out, inner, valid, classes) };
                 }
             }
-            for (j, &v) in results[..valid].iter().enumerate() {
-                acc.push(r + j, v);
-            }
+            acc.push_lanes::<I>(r, valid, values);
             r += valid;
         }
     }
 }
 
 /// Copies `n` contiguous rows of `classes` values at `src` into `tile` by columns
-/// (`TILE_ROWS` apart), zero-filling the rows after `n`.
+/// (`TILE_ROWS` apart), zero-filling the rows after `n`: a `LANES x LANES` vector transpose per
+/// lane group and run of `LANES` classes.
 ///
 /// # Safety
 /// `src` must be readable for `n * classes` values.
 #[inline(always)]
-unsafe fn transpose_in<T: Float>(src: *const T, tile: &mut [T], n: usize, classes: usize) {
-    for c in 0..classes {
-        let col = &mut tile[c * TILE_ROWS..(c + 1) * TILE_ROWS];
-        for (j, slot) in col[..n].iter_mut().enumerate() {
-            // SAFETY: j < n rows of `classes` values are readable.
-            *slot = unsafe { *src.add(j * classes + c) };
+unsafe fn transpose_in<T: Float, I: Isa>(
+    isa: I,
+    src: *const T,
+    tile: &mut [T],
+    n: usize,
+    classes: usize,
+) {
+    let lanes = V::<T, I>::LANES;
+    let zero = V::<T, I>::splat(isa, T::ZERO);
+    let mut regs = [zero; MAX_LANES];
+    let regs = &mut regs[..lanes];
+    for g in (0..TILE_ROWS).step_by(lanes) {
+        for c0 in (0..classes).step_by(lanes) {
+            let width = lanes.min(classes - c0);
+            for (j, reg) in regs.iter_mut().enumerate() {
+                let row = g + j;
+                *reg = if row < n {
+                    // SAFETY: row < n, and c0 + width <= classes.
+                    unsafe { load_upto(isa, src.add(row * classes + c0), width, T::ZERO) }
+                } else {
+                    zero
+                };
+            }
+            V::<T, I>::transpose(regs);
+            for (c, reg) in regs[..width].iter().enumerate() {
+                // SAFETY: column c0 + c of lane group g lies inside the tile.
+                unsafe { reg.store(tile.as_mut_ptr().add((c0 + c) * TILE_ROWS + g)) };
+            }
         }
-        col[n..].fill(T::ZERO);
     }
 }
 
-/// Writes the first `n` columns of `tile` back as contiguous rows at `dst`.
+/// Writes the first `n` columns of `tile` back as contiguous rows at `dst` (the inverse of
+/// [`transpose_in`]).
 ///
 /// # Safety
 /// `dst` must be writable for `n * classes` values.
 #[inline(always)]
-unsafe fn transpose_out<T: Float>(tile: &[T], dst: *mut T, n: usize, classes: usize) {
-    for j in 0..n {
-        for c in 0..classes {
-            // SAFETY: j < n rows of `classes` values are writable.
-            unsafe { *dst.add(j * classes + c) = tile[c * TILE_ROWS + j] };
+unsafe fn transpose_out<T: Float, I: Isa>(
+    isa: I,
+    tile: &[T],
+    dst: *mut T,
+    n: usize,
+    classes: usize,
+) {
+    let lanes = V::<T, I>::LANES;
+    let zero = V::<T, I>::splat(isa, T::ZERO);
+    let mut regs = [zero; MAX_LANES];
+    let regs = &mut regs[..lanes];
+    for g in (0..n).step_by(lanes) {
+        for c0 in (0..classes).step_by(lanes) {
+            let width = lanes.min(classes - c0);
+            for (c, reg) in regs.iter_mut().enumerate() {
+                *reg = if c < width {
+                    // SAFETY: column c0 + c of lane group g lies inside the tile.
+                    unsafe { V::<T, I>::load(isa, tile.as_ptr().add((c0 + c) * TILE_ROWS + g)) }
+                } else {
+                    zero
+                };
+            }
+            V::<T, I>::transpose(regs);
+            for (j, reg) in regs[..lanes.min(n - g)].iter().enumerate() {
+                // SAFETY: row g + j < n, and c0 + width <= classes.
+                unsafe { store_upto(*reg, dst.add((g + j) * classes + c0), width) };
+            }
         }
     }
 }

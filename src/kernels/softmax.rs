@@ -8,9 +8,10 @@
 
 use crate::error::XentError;
 use crate::float::Float;
-use crate::kernels::rows::{MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
+use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
 use crate::kernels::stats::{
-    ColumnSum, V, col_max, col_sum_exp, load_upto, row_max, row_sum_exp, store_upto, to_f64_lanes,
+    ColumnSum, V, col_max, col_sum_exp, from_f64_lanes, load_upto, row_max, row_sum_exp,
+    store_upto, to_f64_lanes,
 };
 use crate::kernels::{Io, Layout, RawIn, RawOut, check_len};
 use crate::simd::{Isa, Vector};
@@ -141,30 +142,28 @@ impl<T: Float> RowKernel<T> for Normalize {
         isa: I,
         _r0: usize,
         _valid: usize,
-        p: Ptrs<T>,
-        stride: usize,
+        cols: Columns<T>,
         classes: usize,
-        _results: &mut [f64; MAX_LANES],
-    ) {
-        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart.
+    ) -> V<T, I> {
+        // SAFETY: the driver hands over `classes` columns with an output.
         unsafe {
-            let m = col_max(isa, p.x, stride, classes);
+            let m = col_max(isa, &cols, classes);
             if self.log {
-                let s = col_sum_exp(isa, p.x, stride, classes, m, std::ptr::null_mut());
-                let ln_s = T::ln(s);
+                let ln_s = T::ln(col_sum_exp(isa, &cols, classes, m, false));
                 for c in 0..classes {
-                    let x = V::<T, I>::load(isa, p.x.add(c * stride));
-                    x.sub(m).sub(ln_s).store(p.out.add(c * stride));
+                    cols.x(isa, c).sub(m).sub(ln_s).store(cols.out(c));
                 }
             } else {
-                let s = col_sum_exp(isa, p.x, stride, classes, m, p.out);
+                let s = col_sum_exp(isa, &cols, classes, m, true);
                 let inv = V::<T, I>::splat(isa, T::ONE).div(s);
                 for c in 0..classes {
-                    let e = V::<T, I>::load(isa, p.out.add(c * stride));
-                    e.mul(inv).store(p.out.add(c * stride));
+                    V::<T, I>::load(isa, cols.out(c))
+                        .mul(inv)
+                        .store(cols.out(c));
                 }
             }
         }
+        V::<T, I>::splat(isa, T::ZERO)
     }
 }
 
@@ -204,32 +203,30 @@ impl<T: Float> RowKernel<T> for LogSumExp {
         isa: I,
         _r0: usize,
         valid: usize,
-        p: Ptrs<T>,
-        stride: usize,
+        cols: Columns<T>,
         classes: usize,
-        results: &mut [f64; MAX_LANES],
-    ) {
-        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart.
+    ) -> V<T, I> {
+        // SAFETY: the driver hands over `classes` columns.
         let (m, s) = unsafe {
-            let m = col_max(isa, p.x, stride, classes);
-            (
-                m,
-                col_sum_exp(isa, p.x, stride, classes, m, std::ptr::null_mut()),
-            )
+            let m = col_max(isa, &cols, classes);
+            (m, col_sum_exp(isa, &cols, classes, m, false))
         };
+        let lse = m.add(T::ln(s));
         let mut ms = [0.0; MAX_LANES];
         to_f64_lanes::<T, I>(m, &mut ms);
-        to_f64_lanes::<T, I>(T::ln(s), results);
-        for j in 0..valid {
-            results[j] = if ms[j].is_finite() {
-                ms[j] + results[j]
-            } else {
-                // SAFETY: lane j < valid of every column is readable.
-                special_logsumexp(
-                    (0..classes).map(|c| unsafe { *p.x.add(c * stride + j) }.to_f64()),
-                )
-            };
+        if ms[..valid].iter().all(|m| m.is_finite()) {
+            return lse;
         }
+        let mut out = [0.0; MAX_LANES];
+        to_f64_lanes::<T, I>(lse, &mut out);
+        for j in 0..valid {
+            if !ms[j].is_finite() {
+                // SAFETY: lane j < valid of every column is readable.
+                out[j] =
+                    special_logsumexp((0..classes).map(|c| unsafe { cols.x_at(c, j) }.to_f64()));
+            }
+        }
+        from_f64_lanes::<T, I>(isa, &out)
     }
 }
 
@@ -279,35 +276,28 @@ impl<T: Float> RowKernel<T> for Backward {
         isa: I,
         _r0: usize,
         _valid: usize,
-        p: Ptrs<T>,
-        stride: usize,
+        cols: Columns<T>,
         classes: usize,
-        _results: &mut [f64; MAX_LANES],
-    ) {
-        // SAFETY: the driver hands over `classes` columns of LANES values, `stride` apart, at
-        // p.x, p.x2 (read) and p.out (written).
+    ) -> V<T, I> {
+        // SAFETY: the driver hands over `classes` columns of both inputs and an output.
         unsafe {
             let mut sum = ColumnSum::<T, I>::new(isa);
             for c in 0..classes {
-                let g = V::<T, I>::load(isa, p.x.add(c * stride));
-                sum.add(if self.log {
-                    g
-                } else {
-                    g.mul(V::<T, I>::load(isa, p.x2.add(c * stride)))
-                });
+                let g = cols.x(isa, c);
+                sum.add(if self.log { g } else { g.mul(cols.x2(isa, c)) });
             }
             let total = sum.total();
             for c in 0..classes {
-                let g = V::<T, I>::load(isa, p.x.add(c * stride));
-                let y = V::<T, I>::load(isa, p.x2.add(c * stride));
+                let (g, y) = (cols.x(isa, c), cols.x2(isa, c));
                 let r = if self.log {
                     g.sub(T::exp(y).mul(total))
                 } else {
                     y.mul(g.sub(total))
                 };
-                r.store(p.out.add(c * stride));
+                r.store(cols.out(c));
             }
         }
+        V::<T, I>::splat(isa, T::ZERO)
     }
 }
 

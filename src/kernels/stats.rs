@@ -4,6 +4,7 @@
 //! All of them are `#[inline(always)]`: they are compiled into the caller's instruction set.
 
 use crate::float::Float;
+use crate::kernels::rows::Columns;
 use crate::simd::{Isa, Vector};
 
 /// This element type's vector for instruction set `I`.
@@ -43,8 +44,9 @@ pub(crate) unsafe fn row_max<T: Float, I: Isa>(isa: I, x: *const T, n: usize) ->
     acc[0].max(acc[1]).max(acc[2].max(acc[3])).reduce_max()
 }
 
-/// `Σ exp(x - m)` over the contiguous row `x[..n]`, accumulated in f64. When `e` is not
-/// null, also stores `exp(x - m)` there (`e` may equal `x`).
+/// `Σ exp(x - m)` over the contiguous row `x[..n]`, accumulated in f64 (each group of four
+/// vectors is added in the element precision first, then widened). When `e` is not null,
+/// also stores `exp(x - m)` there (`e` may equal `x`).
 ///
 /// # Safety
 /// `x` must be readable and `e` (unless null) writable for `n` values.
@@ -58,20 +60,26 @@ pub(crate) unsafe fn row_sum_exp<T: Float, I: Isa>(
 ) -> f64 {
     let lanes = V::<T, I>::LANES;
     let mv = V::<T, I>::splat(isa, m);
-    let mut acc = [V::<T, I>::wide_zero(isa); 2];
+    let mut acc = V::<T, I>::wide_zero(isa);
     let mut i = 0;
-    while i + 2 * lanes <= n {
-        for (k, a) in acc.iter_mut().enumerate() {
-            let at = i + k * lanes;
-            // SAFETY: at + lanes <= n.
-            let v = T::exp(unsafe { V::<T, I>::load(isa, x.add(at)) }.sub(mv));
-            if !e.is_null() {
-                // SAFETY: at + lanes <= n.
-                unsafe { v.store(e.add(at)) };
+    while i + 4 * lanes <= n {
+        // SAFETY: i + 4 * lanes <= n.
+        let v = unsafe {
+            [
+                T::exp(V::<T, I>::load(isa, x.add(i)).sub(mv)),
+                T::exp(V::<T, I>::load(isa, x.add(i + lanes)).sub(mv)),
+                T::exp(V::<T, I>::load(isa, x.add(i + 2 * lanes)).sub(mv)),
+                T::exp(V::<T, I>::load(isa, x.add(i + 3 * lanes)).sub(mv)),
+            ]
+        };
+        if !e.is_null() {
+            for (k, vk) in v.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { vk.store(e.add(i + k * lanes)) };
             }
-            *a = v.wide_add(*a);
         }
-        i += 2 * lanes;
+        acc = v[0].add(v[1]).add(v[2].add(v[3])).wide_add(acc);
+        i += 4 * lanes;
     }
     while i < n {
         let k = lanes.min(n - i);
@@ -81,10 +89,10 @@ pub(crate) unsafe fn row_sum_exp<T: Float, I: Isa>(
             // SAFETY: k values remain.
             unsafe { store_upto(v, e.add(i), k) };
         }
-        acc[0] = v.wide_add(acc[0]);
+        acc = v.wide_add(acc);
         i += k;
     }
-    V::<T, I>::wide_sum(acc[0]) + V::<T, I>::wide_sum(acc[1])
+    V::<T, I>::wide_sum(acc)
 }
 
 /// Loads `k <= LANES` values, filling the rest with `fill`.
@@ -122,49 +130,44 @@ pub(crate) unsafe fn store_upto<T: Float, I: Isa>(v: V<T, I>, p: *mut T, k: usiz
     }
 }
 
-/// Lane-wise maximum down `classes` columns `stride` apart.
+/// Lane-wise maximum of the input's columns.
 ///
 /// # Safety
-/// `x + c * stride` must be readable for `LANES` values for every class `c`.
+/// `cols` must hold `classes` columns.
 #[inline(always)]
 pub(crate) unsafe fn col_max<T: Float, I: Isa>(
     isa: I,
-    x: *const T,
-    stride: usize,
+    cols: &Columns<T>,
     classes: usize,
 ) -> V<T, I> {
     let mut m = V::<T, I>::splat(isa, T::NEG_INFINITY);
     for c in 0..classes {
         // SAFETY: see the function's contract.
-        m = m.max(unsafe { V::<T, I>::load(isa, x.add(c * stride)) });
+        m = m.max(unsafe { cols.x(isa, c) });
     }
     m
 }
 
-/// Lane-wise `Σ_c exp(x_c - m)` down `classes` columns `stride` apart, summed in the element
-/// precision over runs of 16 classes and in f64 across runs, returned rounded to the element
-/// precision. When `e` is not null, also stores `exp(x_c - m)` there (same layout; `e` may
-/// equal `x`).
+/// Lane-wise `Σ_c exp(x_c - m)` of the input's columns (see [`ColumnSum`]), rounded to the
+/// element precision. With `store`, also writes `exp(x_c - m)` to the output's columns.
 ///
 /// # Safety
-/// `x + c * stride` (and `e + c * stride` unless null) must be valid for `LANES` values for
-/// every class `c`.
+/// `cols` must hold `classes` columns, and an output when `store`.
 #[inline(always)]
 pub(crate) unsafe fn col_sum_exp<T: Float, I: Isa>(
     isa: I,
-    x: *const T,
-    stride: usize,
+    cols: &Columns<T>,
     classes: usize,
     m: V<T, I>,
-    e: *mut T,
+    store: bool,
 ) -> V<T, I> {
     let mut sum = ColumnSum::<T, I>::new(isa);
     for c in 0..classes {
         // SAFETY: see the function's contract.
-        let v = T::exp(unsafe { V::<T, I>::load(isa, x.add(c * stride)) }.sub(m));
-        if !e.is_null() {
+        let v = T::exp(unsafe { cols.x(isa, c) }.sub(m));
+        if store {
             // SAFETY: see the function's contract.
-            unsafe { v.store(e.add(c * stride)) };
+            unsafe { v.store(cols.out(c)) };
         }
         sum.add(v);
     }

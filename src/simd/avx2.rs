@@ -178,6 +178,37 @@ impl Vector for F32x8 {
     }
 
     #[inline(always)]
+    fn transpose(rows: &mut [Self]) {
+        let r: &mut [Self; 8] = rows.try_into().expect("an 8 x 8 transpose");
+        let t: [__m256; 8] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1].0, r[i | 1].0);
+            if i % 2 == 0 {
+                avx!(_mm256_unpacklo_ps(a, b))
+            } else {
+                avx!(_mm256_unpackhi_ps(a, b))
+            }
+        });
+        // u[4h + k] holds column (4 lane + k) of rows 4h .. 4h+3 in each 128-bit lane.
+        let u: [__m256; 8] = std::array::from_fn(|i| {
+            let (h, k) = (i / 4, i % 4);
+            let (a, b) = (t[4 * h + k / 2], t[4 * h + k / 2 + 2]);
+            if k % 2 == 0 {
+                avx!(_mm256_shuffle_ps::<0x44>(a, b))
+            } else {
+                avx!(_mm256_shuffle_ps::<0xEE>(a, b))
+            }
+        });
+        for (c, out) in r.iter_mut().enumerate() {
+            let (a, b) = (u[c % 4], u[4 + c % 4]);
+            out.0 = if c < 4 {
+                avx!(_mm256_permute2f128_ps::<0x20>(a, b))
+            } else {
+                avx!(_mm256_permute2f128_ps::<0x31>(a, b))
+            };
+        }
+    }
+
+    #[inline(always)]
     fn lt(self, o: Self) -> __m256 {
         avx!(_mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0))
     }
@@ -362,6 +393,19 @@ impl Vector for F64x4 {
             _mm256_set1_epi64x(0x3ff0_0000_0000_0000)
         ));
         (F64x4(avx!(_mm256_castsi256_pd(m))), F64x4(e))
+    }
+
+    #[inline(always)]
+    fn transpose(rows: &mut [Self]) {
+        let r: &mut [Self; 4] = rows.try_into().expect("a 4 x 4 transpose");
+        let t0 = avx!(_mm256_unpacklo_pd(r[0].0, r[1].0));
+        let t1 = avx!(_mm256_unpackhi_pd(r[0].0, r[1].0));
+        let t2 = avx!(_mm256_unpacklo_pd(r[2].0, r[3].0));
+        let t3 = avx!(_mm256_unpackhi_pd(r[2].0, r[3].0));
+        r[0].0 = avx!(_mm256_permute2f128_pd::<0x20>(t0, t2));
+        r[1].0 = avx!(_mm256_permute2f128_pd::<0x20>(t1, t3));
+        r[2].0 = avx!(_mm256_permute2f128_pd::<0x31>(t0, t2));
+        r[3].0 = avx!(_mm256_permute2f128_pd::<0x31>(t1, t3));
     }
 
     #[inline(always)]

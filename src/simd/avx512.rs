@@ -147,6 +147,50 @@ impl Vector for F32x16 {
     }
 
     #[inline(always)]
+    fn transpose(rows: &mut [Self]) {
+        let r: &mut [Self; 16] = rows.try_into().expect("a 16 x 16 transpose");
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1].0, r[i | 1].0);
+            if i % 2 == 0 {
+                avx512!(_mm512_unpacklo_ps(a, b))
+            } else {
+                avx512!(_mm512_unpackhi_ps(a, b))
+            }
+        });
+        // u[4g + k] holds column (4 lane + k) of rows 4g .. 4g+3 in each 128-bit lane.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (g, k) = (i / 4, i % 4);
+            let a = avx512!(_mm512_castps_pd(t[4 * g + k / 2]));
+            let b = avx512!(_mm512_castps_pd(t[4 * g + k / 2 + 2]));
+            if k % 2 == 0 {
+                avx512!(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)))
+            } else {
+                avx512!(_mm512_castpd_ps(_mm512_unpackhi_pd(a, b)))
+            }
+        });
+        // v[k], v[k + 4]: columns {k, k+8} and {k+4, k+12} of rows 0..8; v[k + 8], v[k + 12]: of
+        // rows 8..16.
+        let v: [__m512; 16] = std::array::from_fn(|i| {
+            let (half, odd, k) = (i / 8, (i / 4) % 2, i % 4);
+            let (a, b) = (u[8 * half + k], u[8 * half + k + 4]);
+            if odd == 0 {
+                avx512!(_mm512_shuffle_f32x4::<0x88>(a, b))
+            } else {
+                avx512!(_mm512_shuffle_f32x4::<0xdd>(a, b))
+            }
+        });
+        for (c, out) in r.iter_mut().enumerate() {
+            let k = c % 8;
+            let (a, b) = (v[k], v[k + 8]);
+            out.0 = if c < 8 {
+                avx512!(_mm512_shuffle_f32x4::<0x88>(a, b))
+            } else {
+                avx512!(_mm512_shuffle_f32x4::<0xdd>(a, b))
+            };
+        }
+    }
+
+    #[inline(always)]
     fn lt(self, o: Self) -> __mmask16 {
         avx512!(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, o.0))
     }
@@ -286,6 +330,38 @@ impl Vector for F64x8 {
             self.0
         ));
         (F64x8(m), F64x8(avx512!(_mm512_getexp_pd(self.0))))
+    }
+
+    #[inline(always)]
+    fn transpose(rows: &mut [Self]) {
+        let r: &mut [Self; 8] = rows.try_into().expect("an 8 x 8 transpose");
+        let t: [__m512d; 8] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1].0, r[i | 1].0);
+            if i % 2 == 0 {
+                avx512!(_mm512_unpacklo_pd(a, b))
+            } else {
+                avx512!(_mm512_unpackhi_pd(a, b))
+            }
+        });
+        // u[4h + k]: columns k and k + 4 of rows 4h .. 4h+3.
+        let u: [__m512d; 8] = std::array::from_fn(|i| {
+            let (h, k) = (i / 4, i % 4);
+            let (a, b) = (t[4 * h + k % 2], t[4 * h + k % 2 + 2]);
+            if k < 2 {
+                avx512!(_mm512_shuffle_f64x2::<0x88>(a, b))
+            } else {
+                avx512!(_mm512_shuffle_f64x2::<0xdd>(a, b))
+            }
+        });
+        for (c, out) in r.iter_mut().enumerate() {
+            let k = c % 4;
+            let (a, b) = (u[k], u[k + 4]);
+            out.0 = if c < 4 {
+                avx512!(_mm512_shuffle_f64x2::<0x88>(a, b))
+            } else {
+                avx512!(_mm512_shuffle_f64x2::<0xdd>(a, b))
+            };
+        }
     }
 
     #[inline(always)]

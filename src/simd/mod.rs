@@ -114,6 +114,12 @@ pub trait Vector: Copy + Send + Sync {
     /// Splits a positive normal `self` into `(m, e)` with `self = m * 2^e`, `m` in `[1, 2)`.
     fn frexp(self) -> (Self, Self);
 
+    /// Transposes the `LANES x LANES` matrix whose row `j` is `rows[j]`, in place.
+    ///
+    /// # Panics
+    /// If `rows` does not hold exactly `LANES` vectors.
+    fn transpose(rows: &mut [Self]);
+
     /// Lanes where `self < o`.
     fn lt(self, o: Self) -> Self::Mask;
     /// Lanes where `self <= o`.
@@ -269,5 +275,60 @@ pub fn dispatch_at<W: WithIsa>(l: Level, w: W) -> W::Output {
             None => w.run(Scalar),
         },
         _ => w.run(Scalar),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Transposes a `LANES x LANES` matrix of `T` with the vector transpose of level `l`.
+    struct Transpose<'a, T> {
+        m: &'a mut [T],
+    }
+
+    impl<T: Float> WithIsa for Transpose<'_, T> {
+        type Output = usize;
+
+        #[inline(always)]
+        fn run<I: Isa>(self, isa: I) -> usize {
+            let lanes = T::Vec::<I>::LANES;
+            let mut rows: Vec<T::Vec<I>> = (0..lanes)
+                // SAFETY: the matrix holds lanes * lanes values.
+                .map(|j| unsafe { T::Vec::<I>::load(isa, self.m.as_ptr().add(j * lanes)) })
+                .collect();
+            T::Vec::<I>::transpose(&mut rows);
+            for (j, r) in rows.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { r.store(self.m.as_mut_ptr().add(j * lanes)) };
+            }
+            lanes
+        }
+    }
+
+    fn check<T: Float>() {
+        for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
+            let mut m: Vec<T> = (0..256).map(|i| T::from_f64(i as f64)).collect();
+            let lanes = dispatch_at(level, Transpose { m: &mut m });
+            for i in 0..lanes {
+                for j in 0..lanes {
+                    assert_eq!(m[i * lanes + j].to_f64(), (j * lanes + i) as f64, "{level}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposes_are_transposes() {
+        check::<f32>();
+        check::<f64>();
+    }
+
+    #[test]
+    fn level_names_round_trip() {
+        for l in Level::ALL {
+            assert_eq!(Level::parse(l.name()), Ok(l));
+        }
+        assert!(Level::parse("sse9").is_err());
     }
 }

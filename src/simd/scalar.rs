@@ -114,6 +114,11 @@ macro_rules! scalar_vector {
             }
 
             #[inline(always)]
+            fn transpose(rows: &mut [Self]) {
+                assert_eq!(rows.len(), 1, "a 1 x 1 transpose");
+            }
+
+            #[inline(always)]
             fn lt(self, o: Self) -> bool {
                 self.0 < o.0
             }

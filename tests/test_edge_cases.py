@@ -1,0 +1,40 @@
+"""Edge cases found in review: exact messages for huge targets, zero mean denominators,
+float16 output buffers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xent_rs
+
+
+def test_huge_uint64_target_is_reported_exactly() -> None:
+    x = np.zeros((2, 3), np.float32)
+    y = np.array([0, 2**64 - 1], dtype=np.uint64)
+    with pytest.raises(IndexError, match="18446744073709551615"):
+        xent_rs.cross_entropy(x, y)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_mean_with_zero_total_weight_is_nan_with_zero_gradient(label_smoothing: float) -> None:
+    x = np.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]])
+    y = np.array([0, 0])
+    weight = np.array([0.0, 1.0, 1.0])
+    loss, grad = xent_rs.cross_entropy(
+        x, y, weight=weight, label_smoothing=label_smoothing, return_grad=True
+    )
+    assert np.isnan(loss)
+    assert np.array_equal(grad, np.zeros_like(x))
+
+
+@pytest.mark.parametrize("fn", [xent_rs.log_softmax, xent_rs.softmax])
+def test_float16_out_must_be_float16(fn: object) -> None:
+    x = np.zeros((2, 3), np.float16)
+    with pytest.raises(TypeError, match="float16"):
+        fn(x, out=np.zeros((2, 3), np.float32))  # type: ignore[operator]
+    with pytest.raises(ValueError, match="shape"):
+        fn(x, out=np.zeros((3, 2), np.float16))  # type: ignore[operator]
+    out = np.zeros((2, 3), np.float16)
+    assert fn(x, out=out) is out  # type: ignore[operator]
+    assert out.dtype == np.float16
