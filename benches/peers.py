@@ -423,6 +423,8 @@ def build_xent_rs(xr: Any, op: str, d: Data) -> Call | None:
         if op == "log_loss_labels":
             labels = d.log_loss_labels
             return Call(lambda: xr.log_loss(y, proba, labels=labels))
+        if not d.all_labels_present():  # scikit-learn refuses it too
+            return None
         return Call(lambda: xr.log_loss(y, proba))
     if kind == "ce":
         x, y = d.x, d.y

@@ -24,11 +24,27 @@ from xent_rs._functional import (
     softmax_backward,
 )
 from xent_rs._scoring import log_loss
+from xent_rs.streaming import (
+    Accumulator,
+    BinaryCrossEntropyAccumulator,
+    BinaryCrossEntropyWithLogitsAccumulator,
+    CrossEntropyAccumulator,
+    LogLossAccumulator,
+    NLLLossAccumulator,
+    accumulator,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Accumulator",
+    "BinaryCrossEntropyAccumulator",
+    "BinaryCrossEntropyWithLogitsAccumulator",
+    "CrossEntropyAccumulator",
+    "LogLossAccumulator",
+    "NLLLossAccumulator",
     "__version__",
+    "accumulator",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",

@@ -8,7 +8,7 @@ C-contiguous float32/float64 arrays pass through untouched: no copy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -21,19 +21,28 @@ NATIVE = (FLOAT32, FLOAT64)
 
 def is_cupy(obj: object) -> bool:
     """Whether ``obj`` is a CuPy array (without importing CuPy)."""
-    return type(obj).__module__.split(".", 1)[0] == "cupy"
+    return type(obj).__module__.startswith("cupy")
 
 
 def uses_cupy(*args: object) -> bool:
     """Whether the call runs on CuPy: every array argument is a CuPy array.
 
-    Raises ``TypeError`` when CuPy and NumPy arrays are mixed in one call.
+    Raises ``TypeError`` when CuPy and NumPy arrays are mixed in one call. NumPy arrays and
+    ``None`` are recognised first, so the common call costs a few type checks.
     """
-    cupy = [a for a in args if is_cupy(a)]
+    ndarray = np.ndarray
+    cupy = False
+    numpy_seen = False
+    for a in args:
+        if a is None:
+            continue
+        if type(a) is ndarray or isinstance(a, ndarray):
+            numpy_seen = True
+        elif is_cupy(a):
+            cupy = True
     if not cupy:
         return False
-    numpy_args = [a for a in args if isinstance(a, np.ndarray)]
-    if numpy_args:
+    if numpy_seen:
         raise TypeError(
             "cannot mix CuPy and NumPy arrays in one call; move them to the same device "
             "(cupy.asarray / cupy.asnumpy)"
@@ -50,44 +59,62 @@ def to_ndarray(obj: Any) -> np.ndarray:
     return np.asarray(obj)
 
 
+_READY: tuple[Literal["C_CONTIGUOUS"], Literal["ALIGNED"]] = ("C_CONTIGUOUS", "ALIGNED")
+
+
+def _ready(a: np.ndarray) -> bool:
+    """Whether the core can read ``a`` in place: C-contiguous and aligned."""
+    flags = a.flags
+    return bool(flags.c_contiguous and flags.aligned)
+
+
 def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any]]:
-    """The input as a C-contiguous float32/float64 array, and the dtype results must have.
+    """The input as a C-contiguous, aligned float32/float64 array in native byte order, and
+    the dtype results must have.
 
     float16 computes in float32; integer and boolean inputs become float64 (NumPy's rule);
     complex, object and string inputs are a ``TypeError``.
     """
-    a = to_ndarray(obj)
+    a = obj if type(obj) is np.ndarray else to_ndarray(obj)
     dtype = a.dtype
-    if dtype in NATIVE:
-        if a.flags.c_contiguous:
-            return a, dtype
-        return np.asarray(a, order="C"), dtype
-    if dtype == FLOAT16:
-        return np.asarray(a, dtype=np.float32, order="C"), dtype
-    if dtype.kind in "biu":
-        return np.asarray(a, dtype=np.float64, order="C"), FLOAT64
+    # Built-in dtypes are singletons, so identity is the fast check; equality catches equal
+    # dtypes made elsewhere (unpickled arrays, for one).
+    if dtype is FLOAT32 or dtype is FLOAT64 or dtype in NATIVE:
+        return (a if _ready(a) else np.require(a, dtype, _READY)), dtype
+    kind = dtype.kind
+    if kind == "f" and dtype.itemsize == 2:
+        return np.require(a, np.float32, _READY), FLOAT16
+    if kind == "f" and dtype.itemsize in (4, 8):
+        native = FLOAT32 if dtype.itemsize == 4 else FLOAT64
+        return np.require(a, native, _READY), native
+    if kind in "biu":
+        return np.require(a, np.float64, _READY), FLOAT64
     raise TypeError(
-        f"{name} must be a real floating (or integer) array, got dtype {dtype}; "
-        "complex, object and string arrays are not supported"
+        f"{name} must be a float16, float32 or float64 array (integers are read as float64), "
+        f"got dtype {dtype}; complex, object, string and extended-precision arrays are not "
+        "supported"
     )
 
 
 def like(obj: Any, dtype: np.dtype[Any], name: str) -> np.ndarray:
-    """A secondary float argument (weights, soft targets) as C-contiguous ``dtype``."""
+    """A secondary float argument (weights, soft targets) as C-contiguous, aligned ``dtype``."""
     a = to_ndarray(obj)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
-    return np.asarray(a, dtype=dtype, order="C")
+    return np.require(a, dtype, _READY)
 
 
 def class_target(obj: Any, dtype: np.dtype[Any]) -> np.ndarray:
-    """A multiclass target: integers stay as they are, floats become ``dtype``."""
+    """A multiclass target: integers stay as they are (in native byte order, C-contiguous and
+    aligned), floats become ``dtype``."""
     a = to_ndarray(obj)
     kind = a.dtype.kind
     if kind in "iu":
-        return a if a.flags.c_contiguous else np.asarray(a, order="C")
+        if not a.dtype.isnative:
+            a = a.astype(a.dtype.newbyteorder("="))
+        return a if _ready(a) else np.require(a, None, _READY)
     if kind == "f":
-        return np.asarray(a, dtype=dtype, order="C")
+        return np.require(a, dtype, _READY)
     if kind == "b":
         raise TypeError("target must hold integer class indices or class probabilities, got bool")
     raise TypeError(

@@ -93,10 +93,10 @@ def log_loss(
 
     if labels is None and y.ndim == 1 and y.dtype.kind in "iu":
         summary = _core.log_loss(p, y, sw, eps, math.sqrt(eps))
-        _check_probabilities(summary)
+        _check_probabilities(p, summary[2])
         classes = 2 if p.ndim == 1 else p.shape[1]
-        if summary[6] and bool(np.all(summary[7])) and classes >= 2:
-            if not summary[5]:
+        if summary[4] and bool(np.all(summary[5])) and classes >= 2:
+            if not summary[3]:
                 _warn_not_normalized()
             return _average(summary[0], summary[1], normalize)
 
@@ -104,8 +104,8 @@ def log_loss(
     if codes is None:
         return _indicator(y, p, sw, eps, classes, labels, normalize)
     summary = _core.log_loss(p, codes, sw, eps, math.sqrt(eps))
-    _check_probabilities(summary)
-    if not summary[5]:
+    _check_probabilities(p, summary[2])
+    if not summary[3]:
         _warn_not_normalized()
     _check_columns(classes, p, labels)
     return _average(summary[0], summary[1], normalize)
@@ -133,17 +133,19 @@ def _probabilities(y_proba: Any) -> tuple[np.ndarray, float]:
     return p, eps
 
 
-def _check_probabilities(summary: tuple[Any, ...]) -> None:
-    """scikit-learn's checks of the probabilities, in its order."""
-    low, high, has_nan = summary[2], summary[3], summary[4]
-    if has_nan:
+def _check_probabilities(p: np.ndarray, out_of_range: bool) -> None:
+    """scikit-learn's checks of the probabilities, in its order (the native pass only says
+    whether one fails; the message's details are found here, on that rare path)."""
+    if not out_of_range:
+        return
+    if np.isnan(p).any():
         raise ValueError("Input contains NaN.")
-    if math.isinf(high) or math.isinf(low):
+    if np.isinf(p).any():
         raise ValueError("Input contains infinity or a value too large for dtype('float64').")
+    high, low = p.max(), p.min()
     if high > 1:
         raise ValueError(f"y_prob contains values greater than 1: {high}")
-    if low < 0:
-        raise ValueError(f"y_prob contains values lower than 0: {low}")
+    raise ValueError(f"y_prob contains values lower than 0: {low}")
 
 
 def _warn_not_normalized() -> None:
@@ -228,8 +230,7 @@ def _indicator(
     normalize: bool,
 ) -> float:
     """A one-hot (or multi-hot) indicator ``y_true``: ``-Σ_c y_c log(clip(p_c))`` per row."""
-    has_nan = bool(np.isnan(p).any())
-    _check_probabilities((0.0, 0.0, float(np.nanmin(p)), float(np.nanmax(p)), has_nan))
+    _check_probabilities(p, bool(np.isnan(p).any() or p.min() < 0 or p.max() > 1))
     full = np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
     if not np.allclose(full.sum(axis=1), 1, rtol=math.sqrt(eps), atol=1e-8):
         _warn_not_normalized()

@@ -1,22 +1,26 @@
 //! The log loss of predicted probabilities against integer labels, as
-//! `sklearn.metrics.log_loss` scores it, in one pass and without a one-hot matrix.
+//! `sklearn.metrics.log_loss` scores it, without a one-hot matrix.
 //!
 //! Each row's probability of its label is clipped to `[eps, 1 - eps]` and `-ln` of it is
-//! weighted and summed in f64. The same pass gathers everything the caller needs to reproduce
-//! scikit-learn's checks and messages: the smallest and largest probability, whether any is
-//! NaN, whether every row sums to 1 (within `sqrt(eps)`), whether every label lies in
+//! weighted and summed in f64. Alongside, the passes gather what the caller needs to reproduce
+//! scikit-learn's checks and messages: whether any probability lies outside `[0, 1]` or is NaN,
+//! whether every row sums to 1 (within `1e-8 + sum_rtol`), whether every label lies in
 //! `[0, classes)`, and which classes occur.
+//!
+//! Labels are scanned first (range, classes seen, total weight); the probabilities are then
+//! read once, by the row driver (vectorised along long rows, across rows for few classes) or,
+//! for a single positive-class column, element by element.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::XentError;
 use crate::float::Float;
-use crate::kernels::stats::{V, load_upto, store_upto};
-use crate::kernels::{Targets, check_len};
+use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
+use crate::kernels::stats::{ColumnSum, V, live_lanes, load_upto};
+use crate::kernels::{Layout, RawIn, Targets, check_len};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
 use crate::simd::{self, Isa, Vector, WithIsa};
-
-/// Rows whose clipped probabilities go through the vector logarithm together.
-const CHUNK: usize = 256;
 
 /// The probabilities: one column per class, or one column holding the positive class of a
 /// binary problem (the negative class is `1 - p`).
@@ -28,19 +32,15 @@ pub enum Probabilities<'a, T> {
     Positive(&'a [T]),
 }
 
-/// Everything one pass learns.
+/// Everything the passes learn.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogLossSummary {
     /// `Σ sw · -ln(clip(p[y]))` over rows whose label is in range.
     pub loss: f64,
     /// `Σ sw` over all rows.
     pub weight: f64,
-    /// Smallest probability (NaN ignored).
-    pub min: f64,
-    /// Largest probability (NaN ignored).
-    pub max: f64,
-    /// Whether some probability is NaN.
-    pub has_nan: bool,
+    /// Whether some probability lies outside `[0, 1]` or is NaN.
+    pub out_of_range: bool,
     /// Whether every row sums to 1 within the tolerance.
     pub normalized: bool,
     /// Whether every label lies in `[0, classes)`.
@@ -72,149 +72,272 @@ pub fn log_loss<T: Float>(
     if let Some(sw) = sample_weight {
         check_len("sample_weight", sw.len(), rows)?;
     }
-    let job = Job {
-        proba,
-        labels,
-        sample_weight,
-        eps,
-        tolerance: 1e-8 + sum_rtol,
-        classes,
-    };
-    let blocks = parallel::blocks(rows, classes, CHUNK);
-    let parts = parallel::map_blocks(blocks, rows * classes, |range| {
-        simd::dispatch(Block { job: &job, range })
-    })?;
-    let mut summary = LogLossSummary {
-        loss: pairwise_sum(&parts.iter().map(|p| p.loss).collect::<Vec<_>>()),
-        weight: pairwise_sum(&parts.iter().map(|p| p.weight).collect::<Vec<_>>()),
-        min: f64::INFINITY,
-        max: f64::NEG_INFINITY,
-        has_nan: false,
-        normalized: true,
-        labels_in_range: true,
-        seen: vec![false; classes],
-    };
-    for p in &parts {
-        summary.min = summary.min.min(p.min);
-        summary.max = summary.max.max(p.max);
-        summary.has_nan |= p.has_nan;
-        summary.normalized &= p.normalized;
-        summary.labels_in_range &= p.labels_in_range;
-        for (s, &b) in summary.seen.iter_mut().zip(&p.seen) {
-            *s |= b;
+    let (labels_in_range, seen, weight) = scan_labels(labels, classes, sample_weight)?;
+    let flags = Flags::default();
+    let loss = match proba {
+        Probabilities::Classes(p, c) => {
+            let kernel = Rows {
+                labels,
+                sample_weight,
+                eps,
+                tolerance: 1e-8 + sum_rtol,
+                flags: &flags,
+            };
+            let layout = Layout {
+                outer: rows,
+                classes: c,
+                inner: 1,
+            };
+            let buffers = RowBuffers {
+                x: RawIn::new(p),
+                x2: None,
+                out: None,
+            };
+            run_rows(layout, &kernel, buffers, RowResults::Sum)?
         }
-    }
-    Ok(summary)
+        Probabilities::Positive(p) => {
+            let blocks = parallel::blocks(rows, 1, MAX_LANES);
+            let job = Positive {
+                p,
+                labels,
+                sample_weight,
+                eps,
+                flags: &flags,
+            };
+            let sums = parallel::map_blocks(blocks, rows, |range| {
+                simd::dispatch(PositiveBlock { job: &job, range })
+            })?;
+            pairwise_sum(&sums)
+        }
+    };
+    Ok(LogLossSummary {
+        loss,
+        weight,
+        out_of_range: flags.out_of_range.load(Ordering::Relaxed),
+        normalized: !flags.unnormalized.load(Ordering::Relaxed),
+        labels_in_range,
+        seen,
+    })
 }
 
-struct Job<'a, T> {
-    proba: Probabilities<'a, T>,
+/// Rare conditions any block may raise; only ever set, so the outcome does not depend on the
+/// order blocks run in.
+#[derive(Default)]
+struct Flags {
+    out_of_range: AtomicBool,
+    unnormalized: AtomicBool,
+}
+
+/// Range of every label, the classes seen, and `Σ sw`.
+fn scan_labels<T: Float>(
+    labels: Targets<'_>,
+    classes: usize,
+    sample_weight: Option<&[T]>,
+) -> Result<(bool, Vec<bool>, f64), XentError> {
+    let n = labels.len();
+    let blocks = parallel::blocks(n, 1, 1);
+    let parts = parallel::map_blocks(blocks, n, |range| {
+        let mut seen = vec![false; classes];
+        let mut in_range = true;
+        let mut weight = 0.0;
+        for i in range {
+            let y = labels.get(i);
+            if (0..classes as i64).contains(&y) {
+                seen[y as usize] = true;
+            } else {
+                in_range = false;
+            }
+            weight += sample_weight.map_or(1.0, |s| s[i].to_f64());
+        }
+        (in_range, seen, weight)
+    })?;
+    let mut seen = vec![false; classes];
+    let mut in_range = true;
+    let mut weights = Vec::with_capacity(parts.len());
+    for (ok, s, w) in parts {
+        in_range &= ok;
+        for (a, b) in seen.iter_mut().zip(s) {
+            *a |= b;
+        }
+        weights.push(w);
+    }
+    Ok((in_range, seen, pairwise_sum(&weights)))
+}
+
+/// Raises `flag` when any lane of `bad` (a 0/1 vector) is set.
+#[inline(always)]
+fn raise_if<T: Float, I: Isa>(bad: V<T, I>, flag: &AtomicBool) {
+    if bad.reduce_max() > T::ZERO {
+        flag.store(true, Ordering::Relaxed);
+    }
+}
+
+/// 1 in the lanes of `v` outside `[0, 1]` or NaN, else 0.
+#[inline(always)]
+fn outside_unit<T: Float, I: Isa>(v: V<T, I>) -> V<T, I> {
+    let isa = v.isa();
+    let (zero, one) = (
+        V::<T, I>::splat(isa, T::ZERO),
+        V::<T, I>::splat(isa, T::ONE),
+    );
+    let below = V::<T, I>::select(v.lt(zero), one, zero);
+    let above = V::<T, I>::select(one.lt(v), one, zero);
+    let nan = V::<T, I>::select(v.is_nan(), one, zero);
+    below.max(above).max(nan)
+}
+
+/// Clips to `[lo, hi]` keeping NaN (the bounds are the first operands).
+#[inline(always)]
+fn clip<T: Float, I: Isa>(v: V<T, I>, lo: T, hi: T) -> V<T, I> {
+    let isa = v.isa();
+    V::<T, I>::splat(isa, hi).min(V::<T, I>::splat(isa, lo).max(v))
+}
+
+/// The multiclass pass, one row per sample.
+struct Rows<'a, T> {
     labels: Targets<'a>,
     sample_weight: Option<&'a [T]>,
     eps: f64,
     tolerance: f64,
-    classes: usize,
+    flags: &'a Flags,
 }
 
-struct Block<'j, 'a, T> {
-    job: &'j Job<'a, T>,
-    range: std::ops::Range<usize>,
-}
-
-impl<T: Float> WithIsa for Block<'_, '_, T> {
-    type Output = LogLossSummary;
+impl<T: Float> RowKernel<T> for Rows<'_, T> {
+    #[inline(always)]
+    fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        let lanes = V::<T, I>::LANES;
+        let mut sum = V::<T, I>::wide_zero(isa);
+        let mut bad = V::<T, I>::splat(isa, T::ZERO);
+        for i in (0..n).step_by(lanes) {
+            let k = lanes.min(n - i);
+            // SAFETY: the driver hands over n readable values; padding lanes read 0.
+            let v = unsafe { load_upto(isa, p.x.add(i), k, T::ZERO) };
+            sum = v.wide_add(sum);
+            bad = bad.max(outside_unit::<T, I>(v));
+        }
+        raise_if::<T, I>(bad, &self.flags.out_of_range);
+        if (V::<T, I>::wide_sum(sum) - 1.0).abs() > self.tolerance {
+            self.flags.unnormalized.store(true, Ordering::Relaxed);
+        }
+        let y = self.labels.get(r);
+        if !(0..n as i64).contains(&y) {
+            return 0.0;
+        }
+        // SAFETY: y < n.
+        let v = unsafe { *p.x.add(y as usize) }.to_f64();
+        let clipped = v.clamp(self.eps, 1.0 - self.eps);
+        let clipped = if v.is_nan() { v } else { clipped };
+        -self.sample_weight.map_or(1.0, |s| s[r].to_f64()) * clipped.ln()
+    }
 
     #[inline(always)]
-    fn run<I: Isa>(self, isa: I) -> LogLossSummary {
-        let job = self.job;
-        let classes = job.classes;
-        let mut out = LogLossSummary {
-            loss: 0.0,
-            weight: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            has_nan: false,
-            normalized: true,
-            labels_in_range: true,
-            seen: vec![false; classes],
-        };
-        let (lo, hi) = (T::from_f64(job.eps), T::from_f64(1.0 - job.eps));
-        let mut picked = [T::ONE; CHUNK];
-        let mut weights = [0.0f64; CHUNK];
-        let mut start = self.range.start;
-        while start < self.range.end {
-            let n = CHUNK.min(self.range.end - start);
-            for (j, r) in (start..start + n).enumerate() {
-                let y = job.labels.get(r);
-                let sw = job.sample_weight.map_or(1.0, |s| s[r].to_f64());
-                out.weight += sw;
-                let p_y = match job.proba {
-                    Probabilities::Classes(p, c) => {
-                        let row = &p[r * c..(r + 1) * c];
-                        let mut sum = 0.0;
-                        for &v in row {
-                            let v = v.to_f64();
-                            sum += v;
-                            out.min = out.min.min(v);
-                            out.max = out.max.max(v);
-                            out.has_nan |= v.is_nan();
-                        }
-                        out.normalized &= (sum - 1.0).abs() <= job.tolerance;
-                        (0..c as i64).contains(&y).then(|| row[y as usize])
-                    }
-                    Probabilities::Positive(p) => {
-                        let v = p[r];
-                        let f = v.to_f64();
-                        out.min = out.min.min(f);
-                        out.max = out.max.max(f);
-                        out.has_nan |= f.is_nan();
-                        match y {
-                            0 => Some(T::from_f64(1.0 - f)),
-                            1 => Some(v),
-                            _ => None,
-                        }
-                    }
-                };
-                match p_y {
-                    Some(v) => {
-                        out.seen[y as usize] = true;
-                        // Clip like NumPy's clip: NaN stays NaN.
-                        picked[j] = if v < lo {
-                            lo
-                        } else if v > hi {
-                            hi
-                        } else {
-                            v
-                        };
-                        weights[j] = sw;
-                    }
-                    None => {
-                        out.labels_in_range = false;
-                        picked[j] = T::ONE;
-                        weights[j] = 0.0;
-                    }
-                }
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        cols: Columns<T>,
+        classes: usize,
+    ) -> V<T, I> {
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let one = V::<T, I>::splat(isa, T::ONE);
+        // Per lane: the label (-1 when out of range or padding) and the sample weight.
+        let (mut y, mut sw) = ([T::from_f64(-1.0); MAX_LANES], [T::ZERO; MAX_LANES]);
+        for j in 0..valid {
+            let t = self.labels.get(r0 + j);
+            if (0..classes as i64).contains(&t) {
+                y[j] = T::from_f64(t as f64);
+                sw[j] = self.sample_weight.map_or(T::ONE, |s| s[r0 + j]);
             }
-            ln_in_place::<T, I>(isa, &mut picked[..n]);
-            for j in 0..n {
-                out.loss -= weights[j] * picked[j].to_f64();
-            }
-            start += n;
         }
-        out
+        // SAFETY: both arrays hold MAX_LANES >= LANES values.
+        let (y, sw) = unsafe {
+            (
+                V::<T, I>::load(isa, y.as_ptr()),
+                V::<T, I>::load(isa, sw.as_ptr()),
+            )
+        };
+        let mut sum = ColumnSum::<T, I>::new(isa);
+        let mut bad = zero;
+        let mut p_y = one;
+        let mut class = zero;
+        for c in 0..classes {
+            // SAFETY: the driver hands over `classes` columns; padding lanes hold 0.
+            let v = unsafe { cols.x(isa, c) };
+            sum.add(v);
+            bad = bad.max(outside_unit::<T, I>(v));
+            p_y = V::<T, I>::select(y.eq(class), v, p_y);
+            class = class.add(one);
+        }
+        raise_if::<T, I>(bad, &self.flags.out_of_range);
+        let live = live_lanes::<T, I>(isa, valid);
+        let off = sum.total().sub(one).abs();
+        let tolerance = V::<T, I>::splat(isa, T::from_f64(self.tolerance));
+        raise_if::<T, I>(
+            V::<T, I>::select(tolerance.lt(off), live, zero),
+            &self.flags.unnormalized,
+        );
+        let lo = T::from_f64(self.eps);
+        let hi = T::from_f64(1.0 - self.eps);
+        zero.sub(sw.mul(T::ln(clip::<T, I>(p_y, lo, hi))))
     }
 }
 
-/// Replaces each value by its natural logarithm, a vector at a time.
-#[inline(always)]
-fn ln_in_place<T: Float, I: Isa>(isa: I, xs: &mut [T]) {
-    let lanes = V::<T, I>::LANES;
-    let n = xs.len();
-    let p = xs.as_mut_ptr();
-    for i in (0..n).step_by(lanes) {
-        let k = lanes.min(n - i);
-        // SAFETY: i + k <= n values of `xs`.
-        unsafe { store_upto(T::ln(load_upto(isa, p.add(i), k, T::ONE)), p.add(i), k) };
+/// The binary pass over one positive-class probability per row.
+struct Positive<'a, T> {
+    p: &'a [T],
+    labels: Targets<'a>,
+    sample_weight: Option<&'a [T]>,
+    eps: f64,
+    flags: &'a Flags,
+}
+
+struct PositiveBlock<'j, 'a, T> {
+    job: &'j Positive<'a, T>,
+    range: std::ops::Range<usize>,
+}
+
+impl<T: Float> WithIsa for PositiveBlock<'_, '_, T> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn run<I: Isa>(self, isa: I) -> f64 {
+        let job = self.job;
+        let lanes = V::<T, I>::LANES;
+        let (zero, one) = (
+            V::<T, I>::splat(isa, T::ZERO),
+            V::<T, I>::splat(isa, T::ONE),
+        );
+        let (lo, hi) = (T::from_f64(job.eps), T::from_f64(1.0 - job.eps));
+        let mut acc = V::<T, I>::wide_zero(isa);
+        let mut bad = zero;
+        for i in self.range.clone().step_by(lanes) {
+            let k = lanes.min(self.range.end - i);
+            // Per lane: 1 for label 1, 0 for label 0, and the weight (0 for other labels).
+            let (mut y, mut sw) = ([T::ZERO; MAX_LANES], [T::ZERO; MAX_LANES]);
+            for j in 0..k {
+                let t = job.labels.get(i + j);
+                if t == 0 || t == 1 {
+                    y[j] = T::from_f64(t as f64);
+                    sw[j] = job.sample_weight.map_or(T::ONE, |s| s[i + j]);
+                }
+            }
+            // SAFETY: both arrays hold MAX_LANES >= LANES values; i + k <= the block's end.
+            let (y, sw, p) = unsafe {
+                (
+                    V::<T, I>::load(isa, y.as_ptr()),
+                    V::<T, I>::load(isa, sw.as_ptr()),
+                    load_upto(isa, job.p.as_ptr().add(i), k, T::ZERO),
+                )
+            };
+            bad = bad.max(outside_unit::<T, I>(p));
+            let p_y = V::<T, I>::select(y.eq(one), p, one.sub(p));
+            acc = zero
+                .sub(sw.mul(T::ln(clip::<T, I>(p_y, lo, hi))))
+                .wide_add(acc);
+        }
+        raise_if::<T, I>(bad, &job.flags.out_of_range);
+        V::<T, I>::wide_sum(acc)
     }
 }
 
@@ -224,55 +347,73 @@ mod tests {
     use crate::kernels::testing::{assert_close, at_every_level, exclusive};
 
     #[test]
-    fn matches_a_direct_computation() {
+    fn matches_a_direct_computation_on_every_path() {
         let _g = exclusive();
-        let p = [0.2, 0.7, 0.1, 0.0, 1.0, 0.0, 0.5, 0.25, 0.25];
-        let labels = [1i64, 0, 2];
-        let sw = [1.0, 2.0, 0.5];
         let eps = f64::EPSILON;
-        let want = 1.0 * -(0.7f64).ln() + 2.0 * -(eps.ln()) + 0.5 * -(0.25f64).ln();
-        at_every_level(|level| {
-            let s = log_loss(
-                Probabilities::Classes(&p, 3),
-                Targets::I64(&labels),
-                Some(&sw),
-                eps,
-                1e-8,
-            )
-            .unwrap();
-            assert_close(s.loss, want, 1e-14, &format!("{level}"));
-            assert_eq!(s.weight, 3.5);
-            assert_eq!((s.min, s.max, s.has_nan), (0.0, 1.0, false));
-            assert!(s.normalized && s.labels_in_range);
-            assert_eq!(s.seen, vec![true, true, true]);
-        });
+        for classes in [3usize, 40] {
+            let rows = 37;
+            let mut p = vec![0.0; rows * classes];
+            let mut want = 0.0;
+            let labels: Vec<i64> = (0..rows).map(|r| ((r * 5) % classes) as i64).collect();
+            let sw: Vec<f64> = (0..rows).map(|r| 0.5 + (r % 3) as f64).collect();
+            for r in 0..rows {
+                let row = &mut p[r * classes..(r + 1) * classes];
+                row.fill(0.5 / (classes - 1) as f64);
+                let y = labels[r] as usize;
+                row[y] = if r == 4 { 0.0 } else { 0.5 };
+                if r == 4 {
+                    row[(y + 1) % classes] += 0.5;
+                }
+                want += sw[r] * -row[y].clamp(eps, 1.0 - eps).ln();
+            }
+            at_every_level(|level| {
+                let s = log_loss(
+                    Probabilities::Classes(&p, classes),
+                    Targets::I64(&labels),
+                    Some(&sw),
+                    eps,
+                    1e-8,
+                )
+                .unwrap();
+                assert_close(s.loss, want, 1e-13, &format!("{level} C={classes}"));
+                assert_eq!(s.weight, sw.iter().sum::<f64>());
+                assert!(
+                    !s.out_of_range && s.normalized && s.labels_in_range,
+                    "{level}"
+                );
+                let distinct: std::collections::BTreeSet<i64> = labels.iter().copied().collect();
+                assert_eq!(s.seen.iter().filter(|&&b| b).count(), distinct.len());
+            });
+        }
     }
 
     #[test]
     fn positive_class_column_and_flags() {
         let _g = exclusive();
-        let p = [0.9f32, 0.2, 0.5];
-        let s = log_loss(
-            Probabilities::Positive(&p),
-            Targets::I32(&[1, 0, 3]),
-            None,
-            1e-7,
-            1e-4,
-        )
-        .unwrap();
-        let want = -(0.9f32.ln() as f64) - ((1.0f32 - 0.2).ln() as f64);
-        assert_close(s.loss, want, 1e-6, "binary");
-        assert!(!s.labels_in_range);
-        assert_eq!(s.seen, vec![true, true]);
-        let bad = [0.5f32, f32::NAN, 0.3, 0.3];
-        let s = log_loss(
-            Probabilities::Classes(&bad, 2),
-            Targets::I32(&[0, 1]),
-            None,
-            1e-7,
-            1e-4,
-        )
-        .unwrap();
-        assert!(s.has_nan && !s.normalized);
+        at_every_level(|level| {
+            let p = [0.9f32, 0.2, 0.5];
+            let s = log_loss(
+                Probabilities::Positive(&p),
+                Targets::I32(&[1, 0, 3]),
+                None,
+                1e-7,
+                1e-4,
+            )
+            .unwrap();
+            let want = -(0.9f32.ln() as f64) - ((1.0f32 - 0.2).ln() as f64);
+            assert_close(s.loss, want, 1e-6, &format!("{level}"));
+            assert!(!s.labels_in_range);
+            assert_eq!(s.seen, vec![true, true]);
+            let bad = [0.5f32, f32::NAN, 0.3, 0.3];
+            let s = log_loss(
+                Probabilities::Classes(&bad, 2),
+                Targets::I32(&[0, 1]),
+                None,
+                1e-7,
+                1e-4,
+            )
+            .unwrap();
+            assert!(s.out_of_range && !s.normalized, "{level}");
+        });
     }
 }

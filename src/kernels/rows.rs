@@ -290,7 +290,8 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
         let classes = self.layout.classes;
         let lanes = V::<T, I>::LANES;
         let base = self.base();
-        let tile_len = classes * TILE_ROWS;
+        // Room for whole runs of `lanes` classes, so the transposes move whole vectors.
+        let tile_len = classes.div_ceil(lanes) * lanes * TILE_ROWS;
         let mut tile = vec![T::ZERO; 3 * tile_len];
         let (tx, rest) = tile.split_at_mut(tile_len);
         let (tx2, tout) = rest.split_at_mut(tile_len);
@@ -397,7 +398,10 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
 
 /// Copies `n` contiguous rows of `classes` values at `src` into `tile` by columns
 /// (`TILE_ROWS` apart), zero-filling the rows after `n`: a `LANES x LANES` vector transpose per
-/// lane group and run of `LANES` classes.
+/// lane group and run of `LANES` classes. The tile has room for whole runs of classes; the
+/// columns past `classes` hold garbage that nothing reads.
+///
+/// Every loop here runs a constant `LANES` times, so the transposed block stays in registers.
 ///
 /// # Safety
 /// `src` must be readable for `n * classes` values.
@@ -411,23 +415,29 @@ unsafe fn transpose_in<T: Float, I: Isa>(
 ) {
     let lanes = V::<T, I>::LANES;
     let zero = V::<T, I>::splat(isa, T::ZERO);
-    let mut regs = [zero; MAX_LANES];
-    let regs = &mut regs[..lanes];
+    let end = n * classes;
     for g in (0..TILE_ROWS).step_by(lanes) {
         for c0 in (0..classes).step_by(lanes) {
             let width = lanes.min(classes - c0);
-            for (j, reg) in regs.iter_mut().enumerate() {
+            let mut regs = [zero; MAX_LANES];
+            for (j, reg) in regs[..lanes].iter_mut().enumerate() {
                 let row = g + j;
-                *reg = if row < n {
+                let at = row * classes + c0;
+                *reg = if at + lanes <= end {
+                    // A full vector that runs into the next rows: only the first `width`
+                    // columns are kept, and plain loads are cheaper than masked ones.
+                    // SAFETY: at + lanes <= n * classes values are readable.
+                    unsafe { V::<T, I>::load(isa, src.add(at)) }
+                } else if row < n {
                     // SAFETY: row < n, and c0 + width <= classes.
-                    unsafe { load_upto(isa, src.add(row * classes + c0), width, T::ZERO) }
+                    unsafe { load_upto(isa, src.add(at), width, T::ZERO) }
                 } else {
                     zero
                 };
             }
-            V::<T, I>::transpose(regs);
-            for (c, reg) in regs[..width].iter().enumerate() {
-                // SAFETY: column c0 + c of lane group g lies inside the tile.
+            V::<T, I>::transpose(&mut regs[..lanes]);
+            for (c, reg) in regs[..lanes].iter().enumerate() {
+                // SAFETY: the tile has room for whole runs of `lanes` classes.
                 unsafe { reg.store(tile.as_mut_ptr().add((c0 + c) * TILE_ROWS + g)) };
             }
         }
@@ -449,23 +459,20 @@ unsafe fn transpose_out<T: Float, I: Isa>(
 ) {
     let lanes = V::<T, I>::LANES;
     let zero = V::<T, I>::splat(isa, T::ZERO);
-    let mut regs = [zero; MAX_LANES];
-    let regs = &mut regs[..lanes];
     for g in (0..n).step_by(lanes) {
         for c0 in (0..classes).step_by(lanes) {
             let width = lanes.min(classes - c0);
-            for (c, reg) in regs.iter_mut().enumerate() {
-                *reg = if c < width {
-                    // SAFETY: column c0 + c of lane group g lies inside the tile.
-                    unsafe { V::<T, I>::load(isa, tile.as_ptr().add((c0 + c) * TILE_ROWS + g)) }
-                } else {
-                    zero
-                };
+            let mut regs = [zero; MAX_LANES];
+            for (c, reg) in regs[..lanes].iter_mut().enumerate() {
+                // SAFETY: the tile has room for whole runs of `lanes` classes.
+                *reg = unsafe { V::<T, I>::load(isa, tile.as_ptr().add((c0 + c) * TILE_ROWS + g)) };
             }
-            V::<T, I>::transpose(regs);
-            for (j, reg) in regs[..lanes.min(n - g)].iter().enumerate() {
-                // SAFETY: row g + j < n, and c0 + width <= classes.
-                unsafe { store_upto(*reg, dst.add((g + j) * classes + c0), width) };
+            V::<T, I>::transpose(&mut regs[..lanes]);
+            for (j, reg) in regs[..lanes].iter().enumerate() {
+                if g + j < n {
+                    // SAFETY: row g + j < n, and c0 + width <= classes.
+                    unsafe { store_upto(*reg, dst.add((g + j) * classes + c0), width) };
+                }
             }
         }
     }

@@ -362,11 +362,13 @@ impl<T: Float + Element> Call<'_, '_, T> {
                     ClassLoss::CrossEntropy => ce::cross_entropy::<T>,
                     ClassLoss::Nll => ce::nll_loss::<T>,
                 };
-                detached(py, || kernel(io, layout, targets, &shape, opts, losses))
+                detached(py, layout.len(), || {
+                    kernel(io, layout, targets, &shape, opts, losses)
+                })
             }
             Target::Soft(t) => {
                 let probs = slice(t)?;
-                detached(py, || {
+                detached(py, layout.len(), || {
                     ce::cross_entropy_soft(io, layout, probs, opts, losses)
                 })
             }
@@ -524,12 +526,13 @@ fn binary_loss<'py, T: Float + Element>(
                 out: slice_mut(rw)?,
             },
         };
+        let n = input.len();
         if args.logits {
-            detached(py, || {
+            detached(py, n, || {
                 binary::binary_cross_entropy_with_logits(io, target, &opts, loss_out)
             })?
         } else {
-            detached(py, || {
+            detached(py, n, || {
                 binary::binary_cross_entropy(io, target, &shape, &opts, loss_out)
             })?
         }

@@ -12,7 +12,7 @@ use crate::py::gil::detached;
 
 /// `log_loss(proba, labels, sample_weight, eps, sum_rtol)`: one pass over 2-D probabilities
 /// (or 1-D positive-class probabilities) and integer labels. Returns
-/// `(loss_sum, weight_sum, min, max, has_nan, normalized, labels_in_range, seen)`.
+/// `(loss_sum, weight_sum, out_of_range, normalized, labels_in_range, seen)`.
 #[pyfunction]
 pub(crate) fn log_loss<'py>(
     py: Python<'py>,
@@ -65,14 +65,14 @@ fn typed_log_loss<'py, T: Float + Element>(
     };
     let targets = labels.targets()?;
     let sw = sw.as_ref().map(slice).transpose()?;
-    let s = detached(py, || score(proba, targets, sw, eps, sum_rtol))?;
+    let s = detached(py, values.len(), || {
+        score(proba, targets, sw, eps, sum_rtol)
+    })?;
     let seen = PyArray1::from_vec(py, s.seen);
     (
         s.loss,
         s.weight,
-        s.min,
-        s.max,
-        s.has_nan,
+        s.out_of_range,
         s.normalized,
         s.labels_in_range,
         seen,

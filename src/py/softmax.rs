@@ -60,13 +60,15 @@ fn normalize<'py, T: Float + Element>(
     match borrow_output(&dest, in_place, "out")? {
         Output::InPlace(mut rw) => {
             let buf = slice_mut(&mut rw)?;
-            detached(py, || kernel(Io::InPlace(buf), layout))?;
+            detached(py, layout.len(), || kernel(Io::InPlace(buf), layout))?;
         }
         Output::Separate(mut rw) => {
             let xr = readonly(x, "input")?;
             let input = slice(&xr)?;
             let out = slice_mut(&mut rw)?;
-            detached(py, || kernel(Io::ReadWrite { input, out }, layout))?;
+            detached(py, layout.len(), || {
+                kernel(Io::ReadWrite { input, out }, layout)
+            })?;
         }
     }
     Ok(dest.into_any())
@@ -92,7 +94,7 @@ pub(crate) fn logsumexp<'py>(
             let input = slice(&xr)?;
             let mut rw = dest.readwrite();
             let out = slice_mut(&mut rw)?;
-            detached(py, || k::logsumexp(input, layout, out))?;
+            detached(py, layout.len(), || k::logsumexp(input, layout, out))?;
         }
         Ok(dest.into_any())
     }
@@ -149,7 +151,7 @@ fn backward<'py, T: Float + Element>(
         let (gs, ys) = (slice(&gr)?, slice(&yr)?);
         let mut rw = dest.readwrite();
         let out = slice_mut(&mut rw)?;
-        detached(py, || kernel(gs, ys, layout, out))?;
+        detached(py, layout.len(), || kernel(gs, ys, layout, out))?;
     }
     Ok(dest.into_any())
 }

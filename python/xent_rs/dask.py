@@ -1,0 +1,702 @@
+"""The losses on Dask arrays: lazy, block by block, on one machine or a ``distributed`` cluster.
+
+Each function takes ``dask.array`` inputs chunked along the rows (any axis but the class axis,
+which must be a single chunk) and returns lazy results built from per-block calls of the native
+kernels:
+
+- a reduced loss (``"mean"``/``"sum"``, and :func:`log_loss`) is a 0-d dask array computed by
+  a tree of streaming accumulators (:mod:`xent_rs.streaming`): each block is scored where it
+  lives, and only the small accumulators travel to be merged, so a cluster scores data that no
+  single machine holds. It equals the one-shot function on the whole array up to float64
+  rounding.
+- per-sample losses (``reduction="none"``) and gradients are dask arrays with the input's
+  chunks (the loss's chunks are the input's without the class axis).
+
+Targets, sample weights and ``grad_output`` may be dask or NumPy arrays; they are rechunked to
+the input's chunks. Class weights (``weight=``, ``pos_weight=``) are NumPy constants sent with
+every block. Dask is an optional extra (``pip install 'xent-rs[dask]'``); importing this module
+imports it, nothing else in ``xent_rs`` does.
+
+>>> import dask.array as da, numpy as np, xent_rs.dask
+>>> logits = da.from_array(np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]]), chunks=(2, 2))
+>>> loss = xent_rs.dask.cross_entropy(logits, np.array([0, 0, 1]))
+>>> round(float(loss.compute()), 6)
+0.982334
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+
+from xent_rs import _functional, streaming
+
+__all__ = [
+    "accumulate",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "log_loss",
+    "nll_loss",
+]
+
+Reduction = Literal["none", "mean", "sum"]
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+# ---------------------------------------------------------------------------------------------
+# layout: which block of each argument goes with which block of the input
+# ---------------------------------------------------------------------------------------------
+
+
+class _Layout:
+    """The input, its aligned companions, and how their blocks line up.
+
+    ``kind`` is ``"class"`` (classes along ``axis``; targets and sample weights without it),
+    ``"soft"`` (class-probability targets with the input's shape), ``"binary"`` (targets with
+    the input's shape, per-row or full-shape sample weights) or ``"rows"`` (``log_loss``:
+    1-D labels and sample weights along the rows).
+    """
+
+    def __init__(
+        self,
+        input: Any,
+        target: Any,
+        sample_weight: Any,
+        *,
+        kind: str,
+        axis: int | None = None,
+    ) -> None:
+        x = _as_dask(input, "input")
+        _known_chunks(x, "input")
+        self.x = x
+        self.axis = None if axis is None else _normalize_axis(axis, x.ndim)
+        t = _as_dask(target, "target", like=x if kind == "rows" else None)
+        if kind == "class" and t.dtype.kind == "f":
+            kind = "soft"
+        self.kind = kind
+        ax = self.axis
+        letters = _LETTERS[: x.ndim]
+        self.x_ind = letters
+        if kind in ("class", "soft"):
+            assert ax is not None
+            if x.numblocks[ax] != 1:
+                raise ValueError(
+                    f"the class axis (axis {ax}, {x.shape[ax]} classes) of the input is split "
+                    f"into {x.numblocks[ax]} chunks; it must be one chunk: "
+                    f"input.rechunk({{{ax}: -1}})"
+                )
+            self.sample_ind = letters[:ax] + letters[ax + 1 :]
+            sample_chunks = x.chunks[:ax] + x.chunks[ax + 1 :]
+            sample_shape = x.shape[:ax] + x.shape[ax + 1 :]
+            if kind == "class":
+                if t.shape != sample_shape:
+                    raise ValueError(
+                        f"target of shape {t.shape} does not match the input of shape "
+                        f"{x.shape} with classes on axis {ax} (expected {sample_shape})"
+                    )
+                self.t, self.t_ind = t.rechunk(sample_chunks), self.sample_ind
+            else:
+                if t.shape != x.shape:
+                    raise ValueError(
+                        f"soft target of shape {t.shape} must have the input's shape {x.shape}"
+                    )
+                self.t, self.t_ind = t.rechunk(x.chunks), letters
+            self.sw, self.sw_ind = _aligned(
+                sample_weight, sample_shape, sample_chunks, self.sample_ind, "sample_weight"
+            )
+            self.out_ind = self.sample_ind
+        elif kind == "binary":
+            if t.shape != x.shape:
+                raise ValueError(f"target size {t.shape} must be the same as input size {x.shape}")
+            self.t, self.t_ind = t.rechunk(x.chunks), letters
+            self.sample_ind = letters
+            if sample_weight is not None and np.ndim(sample_weight) == 1 and x.ndim >= 1:
+                self.sw, self.sw_ind = _aligned(
+                    sample_weight, x.shape[:1], x.chunks[:1], letters[:1], "sample_weight"
+                )
+            else:
+                self.sw, self.sw_ind = _aligned(
+                    sample_weight, x.shape, x.chunks, letters, "sample_weight"
+                )
+            self.out_ind = letters
+        else:  # rows: log_loss
+            if x.ndim not in (1, 2):
+                raise ValueError(f"y_proba must be 1-D or 2-D, got an array of shape {x.shape}")
+            if x.ndim == 2 and x.numblocks[1] != 1:
+                raise ValueError(
+                    f"the class axis of y_proba ({x.shape[1]} columns) is split into "
+                    f"{x.numblocks[1]} chunks; it must be one chunk: y_proba.rechunk({{1: -1}})"
+                )
+            if t.ndim != 1 or t.shape[0] != x.shape[0]:
+                raise ValueError(
+                    "Found input variables with inconsistent numbers of samples: "
+                    f"{[x.shape[0], t.shape[0] if t.ndim else 1]}"
+                )
+            self.t, self.t_ind = t.rechunk(x.chunks[:1]), "a"
+            self.sw, self.sw_ind = _aligned(
+                sample_weight, x.shape[:1], x.chunks[:1], "a", "sample_weight"
+            )
+            self.sample_ind = "a"
+            self.out_ind = "a"
+
+    def block_index(self, index: tuple[int, ...], ind: str) -> tuple[int, ...]:
+        """The block of an argument with index letters ``ind`` that goes with input block
+        ``index``."""
+        return tuple(index[self.x_ind.index(letter)] for letter in ind)
+
+    def check_constant(self, value: Any, name: str) -> None:
+        """A constant weight must not vary along an axis that is split into chunks."""
+        if value is None:
+            return
+        shape = np.shape(value)
+        x = self.x
+        if len(shape) > x.ndim:
+            raise ValueError(
+                f"{name} of shape {shape} does not broadcast against the input's shape {x.shape}"
+            )
+        padded = (1,) * (x.ndim - len(shape)) + shape
+        for i, extent in enumerate(padded):
+            if extent != 1 and x.numblocks[i] > 1:
+                hint = " (per-row weights go in sample_weight)" if i == 0 else ""
+                raise ValueError(
+                    f"{name} of shape {shape} varies along axis {i}, which the input splits "
+                    f"into {x.numblocks[i]} chunks; rechunk that axis to one chunk{hint}"
+                )
+
+
+def _as_dask(value: Any, name: str, like: Any = None) -> Any:
+    if isinstance(value, da.Array):
+        return value
+    array = np.asarray(value)
+    if like is not None and array.ndim >= 1 and array.shape[0] == like.shape[0]:
+        return da.from_array(array, chunks=like.chunks[:1] + array.shape[1:])
+    return da.from_array(array, chunks=array.shape or ())
+
+
+def _known_chunks(x: Any, name: str) -> None:
+    if any(math.isnan(c) for chunks in x.chunks for c in chunks):
+        raise ValueError(
+            f"the {name} has unknown chunk sizes; call .compute_chunk_sizes() on it first"
+        )
+
+
+def _normalize_axis(axis: int, ndim: int) -> int:
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an input with {ndim} dimensions")
+    return axis % ndim
+
+
+def _aligned(
+    value: Any, shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...], ind: str, name: str
+) -> tuple[Any, str | None]:
+    """``value`` as a dask array of ``shape`` with ``chunks`` (``None`` stays ``None``)."""
+    if value is None:
+        return None, None
+    array = _as_dask(value, name)
+    if array.shape != shape:
+        raise ValueError(f"{name} of shape {array.shape} does not match the expected {shape}")
+    _known_chunks(array, name)
+    return array.rechunk(chunks), ind
+
+
+def _result_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    if dtype.kind == "f":
+        return dtype
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"input must be a real floating (or integer) array, got dtype {dtype}; "
+        "complex, object and string arrays are not supported"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reduced losses: a tree of accumulators
+# ---------------------------------------------------------------------------------------------
+
+
+def _score_block(
+    template: streaming.Accumulator, x: np.ndarray, t: np.ndarray, sw: np.ndarray | None
+) -> streaming.Accumulator:
+    acc = template.copy()
+    acc.update(x, t, sw)
+    return acc
+
+
+def _merge(*accs: streaming.Accumulator) -> streaming.Accumulator:
+    out = accs[0].copy()
+    for acc in accs[1:]:
+        out.merge(acc)
+    return out
+
+
+def _accumulate(template: streaming.Accumulator, layout: _Layout, split_every: int | None) -> Any:
+    x_blocks = layout.x.to_delayed()
+    t_blocks = layout.t.to_delayed()
+    sw_blocks = None if layout.sw is None else layout.sw.to_delayed()
+    score = dask.delayed(_score_block, pure=False)
+    parts = []
+    for index in np.ndindex(*layout.x.numblocks):
+        t_block = t_blocks[layout.block_index(index, layout.t_ind)]
+        sw_block = None
+        if sw_blocks is not None:
+            assert layout.sw_ind is not None
+            sw_block = sw_blocks[layout.block_index(index, layout.sw_ind)]
+        parts.append(score(template, x_blocks[index], t_block, sw_block))
+    fan_in = max(2, int(split_every or 8))
+    merge = dask.delayed(_merge, pure=False)
+    if not parts:
+        return dask.delayed(template.copy, pure=False)()
+    while len(parts) > 1:
+        parts = [merge(*parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
+    return parts[0]
+
+
+def _as_scalar(acc: streaming.Accumulator, dtype: np.dtype[Any]) -> np.ndarray:
+    return np.asarray(acc.result(), dtype=dtype)
+
+
+def _denominator(acc: streaming.Accumulator) -> np.ndarray:
+    return np.asarray(acc.denominator, dtype=np.float64)
+
+
+def accumulate(
+    accumulator: streaming.Accumulator,
+    input: Any,
+    target: Any,
+    sample_weight: Any = None,
+    *,
+    split_every: int | None = None,
+) -> Any:
+    """Feeds every block of ``input`` (with its targets) to copies of ``accumulator``, merged.
+
+    Parameters
+    ----------
+    accumulator : xent_rs.streaming.Accumulator
+        A template (its options; usually empty). It is not modified.
+    input, target, sample_weight : dask or NumPy arrays
+        As ``accumulator.update`` takes them, for the whole data; the blocks of ``target``
+        and ``sample_weight`` are aligned with the blocks of ``input``.
+    split_every : int, optional
+        How many accumulators one merge task combines (default 8).
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computes to an accumulator holding every block: read its ``result()``,
+        ``loss_sum``, ``denominator`` and ``count``, or merge it with others.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> from xent_rs.dask import accumulate
+    >>> from xent_rs.streaming import NLLLossAccumulator
+    >>> logp = da.from_array(np.log(np.full((6, 3), 1 / 3)), chunks=(2, 3))
+    >>> acc = accumulate(NLLLossAccumulator(), logp, np.zeros(6, np.int64)).compute()
+    >>> acc.count, round(acc.result(), 6)
+    (6, 1.098612)
+    """
+    if isinstance(accumulator, streaming.LogLossAccumulator):
+        kind, axis = "rows", None
+    elif isinstance(accumulator, streaming._BinaryAccumulator):
+        kind, axis = "binary", None
+    elif isinstance(accumulator, streaming._ClassAccumulator):
+        kind, axis = "class", accumulator.axis
+    else:
+        raise TypeError(f"expected a xent_rs.streaming accumulator, got {type(accumulator)}")
+    layout = _Layout(input, target, sample_weight, kind=kind, axis=axis)
+    for name in ("weight", "pos_weight"):
+        if kind == "binary":
+            layout.check_constant(getattr(accumulator, name, None), name)
+    return _accumulate(accumulator, layout, split_every)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-sample losses and gradients: blockwise
+# ---------------------------------------------------------------------------------------------
+
+
+def _block_call(
+    x: np.ndarray,
+    t: np.ndarray,
+    *rest: Any,
+    fn: str,
+    options: dict[str, Any],
+    has_sw: bool,
+    has_go: bool,
+    has_den: bool,
+    reduction: str,
+    scale: float,
+    want_grad: bool,
+) -> np.ndarray:
+    """One block: per-sample losses, or the gradient (``grad_output`` scaled for a mean)."""
+    x, t = streaming._aligned(x), streaming._aligned(t)
+    rest_list = [streaming._aligned(r) for r in rest]
+    sw = rest_list.pop(0) if has_sw else None
+    go = rest_list.pop(0) if has_go else None
+    den = rest_list.pop(0) if has_den else None
+    function = getattr(_functional, fn)
+    kwargs = {name: streaming._aligned(value) for name, value in options.items()}
+    if sw is not None and fn in ("cross_entropy", "nll_loss"):
+        kwargs["sample_weight"] = sw
+    elif sw is not None:  # binary losses: per-row (or full-shape) weights times ``weight``
+        sw = np.asarray(sw)
+        if sw.ndim == 1 and x.ndim > 1:
+            sw = sw.reshape(sw.shape + (1,) * (x.ndim - 1))
+        weight = kwargs.get("weight")
+        kwargs["weight"] = sw if weight is None else np.multiply(weight, sw)
+    if not want_grad:
+        return np.asarray(function(x, t, reduction="none", **kwargs))
+    if reduction == "none":
+        _, grad = function(x, t, reduction="none", return_grad=True, grad_output=go, **kwargs)
+    else:
+        if den is not None:
+            d = float(den)
+            scale = scale / d if d != 0.0 else 0.0
+        _, grad = function(x, t, reduction="sum", return_grad=True, grad_output=scale, **kwargs)
+    return np.asarray(grad)
+
+
+def _blockwise(
+    fn: str,
+    layout: _Layout,
+    options: dict[str, Any],
+    *,
+    want_grad: bool,
+    reduction: str,
+    grad_output: Any = None,
+    denominator: Any = None,
+) -> Any:
+    x = layout.x
+    dtype = _result_dtype(x.dtype)
+    args: list[Any] = [x, layout.x_ind, layout.t, layout.t_ind]
+    if layout.sw is not None:
+        args += [layout.sw, layout.sw_ind]
+    scale = 1.0
+    has_go = False
+    if want_grad and reduction == "none" and grad_output is not None:
+        go_shape = tuple(x.shape[layout.x_ind.index(c)] for c in layout.out_ind)
+        go_chunks = tuple(x.chunks[layout.x_ind.index(c)] for c in layout.out_ind)
+        go, go_ind = _aligned(grad_output, go_shape, go_chunks, layout.out_ind, "grad_output")
+        args += [go, go_ind]
+        has_go = True
+    elif want_grad and grad_output is not None:
+        if np.ndim(grad_output) != 0:
+            raise ValueError(
+                f'grad_output must be a scalar for reduction "{reduction}", got shape '
+                f"{np.shape(grad_output)}"
+            )
+        scale = float(grad_output)
+    if denominator is not None:
+        args += [denominator, ""]
+    out_ind = layout.x_ind if want_grad else layout.out_ind
+    return da.blockwise(
+        _block_call,
+        out_ind,
+        *args,
+        dtype=dtype,
+        concatenate=True,
+        meta=np.empty((0,) * len(out_ind), dtype=dtype),
+        fn=fn,
+        options=options,
+        has_sw=layout.sw is not None,
+        has_go=has_go,
+        has_den=denominator is not None,
+        reduction=reduction,
+        scale=scale,
+        want_grad=want_grad,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the public functions
+# ---------------------------------------------------------------------------------------------
+
+
+def _loss(
+    fn: str,
+    template: streaming.Accumulator,
+    layout: _Layout,
+    options: dict[str, Any],
+    reduction: str,
+    return_grad: bool,
+    grad_output: Any,
+    split_every: int | None,
+) -> Any:
+    dtype = _result_dtype(layout.x.dtype)
+    if reduction == "none":
+        losses = _blockwise(fn, layout, options, want_grad=False, reduction="none")
+        if not return_grad:
+            return losses
+        grad = _blockwise(
+            fn, layout, options, want_grad=True, reduction="none", grad_output=grad_output
+        )
+        return losses, grad
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f'reduction must be "none", "mean" or "sum", got {reduction!r}')
+    acc = _accumulate(template, layout, split_every)
+    loss = da.from_delayed(dask.delayed(_as_scalar, pure=False)(acc, dtype), shape=(), dtype=dtype)
+    if not return_grad:
+        return loss
+    denominator = None
+    if reduction == "mean":
+        denominator = da.from_delayed(
+            dask.delayed(_denominator, pure=False)(acc), shape=(), dtype=np.float64
+        )
+    grad = _blockwise(
+        fn,
+        layout,
+        options,
+        want_grad=True,
+        reduction=reduction,
+        grad_output=grad_output,
+        denominator=denominator,
+    )
+    return loss, grad
+
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    return_grad: bool = False,
+    grad_output: Any = None,
+    split_every: int | None = None,
+) -> Any:
+    """:func:`xent_rs.cross_entropy` on dask arrays, lazily.
+
+    Parameters
+    ----------
+    input : dask.array.Array
+        Logits; the class axis ``axis`` must be one chunk.
+    target : dask.array.Array or array_like
+        Class indices (the input's shape minus ``axis``) or class probabilities (the input's
+        shape); rechunked to the input's chunks.
+    axis, weight, sample_weight, ignore_index, reduction, label_smoothing, return_grad
+        As in :func:`xent_rs.cross_entropy` (``weight`` is a NumPy constant).
+    grad_output : float or array, optional
+        A scalar for ``mean``/``sum``; an array of the loss's shape for ``none``.
+    split_every : int, optional
+        Fan-in of the tree that merges the block accumulators (default 8).
+
+    Returns
+    -------
+    loss : dask.array.Array
+        0-d (``mean``/``sum``, the input's float dtype) or per-sample losses with the input's
+        chunks minus the class axis (``none``).
+    grad : dask.array.Array
+        Only with ``return_grad=True``: with the input's shape and chunks.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent_rs, xent_rs.dask
+    >>> rng = np.random.default_rng(0)
+    >>> logits, labels = rng.normal(size=(1000, 5)), rng.integers(0, 5, size=1000)
+    >>> x = da.from_array(logits, chunks=(300, 5))
+    >>> y = da.from_array(labels, chunks=250)
+    >>> loss, grad = xent_rs.dask.cross_entropy(x, y, return_grad=True)
+    >>> grad.chunks == x.chunks
+    True
+    >>> want = xent_rs.cross_entropy(logits, labels)
+    >>> bool(np.isclose(loss.compute(), want, rtol=1e-12))
+    True
+    """
+    template = streaming.CrossEntropyAccumulator(
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        reduction="mean" if reduction == "none" else reduction,
+    )
+    layout = _Layout(input, target, sample_weight, kind="class", axis=axis)
+    options = {
+        "axis": axis,
+        "weight": template.weight,
+        "ignore_index": ignore_index,
+        "label_smoothing": label_smoothing,
+    }
+    return _loss(
+        "cross_entropy", template, layout, options, reduction, return_grad, grad_output, split_every
+    )
+
+
+def nll_loss(
+    input: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+    split_every: int | None = None,
+) -> Any:
+    """:func:`xent_rs.nll_loss` on dask arrays, lazily (see :func:`cross_entropy`).
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent_rs.dask
+    >>> logp = da.from_array(np.log([[0.25, 0.75], [0.5, 0.5]]), chunks=(1, 2))
+    >>> xent_rs.dask.nll_loss(logp, np.array([1, 0]), reduction="none").compute()
+    array([0.28768207, 0.69314718])
+    """
+    template = streaming.NLLLossAccumulator(
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction="mean" if reduction == "none" else reduction,
+    )
+    layout = _Layout(input, target, sample_weight, kind="class", axis=axis)
+    if layout.kind == "soft":
+        raise TypeError(f"nll_loss needs integer class indices, got dtype {layout.t.dtype}")
+    options = {"axis": axis, "weight": template.weight, "ignore_index": ignore_index}
+    return _loss(
+        "nll_loss", template, layout, options, reduction, return_grad, grad_output, split_every
+    )
+
+
+def binary_cross_entropy(
+    input: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    sample_weight: Any = None,
+    reduction: Reduction = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+    split_every: int | None = None,
+) -> Any:
+    """:func:`xent_rs.binary_cross_entropy` on dask arrays, lazily.
+
+    ``weight`` is a NumPy constant broadcast against every block (it may not vary along an
+    axis that is split into chunks); per-row weights are ``sample_weight``, shape ``(n,)`` (or
+    the input's shape), which multiplies ``weight``. ``mean`` divides by the number of
+    elements. Any chunking of the input works.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent_rs.dask
+    >>> p = da.from_array(np.array([[0.5, 0.9], [0.2, 0.5]]), chunks=1)
+    >>> loss = xent_rs.dask.binary_cross_entropy(p, np.array([[1.0, 1.0], [0.0, 0.0]]))
+    >>> round(float(loss.compute()), 6)
+    0.4287
+    """
+    template = streaming.BinaryCrossEntropyAccumulator(
+        weight=weight, reduction="mean" if reduction == "none" else reduction
+    )
+    layout = _Layout(input, target, sample_weight, kind="binary")
+    layout.check_constant(template.weight, "weight")
+    options = {"weight": template.weight}
+    return _loss(
+        "binary_cross_entropy",
+        template,
+        layout,
+        options,
+        reduction,
+        return_grad,
+        grad_output,
+        split_every,
+    )
+
+
+def binary_cross_entropy_with_logits(
+    input: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    sample_weight: Any = None,
+    reduction: Reduction = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+    split_every: int | None = None,
+) -> Any:
+    """:func:`xent_rs.binary_cross_entropy_with_logits` on dask arrays, lazily.
+
+    ``weight`` and ``pos_weight`` are NumPy constants (see :func:`binary_cross_entropy`).
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent_rs.dask
+    >>> x = da.zeros((4, 3), chunks=(2, 3))
+    >>> loss = xent_rs.dask.binary_cross_entropy_with_logits(x, da.ones((4, 3), chunks=2))
+    >>> round(float(loss.compute()), 6)  # log(2)
+    0.693147
+    """
+    template = streaming.BinaryCrossEntropyWithLogitsAccumulator(
+        weight=weight,
+        pos_weight=pos_weight,
+        reduction="mean" if reduction == "none" else reduction,
+    )
+    layout = _Layout(input, target, sample_weight, kind="binary")
+    layout.check_constant(template.weight, "weight")
+    layout.check_constant(template.pos_weight, "pos_weight")
+    options = {"weight": template.weight, "pos_weight": template.pos_weight}
+    return _loss(
+        "binary_cross_entropy_with_logits",
+        template,
+        layout,
+        options,
+        reduction,
+        return_grad,
+        grad_output,
+        split_every,
+    )
+
+
+def log_loss(
+    y_true: Any,
+    y_proba: Any,
+    *,
+    sample_weight: Any = None,
+    labels: Any = None,
+    normalize: bool = True,
+    from_logits: bool = False,
+    split_every: int | None = None,
+) -> Any:
+    """:func:`xent_rs.log_loss` (scikit-learn's) on dask arrays, lazily.
+
+    The classes are fixed up front as in :class:`xent_rs.streaming.LogLossAccumulator`:
+    ``labels=`` when given, else integer labels ``0 .. C-1`` from the columns of ``y_proba``
+    (whose columns must be one chunk). Each block gets scikit-learn's checks and clipping.
+
+    Returns
+    -------
+    dask.array.Array
+        A 0-d float64 array.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent_rs.dask
+    >>> p = da.from_array(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), chunks=(2, 2))
+    >>> round(float(xent_rs.dask.log_loss(np.array([0, 1, 1]), p).compute()), 6)
+    0.414932
+    """
+    template = streaming.LogLossAccumulator(labels, normalize=normalize, from_logits=from_logits)
+    layout = _Layout(y_proba, y_true, sample_weight, kind="rows")
+    x = layout.x
+    columns = 2 if x.ndim == 1 or x.shape[1] == 1 else x.shape[1]
+    if template.labels is not None and template.labels.shape[0] != columns:
+        raise ValueError(
+            "The number of classes in labels is different from that in y_prob. Classes found "
+            f"in labels: {template.labels}"
+        )
+    acc = _accumulate(template, layout, split_every)
+    return da.from_delayed(
+        dask.delayed(_as_scalar, pure=False)(acc, np.dtype(np.float64)),
+        shape=(),
+        dtype=np.float64,
+    )

@@ -1,0 +1,1003 @@
+"""Streaming accumulators: a loss over data that arrives chunk by chunk.
+
+Each accumulator scores one chunk at a time with the same native kernels as the one-shot
+functions and keeps two float64 numbers: the loss sum and the ``mean`` denominator (the summed
+class weight of the counted samples for hard targets, the number of samples or the summed
+sample weight for soft targets and ``log_loss``, the number of elements for binary cross
+entropy). ``result()`` divides them, so the loss over many chunks equals the one-shot function
+on their concatenation up to float64 rounding, weighted means, ignored targets and empty
+chunks included.
+
+The sums are kept exactly (as a short list of non-overlapping float64 partials, Shewchuk's
+algorithm), so ``update`` and ``merge`` in any order and any grouping give bitwise the same
+``result()`` for the same chunks: only the chunking itself (each chunk's own float64 sum) can
+move the last bits. Accumulators hold plain attributes and pickle, so partial results computed
+by other processes or machines combine with ``merge``.
+
+>>> import numpy as np, xent_rs
+>>> from xent_rs.streaming import CrossEntropyAccumulator
+>>> logits = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+>>> target = np.array([0, 0, 1])
+>>> acc = CrossEntropyAccumulator()
+>>> acc.update(logits[:2], target[:2])
+>>> acc.update(logits[2:], target[2:])
+>>> bool(np.isclose(acc.result(), xent_rs.cross_entropy(logits, target)))
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any, Literal, TypeVar, overload
+
+import numpy as np
+
+from xent_rs import _arrays, _core, _functional, _scoring
+
+__all__ = [
+    "Accumulator",
+    "BinaryCrossEntropyAccumulator",
+    "BinaryCrossEntropyWithLogitsAccumulator",
+    "CrossEntropyAccumulator",
+    "LogLossAccumulator",
+    "NLLLossAccumulator",
+    "accumulator",
+]
+
+_Self = TypeVar("_Self", bound="Accumulator")
+_F64 = np.dtype(np.float64)
+
+
+class ExactSum:
+    """A float64 sum kept exactly: its value does not depend on the order of the terms.
+
+    The terms are held as non-overlapping partials (Shewchuk's algorithm, as in
+    ``math.fsum``); ``value`` is the correctly rounded sum. Infinities and NaN are summed
+    apart and dominate, as in ordinary float arithmetic.
+
+    >>> s = ExactSum()
+    >>> for term in (1e100, 1.0, -1e100):
+    ...     s.add(term)
+    >>> s.value
+    1.0
+    """
+
+    def __init__(self) -> None:
+        self.partials: list[float] = []
+        self.special = 0.0
+
+    def add(self, x: float) -> None:
+        """Adds one term."""
+        x = float(x)
+        if not math.isfinite(x):
+            self.special += x
+            return
+        partials = self.partials
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            if not math.isfinite(hi):  # overflow: the sum is infinite whatever comes next
+                self.special += hi
+                return
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
+
+    def merge(self, other: ExactSum) -> None:
+        """Adds every term of ``other``."""
+        for x in other.partials:
+            self.add(x)
+        self.special += other.special
+
+    @property
+    def value(self) -> float:
+        """The correctly rounded sum of the terms."""
+        if self.special != 0.0 or math.isnan(self.special):
+            return self.special
+        try:
+            return math.fsum(self.partials)
+        except OverflowError:
+            return math.inf if sum(self.partials) > 0 else -math.inf
+
+
+class Accumulator:
+    """The common part of the streaming accumulators (use a subclass).
+
+    Attributes
+    ----------
+    reduction : {"mean", "sum"}
+        What :meth:`result` returns.
+    count : int
+        The number of loss terms seen: the size of the ``reduction="none"`` output summed
+        over the chunks (samples for the multiclass losses and ``log_loss``, elements for
+        binary cross entropy), ignored targets included.
+    """
+
+    reduction: Literal["mean", "sum"]
+    count: int
+
+    def __init__(self, reduction: str) -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(
+                f'reduction must be "mean" or "sum" for an accumulator, got {reduction!r} '
+                "(per-sample losses come from update(..., return_losses=True))"
+            )
+        self.reduction = "mean" if reduction == "mean" else "sum"
+        self._loss = ExactSum()
+        self._denominator = ExactSum()
+        self.count = 0
+
+    # -- the state -----------------------------------------------------------------------
+
+    @property
+    def loss_sum(self) -> float:
+        """The (weighted) sum of the losses seen so far, in float64."""
+        return self._loss.value
+
+    @property
+    def denominator(self) -> float:
+        """The ``mean`` denominator accumulated so far, in float64."""
+        return self._denominator.value
+
+    def result(self) -> float:
+        """The loss over everything seen so far: the mean or the sum, as a float64.
+
+        A ``mean`` with a zero denominator (nothing seen, every target ignored, zero weights)
+        is NaN, like the one-shot functions.
+        """
+        total = self.loss_sum
+        if self.reduction == "sum":
+            return total
+        denominator = self.denominator
+        if denominator == 0.0:
+            return math.nan
+        return total / denominator
+
+    def reset(self) -> None:
+        """Forgets everything seen (the options stay)."""
+        self._loss = ExactSum()
+        self._denominator = ExactSum()
+        self.count = 0
+
+    def copy(self: _Self) -> _Self:
+        """An independent copy (options and state)."""
+        return copy.deepcopy(self)
+
+    def merge(self: _Self, other: _Self) -> _Self:
+        """Adds the state of ``other`` (an accumulator of the same loss and options) to this one.
+
+        Returns ``self``. Merging is exact: merged partial results give the same ``result()``
+        as one accumulator fed every chunk, bitwise, in any order.
+        """
+        if other is self:
+            other = self.copy()
+        if type(other) is not type(self):
+            raise TypeError(f"cannot merge a {type(other).__name__} into a {type(self).__name__}")
+        mine, theirs = self._options(), other._options()
+        for name in mine:
+            if not _same(mine[name], theirs[name]):
+                raise ValueError(
+                    f"cannot merge accumulators with different {name}: "
+                    f"{mine[name]!r} and {theirs[name]!r}"
+                )
+        self._loss.merge(other._loss)
+        self._denominator.merge(other._denominator)
+        self.count += other.count
+        self._merge_extra(other)
+        return self
+
+    # -- scoring -------------------------------------------------------------------------
+
+    @overload
+    def update(
+        self,
+        input: Any,
+        target: Any,
+        sample_weight: Any = None,
+        *,
+        return_losses: Literal[False] = False,
+    ) -> None: ...
+
+    @overload
+    def update(
+        self,
+        input: Any,
+        target: Any,
+        sample_weight: Any = None,
+        *,
+        return_losses: Literal[True],
+    ) -> np.ndarray: ...
+
+    def update(
+        self,
+        input: Any,
+        target: Any,
+        sample_weight: Any = None,
+        *,
+        return_losses: bool = False,
+    ) -> np.ndarray | None:
+        """Scores one chunk and adds it to the running totals.
+
+        Parameters
+        ----------
+        input : array_like
+            The chunk's predictions (as the one-shot function takes them). An empty chunk is
+            fine.
+        target : array_like
+            The chunk's targets.
+        sample_weight : array_like, optional
+            The chunk's per-sample weights.
+        return_losses : bool, default False
+            Also return the chunk's per-sample losses (the one-shot function's
+            ``reduction="none"``, each multiplied by its sample weight). The running totals
+            are the same either way.
+
+        Returns
+        -------
+        ndarray or None
+            The per-sample losses with ``return_losses=True``.
+
+        Notes
+        -----
+        A chunk that raises (bad shapes, out-of-range targets, ...) leaves the accumulator
+        unchanged.
+        """
+        total, denominator, count, losses = self._score(
+            _aligned(input), _aligned(target), _aligned(sample_weight), bool(return_losses)
+        )
+        self._loss.add(total)
+        self._denominator.add(denominator)
+        self.count += count
+        return losses
+
+    def _score(
+        self, input: Any, target: Any, sample_weight: Any, return_losses: bool
+    ) -> tuple[float, float, int, np.ndarray | None]:
+        raise NotImplementedError
+
+    def _options(self) -> dict[str, Any]:
+        return {"reduction": self.reduction}
+
+    def _merge_extra(self, other: Accumulator) -> None:
+        """Merges state beyond the two sums and the count (subclasses)."""
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={_short(v)}" for k, v in self._options().items())
+        return (
+            f"{type(self).__name__}({options}; count={self.count}, loss_sum={self.loss_sum!r}, "
+            f"denominator={self.denominator!r})"
+        )
+
+
+def _aligned(a: Any) -> Any:
+    """A misaligned array (``np.frombuffer`` at an odd offset, buffers unpickled by a Dask
+    worker) as an aligned copy: the native kernels take aligned memory only."""
+    if isinstance(a, np.ndarray) and not a.flags.aligned:
+        return a.copy()
+    return a
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if a is None or b is None:
+            return False
+        aa, bb = np.asarray(a), np.asarray(b)
+        return aa.shape == bb.shape and bool(np.array_equal(aa, bb))
+    return bool(a == b)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array(shape={value.shape})" if value.size > 6 else repr(value.tolist())
+    return repr(value)
+
+
+def _option_array(value: Any, name: str) -> np.ndarray | None:
+    """A weight given to a constructor, kept as float64 (converted per chunk)."""
+    if value is None:
+        return None
+    a = _arrays.to_ndarray(value)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    return np.array(a, dtype=np.float64)
+
+
+def _as(value: np.ndarray | None, dtype: np.dtype[Any]) -> np.ndarray | None:
+    """A constructor's weight in a chunk's dtype (aligned: it may have been unpickled)."""
+    return None if value is None else _aligned(np.ascontiguousarray(value, dtype=dtype))
+
+
+def _samples(shape: tuple[int, ...], axis: int) -> int:
+    """The number of samples of an input with classes along ``axis`` (already validated)."""
+    if len(shape) == 0:
+        return 0
+    axis = axis % len(shape)
+    return math.prod(shape[:axis] + shape[axis + 1 :])
+
+
+def _hard_denominator(
+    target: np.ndarray,
+    weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    ignore_index: int,
+) -> float:
+    """``Σ w[y]·sample_weight`` over the targets that are not ``ignore_index`` (torch's mean)."""
+    counted = target != ignore_index
+    if weight is None and sample_weight is None:
+        return float(np.count_nonzero(counted))
+    terms = np.ones(int(np.count_nonzero(counted)))
+    if weight is not None:
+        terms = weight.astype(np.float64)[target[counted]]
+    if sample_weight is not None:
+        terms = terms * sample_weight.astype(np.float64).reshape(target.shape)[counted]
+    return float(np.sum(terms, dtype=np.float64))
+
+
+class _ClassAccumulator(Accumulator):
+    """Cross entropy and NLL: classes along ``axis``, hard (or, for CE, soft) targets."""
+
+    _soft_allowed = True
+
+    def __init__(
+        self,
+        *,
+        axis: int,
+        weight: Any,
+        ignore_index: int,
+        label_smoothing: float,
+        reduction: str,
+    ) -> None:
+        super().__init__(reduction)
+        self.axis = int(axis)
+        self.weight = _option_array(weight, "weight")
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = float(label_smoothing)
+        if not 0.0 <= self.label_smoothing <= 1.0:
+            raise ValueError(
+                f"label_smoothing must be between 0.0 and 1.0, got {self.label_smoothing}"
+            )
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "axis": self.axis,
+            "weight": self.weight,
+            "ignore_index": self.ignore_index,
+            "label_smoothing": self.label_smoothing,
+            "reduction": self.reduction,
+        }
+
+    def _native_sum(
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        w: np.ndarray | None,
+        sw: np.ndarray | None,
+    ) -> float:
+        raise NotImplementedError
+
+    def _losses(
+        self, input: Any, target: Any, w: np.ndarray | None, sw: np.ndarray | None
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def _score(
+        self, input: Any, target: Any, sample_weight: Any, return_losses: bool
+    ) -> tuple[float, float, int, np.ndarray | None]:
+        x, _ = _arrays.float_input(input)
+        work = x.dtype
+        t = _arrays.class_target(target, work)
+        w = _as(self.weight, work)
+        sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
+        total = self._native_sum(x, t, w, sw)  # validates everything first
+        count = _samples(x.shape, self.axis)
+        if t.dtype.kind == "f":
+            denominator = float(count) if sw is None else float(np.sum(sw, dtype=np.float64))
+        else:
+            denominator = _hard_denominator(t, w, sw, self.ignore_index)
+        losses = self._losses(input, target, w, sw) if return_losses else None
+        return total, denominator, count, losses
+
+
+class CrossEntropyAccumulator(_ClassAccumulator):
+    """Streaming :func:`xent_rs.cross_entropy`: logits and class targets, chunk by chunk.
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The class axis of every chunk.
+    weight : array_like, optional
+        Per-class weights, shape ``(C,)``.
+    ignore_index : int, default -100
+        Hard targets equal to this count for nothing (neither loss nor denominator).
+    label_smoothing : float, default 0.0
+        As in :func:`xent_rs.cross_entropy`.
+    reduction : {"mean", "sum"}, default "mean"
+        What :meth:`result` returns. ``mean`` divides by ``Σ weight[y]·sample_weight`` over
+        the non-ignored hard targets, or by the number of samples (``Σ sample_weight``) for
+        soft targets, over every chunk seen: the one-shot function's ``mean`` of the
+        concatenated chunks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.streaming import CrossEntropyAccumulator
+    >>> acc = CrossEntropyAccumulator(ignore_index=-1)
+    >>> acc.update(np.zeros((2, 4)), np.array([0, -1]))
+    >>> acc.update(np.zeros((0, 4)), np.zeros(0, np.int64))  # empty chunks are fine
+    >>> round(acc.result(), 6), acc.count, acc.denominator  # log(4), one counted sample
+    (1.386294, 2, 1.0)
+    """
+
+    def __init__(
+        self,
+        *,
+        axis: int = -1,
+        weight: Any = None,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            axis=axis,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            reduction=reduction,
+        )
+
+    def _native_sum(
+        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, sw: np.ndarray | None
+    ) -> float:
+        return float(
+            _core.cross_entropy(
+                x,
+                t,
+                self.axis,
+                w,
+                sw,
+                self.ignore_index,
+                "sum",
+                self.label_smoothing,
+                False,
+                None,
+                None,
+            )
+        )
+
+    def _losses(
+        self, input: Any, target: Any, w: np.ndarray | None, sw: np.ndarray | None
+    ) -> np.ndarray:
+        return np.asarray(
+            _functional.cross_entropy(
+                input,
+                target,
+                axis=self.axis,
+                weight=w,
+                sample_weight=sw,
+                ignore_index=self.ignore_index,
+                reduction="none",
+                label_smoothing=self.label_smoothing,
+            )
+        )
+
+
+class NLLLossAccumulator(_ClassAccumulator):
+    """Streaming :func:`xent_rs.nll_loss`: log-probabilities and class indices.
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The class axis of every chunk.
+    weight : array_like, optional
+        Per-class weights, shape ``(C,)``.
+    ignore_index : int, default -100
+        Targets equal to this count for nothing.
+    reduction : {"mean", "sum"}, default "mean"
+        ``mean`` divides by ``Σ weight[y]·sample_weight`` over the non-ignored targets of every
+        chunk seen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.streaming import NLLLossAccumulator
+    >>> acc = NLLLossAccumulator(weight=[1.0, 3.0])
+    >>> acc.update(np.log([[0.5, 0.5]]), np.array([1]))
+    >>> acc.update(np.log([[0.5, 0.5]]), np.array([0]))
+    >>> round(acc.result(), 6), acc.denominator  # log(2), weights 3 + 1
+    (0.693147, 4.0)
+    """
+
+    def __init__(
+        self,
+        *,
+        axis: int = -1,
+        weight: Any = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            axis=axis,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=0.0,
+            reduction=reduction,
+        )
+
+    def _options(self) -> dict[str, Any]:
+        options = super()._options()
+        del options["label_smoothing"]
+        return options
+
+    def _native_sum(
+        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, sw: np.ndarray | None
+    ) -> float:
+        return float(_core.nll_loss(x, t, self.axis, w, sw, self.ignore_index, "sum", False, None))
+
+    def _losses(
+        self, input: Any, target: Any, w: np.ndarray | None, sw: np.ndarray | None
+    ) -> np.ndarray:
+        return np.asarray(
+            _functional.nll_loss(
+                input,
+                target,
+                axis=self.axis,
+                weight=w,
+                sample_weight=sw,
+                ignore_index=self.ignore_index,
+                reduction="none",
+            )
+        )
+
+
+class _BinaryAccumulator(Accumulator):
+    """Binary cross entropy (on probabilities or logits): one loss per element."""
+
+    def __init__(self, *, weight: Any, reduction: str) -> None:
+        super().__init__(reduction)
+        self.weight = _option_array(weight, "weight")
+
+    def _options(self) -> dict[str, Any]:
+        return {"weight": self.weight, "reduction": self.reduction}
+
+    def _element_weight(
+        self, x: np.ndarray, sample_weight: Any, work: np.dtype[Any]
+    ) -> np.ndarray | None:
+        """The chunk's weight: the constructor's ``weight`` times the per-row weights."""
+        w = _as(self.weight, work)
+        if sample_weight is None:
+            return w
+        sw = _arrays.like(sample_weight, work, "sample_weight")
+        if sw.ndim == 1 and x.ndim >= 1:
+            if sw.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"sample_weight of shape {sw.shape} must hold one weight per row of the "
+                    f"input of shape {x.shape}"
+                )
+            sw = sw.reshape(sw.shape + (1,) * (x.ndim - 1))
+        return sw if w is None else np.multiply(w, sw)
+
+    def _native_sum(
+        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, work: np.dtype[Any]
+    ) -> float:
+        raise NotImplementedError
+
+    def _losses(self, input: Any, target: Any, w: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _score(
+        self, input: Any, target: Any, sample_weight: Any, return_losses: bool
+    ) -> tuple[float, float, int, np.ndarray | None]:
+        x, _ = _arrays.float_input(input)
+        work = x.dtype
+        t = _arrays.like(target, work, "target")
+        if t.shape != x.shape:
+            raise ValueError(f"target size {t.shape} must be the same as input size {x.shape}")
+        w = self._element_weight(x, sample_weight, work)
+        total = self._native_sum(x, t, w, work)
+        losses = self._losses(input, t, w) if return_losses else None
+        return total, float(x.size), int(x.size), losses
+
+
+class BinaryCrossEntropyAccumulator(_BinaryAccumulator):
+    """Streaming :func:`xent_rs.binary_cross_entropy`: probabilities and binary targets.
+
+    Parameters
+    ----------
+    weight : array_like, optional
+        Weights broadcast against every chunk's input, e.g. shape ``(C,)`` for ``(n, C)``
+        chunks (so they cannot vary along the rows: per-row weights are ``sample_weight``).
+    reduction : {"mean", "sum"}, default "mean"
+        ``mean`` divides by the number of elements seen (torch's rule; the weights do not
+        enter the denominator).
+
+    Notes
+    -----
+    ``update``'s ``sample_weight`` is one weight per row (shape ``(n,)``; for a 1-D input, per
+    element), or an array that broadcasts against the chunk's input; it multiplies the
+    constructor's ``weight``. The result equals ``binary_cross_entropy(concatenated_input,
+    concatenated_target, weight=weight * sample_weight[:, None])``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.streaming import BinaryCrossEntropyAccumulator
+    >>> acc = BinaryCrossEntropyAccumulator()
+    >>> acc.update(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]), sample_weight=[2.0])
+    >>> round(acc.result(), 6), acc.count  # 2 log(2) per element, mean over 2 elements
+    (1.386294, 2)
+    """
+
+    def __init__(self, *, weight: Any = None, reduction: str = "mean") -> None:
+        super().__init__(weight=weight, reduction=reduction)
+
+    def _native_sum(
+        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, work: np.dtype[Any]
+    ) -> float:
+        values, repeat = _arrays.broadcast(w, x.shape, work, "weight")
+        return float(_core.binary_cross_entropy(x, t, values, repeat, "sum", False, None))
+
+    def _losses(self, input: Any, target: Any, w: np.ndarray | None) -> np.ndarray:
+        return np.asarray(
+            _functional.binary_cross_entropy(input, target, weight=w, reduction="none")
+        )
+
+
+class BinaryCrossEntropyWithLogitsAccumulator(_BinaryAccumulator):
+    """Streaming :func:`xent_rs.binary_cross_entropy_with_logits`.
+
+    Parameters
+    ----------
+    weight : array_like, optional
+        Weights broadcast against every chunk's input (see
+        :class:`BinaryCrossEntropyAccumulator`; per-row weights are ``sample_weight``).
+    pos_weight : array_like, optional
+        Weight of the positive class, broadcast against every chunk's input.
+    reduction : {"mean", "sum"}, default "mean"
+        ``mean`` divides by the number of elements seen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.streaming import BinaryCrossEntropyWithLogitsAccumulator
+    >>> acc = BinaryCrossEntropyWithLogitsAccumulator(pos_weight=[3.0])
+    >>> acc.update(np.array([[0.0], [0.0]]), np.array([[1.0], [0.0]]))
+    >>> round(acc.result(), 6)  # (3 log 2 + log 2) / 2
+    1.386294
+    """
+
+    def __init__(
+        self, *, weight: Any = None, pos_weight: Any = None, reduction: str = "mean"
+    ) -> None:
+        super().__init__(weight=weight, reduction=reduction)
+        self.pos_weight = _option_array(pos_weight, "pos_weight")
+
+    def _options(self) -> dict[str, Any]:
+        options = super()._options()
+        options["pos_weight"] = self.pos_weight
+        return options
+
+    def _native_sum(
+        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, work: np.dtype[Any]
+    ) -> float:
+        values, repeat = _arrays.broadcast(w, x.shape, work, "weight")
+        pos_weight = _as(self.pos_weight, work)
+        pw, pw_repeat = _arrays.broadcast(pos_weight, x.shape, work, "pos_weight")
+        return float(
+            _core.binary_cross_entropy_with_logits(
+                x, t, values, repeat, pw, pw_repeat, "sum", False, None
+            )
+        )
+
+    def _losses(self, input: Any, target: Any, w: np.ndarray | None) -> np.ndarray:
+        return np.asarray(
+            _functional.binary_cross_entropy_with_logits(
+                input, target, weight=w, pos_weight=_aligned(self.pos_weight), reduction="none"
+            )
+        )
+
+
+class LogLossAccumulator(Accumulator):
+    """Streaming :func:`xent_rs.log_loss` (scikit-learn's ``log_loss``), chunk by chunk.
+
+    A chunk rarely holds every class, so the classes are fixed up front:
+
+    - with ``labels=``, they are ``np.unique(labels)`` (the columns of ``y_proba`` in sorted
+      label order, as scikit-learn has them), and any label type works;
+    - without, the labels must be integers (or booleans) ``0 .. C-1`` where ``C`` is the
+      number of columns of ``y_proba`` (2 for a 1-D ``y_proba``, the positive-class
+      probability). A label outside that range is a ``ValueError``.
+
+    Like every accumulator, ``update`` takes the predictions first:
+    ``update(y_proba, y_true, sample_weight=None)`` (scikit-learn's ``log_loss`` takes
+    ``y_true`` first).
+
+    The result over the chunks equals ``xent_rs.log_loss(y, p, labels=classes,
+    sample_weight=..., normalize=...)`` of the concatenation. Every chunk gets
+    scikit-learn's checks and clipping (``eps = finfo(y_proba.dtype).eps``); rows that do not
+    sum to 1 give one ``UserWarning`` per accumulator (``sums_to_one`` records it).
+
+    Parameters
+    ----------
+    labels : array_like, optional
+        Every class label.
+    normalize : bool, default True
+        :meth:`result` is the (weighted) mean per sample; else the (weighted) sum.
+    from_logits : bool, default False
+        The chunks hold logits (log-softmax / log-sigmoid, no clipping), as in
+        :func:`xent_rs.log_loss`.
+
+    Attributes
+    ----------
+    sums_to_one : bool
+        Whether every row seen so far summed to 1 (within scikit-learn's tolerance).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.streaming import LogLossAccumulator
+    >>> acc = LogLossAccumulator(labels=["ham", "spam"])
+    >>> acc.update([[0.1, 0.9], [0.9, 0.1]], ["spam", "ham"])  # predictions first
+    >>> acc.update([[0.8, 0.2], [0.35, 0.65]], ["ham", "spam"])
+    >>> round(acc.result(), 5)
+    0.21616
+    """
+
+    def __init__(
+        self, labels: Any = None, *, normalize: bool = True, from_logits: bool = False
+    ) -> None:
+        super().__init__("mean" if normalize else "sum")
+        self.normalize = bool(normalize)
+        self.from_logits = bool(from_logits)
+        self.labels: np.ndarray | None = None
+        self.sums_to_one = True
+        if labels is not None:
+            given = np.asarray(labels)
+            classes = np.unique(given)
+            if classes.shape[0] < 2:
+                raise ValueError(
+                    f"The labels array needs to contain at least two labels, got {classes}."
+                )
+            if classes.shape != given.shape or not np.array_equal(classes, given):
+                warnings.warn(
+                    f"Labels passed were {labels}. But this function assumes labels are "
+                    f"ordered lexicographically. Pass the ordered labels={classes.tolist()} and "
+                    "ensure that the columns of y_prob correspond to this ordering.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            self.labels = classes
+
+    def _options(self) -> dict[str, Any]:
+        return {"labels": self.labels, "normalize": self.normalize, "from_logits": self.from_logits}
+
+    def _merge_extra(self, other: Accumulator) -> None:
+        assert isinstance(other, LogLossAccumulator)
+        self.sums_to_one = self.sums_to_one and other.sums_to_one
+
+    def reset(self) -> None:
+        """Forgets everything seen (the options stay)."""
+        super().reset()
+        self.sums_to_one = True
+
+    def result(self) -> float:
+        """The log loss over everything seen so far, as a float64.
+
+        Raises ``ValueError`` when nothing was seen, or (``normalize=True``) when the sample
+        weights sum to zero, as :func:`xent_rs.log_loss` does.
+        """
+        if self.count == 0:
+            raise ValueError("log_loss of no samples: update() the accumulator with data first")
+        if self.normalize and self.denominator == 0.0:
+            raise ValueError("Sample weights must contain at least one non-zero number.")
+        return super().result()
+
+    def _codes(self, y: np.ndarray, columns: int, check_range: bool) -> np.ndarray:
+        """Column indices of the chunk's labels."""
+        if y.ndim != 1:
+            raise ValueError(
+                f"y_true must be 1-D class labels for streaming log_loss, got shape {y.shape}"
+            )
+        classes = self.labels
+        if classes is not None:
+            if classes.shape[0] != columns:
+                raise ValueError(
+                    "The number of classes in labels is different from that in y_prob. "
+                    f"Classes found in labels: {classes}"
+                )
+            if y.dtype.kind in "iu" and np.array_equal(classes, np.arange(columns)):
+                return self._codes_in_range(y, columns, check_range, labels=True)
+            present = np.isin(y, classes)
+            if not present.all():
+                raise ValueError(
+                    f"y_true contains values {set(y[~present].tolist())} not belonging to the "
+                    f"passed labels {classes.tolist()}."
+                )
+            return np.searchsorted(classes, y).astype(np.int64)
+        if y.dtype.kind == "b":
+            y = y.astype(np.int8)
+        if y.dtype.kind not in "iu":
+            raise ValueError(
+                f"y_true holds {y.dtype} labels: streaming log_loss needs labels= (every class, "
+                "so that chunks missing some classes score alike); only integer labels "
+                "0..C-1 can go without"
+            )
+        return self._codes_in_range(y, columns, check_range, labels=False)
+
+    @staticmethod
+    def _codes_in_range(y: np.ndarray, columns: int, check: bool, labels: bool) -> np.ndarray:
+        if check and y.size:
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= columns:
+                _bad_label(y, columns, labels)
+        return y
+
+    def _score(
+        self, input: Any, target: Any, sample_weight: Any, return_losses: bool
+    ) -> tuple[float, float, int, np.ndarray | None]:
+        y = _arrays.to_ndarray(target)
+        raw = _arrays.to_ndarray(input)
+        if raw.dtype.kind not in "fiub":
+            raise TypeError(
+                f"y_proba must be a real numeric array, got dtype {raw.dtype} (update() takes "
+                "the predictions first: update(y_proba, y_true, sample_weight=None))"
+            )
+        if raw.ndim == 0 or raw.ndim > 2:
+            raise ValueError(f"y_proba must be 1-D or 2-D, got an array of shape {raw.shape}")
+        n = raw.shape[0]
+        sw = None
+        if sample_weight is not None:
+            work = raw.dtype if raw.dtype in _arrays.NATIVE else _F64
+            if raw.dtype == _arrays.FLOAT16:
+                work = _arrays.FLOAT32
+            sw = _arrays.like(sample_weight, work, "sample_weight")
+            if sw.ndim != 1:
+                raise ValueError(
+                    f"Sample weights must be 1D array or scalar, got {sw.ndim}D array instead."
+                )
+        lengths = [n, y.shape[0] if y.ndim else 1] + ([sw.shape[0]] if sw is not None else [])
+        if len(set(lengths)) > 1:
+            raise ValueError(
+                f"Found input variables with inconsistent numbers of samples: {lengths}"
+            )
+        columns = 2 if raw.ndim == 1 or raw.shape[1] == 1 else raw.shape[1]
+        if n == 0:
+            self._codes(y, columns, check_range=False)  # the same type checks as a full chunk
+            empty = np.zeros(0, dtype=_F64 if raw.dtype.kind != "f" else raw.dtype)
+            return 0.0, 0.0, 0, empty if return_losses else None
+        p, eps = _scoring._probabilities(raw)
+        if self.from_logits:
+            return self._score_logits(p, y, sw, columns, return_losses)
+        codes = self._codes(y, columns, check_range=False)
+        total, weight_sum, normalized, in_range = _log_loss_pass(p, codes, sw, eps)
+        if not in_range:
+            _bad_label(codes, columns, self.labels is not None)
+        if not normalized:
+            if self.sums_to_one:
+                warnings.warn(
+                    "The y_prob values do not sum to one. Make sure to pass probabilities.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self.sums_to_one = False
+        losses = None
+        if return_losses:
+            full = np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
+            picked = np.clip(full[np.arange(n), codes], eps, 1 - eps)
+            losses = -np.log(picked)
+            if sw is not None:
+                losses = losses * sw
+        return total, weight_sum, n, losses
+
+    def _score_logits(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        sw: np.ndarray | None,
+        columns: int,
+        return_losses: bool,
+    ) -> tuple[float, float, int, np.ndarray | None]:
+        codes = self._codes(y, columns, check_range=True)
+        if x.ndim == 1:
+            t = codes.astype(x.dtype)
+            values, repeat = _arrays.broadcast(sw, x.shape, x.dtype, "sample_weight")
+            total = _core.binary_cross_entropy_with_logits(
+                x, t, values, repeat, None, 1, "sum", False, None
+            )
+        else:
+            total = _core.cross_entropy(x, codes, -1, None, sw, -100, "sum", 0.0, False, None, None)
+        total = float(total)
+        if math.isnan(total) and bool(np.isnan(x).any()):
+            raise ValueError("Input contains NaN.")
+        n = x.shape[0]
+        denominator = float(n) if sw is None else float(np.sum(sw, dtype=np.float64))
+        losses = None
+        if return_losses:
+            if x.ndim == 1:
+                losses = _functional.binary_cross_entropy_with_logits(
+                    x, codes.astype(x.dtype), weight=sw, reduction="none"
+                )
+            else:
+                losses = _functional.cross_entropy(x, codes, sample_weight=sw, reduction="none")
+        return total, denominator, n, losses
+
+
+def _log_loss_pass(
+    p: np.ndarray, codes: np.ndarray, sw: np.ndarray | None, eps: float
+) -> tuple[float, float, bool, bool]:
+    """One native pass: ``(loss_sum, weight_sum, rows_sum_to_one, labels_in_range)``, after
+    scikit-learn's checks of the probabilities (NaN, infinities, values outside [0, 1])."""
+    summary: tuple[Any, ...] = _core.log_loss(p, codes, sw, eps, math.sqrt(eps))
+    if len(summary) == 8:  # (sum, weight, min, max, has_nan, normalized, in_range, seen)
+        low, high = float(summary[2]), float(summary[3])
+        out_of_range = bool(summary[4]) or not (0.0 <= low and high <= 1.0)
+    else:  # (sum, weight, out_of_range, normalized, in_range, seen)
+        out_of_range = bool(summary[2])
+    if out_of_range:
+        _check_probabilities(p)
+    return float(summary[0]), float(summary[1]), bool(summary[-3]), bool(summary[-2])
+
+
+def _check_probabilities(p: np.ndarray) -> None:
+    """scikit-learn's errors for probabilities, in its order (only called when one fails)."""
+    if np.isnan(p).any():
+        raise ValueError("Input contains NaN.")
+    if np.isinf(p).any():
+        raise ValueError("Input contains infinity or a value too large for dtype('float64').")
+    if p.max() > 1:
+        raise ValueError(f"y_prob contains values greater than 1: {p.max()}")
+    if p.min() < 0:
+        raise ValueError(f"y_prob contains values lower than 0: {p.min()}")
+
+
+def _bad_label(codes: np.ndarray, columns: int, labels: bool) -> None:
+    bad = np.flatnonzero((codes < 0) | (codes >= columns))
+    value = codes[bad[0]] if bad.size else "?"
+    where = f" at position {int(bad[0])}" if bad.size else ""
+    hint = "" if labels else "; pass labels= with every class"
+    raise ValueError(
+        f"y_true contains label {value}{where}, outside the {columns} classes 0..{columns - 1} "
+        f"of y_proba's columns{hint}"
+    )
+
+
+_BY_NAME: dict[str, type[Accumulator]] = {
+    "cross_entropy": CrossEntropyAccumulator,
+    "nll_loss": NLLLossAccumulator,
+    "binary_cross_entropy": BinaryCrossEntropyAccumulator,
+    "binary_cross_entropy_with_logits": BinaryCrossEntropyWithLogitsAccumulator,
+    "log_loss": LogLossAccumulator,
+}
+
+
+def accumulator(loss: str, **options: Any) -> Accumulator:
+    """A new accumulator for the loss named like its one-shot function.
+
+    Parameters
+    ----------
+    loss : {"cross_entropy", "nll_loss", "binary_cross_entropy", \
+"binary_cross_entropy_with_logits", "log_loss"}
+        The loss.
+    **options
+        The accumulator's options (``weight=``, ``ignore_index=``, ``labels=``, ...).
+
+    Examples
+    --------
+    >>> from xent_rs.streaming import accumulator
+    >>> accumulator("nll_loss", reduction="sum")
+    NLLLossAccumulator(axis=-1, weight=None, ignore_index=-100, reduction='sum'; count=0, \
+loss_sum=0.0, denominator=0.0)
+    """
+    try:
+        cls = _BY_NAME[loss]
+    except KeyError:
+        raise ValueError(
+            f"unknown loss {loss!r}; expected one of {', '.join(sorted(_BY_NAME))}"
+        ) from None
+    return cls(**options)
