@@ -91,11 +91,13 @@ def log_loss(
     if from_logits:
         return _from_logits(y, p, sw, labels, normalize)
 
-    if labels is None and y.ndim == 1 and y.dtype.kind in "iu":
+    if y.ndim == 1 and y.dtype.kind in "iu" and _identity_labels(labels, p):
+        # Integer labels that are already column numbers: one native pass, no encoding.
         summary = _core.log_loss(p, y, sw, eps, math.sqrt(eps))
         _check_probabilities(p, summary[2])
-        classes = 2 if p.ndim == 1 else p.shape[1]
-        if summary[4] and bool(np.all(summary[5])) and classes >= 2:
+        columns = 2 if p.ndim == 1 else p.shape[1]
+        every_class = labels is not None or bool(np.all(summary[5]))
+        if summary[4] and every_class and columns >= 2:
             if not summary[3]:
                 _warn_not_normalized()
             return _average(summary[0], summary[1], normalize)
@@ -109,6 +111,21 @@ def log_loss(
         _warn_not_normalized()
     _check_columns(classes, p, labels)
     return _average(summary[0], summary[1], normalize)
+
+
+def _identity_labels(labels: Any, p: np.ndarray) -> bool:
+    """Whether ``labels`` (``None``, or ``0 .. C-1`` for ``C`` probability columns) make
+    integer labels their own column numbers."""
+    if labels is None:
+        return True
+    given = np.asarray(labels)
+    columns = 2 if p.ndim == 1 else p.shape[1]
+    return (
+        given.ndim == 1
+        and given.dtype.kind in "iu"
+        and given.shape[0] == columns
+        and bool(np.array_equal(given, np.arange(columns)))
+    )
 
 
 def _probabilities(y_proba: Any) -> tuple[np.ndarray, float]:

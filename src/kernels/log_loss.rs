@@ -7,9 +7,8 @@
 //! whether every row sums to 1 (within `1e-8 + sum_rtol`), whether every label lies in
 //! `[0, classes)`, and which classes occur.
 //!
-//! Labels are scanned first (range, classes seen, total weight); the probabilities are then
-//! read once, by the row driver (vectorised along long rows, across rows for few classes) or,
-//! for a single positive-class column, element by element.
+//! The probabilities and labels are read once, by the row driver (vectorised along long rows,
+//! across rows for few classes) or, for a single positive-class column, element by element.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,7 +18,7 @@ use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowR
 use crate::kernels::stats::{ColumnSum, V, live_lanes, load_upto};
 use crate::kernels::{Layout, RawIn, Targets, check_len};
 use crate::parallel;
-use crate::reduce::pairwise_sum;
+use crate::reduce::{self, pairwise_sum};
 use crate::simd::{self, Isa, Vector, WithIsa};
 
 /// The probabilities: one column per class, or one column holding the positive class of a
@@ -72,8 +71,11 @@ pub fn log_loss<T: Float>(
     if let Some(sw) = sample_weight {
         check_len("sample_weight", sw.len(), rows)?;
     }
-    let (labels_in_range, seen, weight) = scan_labels(labels, classes, sample_weight)?;
-    let flags = Flags::default();
+    let weight = match sample_weight {
+        Some(sw) => reduce::sum(sw)?,
+        None => rows as f64,
+    };
+    let flags = Flags::new(classes);
     let loss = match proba {
         Probabilities::Classes(p, c) => {
             let kernel = Rows {
@@ -115,53 +117,51 @@ pub fn log_loss<T: Float>(
         weight,
         out_of_range: flags.out_of_range.load(Ordering::Relaxed),
         normalized: !flags.unnormalized.load(Ordering::Relaxed),
-        labels_in_range,
-        seen,
+        labels_in_range: !flags.label_outside.load(Ordering::Relaxed),
+        seen: flags
+            .seen
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect(),
     })
 }
 
-/// Rare conditions any block may raise; only ever set, so the outcome does not depend on the
-/// order blocks run in.
-#[derive(Default)]
+/// Conditions any block may raise; only ever set, so the outcome does not depend on the order
+/// blocks run in.
 struct Flags {
     out_of_range: AtomicBool,
     unnormalized: AtomicBool,
+    label_outside: AtomicBool,
+    seen: Vec<AtomicBool>,
 }
 
-/// Range of every label, the classes seen, and `Σ sw`.
-fn scan_labels<T: Float>(
-    labels: Targets<'_>,
-    classes: usize,
-    sample_weight: Option<&[T]>,
-) -> Result<(bool, Vec<bool>, f64), XentError> {
-    let n = labels.len();
-    let blocks = parallel::blocks(n, 1, 1);
-    let parts = parallel::map_blocks(blocks, n, |range| {
-        let mut seen = vec![false; classes];
-        let mut in_range = true;
-        let mut weight = 0.0;
-        for i in range {
-            let y = labels.get(i);
-            if (0..classes as i64).contains(&y) {
-                seen[y as usize] = true;
-            } else {
-                in_range = false;
-            }
-            weight += sample_weight.map_or(1.0, |s| s[i].to_f64());
+impl Flags {
+    fn new(classes: usize) -> Self {
+        Flags {
+            out_of_range: AtomicBool::new(false),
+            unnormalized: AtomicBool::new(false),
+            label_outside: AtomicBool::new(false),
+            seen: (0..classes).map(|_| AtomicBool::new(false)).collect(),
         }
-        (in_range, seen, weight)
-    })?;
-    let mut seen = vec![false; classes];
-    let mut in_range = true;
-    let mut weights = Vec::with_capacity(parts.len());
-    for (ok, s, w) in parts {
-        in_range &= ok;
-        for (a, b) in seen.iter_mut().zip(s) {
-            *a |= b;
-        }
-        weights.push(w);
     }
-    Ok((in_range, seen, pairwise_sum(&weights)))
+
+    /// Records label `y`; returns whether it names a class.
+    #[inline(always)]
+    fn label(&self, y: i64) -> bool {
+        match usize::try_from(y).ok().and_then(|c| self.seen.get(c)) {
+            Some(seen) => {
+                // Read first: after the first sighting of a class this is a plain load.
+                if !seen.load(Ordering::Relaxed) {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                true
+            }
+            None => {
+                self.label_outside.store(true, Ordering::Relaxed);
+                false
+            }
+        }
+    }
 }
 
 /// Raises `flag` when any lane of `bad` (a 0/1 vector) is set.
@@ -172,18 +172,45 @@ fn raise_if<T: Float, I: Isa>(bad: V<T, I>, flag: &AtomicBool) {
     }
 }
 
-/// 1 in the lanes of `v` outside `[0, 1]` or NaN, else 0.
-#[inline(always)]
-fn outside_unit<T: Float, I: Isa>(v: V<T, I>) -> V<T, I> {
-    let isa = v.isa();
-    let (zero, one) = (
-        V::<T, I>::splat(isa, T::ZERO),
-        V::<T, I>::splat(isa, T::ONE),
-    );
-    let below = V::<T, I>::select(v.lt(zero), one, zero);
-    let above = V::<T, I>::select(one.lt(v), one, zero);
-    let nan = V::<T, I>::select(v.is_nan(), one, zero);
-    below.max(above).max(nan)
+/// The running minimum and maximum of the probabilities seen, ignoring NaN (NaN is caught
+/// through the sums it poisons).
+#[derive(Clone, Copy)]
+struct Range<T: Float, I: Isa> {
+    lo: V<T, I>,
+    hi: V<T, I>,
+}
+
+impl<T: Float, I: Isa> Range<T, I> {
+    #[inline(always)]
+    fn new(isa: I) -> Self {
+        let half = V::<T, I>::splat(isa, T::from_f64(0.5));
+        Range { lo: half, hi: half }
+    }
+
+    /// Takes in `v`; `a.min(b)` returns `b` when `a` is NaN, so NaN lanes change nothing.
+    #[inline(always)]
+    fn add(&mut self, v: V<T, I>) {
+        self.lo = v.min(self.lo);
+        self.hi = v.max(self.hi);
+    }
+
+    /// Raises `flag` when a value lay outside `[0, 1]`, or `sum` (any vector the values
+    /// were added into) is NaN.
+    #[inline(always)]
+    fn raise(self, sum: V<T, I>, flag: &AtomicBool) {
+        let isa = sum.isa();
+        let (zero, one) = (
+            V::<T, I>::splat(isa, T::ZERO),
+            V::<T, I>::splat(isa, T::ONE),
+        );
+        let nan = V::<T, I>::select(sum.is_nan(), one, zero);
+        if zero.sub(self.lo).reduce_max() > T::ZERO
+            || self.hi.reduce_max() > T::ONE
+            || nan.reduce_max() > T::ZERO
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Clips to `[lo, hi]` keeping NaN (the bounds are the first operands).
@@ -207,20 +234,25 @@ impl<T: Float> RowKernel<T> for Rows<'_, T> {
     fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
         let lanes = V::<T, I>::LANES;
         let mut sum = V::<T, I>::wide_zero(isa);
-        let mut bad = V::<T, I>::splat(isa, T::ZERO);
+        let mut range = Range::<T, I>::new(isa);
         for i in (0..n).step_by(lanes) {
             let k = lanes.min(n - i);
             // SAFETY: the driver hands over n readable values; padding lanes read 0.
             let v = unsafe { load_upto(isa, p.x.add(i), k, T::ZERO) };
             sum = v.wide_add(sum);
-            bad = bad.max(outside_unit::<T, I>(v));
+            range.add(v);
         }
-        raise_if::<T, I>(bad, &self.flags.out_of_range);
-        if (V::<T, I>::wide_sum(sum) - 1.0).abs() > self.tolerance {
+        let total = V::<T, I>::wide_sum(sum);
+        range.raise(
+            V::<T, I>::splat(isa, T::from_f64(total)),
+            &self.flags.out_of_range,
+        );
+        // A NaN sum is caught as out of range above; here it must not count as normalised.
+        if (total - 1.0).abs() > self.tolerance || total.is_nan() {
             self.flags.unnormalized.store(true, Ordering::Relaxed);
         }
         let y = self.labels.get(r);
-        if !(0..n as i64).contains(&y) {
+        if !self.flags.label(y) {
             return 0.0;
         }
         // SAFETY: y < n.
@@ -245,7 +277,7 @@ impl<T: Float> RowKernel<T> for Rows<'_, T> {
         let (mut y, mut sw) = ([T::from_f64(-1.0); MAX_LANES], [T::ZERO; MAX_LANES]);
         for j in 0..valid {
             let t = self.labels.get(r0 + j);
-            if (0..classes as i64).contains(&t) {
+            if self.flags.label(t) {
                 y[j] = T::from_f64(t as f64);
                 sw[j] = self.sample_weight.map_or(T::ONE, |s| s[r0 + j]);
             }
@@ -258,20 +290,21 @@ impl<T: Float> RowKernel<T> for Rows<'_, T> {
             )
         };
         let mut sum = ColumnSum::<T, I>::new(isa);
-        let mut bad = zero;
+        let mut range = Range::<T, I>::new(isa);
         let mut p_y = one;
         let mut class = zero;
         for c in 0..classes {
             // SAFETY: the driver hands over `classes` columns; padding lanes hold 0.
             let v = unsafe { cols.x(isa, c) };
             sum.add(v);
-            bad = bad.max(outside_unit::<T, I>(v));
+            range.add(v);
             p_y = V::<T, I>::select(y.eq(class), v, p_y);
             class = class.add(one);
         }
-        raise_if::<T, I>(bad, &self.flags.out_of_range);
+        let total = sum.total();
+        range.raise(total, &self.flags.out_of_range);
         let live = live_lanes::<T, I>(isa, valid);
-        let off = sum.total().sub(one).abs();
+        let off = total.sub(one).abs();
         let tolerance = V::<T, I>::splat(isa, T::from_f64(self.tolerance));
         raise_if::<T, I>(
             V::<T, I>::select(tolerance.lt(off), live, zero),
@@ -310,14 +343,15 @@ impl<T: Float> WithIsa for PositiveBlock<'_, '_, T> {
         );
         let (lo, hi) = (T::from_f64(job.eps), T::from_f64(1.0 - job.eps));
         let mut acc = V::<T, I>::wide_zero(isa);
-        let mut bad = zero;
+        let mut range = Range::<T, I>::new(isa);
+        let mut poison = zero;
         for i in self.range.clone().step_by(lanes) {
             let k = lanes.min(self.range.end - i);
             // Per lane: 1 for label 1, 0 for label 0, and the weight (0 for other labels).
             let (mut y, mut sw) = ([T::ZERO; MAX_LANES], [T::ZERO; MAX_LANES]);
             for j in 0..k {
                 let t = job.labels.get(i + j);
-                if t == 0 || t == 1 {
+                if job.flags.label(t) {
                     y[j] = T::from_f64(t as f64);
                     sw[j] = job.sample_weight.map_or(T::ONE, |s| s[i + j]);
                 }
@@ -330,13 +364,14 @@ impl<T: Float> WithIsa for PositiveBlock<'_, '_, T> {
                     load_upto(isa, job.p.as_ptr().add(i), k, T::ZERO),
                 )
             };
-            bad = bad.max(outside_unit::<T, I>(p));
+            range.add(p);
+            poison = p.mul_add(zero, poison);
             let p_y = V::<T, I>::select(y.eq(one), p, one.sub(p));
             acc = zero
                 .sub(sw.mul(T::ln(clip::<T, I>(p_y, lo, hi))))
                 .wide_add(acc);
         }
-        raise_if::<T, I>(bad, &job.flags.out_of_range);
+        range.raise(poison, &job.flags.out_of_range);
         V::<T, I>::wide_sum(acc)
     }
 }

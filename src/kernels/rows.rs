@@ -333,66 +333,109 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
         }
     }
 
-    /// Class axis not last: lanes run along the trailing axes, `inner` apart per class.
+    /// Class axis not last: lanes run along the trailing axes. A span of up to
+    /// [`STRIDED_SPAN`] positions is copied, class by class, into a compact tile first: the
+    /// classes lie `inner` values apart in memory, often a large power of two, which would map
+    /// every class of a lane group onto the same cache set.
     #[inline(always)]
     fn run_strided<I: Isa>(&self, isa: I, acc: &mut Accumulator<T>) {
         let Layout { classes, inner, .. } = self.layout;
-        let lanes = T::Vec::<I>::LANES;
+        let lanes = V::<T, I>::LANES;
         let base = self.base();
-        let mut tile: Vec<T> = Vec::new();
+        let span = (STRIDED_TILE / classes.max(1)).clamp(lanes, STRIDED_SPAN) / lanes * lanes;
+        let len = classes * span;
+        let mut tile = vec![T::ZERO; 3 * len];
+        let (tx, rest) = tile.split_at_mut(len);
+        let (tx2, tout) = rest.split_at_mut(len);
         let mut r = self.range.start;
         while r < self.range.end {
             let (o, i) = (r / inner, r % inner);
-            let valid = lanes.min(inner - i).min(self.range.end - r);
-            // SAFETY: element (o, 0, i) and the `classes` strides after it are in bounds.
+            let width = span.min(inner - i).min(self.range.end - r);
+            // SAFETY: element (o, 0, i) and `width` positions of every class after it are in
+            // bounds.
             let p = unsafe { base.add(o * classes * inner + i) };
-            let values;
-            if valid == lanes {
-                let cols = Columns {
-                    x: p.x,
-                    x2: p.x2,
-                    out: p.out,
-                    class_stride: inner,
-                    out_stride: inner,
-                };
-                values = self.kernel.lanes(isa, r, valid, cols, classes);
-            } else {
-                if tile.is_empty() {
-                    tile = vec![T::ZERO; 3 * classes * lanes];
+            // SAFETY: as above, for the inputs.
+            unsafe {
+                copy_span_in(p.x, inner, tx, span, width, classes);
+                if !p.x2.is_null() {
+                    copy_span_in(p.x2, inner, tx2, span, width, classes);
                 }
-                let (tx, rest) = tile.split_at_mut(classes * lanes);
-                let (tx2, tout) = rest.split_at_mut(classes * lanes);
-                // SAFETY: `valid` lanes of `classes` strided values are readable at p.
-                unsafe {
-                    gather_in(p.x, inner, tx, lanes, valid, classes);
-                    if !p.x2.is_null() {
-                        gather_in(p.x2, inner, tx2, lanes, valid, classes);
-                    }
-                }
+            }
+            for g in (0..width).step_by(lanes) {
                 let cols = Columns {
-                    x: tx.as_ptr(),
+                    x: tx[g..].as_ptr(),
                     x2: if p.x2.is_null() {
                         std::ptr::null()
                     } else {
-                        tx2.as_ptr()
+                        tx2[g..].as_ptr()
                     },
                     out: if p.out.is_null() {
                         std::ptr::null_mut()
                     } else {
-                        tout.as_mut_ptr()
+                        tout[g..].as_mut_ptr()
                     },
-                    class_stride: lanes,
-                    out_stride: lanes,
+                    class_stride: span,
+                    out_stride: span,
                 };
-                values = self.kernel.lanes(isa, r, valid, cols, classes);
-                if !p.out.is_null() {
-                    // SAFETY: `valid` lanes of `classes` strided values are writable at p.out.
-                    unsafe { scatter_out(tout, lanes, p.out, inner, valid, classes) };
-                }
+                let valid = lanes.min(width - g);
+                let values = self.kernel.lanes(isa, r + g, valid, cols, classes);
+                acc.push_lanes::<I>(r + g, valid, values);
             }
-            acc.push_lanes::<I>(r, valid, values);
-            r += valid;
+            if !p.out.is_null() {
+                // SAFETY: as above, for the output.
+                unsafe { copy_span_out(tout, span, p.out, inner, width, classes) };
+            }
+            r += width;
         }
+    }
+}
+
+/// Most positions a strided tile holds per class.
+const STRIDED_SPAN: usize = 2048;
+
+/// Values a strided tile aims to hold (per buffer), to stay in the L1 cache.
+const STRIDED_TILE: usize = 32768;
+
+/// Copies `width` positions of each of `classes` rows `stride` apart into `tile`, `span` apart,
+/// zero-filling each row of the tile past `width`.
+///
+/// # Safety
+/// `src + c * stride` must be readable for `width` values for every class `c`.
+#[inline(always)]
+unsafe fn copy_span_in<T: Float>(
+    src: *const T,
+    stride: usize,
+    tile: &mut [T],
+    span: usize,
+    width: usize,
+    classes: usize,
+) {
+    for c in 0..classes {
+        let row = &mut tile[c * span..(c + 1) * span];
+        // SAFETY: see the function's contract.
+        let from = unsafe { std::slice::from_raw_parts(src.add(c * stride), width) };
+        row[..width].copy_from_slice(from);
+        row[width..].fill(T::ZERO);
+    }
+}
+
+/// The inverse of [`copy_span_in`] for an output tile.
+///
+/// # Safety
+/// `dst + c * stride` must be writable for `width` values for every class `c`.
+#[inline(always)]
+unsafe fn copy_span_out<T: Float>(
+    tile: &[T],
+    span: usize,
+    dst: *mut T,
+    stride: usize,
+    width: usize,
+    classes: usize,
+) {
+    for c in 0..classes {
+        // SAFETY: see the function's contract.
+        let to = unsafe { std::slice::from_raw_parts_mut(dst.add(c * stride), width) };
+        to.copy_from_slice(&tile[c * span..c * span + width]);
     }
 }
 
@@ -474,51 +517,6 @@ unsafe fn transpose_out<T: Float, I: Isa>(
                     unsafe { store_upto(*reg, dst.add((g + j) * classes + c0), width) };
                 }
             }
-        }
-    }
-}
-
-/// Copies `valid` lanes of `classes` values, `stride` apart per class, into `tile` with
-/// `lanes` per class, zero-filling the padding lanes.
-///
-/// # Safety
-/// `src + c * stride + j` must be readable for every class `c` and lane `j < valid`.
-#[inline(always)]
-unsafe fn gather_in<T: Float>(
-    src: *const T,
-    stride: usize,
-    tile: &mut [T],
-    lanes: usize,
-    valid: usize,
-    classes: usize,
-) {
-    for c in 0..classes {
-        let col = &mut tile[c * lanes..(c + 1) * lanes];
-        for (j, slot) in col[..valid].iter_mut().enumerate() {
-            // SAFETY: see the function's contract.
-            *slot = unsafe { *src.add(c * stride + j) };
-        }
-        col[valid..].fill(T::ZERO);
-    }
-}
-
-/// The inverse of [`gather_in`] for an output tile.
-///
-/// # Safety
-/// `dst + c * stride + j` must be writable for every class `c` and lane `j < valid`.
-#[inline(always)]
-unsafe fn scatter_out<T: Float>(
-    tile: &[T],
-    lanes: usize,
-    dst: *mut T,
-    stride: usize,
-    valid: usize,
-    classes: usize,
-) {
-    for c in 0..classes {
-        for j in 0..valid {
-            // SAFETY: see the function's contract.
-            unsafe { *dst.add(c * stride + j) = tile[c * lanes + j] };
         }
     }
 }
