@@ -310,18 +310,25 @@ where
     i128: From<L>,
 {
     let (ignore, classes) = (opts.ignore_index as i128, classes as i128);
-    let bad = |i: usize| Err(start + i);
+    let bad_at = |i: usize| Err(start + i);
     match (opts.weight, opts.sample_weight) {
         (None, None) => {
+            // Branch-free, so it vectorises: count the counted targets, note any bad one, and
+            // look for its position only then.
             let mut counted = 0usize;
-            for (i, &y) in t.iter().enumerate() {
+            let mut bad = false;
+            for &y in t {
                 let y = i128::from(y);
-                if y != ignore {
-                    if !(0..classes).contains(&y) {
-                        return bad(i);
-                    }
-                    counted += 1;
-                }
+                let ignored = y == ignore;
+                bad |= !ignored & !(0..classes).contains(&y);
+                counted += usize::from(!ignored);
+            }
+            if bad {
+                let i = t.iter().position(|&y| {
+                    let y = i128::from(y);
+                    y != ignore && !(0..classes).contains(&y)
+                });
+                return bad_at(i.unwrap_or(0));
             }
             Ok(counted as f64)
         }
@@ -333,7 +340,7 @@ where
                     continue;
                 }
                 if !(0..classes).contains(&y) {
-                    return bad(i);
+                    return bad_at(i);
                 }
                 let wy = w.map_or(1.0, |w| w[y as usize].to_f64());
                 total += sw.map_or(wy, |sw| wy * sw[start + i].to_f64());

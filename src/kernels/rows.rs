@@ -463,20 +463,29 @@ unsafe fn transpose_in<T: Float, I: Isa>(
         for c0 in (0..classes).step_by(lanes) {
             let width = lanes.min(classes - c0);
             let mut regs = [zero; MAX_LANES];
-            for (j, reg) in regs[..lanes].iter_mut().enumerate() {
-                let row = g + j;
-                let at = row * classes + c0;
-                *reg = if at + lanes <= end {
-                    // A full vector that runs into the next rows: only the first `width`
-                    // columns are kept, and plain loads are cheaper than masked ones.
-                    // SAFETY: at + lanes <= n * classes values are readable.
-                    unsafe { V::<T, I>::load(isa, src.add(at)) }
-                } else if row < n {
-                    // SAFETY: row < n, and c0 + width <= classes.
-                    unsafe { load_upto(isa, src.add(at), width, T::ZERO) }
-                } else {
-                    zero
-                };
+            let first = g * classes + c0;
+            if first + (lanes - 1) * classes + lanes <= end {
+                // Every row of the group holds a full vector from column c0 on (running into
+                // the next rows: only the first `width` columns are kept). Plain loads in a
+                // branch-free loop that unrolls, so the block stays in registers.
+                for (j, reg) in regs[..lanes].iter_mut().enumerate() {
+                    // SAFETY: first + j * classes + lanes <= n * classes values are readable.
+                    *reg = unsafe { V::<T, I>::load(isa, src.add(first + j * classes)) };
+                }
+            } else {
+                for (j, reg) in regs[..lanes].iter_mut().enumerate() {
+                    let row = g + j;
+                    let at = row * classes + c0;
+                    *reg = if at + lanes <= end {
+                        // SAFETY: at + lanes <= n * classes values are readable.
+                        unsafe { V::<T, I>::load(isa, src.add(at)) }
+                    } else if row < n {
+                        // SAFETY: row < n, and c0 + width <= classes.
+                        unsafe { load_upto(isa, src.add(at), width, T::ZERO) }
+                    } else {
+                        zero
+                    };
+                }
             }
             V::<T, I>::transpose(&mut regs[..lanes]);
             for (c, reg) in regs[..lanes].iter().enumerate() {
