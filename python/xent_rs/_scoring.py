@@ -71,23 +71,10 @@ def log_loss(
         y_proba = y_pred
     if y_proba is None:
         raise TypeError("log_loss() missing required argument: 'y_proba'")
-    p, eps = _probabilities(y_proba)
+    p, eps = probabilities(y_proba)
     y = _arrays.to_ndarray(y_true)
-    n = p.shape[0]
-    sw = None
-    if sample_weight is not None:
-        sw = _arrays.like(sample_weight, p.dtype, "sample_weight")
-        if sw.ndim != 1:
-            raise ValueError(
-                f"Sample weights must be 1D array or scalar, got {sw.ndim}D array instead."
-            )
-    lengths = [n, y.shape[0] if y.ndim else 1] + ([sw.shape[0]] if sw is not None else [])
-    if len(set(lengths)) > 1:
-        raise ValueError(
-            f"Found input variables with inconsistent numbers of samples: {lengths[:2]}"
-            if sw is None
-            else f"Found input variables with inconsistent numbers of samples: {lengths}"
-        )
+    sw = sample_weights(sample_weight, p.dtype)
+    check_lengths(p.shape[0], y, sw)
     if from_logits:
         return _from_logits(y, p, sw, labels, normalize)
 
@@ -113,6 +100,25 @@ def log_loss(
     return _average(summary[0], summary[1], normalize)
 
 
+def sample_weights(sample_weight: Any, dtype: np.dtype[Any]) -> np.ndarray | None:
+    """scikit-learn's per-sample weights: 1-D, in the probabilities' dtype."""
+    if sample_weight is None:
+        return None
+    sw = _arrays.like(sample_weight, dtype, "sample_weight")
+    if sw.ndim != 1:
+        raise ValueError(
+            f"Sample weights must be 1D array or scalar, got {sw.ndim}D array instead."
+        )
+    return sw
+
+
+def check_lengths(n: int, y: np.ndarray, sw: np.ndarray | None) -> None:
+    """scikit-learn's check that predictions, labels and weights have one row per sample."""
+    lengths = [n, y.shape[0] if y.ndim else 1] + ([sw.shape[0]] if sw is not None else [])
+    if len(set(lengths)) > 1:
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: {lengths}")
+
+
 def _identity_labels(labels: Any, p: np.ndarray) -> bool:
     """Whether ``labels`` (``None``, or ``0 .. C-1`` for ``C`` probability columns) make
     integer labels their own column numbers."""
@@ -128,7 +134,7 @@ def _identity_labels(labels: Any, p: np.ndarray) -> bool:
     )
 
 
-def _probabilities(y_proba: Any) -> tuple[np.ndarray, float]:
+def probabilities(y_proba: Any) -> tuple[np.ndarray, float]:
     """``y_proba`` as a C-contiguous float array (NumPy's rules) and its clipping ``eps``."""
     p = _arrays.to_ndarray(y_proba)
     dtype = p.dtype

@@ -851,27 +851,17 @@ class LogLossAccumulator(Accumulator):
         if raw.ndim == 0 or raw.ndim > 2:
             raise ValueError(f"y_proba must be 1-D or 2-D, got an array of shape {raw.shape}")
         n = raw.shape[0]
-        sw = None
-        if sample_weight is not None:
-            work = raw.dtype if raw.dtype in _arrays.NATIVE else _F64
-            if raw.dtype == _arrays.FLOAT16:
-                work = _arrays.FLOAT32
-            sw = _arrays.like(sample_weight, work, "sample_weight")
-            if sw.ndim != 1:
-                raise ValueError(
-                    f"Sample weights must be 1D array or scalar, got {sw.ndim}D array instead."
-                )
-        lengths = [n, y.shape[0] if y.ndim else 1] + ([sw.shape[0]] if sw is not None else [])
-        if len(set(lengths)) > 1:
-            raise ValueError(
-                f"Found input variables with inconsistent numbers of samples: {lengths}"
-            )
+        work = raw.dtype if raw.dtype in _arrays.NATIVE else _F64
+        if raw.dtype == _arrays.FLOAT16:
+            work = _arrays.FLOAT32
+        sw = _scoring.sample_weights(sample_weight, work)
+        _scoring.check_lengths(n, y, sw)
         columns = 2 if raw.ndim == 1 or raw.shape[1] == 1 else raw.shape[1]
         if n == 0:
             self._codes(y, columns, check_range=False)  # the same type checks as a full chunk
             empty = np.zeros(0, dtype=_F64 if raw.dtype.kind != "f" else raw.dtype)
             return 0.0, 0.0, 0, empty if return_losses else None
-        p, eps = _scoring._probabilities(raw)
+        p, eps = _scoring.probabilities(raw)
         if self.from_logits:
             return self._score_logits(p, y, sw, columns, return_losses)
         codes = self._codes(y, columns, check_range=False)

@@ -139,6 +139,58 @@ impl<T: Float> Columns<T> {
     }
 }
 
+/// The column-major buffers of one tile: input, second input and output, `len` values each.
+struct Tile<T> {
+    buf: Vec<T>,
+    len: usize,
+}
+
+impl<T: Float> Tile<T> {
+    fn new(len: usize) -> Self {
+        Tile {
+            buf: vec![T::ZERO; 3 * len],
+            len,
+        }
+    }
+
+    /// The input and second-input buffers, to fill.
+    fn inputs(&mut self) -> (&mut [T], &mut [T]) {
+        let (x, rest) = self.buf.split_at_mut(self.len);
+        (x, &mut rest[..self.len])
+    }
+
+    /// The output buffer, to read back.
+    fn output(&self) -> &[T] {
+        &self.buf[2 * self.len..]
+    }
+
+    /// The lane group starting at lane `g` of the tile (classes `stride` apart), for a call
+    /// whose buffers are `p` (a second input and an output only where the call has them).
+    #[inline(always)]
+    fn group(&mut self, p: Ptrs<T>, g: usize, stride: usize) -> Columns<T> {
+        let len = self.len;
+        let base = self.buf.as_mut_ptr();
+        // SAFETY: g < stride <= len, so every offset stays inside its buffer of the tile.
+        unsafe {
+            Columns {
+                x: base.add(g),
+                x2: if p.x2.is_null() {
+                    std::ptr::null()
+                } else {
+                    base.add(len + g)
+                },
+                out: if p.out.is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    base.add(2 * len + g)
+                },
+                class_stride: stride,
+                out_stride: stride,
+            }
+        }
+    }
+}
+
 /// A computation over the class axis. See the module docs.
 pub(crate) trait RowKernel<T: Float>: Sync {
     /// Processes row `r`, whose `classes` values are contiguous at `p`; returns its result.
@@ -291,14 +343,12 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
         let lanes = V::<T, I>::LANES;
         let base = self.base();
         // Room for whole runs of `lanes` classes, so the transposes move whole vectors.
-        let tile_len = classes.div_ceil(lanes) * lanes * TILE_ROWS;
-        let mut tile = vec![T::ZERO; 3 * tile_len];
-        let (tx, rest) = tile.split_at_mut(tile_len);
-        let (tx2, tout) = rest.split_at_mut(tile_len);
+        let mut tile = Tile::new(classes.div_ceil(lanes) * lanes * TILE_ROWS);
         for r0 in self.range.clone().step_by(TILE_ROWS) {
             let n = TILE_ROWS.min(self.range.end - r0);
             // SAFETY: rows r0 .. r0+n lie inside every buffer.
             let p = unsafe { base.add(r0 * classes) };
+            let (tx, tx2) = tile.inputs();
             // SAFETY: n rows of `classes` values are readable at p.x (and p.x2).
             unsafe {
                 transpose_in::<T, I>(isa, p.x, tx, n, classes);
@@ -307,28 +357,14 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
                 }
             }
             for g in (0..n).step_by(lanes) {
+                let cols = tile.group(p, g, TILE_ROWS);
                 let valid = lanes.min(n - g);
-                let cols = Columns {
-                    x: tx[g..].as_ptr(),
-                    x2: if p.x2.is_null() {
-                        std::ptr::null()
-                    } else {
-                        tx2[g..].as_ptr()
-                    },
-                    out: if p.out.is_null() {
-                        std::ptr::null_mut()
-                    } else {
-                        tout[g..].as_mut_ptr()
-                    },
-                    class_stride: TILE_ROWS,
-                    out_stride: TILE_ROWS,
-                };
                 let values = self.kernel.lanes(isa, r0 + g, valid, cols, classes);
                 acc.push_lanes::<I>(r0 + g, valid, values);
             }
             if !p.out.is_null() {
                 // SAFETY: n rows of `classes` values are writable at p.out.
-                unsafe { transpose_out::<T, I>(isa, tout, p.out, n, classes) };
+                unsafe { transpose_out::<T, I>(isa, tile.output(), p.out, n, classes) };
             }
         }
     }
@@ -343,10 +379,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
         let lanes = V::<T, I>::LANES;
         let base = self.base();
         let span = (STRIDED_TILE / classes.max(1)).clamp(lanes, STRIDED_SPAN) / lanes * lanes;
-        let len = classes * span;
-        let mut tile = vec![T::ZERO; 3 * len];
-        let (tx, rest) = tile.split_at_mut(len);
-        let (tx2, tout) = rest.split_at_mut(len);
+        let mut tile = Tile::new(classes * span);
         let mut r = self.range.start;
         while r < self.range.end {
             let (o, i) = (r / inner, r % inner);
@@ -354,6 +387,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             // SAFETY: element (o, 0, i) and `width` positions of every class after it are in
             // bounds.
             let p = unsafe { base.add(o * classes * inner + i) };
+            let (tx, tx2) = tile.inputs();
             // SAFETY: as above, for the inputs.
             unsafe {
                 copy_span_in(p.x, inner, tx, span, width, classes);
@@ -362,28 +396,14 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
                 }
             }
             for g in (0..width).step_by(lanes) {
-                let cols = Columns {
-                    x: tx[g..].as_ptr(),
-                    x2: if p.x2.is_null() {
-                        std::ptr::null()
-                    } else {
-                        tx2[g..].as_ptr()
-                    },
-                    out: if p.out.is_null() {
-                        std::ptr::null_mut()
-                    } else {
-                        tout[g..].as_mut_ptr()
-                    },
-                    class_stride: span,
-                    out_stride: span,
-                };
+                let cols = tile.group(p, g, span);
                 let valid = lanes.min(width - g);
                 let values = self.kernel.lanes(isa, r + g, valid, cols, classes);
                 acc.push_lanes::<I>(r + g, valid, values);
             }
             if !p.out.is_null() {
                 // SAFETY: as above, for the output.
-                unsafe { copy_span_out(tout, span, p.out, inner, width, classes) };
+                unsafe { copy_span_out(tile.output(), span, p.out, inner, width, classes) };
             }
             r += width;
         }
