@@ -22,8 +22,7 @@ use crate::error::{XentError, unravel};
 use crate::float::Float;
 use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
 use crate::kernels::stats::{
-    ColumnSum, V, col_max, col_sum_exp, from_f64_lanes, live_lanes, load_upto, row_max,
-    row_sum_exp, store_upto,
+    ColumnSum, V, col_max, col_sum_exp, live_lanes, load_upto, row_max, row_sum_exp, store_upto,
 };
 use crate::kernels::{Io, Layout, RawIn, RawOut, Targets, check_len};
 use crate::parallel;
@@ -403,6 +402,33 @@ unsafe fn zero_row<T: Float, I: Isa>(isa: I, out: *mut T, n: usize) {
     }
 }
 
+/// The sample weights of the `valid` rows from `r0` on (1 when there are none), and their
+/// gradient factors `scale · sw` (0 without a gradient), one per lane; 0 in padding lanes.
+#[inline(always)]
+fn lane_weights<T: Float, I: Isa>(
+    isa: I,
+    sample_weight: Option<&[T]>,
+    scale: &Scale<'_, T>,
+    grad: bool,
+    r0: usize,
+    valid: usize,
+) -> (V<T, I>, V<T, I>) {
+    let zero = V::<T, I>::splat(isa, T::ZERO);
+    let sw = match sample_weight {
+        None => live_lanes::<T, I>(isa, valid),
+        // SAFETY: rows r0 .. r0+valid have a sample weight each.
+        Some(s) => unsafe { load_upto(isa, s.as_ptr().add(r0), valid, T::ZERO) },
+    };
+    let g = match scale {
+        _ if !grad => zero,
+        Scale::Zero => zero,
+        Scale::Uniform(u) => V::<T, I>::splat(isa, T::from_f64(*u)).mul(sw),
+        // SAFETY: rows r0 .. r0+valid have an upstream gradient each.
+        Scale::PerRow(go) => unsafe { load_upto(isa, go.as_ptr().add(r0), valid, T::ZERO) }.mul(sw),
+    };
+    (sw, g)
+}
+
 /// Hard-target cross entropy (`softmax`) or NLL (the input already holds log-probabilities).
 struct HardTarget<'a, T> {
     targets: Targets<'a>,
@@ -561,48 +587,24 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
         // Per lane: the target as a float (-1 where ignored or padding), and only what varies
         // by row among the class weight, the sample weight and the gradient factor.
         let mut y = [T::from_f64(-1.0); MAX_LANES];
-        for (j, slot) in y[..valid].iter_mut().enumerate() {
-            let t = self.targets.get(r0 + j);
-            if t != self.ignore_index {
-                *slot = T::from_f64(t as f64);
+        let mut w_y = [T::ONE; MAX_LANES];
+        for j in 0..valid {
+            if let Some(t) = self.target(r0 + j) {
+                y[j] = T::from_f64(t as f64);
+                if let Some(w) = self.weight {
+                    w_y[j] = w[t];
+                }
             }
         }
-        // SAFETY: `y` holds MAX_LANES >= LANES values.
-        let y = unsafe { V::<T, I>::load(isa, y.as_ptr()) };
+        // SAFETY: both arrays hold MAX_LANES >= LANES values.
+        let (y, w_y) = unsafe {
+            (
+                V::<T, I>::load(isa, y.as_ptr()),
+                V::<T, I>::load(isa, w_y.as_ptr()),
+            )
+        };
         let ignored = y.lt(zero);
-        let w_y = match self.weight {
-            None => one,
-            Some(w) => {
-                let mut v = [T::ZERO; MAX_LANES];
-                for (j, slot) in v[..valid].iter_mut().enumerate() {
-                    if let Some(t) = self.target(r0 + j) {
-                        *slot = w[t];
-                    }
-                }
-                // SAFETY: `v` holds MAX_LANES >= LANES values.
-                unsafe { V::<T, I>::load(isa, v.as_ptr()) }
-            }
-        };
-        let sw = match self.sample_weight {
-            None => one,
-            Some(s) => {
-                let mut v = [T::ZERO; MAX_LANES];
-                v[..valid].copy_from_slice(&s[r0..r0 + valid]);
-                // SAFETY: `v` holds MAX_LANES >= LANES values.
-                unsafe { V::<T, I>::load(isa, v.as_ptr()) }
-            }
-        };
-        let g = match self.scale {
-            _ if !grad => zero,
-            Scale::Zero => zero,
-            Scale::Uniform(u) => V::<T, I>::splat(isa, T::from_f64(u)).mul(sw),
-            Scale::PerRow(go) => {
-                let mut v = [T::ZERO; MAX_LANES];
-                v[..valid].copy_from_slice(&go[r0..r0 + valid]);
-                // SAFETY: `v` holds MAX_LANES >= LANES values.
-                unsafe { V::<T, I>::load(isa, v.as_ptr()) }.mul(sw)
-            }
-        };
+        let (sw, g) = lane_weights::<T, I>(isa, self.sample_weight, &self.scale, grad, r0, valid);
         // SAFETY: the driver hands over `classes` columns (and an output when `grad`); every
         // input column is read before the output is written.
         unsafe {
@@ -813,14 +815,8 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
         cols: Columns<T>,
         classes: usize,
     ) -> V<T, I> {
-        let (mut sw, mut g) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
-        for j in 0..valid {
-            sw[j] = self.sample_weight(r0 + j);
-            g[j] = self.scale.at(r0 + j) * sw[j];
-        }
-        let sw = from_f64_lanes::<T, I>(isa, &sw);
-        let g = from_f64_lanes::<T, I>(isa, &g);
         let grad = cols.writes();
+        let (sw, g) = lane_weights::<T, I>(isa, self.sample_weight, &self.scale, grad, r0, valid);
         // SAFETY: the driver hands over `classes` columns of both inputs (and an output when
         // `grad`); every input column is read before the output is written.
         unsafe {
