@@ -10,6 +10,7 @@
 //! - [`kernels`]: the softmax family, cross entropy, NLL, binary cross entropy.
 //! - [`parallel`]: the private thread pool and the data-sized blocks work is split into.
 //! - [`reduce`]: deterministic float64 sums.
+//! - [`pool`]: the bounded cache of large output blocks.
 
 pub mod error;
 pub mod float;
@@ -19,6 +20,7 @@ pub use error::XentError;
 pub use float::Float;
 pub mod kernels;
 pub mod parallel;
+pub mod pool;
 pub mod reduce;
 
 #[cfg(feature = "python")]

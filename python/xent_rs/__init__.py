@@ -11,7 +11,7 @@ the GIL released while it runs). Semantics follow ``torch.nn.functional``; see
 (dtype('float32'), (2, 3))
 """
 
-from xent_rs._core import get_num_threads, set_num_threads
+from xent_rs._core import get_num_threads, get_output_cache, set_num_threads, set_output_cache
 from xent_rs._functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -49,12 +49,14 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "get_num_threads",
+    "get_output_cache",
     "log_loss",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
     "nll_loss",
     "set_num_threads",
+    "set_output_cache",
     "softmax",
     "softmax_backward",
 ]

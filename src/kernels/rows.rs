@@ -40,11 +40,15 @@ pub(crate) const MAX_LANES: usize = 16;
 /// `x` is always there; `x2` (a second input) and `out` (an output) are null when the
 /// kernel does not use them. `out` may equal `x` (in place): kernels read an element of `x`
 /// before writing the same element of `out` and never read `x` after writing `out`.
+///
+/// `stream` says whether whole aligned vectors of `out` are written with non-temporal stores
+/// (see [`stream_output`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Ptrs<T> {
     pub x: *const T,
     pub x2: *const T,
     pub out: *mut T,
+    pub stream: bool,
 }
 
 impl<T> Ptrs<T> {
@@ -68,6 +72,7 @@ impl<T> Ptrs<T> {
                 } else {
                     self.out.add(offset)
                 },
+                stream: self.stream,
             }
         }
     }
@@ -241,6 +246,7 @@ pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
         return Ok(0.0);
     }
     let by_rows = layout.inner == 1 && layout.classes > MAX_SMALL_CLASSES;
+    let stream = stream_output(&buffers, layout.len());
     let blocks = parallel::blocks(rows, layout.classes.max(1), TILE_ROWS);
     let sums = parallel::map_blocks(blocks, layout.len(), |range| {
         simd::dispatch(Block {
@@ -250,9 +256,23 @@ pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
             results,
             range,
             by_rows,
+            stream,
         })
     })?;
     Ok(pairwise_sum(&sums))
+}
+
+/// Outputs of at least this many bytes are written with non-temporal stores.
+const STREAM_BYTES: usize = 16 << 20;
+
+/// Whether the output of a call is written with non-temporal stores: when it is large
+/// (it would not stay in the caches anyway, and a normal store first reads each line it
+/// writes) and not the input itself (whose lines the kernel has just read).
+fn stream_output<T: Float>(buffers: &RowBuffers<T>, elements: usize) -> bool {
+    buffers.out.is_some_and(|out| {
+        !std::ptr::eq(out.ptr().cast_const(), buffers.x.ptr())
+            && elements * std::mem::size_of::<T>() >= STREAM_BYTES
+    })
 }
 
 /// One block of rows, run with one instruction set.
@@ -263,6 +283,7 @@ struct Block<'k, T, K> {
     results: RowResults<T>,
     range: Range<usize>,
     by_rows: bool,
+    stream: bool,
 }
 
 impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
@@ -280,6 +301,9 @@ impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
             self.run_transposed(isa, &mut acc);
         } else {
             self.run_strided(isa, &mut acc);
+        }
+        if self.stream {
+            isa.fence();
         }
         acc.sum
     }
@@ -320,6 +344,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             x: self.buffers.x.ptr(),
             x2: self.buffers.x2.map_or(std::ptr::null(), |b| b.ptr()),
             out: self.buffers.out.map_or(std::ptr::null_mut(), |b| b.ptr()),
+            stream: self.stream,
         }
     }
 

@@ -130,6 +130,42 @@ pub(crate) unsafe fn store_upto<T: Float, I: Isa>(v: V<T, I>, p: *mut T, k: usiz
     }
 }
 
+/// The length of the first piece when a row of `n` values at `out` is written a vector at a
+/// time with [`put`]: up to where `out` reaches vector alignment (a whole vector when it is
+/// aligned already, or when `stream` is off), so that every later whole vector is aligned.
+#[inline(always)]
+pub(crate) fn first_piece<T: Float, I: Isa>(out: *mut T, n: usize, stream: bool) -> usize {
+    let lanes = V::<T, I>::LANES;
+    let skew = (out as usize / std::mem::size_of::<T>()) % lanes;
+    if !stream || skew == 0 {
+        lanes.min(n)
+    } else {
+        (lanes - skew).min(n)
+    }
+}
+
+/// Stores the first `k <= LANES` lanes at `p`; a whole vector with a non-temporal store when
+/// `stream` is on (see [`first_piece`] for the alignment this needs).
+///
+/// # Safety
+/// `p` must be writable for `k` values, and aligned to the vector when `stream` and
+/// `k == LANES`.
+#[inline(always)]
+pub(crate) unsafe fn put<T: Float, I: Isa>(v: V<T, I>, p: *mut T, k: usize, stream: bool) {
+    if k == V::<T, I>::LANES {
+        if stream {
+            // SAFETY: see the function's contract.
+            unsafe { v.stream(p) }
+        } else {
+            // SAFETY: see the function's contract.
+            unsafe { v.store(p) }
+        }
+    } else {
+        // SAFETY: see the function's contract.
+        unsafe { v.store_partial(p, k) }
+    }
+}
+
 /// Lane-wise maximum of the input's columns.
 ///
 /// # Safety

@@ -9,6 +9,7 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use super::allocator;
 use crate::error::{XentError, format_index};
 use crate::float::Float;
 use crate::kernels::{Layout, Targets};
@@ -84,14 +85,15 @@ pub(crate) fn slice_mut<'a, T: Element>(
         .map_err(|e| XentError::Value(e.to_string()).into())
 }
 
-/// A fresh, uninitialised C-order array that a kernel will fill completely.
+/// A fresh, uninitialised C-order array that a kernel will fill completely (large ones from
+/// the output cache, see [`crate::pool`]).
 pub(crate) fn uninit<'py, T: Element>(
     py: Python<'py>,
     shape: &[usize],
 ) -> Bound<'py, PyArrayDyn<T>> {
     // SAFETY: every caller hands the array to a kernel that writes every element before the
     // array reaches Python (or drops it unread on error).
-    unsafe { PyArrayDyn::<T>::new(py, shape, false) }
+    unsafe { allocator::new_output::<T>(py, shape) }
 }
 
 /// The class-axis layout of `shape` for a possibly negative `axis`.

@@ -4,6 +4,7 @@
 //! runs the kernel with the GIL released ([`gil::detached`]) and wraps the outputs. Errors
 //! become Python exceptions in one place ([`errors`]).
 
+mod allocator;
 mod arrays;
 mod errors;
 mod gil;
@@ -13,7 +14,7 @@ mod softmax;
 
 use pyo3::prelude::*;
 
-use crate::{parallel, simd};
+use crate::{parallel, pool, simd};
 
 /// Sets the number of worker threads (at least 1).
 #[pyfunction]
@@ -28,6 +29,24 @@ fn set_num_threads(n: i64) -> PyResult<()> {
 #[pyfunction]
 fn get_num_threads() -> usize {
     parallel::num_threads()
+}
+
+/// Sets the most bytes of freed large outputs kept for reuse (0 turns the cache off).
+#[pyfunction]
+fn set_output_cache(max_bytes: i64) -> PyResult<()> {
+    let bytes = usize::try_from(max_bytes).map_err(|_| {
+        crate::error::XentError::Value(format!(
+            "the output cache size must be at least 0 bytes, got {max_bytes}"
+        ))
+    })?;
+    pool::set_limit(bytes);
+    Ok(())
+}
+
+/// The most bytes of freed large outputs kept for reuse.
+#[pyfunction]
+fn get_output_cache() -> usize {
+    pool::limit()
 }
 
 /// The SIMD instruction set in use: "avx512", "avx2" or "scalar".
@@ -70,6 +89,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scoring::log_loss, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_output_cache, m)?)?;
+    m.add_function(wrap_pyfunction!(get_output_cache, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(set_simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(supported_simd_levels, m)?)?;

@@ -29,6 +29,12 @@ impl Avx2 {
 impl Isa for Avx2 {
     type F32 = F32x8;
     type F64 = F64x4;
+
+    #[inline(always)]
+    fn fence(self) {
+        // SAFETY: SSE is part of x86-64.
+        unsafe { _mm_sfence() }
+    }
 }
 
 /// Eight `f32` lanes.
@@ -111,6 +117,11 @@ impl Vector for F32x8 {
     unsafe fn store_partial(self, p: *mut f32, n: usize) {
         // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
         unsafe { _mm256_maskstore_ps(p, Self::lane_mask(n), self.0) }
+    }
+    #[inline(always)]
+    unsafe fn stream(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 8 writable values aligned to 32 bytes.
+        unsafe { _mm256_stream_ps(p, self.0) }
     }
 
     #[inline(always)]
@@ -329,6 +340,11 @@ impl Vector for F64x4 {
     unsafe fn store_partial(self, p: *mut f64, n: usize) {
         // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
         unsafe { _mm256_maskstore_pd(p, Self::lane_mask(n), self.0) }
+    }
+    #[inline(always)]
+    unsafe fn stream(self, p: *mut f64) {
+        // SAFETY: the caller guarantees 4 writable values aligned to 32 bytes.
+        unsafe { _mm256_stream_pd(p, self.0) }
     }
 
     #[inline(always)]

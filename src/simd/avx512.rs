@@ -33,6 +33,12 @@ impl Avx512 {
 impl Isa for Avx512 {
     type F32 = F32x16;
     type F64 = F64x8;
+
+    #[inline(always)]
+    fn fence(self) {
+        // SAFETY: SSE is part of x86-64.
+        unsafe { _mm_sfence() }
+    }
 }
 
 /// Sixteen `f32` lanes.
@@ -96,6 +102,11 @@ impl Vector for F32x16 {
         let m: __mmask16 = ((1u32 << n) - 1) as __mmask16;
         // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
         unsafe { _mm512_mask_storeu_ps(p, m, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn stream(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 16 writable values aligned to 64 bytes.
+        unsafe { _mm512_stream_ps(p, self.0) }
     }
 
     #[inline(always)]
@@ -282,6 +293,11 @@ impl Vector for F64x8 {
         let m: __mmask8 = ((1u32 << n) - 1) as __mmask8;
         // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
         unsafe { _mm512_mask_storeu_pd(p, m, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn stream(self, p: *mut f64) {
+        // SAFETY: the caller guarantees 8 writable values aligned to 64 bytes.
+        unsafe { _mm512_stream_pd(p, self.0) }
     }
 
     #[inline(always)]

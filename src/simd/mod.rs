@@ -42,6 +42,10 @@ pub trait Isa: Copy + Send + Sync + 'static {
     type F32: Vector<Elem = f32, Isa = Self>;
     /// Vector of `f64` lanes.
     type F64: Vector<Elem = f64, Isa = Self>;
+
+    /// Orders every earlier [`Vector::stream`] store before any later store, so that the
+    /// values are visible to whoever is told, afterwards, that they were written.
+    fn fence(self) {}
 }
 
 /// A SIMD vector of `LANES` floats of type `Elem`.
@@ -89,6 +93,12 @@ pub trait Vector: Copy + Send + Sync {
     /// # Safety
     /// `p` must be valid for writing `n` elements.
     unsafe fn store_partial(self, p: *mut Self::Elem, n: usize);
+    /// Stores all lanes without pulling the destination into the caches (a non-temporal
+    /// store: no read of the old line). Call [`Isa::fence`] before other threads may read.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `LANES` elements and aligned to `LANES` elements.
+    unsafe fn stream(self, p: *mut Self::Elem);
 
     /// Lane-wise `self + o`.
     fn add(self, o: Self) -> Self;

@@ -52,6 +52,11 @@ macro_rules! scalar_vector {
             }
             #[inline(always)]
             unsafe fn store_partial(self, _p: *mut $t, _n: usize) {}
+            #[inline(always)]
+            unsafe fn stream(self, p: *mut $t) {
+                // SAFETY: the caller guarantees `p` is valid for one write.
+                unsafe { p.write(self.0) }
+            }
 
             #[inline(always)]
             fn add(self, o: Self) -> Self {
