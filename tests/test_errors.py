@@ -480,6 +480,13 @@ def test_target_out_of_range_any_integer_dtype(tdtype: Any) -> None:
     assert _has_number(msg, "100"), msg
 
 
+def test_huge_uint64_target_is_not_taken_for_a_negative_ignore_index() -> None:
+    # 2**64 - 100 reads as -100 (the default ignore_index) if narrowed to int64.
+    t = np.array([0, 1, 2, 2**64 - 100], dtype=np.uint64)
+    msg = _raises(IndexError, xent_rs.cross_entropy, _x(), t)
+    assert _has_number(msg, str(2**64 - 100)), msg
+
+
 def test_negative_target_equal_to_ignore_index_is_fine() -> None:
     t = np.array([0, -1, 2, -1], dtype=np.int64)
     loss = xent_rs.cross_entropy(_x(), t, ignore_index=-1)

@@ -314,12 +314,17 @@ where
         (None, None) => {
             // Branch-free, so it vectorises: count the counted targets, note any bad one, and
             // look for its position only then.
+            // Compared in i64, which vectorises where i128 does not; only uint64 values past
+            // i64::MAX do not convert exactly, and those are out of range.
+            let (ignore64, classes64) = (opts.ignore_index, classes as i64);
             let mut counted = 0usize;
             let mut bad = false;
             for &y in t {
-                let y = i128::from(y);
-                let ignored = y == ignore;
-                bad |= !ignored & !(0..classes).contains(&y);
+                let wide = i128::from(y);
+                let y = wide as i64;
+                let exact = y as i128 == wide;
+                let ignored = exact & (y == ignore64);
+                bad |= !ignored & !(exact & (0..classes64).contains(&y));
                 counted += usize::from(!ignored);
             }
             if bad {

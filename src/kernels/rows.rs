@@ -291,10 +291,7 @@ impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
 
     #[inline(always)]
     fn run<I: Isa>(self, isa: I) -> f64 {
-        let mut acc = Accumulator {
-            results: self.results,
-            sum: 0.0,
-        };
+        let mut acc = Accumulator::new(isa, self.results);
         if self.by_rows {
             self.run_by_rows(isa, &mut acc);
         } else if self.layout.inner == 1 {
@@ -305,25 +302,35 @@ impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
         if self.stream {
             isa.fence();
         }
-        acc.sum
+        acc.total()
     }
 }
 
-/// Stores or sums row results.
-struct Accumulator<T> {
+/// Stores or sums row results. Lane results are summed lane-wise in f64 and reduced once
+/// at the end of the block.
+struct Accumulator<T: Float, I: Isa> {
     results: RowResults<T>,
     sum: f64,
+    lanes: <V<T, I> as Vector>::Wide,
 }
 
-impl<T: Float> Accumulator<T> {
+impl<T: Float, I: Isa> Accumulator<T, I> {
+    fn new(isa: I, results: RowResults<T>) -> Self {
+        Accumulator {
+            results,
+            sum: 0.0,
+            lanes: V::<T, I>::wide_zero(isa),
+        }
+    }
+
     /// Takes the results of the `valid` rows from `r0` on, one per lane (padding lanes are 0).
     #[inline(always)]
-    fn push_lanes<I: Isa>(&mut self, r0: usize, valid: usize, values: V<T, I>) {
+    fn push_lanes(&mut self, r0: usize, valid: usize, values: V<T, I>) {
         match self.results {
             RowResults::Discard => {}
             // SAFETY: rows r0 .. r0+valid belong to this block; each is stored by it only.
             RowResults::Store(out) => unsafe { store_upto(values, out.ptr().add(r0), valid) },
-            RowResults::Sum => self.sum += values.reduce_sum(),
+            RowResults::Sum => self.lanes = values.wide_add(self.lanes),
         }
     }
 
@@ -335,6 +342,11 @@ impl<T: Float> Accumulator<T> {
             RowResults::Store(out) => unsafe { out.ptr().add(r).write(T::from_f64(value)) },
             RowResults::Sum => self.sum += value,
         }
+    }
+
+    /// The block's sum.
+    fn total(self) -> f64 {
+        self.sum + V::<T, I>::wide_sum(self.lanes)
     }
 }
 
@@ -350,7 +362,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
 
     /// Contiguous rows, one at a time.
     #[inline(always)]
-    fn run_by_rows<I: Isa>(&self, isa: I, acc: &mut Accumulator<T>) {
+    fn run_by_rows<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, I>) {
         let classes = self.layout.classes;
         let base = self.base();
         for r in self.range.clone() {
@@ -363,12 +375,11 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
     /// Few classes, class axis last: `TILE_ROWS` rows at a time are transposed into a tile of
     /// columns (a vector transpose of each lane group), processed, and transposed back.
     #[inline(always)]
-    fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<T>) {
+    fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, I>) {
         let classes = self.layout.classes;
         let lanes = V::<T, I>::LANES;
         let base = self.base();
-        // Room for whole runs of `lanes` classes, so the transposes move whole vectors.
-        let mut tile = Tile::new(classes.div_ceil(lanes) * lanes * TILE_ROWS);
+        let mut tile = Tile::new(classes * TILE_ROWS);
         for r0 in self.range.clone().step_by(TILE_ROWS) {
             let n = TILE_ROWS.min(self.range.end - r0);
             // SAFETY: rows r0 .. r0+n lie inside every buffer.
@@ -385,7 +396,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
                 let cols = tile.group(p, g, TILE_ROWS);
                 let valid = lanes.min(n - g);
                 let values = self.kernel.lanes(isa, r0 + g, valid, cols, classes);
-                acc.push_lanes::<I>(r0 + g, valid, values);
+                acc.push_lanes(r0 + g, valid, values);
             }
             if !p.out.is_null() {
                 // SAFETY: n rows of `classes` values are writable at p.out.
@@ -399,7 +410,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
     /// classes lie `inner` values apart in memory, often a large power of two, which would map
     /// every class of a lane group onto the same cache set.
     #[inline(always)]
-    fn run_strided<I: Isa>(&self, isa: I, acc: &mut Accumulator<T>) {
+    fn run_strided<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, I>) {
         let Layout { classes, inner, .. } = self.layout;
         let lanes = V::<T, I>::LANES;
         let base = self.base();
@@ -424,7 +435,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
                 let cols = tile.group(p, g, span);
                 let valid = lanes.min(width - g);
                 let values = self.kernel.lanes(isa, r + g, valid, cols, classes);
-                acc.push_lanes::<I>(r + g, valid, values);
+                acc.push_lanes(r + g, valid, values);
             }
             if !p.out.is_null() {
                 // SAFETY: as above, for the output.
@@ -486,8 +497,7 @@ unsafe fn copy_span_out<T: Float>(
 
 /// Copies `n` contiguous rows of `classes` values at `src` into `tile` by columns
 /// (`TILE_ROWS` apart), zero-filling the rows after `n`: a `LANES x LANES` vector transpose per
-/// lane group and run of `LANES` classes. The tile has room for whole runs of classes; the
-/// columns past `classes` hold garbage that nothing reads.
+/// lane group and run of `LANES` classes; only the first `classes` columns are stored.
 ///
 /// Every loop here runs a constant `LANES` times, so the transposed block stays in registers.
 ///
@@ -534,8 +544,10 @@ unsafe fn transpose_in<T: Float, I: Isa>(
             }
             V::<T, I>::transpose(&mut regs[..lanes]);
             for (c, reg) in regs[..lanes].iter().enumerate() {
-                // SAFETY: the tile has room for whole runs of `lanes` classes.
-                unsafe { reg.store(tile.as_mut_ptr().add((c0 + c) * TILE_ROWS + g)) };
+                if c < width {
+                    // SAFETY: c0 + c < classes, a column of the tile.
+                    unsafe { reg.store(tile.as_mut_ptr().add((c0 + c) * TILE_ROWS + g)) };
+                }
             }
         }
     }
@@ -561,8 +573,12 @@ unsafe fn transpose_out<T: Float, I: Isa>(
             let width = lanes.min(classes - c0);
             let mut regs = [zero; MAX_LANES];
             for (c, reg) in regs[..lanes].iter_mut().enumerate() {
-                // SAFETY: the tile has room for whole runs of `lanes` classes.
-                *reg = unsafe { V::<T, I>::load(isa, tile.as_ptr().add((c0 + c) * TILE_ROWS + g)) };
+                if c < width {
+                    // SAFETY: c0 + c < classes, a column of the tile.
+                    *reg = unsafe {
+                        V::<T, I>::load(isa, tile.as_ptr().add((c0 + c) * TILE_ROWS + g))
+                    };
+                }
             }
             V::<T, I>::transpose(&mut regs[..lanes]);
             for (j, reg) in regs[..lanes].iter().enumerate() {
