@@ -41,8 +41,8 @@ pub(crate) const MAX_LANES: usize = 16;
 /// kernel does not use them. `out` may equal `x` (in place): kernels read an element of `x`
 /// before writing the same element of `out` and never read `x` after writing `out`.
 ///
-/// `stream` says whether whole aligned vectors of `out` are written with non-temporal stores
-/// (see [`stream_output`]).
+/// `stream` says whether kernels may write whole aligned vectors of `out` with non-temporal
+/// stores (see [`stream_output`]); the driver fences the block when it is set.
 #[derive(Clone, Copy)]
 pub(crate) struct Ptrs<T> {
     pub x: *const T,
