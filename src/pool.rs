@@ -44,12 +44,15 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     limit: None,
 });
 
-fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
-    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    if pool.limit.is_none() {
-        pool.limit = Some(limit_from_env());
+impl Pool {
+    /// The idle-byte limit, read from the environment on first use.
+    fn limit(&mut self) -> usize {
+        *self.limit.get_or_insert_with(limit_from_env)
     }
-    f(&mut pool)
+}
+
+fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+    f(&mut POOL.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 fn limit_from_env() -> usize {
@@ -144,7 +147,7 @@ pub fn release(ptr: *mut u8) -> bool {
 
 /// Removes the oldest idle blocks until the idle bytes fit in the limit; returns them.
 fn evict(pool: &mut Pool) -> Vec<(usize, usize)> {
-    let limit = pool.limit.unwrap_or(DEFAULT_LIMIT);
+    let limit = pool.limit();
     let mut evicted = Vec::new();
     while pool.idle_bytes > limit {
         let (addr, capacity) = pool.idle.remove(0);
@@ -156,7 +159,7 @@ fn evict(pool: &mut Pool) -> Vec<(usize, usize)> {
 
 /// The most idle bytes kept for reuse (0: outputs are not cached).
 pub fn limit() -> usize {
-    with_pool(|pool| pool.limit.unwrap_or(DEFAULT_LIMIT))
+    with_pool(Pool::limit)
 }
 
 /// Sets the most idle bytes kept for reuse; blocks beyond it are unmapped now.

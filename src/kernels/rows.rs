@@ -262,10 +262,10 @@ pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
     Ok(pairwise_sum(&sums))
 }
 
-/// Outputs of at least this many bytes are written with non-temporal stores.
+/// Outputs of at least this many bytes may be written with non-temporal stores.
 const STREAM_BYTES: usize = 16 << 20;
 
-/// Whether the output of a call is written with non-temporal stores: when it is large
+/// Whether kernels may write the output of a call with non-temporal stores: when it is large
 /// (it would not stay in the caches anyway, and a normal store first reads each line it
 /// writes) and not the input itself (whose lines the kernel has just read).
 fn stream_output<T: Float>(buffers: &RowBuffers<T>, elements: usize) -> bool {

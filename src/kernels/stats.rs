@@ -152,17 +152,12 @@ pub(crate) fn first_piece<T: Float, I: Isa>(out: *mut T, n: usize, stream: bool)
 /// `k == LANES`.
 #[inline(always)]
 pub(crate) unsafe fn put<T: Float, I: Isa>(v: V<T, I>, p: *mut T, k: usize, stream: bool) {
-    if k == V::<T, I>::LANES {
-        if stream {
-            // SAFETY: see the function's contract.
-            unsafe { v.stream(p) }
-        } else {
-            // SAFETY: see the function's contract.
-            unsafe { v.store(p) }
-        }
+    if stream && k == V::<T, I>::LANES {
+        // SAFETY: see the function's contract.
+        unsafe { v.stream(p) }
     } else {
         // SAFETY: see the function's contract.
-        unsafe { v.store_partial(p, k) }
+        unsafe { store_upto(v, p, k) }
     }
 }
 

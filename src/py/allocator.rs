@@ -179,19 +179,18 @@ pub(crate) unsafe fn new_output<'py, T: Element>(
     let bytes = shape
         .iter()
         .try_fold(std::mem::size_of::<T>(), |n, &d| n.checked_mul(d));
+    // SAFETY: see the function's contract.
+    let allocate = || unsafe { PyArrayDyn::<T>::new(py, shape, false) };
     let cached = bytes.is_some_and(|b| b >= pool::MIN_BYTES) && pool::limit() > 0;
     let hooks = if cached { hooks(py).ok() } else { None };
     let Some(hooks) = hooks else {
-        // SAFETY: see the function's contract.
-        return unsafe { PyArrayDyn::<T>::new(py, shape, false) };
+        return allocate();
     };
     let ours = hooks.capsule.bind(py).as_any();
     let Ok(previous) = swap_handler(py, hooks, ours) else {
-        // SAFETY: see the function's contract.
-        return unsafe { PyArrayDyn::<T>::new(py, shape, false) };
+        return allocate();
     };
-    // SAFETY: see the function's contract.
-    let array = unsafe { PyArrayDyn::<T>::new(py, shape, false) };
+    let array = allocate();
     // Restoring cannot fail for a handler NumPy just returned; were it to, ours stays
     // current, which only routes further large arrays through the same C-compatible hooks.
     let _ = swap_handler(py, hooks, &previous);
