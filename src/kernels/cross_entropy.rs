@@ -18,9 +18,13 @@
 //! The gradient pass stores `exp(x - m)` in the gradient buffer while summing and scales it in
 //! place afterwards; the target logit is read first, so the gradient may overwrite the logits.
 
+use std::ops::Range;
+
 use crate::error::{XentError, unravel};
 use crate::float::Float;
-use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
+use crate::kernels::rows::{
+    Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows,
+};
 use crate::kernels::stats::{
     ColumnSum, V, col_max, col_sum_exp, live_lanes, load_upto, row_max, row_sum_exp, store_upto,
 };
@@ -164,7 +168,16 @@ fn hard_target_loss<T: Float>(
 ) -> Result<f64, XentError> {
     check_len("the target", targets.len(), layout.rows())?;
     check_common(&io, layout, opts, losses.as_deref())?;
-    let denominator = check_targets(targets, target_shape, layout.classes, opts)?;
+    // A reduced loss without gradient writes nothing before it is done, so the targets can be
+    // checked block by block in the pass itself (one read of them, and it counts the rows;
+    // with weights the denominator's sum would be grouped differently from a gradient call's).
+    let checked_in_pass =
+        !io.writes() && losses.is_none() && opts.weight.is_none() && opts.sample_weight.is_none();
+    let denominator = if checked_in_pass {
+        0.0
+    } else {
+        check_targets(targets, target_shape, layout.classes, opts)?
+    };
     let scale = Scale::new(opts, denominator, io.writes());
     let weight_total = match opts.weight {
         Some(w) => w.iter().map(|v| v.to_f64()).sum(),
@@ -179,16 +192,36 @@ fn hard_target_loss<T: Float>(
         smoothing: opts.label_smoothing,
         softmax,
         scale,
+        check: checked_in_pass.then_some(BlockCheck {
+            target_shape,
+            classes: layout.classes,
+            opts,
+        }),
     };
     let (x, out) = io.raw()?;
+    let buffers = RowBuffers { x, x2: None, out };
+    if checked_in_pass {
+        let (total, counted) = run_checked_rows(layout, &kernel, buffers, RowResults::Sum)?;
+        return Ok(reduce_total(opts.reduction, total, counted));
+    }
     finish(
         layout,
         &kernel,
-        RowBuffers { x, x2: None, out },
+        buffers,
         opts.reduction,
         losses,
         denominator,
     )
+}
+
+/// The reduced loss from the sum of the per-row losses and the `mean` denominator.
+fn reduce_total(reduction: Reduction, total: f64, denominator: f64) -> f64 {
+    match reduction {
+        Reduction::Sum | Reduction::None => total,
+        // torch: a mean over nothing counted (or zero total weight) is NaN.
+        Reduction::Mean if denominator == 0.0 => f64::NAN,
+        Reduction::Mean => total / denominator,
+    }
 }
 
 /// Checks the options that do not depend on the targets.
@@ -248,15 +281,9 @@ fn finish<T: Float, K: RowKernel<T>>(
             run_rows(layout, kernel, buffers, RowResults::Store(RawOut::new(out)))?;
             Ok(0.0)
         }
-        (Reduction::Sum, _) => run_rows(layout, kernel, buffers, RowResults::Sum),
-        (_, _) => {
+        (reduction, _) => {
             let total = run_rows(layout, kernel, buffers, RowResults::Sum)?;
-            // torch: a mean over nothing counted (or zero total weight) is NaN.
-            Ok(if denominator == 0.0 {
-                f64::NAN
-            } else {
-                total / denominator
-            })
+            Ok(reduce_total(reduction, total, denominator))
         }
     }
 }
@@ -271,30 +298,40 @@ fn check_targets<T: Float>(
 ) -> Result<f64, XentError> {
     let n = targets.len();
     let blocks = parallel::blocks(n, 1, 1);
-    let partial = parallel::map_blocks(blocks, n, |range| match targets {
-        Targets::I8(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
-        Targets::I16(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
-        Targets::I32(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
-        Targets::I64(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
-        Targets::U8(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
-        Targets::U16(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
-        Targets::U32(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
-        Targets::U64(t) => scan_targets(&t[range.clone()], range.start, classes, opts),
+    let partial = parallel::map_blocks(blocks, n, |range| {
+        check_target_range(targets, range, target_shape, classes, opts)
     })?;
     let mut sums = Vec::with_capacity(partial.len());
     for p in partial {
-        match p {
-            Ok(total) => sums.push(total),
-            Err(i) => {
-                return Err(XentError::ClassIndex {
-                    value: targets.exact(i),
-                    position: unravel(i, target_shape),
-                    classes,
-                });
-            }
-        }
+        sums.push(p?);
     }
     Ok(pairwise_sum(&sums))
+}
+
+/// [`check_targets`] for the targets in `range` (in order: an error names the first bad one).
+fn check_target_range<T: Float>(
+    targets: Targets<'_>,
+    range: Range<usize>,
+    target_shape: &[usize],
+    classes: usize,
+    opts: &ClassOptions<'_, T>,
+) -> Result<f64, XentError> {
+    let (r, start) = (range.clone(), range.start);
+    let found = match targets {
+        Targets::I8(t) => scan_targets(&t[r], start, classes, opts),
+        Targets::I16(t) => scan_targets(&t[r], start, classes, opts),
+        Targets::I32(t) => scan_targets(&t[r], start, classes, opts),
+        Targets::I64(t) => scan_targets(&t[r], start, classes, opts),
+        Targets::U8(t) => scan_targets(&t[r], start, classes, opts),
+        Targets::U16(t) => scan_targets(&t[r], start, classes, opts),
+        Targets::U32(t) => scan_targets(&t[r], start, classes, opts),
+        Targets::U64(t) => scan_targets(&t[r], start, classes, opts),
+    };
+    found.map_err(|i| XentError::ClassIndex {
+        value: targets.exact(i),
+        position: unravel(i, target_shape),
+        classes,
+    })
 }
 
 /// One block of [`check_targets`]: the weight of the counted targets, or the flat index of
@@ -434,6 +471,41 @@ fn lane_weights<T: Float, I: Isa>(
     (sw, g)
 }
 
+/// Writes the targets `t` of a lane group to `y` as floats, -1 for `ignore` (lanes past
+/// `t.len()` keep their value). A group of exactly `lanes` targets runs a loop of constant
+/// length without branches, which vectorises.
+#[inline(always)]
+fn lane_targets<L: Copy, T: Float>(t: &[L], lanes: usize, ignore: i64, y: &mut [T; MAX_LANES])
+where
+    i128: From<L>,
+{
+    let class = |v: L| {
+        // Targets were range-checked before the pass: each is the ignore index or a class.
+        let v = i128::from(v) as i64;
+        if v == ignore {
+            T::from_f64(-1.0)
+        } else {
+            T::from_f64(v as f64)
+        }
+    };
+    if t.len() == lanes {
+        for (yj, &v) in y[..lanes].iter_mut().zip(&t[..lanes]) {
+            *yj = class(v);
+        }
+    } else {
+        for (yj, &v) in y.iter_mut().zip(t) {
+            *yj = class(v);
+        }
+    }
+}
+
+/// What [`HardTarget`] needs to check its targets block by block, in the pass.
+struct BlockCheck<'a, T> {
+    target_shape: &'a [usize],
+    classes: usize,
+    opts: &'a ClassOptions<'a, T>,
+}
+
 /// Hard-target cross entropy (`softmax`) or NLL (the input already holds log-probabilities).
 struct HardTarget<'a, T> {
     targets: Targets<'a>,
@@ -444,6 +516,9 @@ struct HardTarget<'a, T> {
     smoothing: f64,
     softmax: bool,
     scale: Scale<'a, T>,
+    /// Set when the targets were not checked before the pass; each block then checks its
+    /// own, and counts them (the `mean` denominator).
+    check: Option<BlockCheck<'a, T>>,
 }
 
 impl<T: Float> HardTarget<'_, T> {
@@ -483,6 +558,13 @@ impl<T: Float> HardTarget<'_, T> {
 }
 
 impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
+    fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
+        match &self.check {
+            None => Ok(0.0),
+            Some(c) => check_target_range(self.targets, rows, c.target_shape, c.classes, c.opts),
+        }
+    }
+
     #[inline(always)]
     fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
         let Some(y) = self.target(r) else {
@@ -592,12 +674,23 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
         // Per lane: the target as a float (-1 where ignored or padding), and only what varies
         // by row among the class weight, the sample weight and the gradient factor.
         let mut y = [T::from_f64(-1.0); MAX_LANES];
+        let lanes = V::<T, I>::LANES;
+        let ignore = self.ignore_index;
+        match self.targets {
+            Targets::I8(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+            Targets::I16(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+            Targets::I32(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+            Targets::I64(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+            Targets::U8(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+            Targets::U16(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+            Targets::U32(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+            Targets::U64(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+        }
         let mut w_y = [T::ONE; MAX_LANES];
-        for j in 0..valid {
-            if let Some(t) = self.target(r0 + j) {
-                y[j] = T::from_f64(t as f64);
-                if let Some(w) = self.weight {
-                    w_y[j] = w[t];
+        if let Some(w) = self.weight {
+            for (j, wj) in w_y[..valid].iter_mut().enumerate() {
+                if let Some(t) = self.target(r0 + j) {
+                    *wj = w[t];
                 }
             }
         }
@@ -1122,6 +1215,65 @@ mod tests {
             }
         );
         assert!(grad.iter().all(|&g| g == 7.0));
+    }
+
+    #[test]
+    fn targets_checked_in_the_pass_match_the_check_before_it() {
+        let _g = exclusive();
+        // Enough rows for several blocks; a forward call checks its targets block by block.
+        let layout = Layout {
+            outer: 40_000,
+            classes: 10,
+            inner: 1,
+        };
+        let x = values(layout.len(), 3, 4.0);
+        let mut targets: Vec<i64> = (0..40_000).map(|r| (r * 7 % 10) as i64).collect();
+        for r in (5..40_000).step_by(9) {
+            targets[r] = -100;
+        }
+        let opts = options(None, None, Reduction::Mean, 0.0);
+        for threads in [1, 2, 3] {
+            crate::parallel::set_num_threads(threads).unwrap();
+            let forward = cross_entropy(
+                Io::Read(&x),
+                layout,
+                Targets::I64(&targets),
+                &[40_000],
+                &opts,
+                None,
+            )
+            .unwrap();
+            // With a gradient, the targets are checked (and counted) before the pass.
+            let mut grad = vec![0.0; layout.len()];
+            let io = Io::ReadWrite {
+                input: &x,
+                out: &mut grad,
+            };
+            let with_grad =
+                cross_entropy(io, layout, Targets::I64(&targets), &[40_000], &opts, None).unwrap();
+            assert_eq!(forward.to_bits(), with_grad.to_bits());
+            // Bad targets in two blocks: the first one is reported.
+            let mut bad = targets.clone();
+            bad[31_000] = 10;
+            bad[17_000] = -1;
+            let err = cross_entropy(
+                Io::Read(&x),
+                layout,
+                Targets::I64(&bad),
+                &[40_000],
+                &opts,
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(
+                err,
+                XentError::ClassIndex {
+                    value: -1,
+                    position: vec![17_000],
+                    classes: 10
+                }
+            );
+        }
     }
 
     #[test]

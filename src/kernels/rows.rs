@@ -212,6 +212,14 @@ pub(crate) trait RowKernel<T: Float>: Sync {
         cols: Columns<T>,
         classes: usize,
     ) -> V<T, I>;
+
+    /// Checks the rows of a block before the block runs (in the same task, so the data it
+    /// reads is still in the caches for the block); the values are summed over blocks by
+    /// [`run_checked_rows`]. None by default.
+    fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
+        let _ = rows;
+        Ok(0.0)
+    }
 }
 
 /// What to do with each row's result.
@@ -241,15 +249,27 @@ pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
     buffers: RowBuffers<T>,
     results: RowResults<T>,
 ) -> Result<f64, XentError> {
+    run_checked_rows(layout, kernel, buffers, results).map(|(sum, _)| sum)
+}
+
+/// [`run_rows`], also returning the sum of the blocks' [`RowKernel::check_rows`] values. A
+/// block whose check fails is not run; the error of the first such block is returned.
+pub(crate) fn run_checked_rows<T: Float, K: RowKernel<T>>(
+    layout: Layout,
+    kernel: &K,
+    buffers: RowBuffers<T>,
+    results: RowResults<T>,
+) -> Result<(f64, f64), XentError> {
     let rows = layout.rows();
     if rows == 0 {
-        return Ok(0.0);
+        return Ok((0.0, 0.0));
     }
     let by_rows = layout.inner == 1 && layout.classes > MAX_SMALL_CLASSES;
     let stream = stream_output(&buffers, layout.len());
     let blocks = parallel::blocks(rows, layout.classes.max(1), TILE_ROWS);
-    let sums = parallel::map_blocks(blocks, layout.len(), |range| {
-        simd::dispatch(Block {
+    let outcomes = parallel::map_blocks(blocks, layout.len(), |range| {
+        let checked = kernel.check_rows(range.clone())?;
+        let sum = simd::dispatch(Block {
             layout,
             kernel,
             buffers,
@@ -257,9 +277,17 @@ pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
             range,
             by_rows,
             stream,
-        })
+        });
+        Ok::<_, XentError>((sum, checked))
     })?;
-    Ok(pairwise_sum(&sums))
+    let mut sums = Vec::with_capacity(outcomes.len());
+    let mut checks = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let (sum, checked) = outcome?;
+        sums.push(sum);
+        checks.push(checked);
+    }
+    Ok((pairwise_sum(&sums), pairwise_sum(&checks)))
 }
 
 /// Outputs of at least this many bytes may be written with non-temporal stores.
@@ -385,11 +413,14 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             // SAFETY: rows r0 .. r0+n lie inside every buffer.
             let p = unsafe { base.add(r0 * classes) };
             let (tx, tx2) = tile.inputs();
-            // SAFETY: n rows of `classes` values are readable at p.x (and p.x2).
+            // The rest of the block's rows may be read too (and then ignored): no other
+            // thread writes them, and this one writes them only later.
+            let readable = (self.range.end - r0) * classes;
+            // SAFETY: the block's rows from r0 on are readable at p.x (and p.x2).
             unsafe {
-                transpose_in::<T, I>(isa, p.x, tx, n, classes);
+                transpose_in::<T, I>(isa, p.x, tx, n, readable, classes);
                 if !p.x2.is_null() {
-                    transpose_in::<T, I>(isa, p.x2, tx2, n, classes);
+                    transpose_in::<T, I>(isa, p.x2, tx2, n, readable, classes);
                 }
             }
             for g in (0..n).step_by(lanes) {
@@ -498,17 +529,19 @@ unsafe fn copy_span_out<T: Float>(
 /// Copies `n` contiguous rows of `classes` values at `src` into `tile` by columns
 /// (`TILE_ROWS` apart), zero-filling the rows after `n`: a `LANES x LANES` vector transpose per
 /// lane group and run of `LANES` classes; only the first `classes` columns are stored.
+/// `readable` (at least `n * classes`) values at `src` may be read.
 ///
 /// Every loop here runs a constant `LANES` times, so the transposed block stays in registers.
 ///
 /// # Safety
-/// `src` must be readable for `n * classes` values.
+/// `src` must be readable for `readable` values.
 #[inline(always)]
 unsafe fn transpose_in<T: Float, I: Isa>(
     isa: I,
     src: *const T,
     tile: &mut [T],
     n: usize,
+    readable: usize,
     classes: usize,
 ) {
     let lanes = V::<T, I>::LANES;
@@ -517,17 +550,22 @@ unsafe fn transpose_in<T: Float, I: Isa>(
     for g in (0..TILE_ROWS).step_by(lanes) {
         for c0 in (0..classes).step_by(lanes) {
             let width = lanes.min(classes - c0);
-            let mut regs = [zero; MAX_LANES];
             let first = g * classes + c0;
-            if first + (lanes - 1) * classes + lanes <= end {
+            // SAFETY: c0 + width <= classes columns of the tile at row g.
+            let to = unsafe { tile.as_mut_ptr().add(c0 * TILE_ROWS + g) };
+            if g + lanes <= n && first + (lanes - 1) * classes + lanes <= readable {
                 // Every row of the group holds a full vector from column c0 on (running into
                 // the next rows: only the first `width` columns are kept). Plain loads in a
                 // branch-free loop that unrolls, so the block stays in registers.
+                let mut regs = [zero; MAX_LANES];
                 for (j, reg) in regs[..lanes].iter_mut().enumerate() {
-                    // SAFETY: first + j * classes + lanes <= n * classes values are readable.
+                    // SAFETY: first + j * classes + lanes <= readable values are readable.
                     *reg = unsafe { V::<T, I>::load(isa, src.add(first + j * classes)) };
                 }
+                // SAFETY: as above.
+                unsafe { transpose_store(regs, to, width) };
             } else {
+                let mut regs = [zero; MAX_LANES];
                 for (j, reg) in regs[..lanes].iter_mut().enumerate() {
                     let row = g + j;
                     let at = row * classes + c0;
@@ -541,14 +579,27 @@ unsafe fn transpose_in<T: Float, I: Isa>(
                         zero
                     };
                 }
+                // SAFETY: as above.
+                unsafe { transpose_store(regs, to, width) };
             }
-            V::<T, I>::transpose(&mut regs[..lanes]);
-            for (c, reg) in regs[..lanes].iter().enumerate() {
-                if c < width {
-                    // SAFETY: c0 + c < classes, a column of the tile.
-                    unsafe { reg.store(tile.as_mut_ptr().add((c0 + c) * TILE_ROWS + g)) };
-                }
-            }
+        }
+    }
+}
+
+/// Transposes the `LANES` rows in `regs` and stores the first `width` columns at `to`,
+/// `TILE_ROWS` apart. Written apart from its callers so that each keeps its block in
+/// registers.
+///
+/// # Safety
+/// `to` must be writable for `width` columns of a tile.
+#[inline(always)]
+unsafe fn transpose_store<V: Vector>(mut regs: [V; MAX_LANES], to: *mut V::Elem, width: usize) {
+    let lanes = V::LANES;
+    V::transpose(&mut regs[..lanes]);
+    for (c, reg) in regs[..lanes].iter().enumerate() {
+        if c < width {
+            // SAFETY: column c < width of the tile.
+            unsafe { reg.store(to.add(c * TILE_ROWS)) };
         }
     }
 }

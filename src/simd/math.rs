@@ -44,16 +44,16 @@ pub fn exp_f32<V: Vector<Elem = f32>>(x: V) -> V {
     let n = x.mul(splat(x, std::f32::consts::LOG2_E)).round();
     let r = n.mul_add(splat(x, -0.693_359_4), x);
     let r = n.mul_add(splat(x, 2.121_944_4e-4), r);
-    // e^r = 1 + r + r^2 P(r), minimax on [-ln2/2, ln2/2].
+    // e^r = 1 + r + r^2 P(r), P of degree 4 fitted for the least relative error of e^r on
+    // [-ln2/2, ln2/2] (3.1e-9, a fortieth of an f32 ULP).
     let p = horner(
         r,
         &[
-            5.000_000_1e-1,
-            1.666_666_5e-1,
-            4.166_579_6e-2,
-            8.333_452e-3,
-            1.398_2e-3,
-            1.987_569_2e-4,
+            4.999_999_4e-1,
+            1.666_652_1e-1,
+            4.166_838_9e-2,
+            8.368_710e-3,
+            1.381_461_3e-3,
         ],
     );
     let y = p.mul_add(r.mul(r), r).add(splat(x, 1.0));
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn exp_f32_within_2_ulp() {
-        check_f32(Func::Exp, &sweep_f32(-110.0, 95.0, 400_000), f64::exp, 2.0);
+        check_f32(Func::Exp, &sweep_f32(-110.0, 95.0, 400_000), f64::exp, 1.0);
     }
 
     #[test]
