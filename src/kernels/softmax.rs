@@ -214,11 +214,12 @@ impl<T: Float> RowKernel<T> for LogSumExp {
             (m, col_sum_exp(isa, &cols, classes, m, false))
         };
         let lse = m.add(T::ln(s));
-        let mut ms = [0.0; MAX_LANES];
-        to_f64_lanes::<T, I>(m, &mut ms);
-        if ms[..valid].iter().all(|m| m.is_finite()) {
+        // m - m is 0 where m is finite and NaN where it is not (padding lanes hold finite 0).
+        if !m.sub(m).reduce_sum().is_nan() {
             return lse;
         }
+        let mut ms = [0.0; MAX_LANES];
+        to_f64_lanes::<T, I>(m, &mut ms);
         let mut out = [0.0; MAX_LANES];
         to_f64_lanes::<T, I>(lse, &mut out);
         for j in 0..valid {
