@@ -31,7 +31,7 @@ use crate::kernels::stats::{
 use crate::kernels::{Io, Layout, RawIn, RawOut, Targets, check_len};
 use crate::parallel;
 use crate::reduce::{self, pairwise_sum};
-use crate::simd::{Isa, Vector};
+use crate::simd::{self, Isa, Vector, WithIsa};
 
 /// How per-sample losses are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,8 +169,9 @@ fn hard_target_loss<T: Float>(
     check_len("the target", targets.len(), layout.rows())?;
     check_common(&io, layout, opts, losses.as_deref())?;
     // A reduced loss without gradient writes nothing before it is done, so the targets can be
-    // checked block by block in the pass itself (one read of them, and it counts the rows;
-    // with weights the denominator's sum would be grouped differently from a gradient call's).
+    // checked block by block in the pass itself (one read of them, and it counts the rows).
+    // Not with weights: the denominator's sum would be grouped differently from a gradient
+    // call's, and lane groups, which run before their check, would look targets up in them.
     let checked_in_pass =
         !io.writes() && losses.is_none() && opts.weight.is_none() && opts.sample_weight.is_none();
     let denominator = if checked_in_pass {
@@ -316,17 +317,12 @@ fn check_target_range<T: Float>(
     classes: usize,
     opts: &ClassOptions<'_, T>,
 ) -> Result<f64, XentError> {
-    let (r, start) = (range.clone(), range.start);
-    let found = match targets {
-        Targets::I8(t) => scan_targets(&t[r], start, classes, opts),
-        Targets::I16(t) => scan_targets(&t[r], start, classes, opts),
-        Targets::I32(t) => scan_targets(&t[r], start, classes, opts),
-        Targets::I64(t) => scan_targets(&t[r], start, classes, opts),
-        Targets::U8(t) => scan_targets(&t[r], start, classes, opts),
-        Targets::U16(t) => scan_targets(&t[r], start, classes, opts),
-        Targets::U32(t) => scan_targets(&t[r], start, classes, opts),
-        Targets::U64(t) => scan_targets(&t[r], start, classes, opts),
-    };
+    let found = simd::dispatch(TargetScan {
+        targets,
+        range,
+        classes,
+        opts,
+    });
     found.map_err(|i| XentError::ClassIndex {
         value: targets.exact(i),
         position: unravel(i, target_shape),
@@ -334,8 +330,43 @@ fn check_target_range<T: Float>(
     })
 }
 
+/// [`scan_targets`] over a range of targets, compiled for the CPU's instruction set: its
+/// 64-bit comparisons vectorise there and not in baseline x86-64.
+struct TargetScan<'a, T> {
+    targets: Targets<'a>,
+    range: Range<usize>,
+    classes: usize,
+    opts: &'a ClassOptions<'a, T>,
+}
+
+impl<T: Float> WithIsa for TargetScan<'_, T> {
+    type Output = Result<f64, usize>;
+
+    #[inline(always)]
+    fn run<I: Isa>(self, _isa: I) -> Result<f64, usize> {
+        let TargetScan {
+            targets,
+            range,
+            classes,
+            opts,
+        } = self;
+        let start = range.start;
+        match targets {
+            Targets::I8(t) => scan_targets(&t[range], start, classes, opts),
+            Targets::I16(t) => scan_targets(&t[range], start, classes, opts),
+            Targets::I32(t) => scan_targets(&t[range], start, classes, opts),
+            Targets::I64(t) => scan_targets(&t[range], start, classes, opts),
+            Targets::U8(t) => scan_targets(&t[range], start, classes, opts),
+            Targets::U16(t) => scan_targets(&t[range], start, classes, opts),
+            Targets::U32(t) => scan_targets(&t[range], start, classes, opts),
+            Targets::U64(t) => scan_targets(&t[range], start, classes, opts),
+        }
+    }
+}
+
 /// One block of [`check_targets`]: the weight of the counted targets, or the flat index of
 /// the first one out of range.
+#[inline(always)]
 fn scan_targets<L: Copy, T: Float>(
     t: &[L],
     start: usize,
@@ -1220,59 +1251,66 @@ mod tests {
     #[test]
     fn targets_checked_in_the_pass_match_the_check_before_it() {
         let _g = exclusive();
-        // Enough rows for several blocks; a forward call checks its targets block by block.
-        let layout = Layout {
-            outer: 40_000,
-            classes: 10,
-            inner: 1,
-        };
-        let x = values(layout.len(), 3, 4.0);
-        let mut targets: Vec<i64> = (0..40_000).map(|r| (r * 7 % 10) as i64).collect();
-        for r in (5..40_000).step_by(9) {
-            targets[r] = -100;
-        }
-        let opts = options(None, None, Reduction::Mean, 0.0);
-        for threads in [1, 2, 3] {
-            crate::parallel::set_num_threads(threads).unwrap();
-            let forward = cross_entropy(
-                Io::Read(&x),
-                layout,
-                Targets::I64(&targets),
-                &[40_000],
-                &opts,
-                None,
-            )
-            .unwrap();
-            // With a gradient, the targets are checked (and counted) before the pass.
-            let mut grad = vec![0.0; layout.len()];
-            let io = Io::ReadWrite {
-                input: &x,
-                out: &mut grad,
+        // Enough rows for several blocks; a forward call checks its targets block by block
+        // (lane groups, C <= 32, after they ran; contiguous rows before).
+        for classes in [10, 40] {
+            let rows = 400_000 / classes;
+            let layout = Layout {
+                outer: rows,
+                classes,
+                inner: 1,
             };
-            let with_grad =
-                cross_entropy(io, layout, Targets::I64(&targets), &[40_000], &opts, None).unwrap();
-            assert_eq!(forward.to_bits(), with_grad.to_bits());
-            // Bad targets in two blocks: the first one is reported.
-            let mut bad = targets.clone();
-            bad[31_000] = 10;
-            bad[17_000] = -1;
-            let err = cross_entropy(
-                Io::Read(&x),
-                layout,
-                Targets::I64(&bad),
-                &[40_000],
-                &opts,
-                None,
-            )
-            .unwrap_err();
-            assert_eq!(
-                err,
-                XentError::ClassIndex {
-                    value: -1,
-                    position: vec![17_000],
-                    classes: 10
+            let x = values(layout.len(), 3, 4.0);
+            let mut targets: Vec<i64> = (0..rows).map(|r| (r * 7 % classes) as i64).collect();
+            for r in (5..rows).step_by(9) {
+                targets[r] = -100;
+            }
+            let opts = options(None, None, Reduction::Mean, 0.0);
+            for threads in [1, 2, 3] {
+                crate::parallel::set_num_threads(threads).unwrap();
+                let forward = cross_entropy(
+                    Io::Read(&x),
+                    layout,
+                    Targets::I64(&targets),
+                    &[rows],
+                    &opts,
+                    None,
+                )
+                .unwrap();
+                // With a gradient, the targets are checked (and counted) before the pass.
+                let mut grad = vec![0.0; layout.len()];
+                let io = Io::ReadWrite {
+                    input: &x,
+                    out: &mut grad,
+                };
+                let with_grad =
+                    cross_entropy(io, layout, Targets::I64(&targets), &[rows], &opts, None)
+                        .unwrap();
+                assert_eq!(forward.to_bits(), with_grad.to_bits());
+                // Bad targets in two blocks: the first one is reported.
+                for (early, late) in [(-1, classes as i64), (i64::MIN, i64::MAX)] {
+                    let mut bad = targets.clone();
+                    bad[rows * 3 / 4] = late;
+                    bad[rows * 2 / 5] = early;
+                    let err = cross_entropy(
+                        Io::Read(&x),
+                        layout,
+                        Targets::I64(&bad),
+                        &[rows],
+                        &opts,
+                        None,
+                    )
+                    .unwrap_err();
+                    assert_eq!(
+                        err,
+                        XentError::ClassIndex {
+                            value: early as i128,
+                            position: vec![rows * 2 / 5],
+                            classes
+                        }
+                    );
                 }
-            );
+            }
         }
     }
 

@@ -213,9 +213,13 @@ pub(crate) trait RowKernel<T: Float>: Sync {
         classes: usize,
     ) -> V<T, I>;
 
-    /// Checks the rows of a block before the block runs (in the same task, so the data it
-    /// reads is still in the caches for the block); the values are summed over blocks by
-    /// [`run_checked_rows`]. None by default.
+    /// Checks the rows of a block, in the block's task; the values are summed over blocks by
+    /// [`run_checked_rows`], which returns the first block's error instead. None by default.
+    ///
+    /// Contiguous rows are checked before `row` runs on them, so `row` may rely on the check.
+    /// Lane groups are checked after `lanes` ran on them, when what the check reads is in the
+    /// caches: so `lanes` must stay memory-safe for rows that fail the check, and only a call
+    /// that writes nothing before it returns may check its rows here.
     fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
         let _ = rows;
         Ok(0.0)
@@ -252,8 +256,8 @@ pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
     run_checked_rows(layout, kernel, buffers, results).map(|(sum, _)| sum)
 }
 
-/// [`run_rows`], also returning the sum of the blocks' [`RowKernel::check_rows`] values. A
-/// block whose check fails is not run; the error of the first such block is returned.
+/// [`run_rows`], also returning the sum of the blocks' [`RowKernel::check_rows`] values, or
+/// the error of the first block whose check fails.
 pub(crate) fn run_checked_rows<T: Float, K: RowKernel<T>>(
     layout: Layout,
     kernel: &K,
@@ -268,16 +272,25 @@ pub(crate) fn run_checked_rows<T: Float, K: RowKernel<T>>(
     let stream = stream_output(&buffers, layout.len());
     let blocks = parallel::blocks(rows, layout.classes.max(1), TILE_ROWS);
     let outcomes = parallel::map_blocks(blocks, layout.len(), |range| {
-        let checked = kernel.check_rows(range.clone())?;
+        // See `RowKernel::check_rows` for why lane groups are checked after they ran.
+        let checked_first = if by_rows {
+            Some(kernel.check_rows(range.clone())?)
+        } else {
+            None
+        };
         let sum = simd::dispatch(Block {
             layout,
             kernel,
             buffers,
             results,
-            range,
+            range: range.clone(),
             by_rows,
             stream,
         });
+        let checked = match checked_first {
+            Some(c) => c,
+            None => kernel.check_rows(range)?,
+        };
         Ok::<_, XentError>((sum, checked))
     })?;
     let mut sums = Vec::with_capacity(outcomes.len());
