@@ -488,6 +488,7 @@ fn lane_weights<T: Float, I: Isa>(
 ) -> (V<T, I>, V<T, I>) {
     let zero = V::<T, I>::splat(isa, T::ZERO);
     let sw = match sample_weight {
+        None if valid == V::<T, I>::LANES => V::<T, I>::splat(isa, T::ONE),
         None => live_lanes::<T, I>(isa, valid),
         // SAFETY: rows r0 .. r0+valid have a sample weight each.
         Some(s) => unsafe { load_upto(isa, s.as_ptr().add(r0), valid, T::ZERO) },
@@ -502,17 +503,32 @@ fn lane_weights<T: Float, I: Isa>(
     (sw, g)
 }
 
+/// An integer target type, read as `i64`.
+trait Label: Copy {
+    /// The value as `i64` (`uint64` values past `i64::MAX` wrap; they are out of range).
+    fn as_i64(self) -> i64;
+}
+
+macro_rules! label {
+    ($($t:ty),*) => {$(
+        impl Label for $t {
+            #[inline(always)]
+            fn as_i64(self) -> i64 {
+                self as i64
+            }
+        }
+    )*};
+}
+label!(i8, i16, i32, i64, u8, u16, u32, u64);
+
 /// Writes the targets `t` of a lane group to `y` as floats, -1 for `ignore` (lanes past
 /// `t.len()` keep their value). A group of exactly `lanes` targets runs a loop of constant
-/// length without branches, which vectorises.
+/// length without branches, which vectorises. Only arithmetic: the targets may not have been
+/// checked yet (see [`RowKernel::check_rows`]), and a bad one may come out as any number.
 #[inline(always)]
-fn lane_targets<L: Copy, T: Float>(t: &[L], lanes: usize, ignore: i64, y: &mut [T; MAX_LANES])
-where
-    i128: From<L>,
-{
+fn lane_targets<L: Label, T: Float>(t: &[L], lanes: usize, ignore: i64, y: &mut [T; MAX_LANES]) {
     let class = |v: L| {
-        // Targets were range-checked before the pass: each is the ignore index or a class.
-        let v = i128::from(v) as i64;
+        let v = v.as_i64();
         if v == ignore {
             T::from_f64(-1.0)
         } else {
