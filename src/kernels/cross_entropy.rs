@@ -488,7 +488,6 @@ fn lane_weights<T: Float, I: Isa>(
 ) -> (V<T, I>, V<T, I>) {
     let zero = V::<T, I>::splat(isa, T::ZERO);
     let sw = match sample_weight {
-        None if valid == V::<T, I>::LANES => V::<T, I>::splat(isa, T::ONE),
         None => live_lanes::<T, I>(isa, valid),
         // SAFETY: rows r0 .. r0+valid have a sample weight each.
         Some(s) => unsafe { load_upto(isa, s.as_ptr().add(r0), valid, T::ZERO) },

@@ -274,9 +274,9 @@ pub(crate) fn run_checked_rows<T: Float, K: RowKernel<T>>(
     let outcomes = parallel::map_blocks(blocks, layout.len(), |range| {
         // See `RowKernel::check_rows` for why lane groups are checked after they ran.
         let checked_first = if by_rows {
-            Some(kernel.check_rows(range.clone())?)
+            kernel.check_rows(range.clone())?
         } else {
-            None
+            0.0
         };
         let sum = simd::dispatch(Block {
             layout,
@@ -287,9 +287,10 @@ pub(crate) fn run_checked_rows<T: Float, K: RowKernel<T>>(
             by_rows,
             stream,
         });
-        let checked = match checked_first {
-            Some(c) => c,
-            None => kernel.check_rows(range)?,
+        let checked = if by_rows {
+            checked_first
+        } else {
+            kernel.check_rows(range)?
         };
         Ok::<_, XentError>((sum, checked))
     })?;

@@ -269,6 +269,9 @@ pub(crate) fn from_f64_lanes<T: Float, I: Isa>(isa: I, values: &[f64; 16]) -> V<
 /// A vector of ones in the first `k` lanes and zeros after.
 #[inline(always)]
 pub(crate) fn live_lanes<T: Float, I: Isa>(isa: I, k: usize) -> V<T, I> {
+    if k >= V::<T, I>::LANES {
+        return V::<T, I>::splat(isa, T::ONE);
+    }
     let mut tmp = [T::ZERO; 16];
     tmp[..k].fill(T::ONE);
     // SAFETY: `tmp` holds 16 >= LANES values.
