@@ -545,6 +545,45 @@ fn lane_targets<L: Label, T: Float>(t: &[L], lanes: usize, ignore: i64, y: &mut 
     }
 }
 
+/// The targets of the `valid` rows from `r0` on as float lanes, -1 where a target is
+/// `ignore` and in padding lanes. A full group of 64-bit targets (NumPy's default) is converted
+/// in vector registers; other groups go through [`lane_targets`]. Only arithmetic, as there.
+#[inline(always)]
+fn lane_classes<T: Float, I: Isa>(
+    isa: I,
+    targets: Targets,
+    r0: usize,
+    valid: usize,
+    ignore: i64,
+) -> V<T, I> {
+    let lanes = V::<T, I>::LANES;
+    if valid == lanes {
+        // `u64` labels are read as `i64`, like `Label::as_i64` does.
+        let labels = match targets {
+            Targets::I64(t) => Some(t[r0..r0 + lanes].as_ptr()),
+            Targets::U64(t) => Some(t[r0..r0 + lanes].as_ptr().cast::<i64>()),
+            _ => None,
+        };
+        if let Some(p) = labels {
+            // SAFETY: `p` points at `lanes` labels of the slice.
+            return unsafe { V::<T, I>::load_labels(isa, p, ignore) };
+        }
+    }
+    let mut y = [T::from_f64(-1.0); MAX_LANES];
+    match targets {
+        Targets::I8(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+        Targets::I16(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+        Targets::I32(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+        Targets::I64(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+        Targets::U8(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+        Targets::U16(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+        Targets::U32(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+        Targets::U64(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
+    }
+    // SAFETY: the array holds MAX_LANES >= LANES values.
+    unsafe { V::<T, I>::load(isa, y.as_ptr()) }
+}
+
 /// What [`HardTarget`] needs to check its targets block by block, in the pass.
 struct BlockCheck<'a, T> {
     target_shape: &'a [usize],
@@ -719,19 +758,7 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
         let grad = cols.writes();
         // Per lane: the target as a float (-1 where ignored or padding), and only what varies
         // by row among the class weight, the sample weight and the gradient factor.
-        let mut y = [T::from_f64(-1.0); MAX_LANES];
-        let lanes = V::<T, I>::LANES;
-        let ignore = self.ignore_index;
-        match self.targets {
-            Targets::I8(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
-            Targets::I16(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
-            Targets::I32(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
-            Targets::I64(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
-            Targets::U8(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
-            Targets::U16(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
-            Targets::U32(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
-            Targets::U64(t) => lane_targets(&t[r0..r0 + valid], lanes, ignore, &mut y),
-        }
+        let y = lane_classes::<T, I>(isa, self.targets, r0, valid, self.ignore_index);
         let mut w_y = [T::ONE; MAX_LANES];
         if let Some(w) = self.weight {
             for (j, wj) in w_y[..valid].iter_mut().enumerate() {
@@ -740,13 +767,8 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 }
             }
         }
-        // SAFETY: both arrays hold MAX_LANES >= LANES values.
-        let (y, w_y) = unsafe {
-            (
-                V::<T, I>::load(isa, y.as_ptr()),
-                V::<T, I>::load(isa, w_y.as_ptr()),
-            )
-        };
+        // SAFETY: the array holds MAX_LANES >= LANES values.
+        let w_y = unsafe { V::<T, I>::load(isa, w_y.as_ptr()) };
         let ignored = y.lt(zero);
         let (sw, g) = lane_weights::<T, I>(isa, self.sample_weight, &self.scale, grad, r0, valid);
         // SAFETY: the driver hands over `classes` columns (and an output when `grad`); every

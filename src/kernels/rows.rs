@@ -24,7 +24,7 @@ use crate::kernels::stats::{V, load_upto, store_upto};
 use crate::kernels::{Layout, RawIn, RawOut};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
-use crate::simd::{self, Isa, Vector, WithIsa};
+use crate::simd::{self, Isa, Paired, Vector, WithIsa};
 
 /// Rows per transposed tile; a multiple of every lane count.
 pub(crate) const TILE_ROWS: usize = 64;
@@ -32,8 +32,11 @@ pub(crate) const TILE_ROWS: usize = 64;
 /// With the class axis last, rows of at most this many classes are processed by columns.
 pub(crate) const MAX_SMALL_CLASSES: usize = 32;
 
-/// The most lanes any vector has.
-pub(crate) const MAX_LANES: usize = 16;
+/// The most lanes of a lane group: a pair of AVX-512 vectors of `f32` (see [`Paired`]).
+pub(crate) const MAX_LANES: usize = 32;
+
+/// The most lanes of one vector: transposes work on single vectors.
+const MAX_VECTOR_LANES: usize = 16;
 
 /// The per-element buffers of one row (or one group of lanes).
 ///
@@ -333,7 +336,8 @@ impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
 
     #[inline(always)]
     fn run<I: Isa>(self, isa: I) -> f64 {
-        let mut acc = Accumulator::new(isa, self.results);
+        // Lane groups run two vectors wide (see `Paired`); contiguous rows push plain f64s.
+        let mut acc = Accumulator::new(Paired::new(isa), self.results);
         if self.by_rows {
             self.run_by_rows(isa, &mut acc);
         } else if self.layout.inner == 1 {
@@ -404,7 +408,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
 
     /// Contiguous rows, one at a time.
     #[inline(always)]
-    fn run_by_rows<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, I>) {
+    fn run_by_rows<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, Paired<I>>) {
         let classes = self.layout.classes;
         let base = self.base();
         for r in self.range.clone() {
@@ -415,11 +419,13 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
     }
 
     /// Few classes, class axis last: `TILE_ROWS` rows at a time are transposed into a tile of
-    /// columns (a vector transpose of each lane group), processed, and transposed back.
+    /// columns (a vector transpose per vector of rows), processed in lane groups of a
+    /// [`Paired`] vector, and transposed back.
     #[inline(always)]
-    fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, I>) {
+    fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, Paired<I>>) {
         let classes = self.layout.classes;
-        let lanes = V::<T, I>::LANES;
+        let pair = Paired::new(isa);
+        let lanes = V::<T, Paired<I>>::LANES;
         let base = self.base();
         let mut tile = Tile::new(classes * TILE_ROWS);
         for r0 in self.range.clone().step_by(TILE_ROWS) {
@@ -440,7 +446,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             for g in (0..n).step_by(lanes) {
                 let cols = tile.group(p, g, TILE_ROWS);
                 let valid = lanes.min(n - g);
-                let values = self.kernel.lanes(isa, r0 + g, valid, cols, classes);
+                let values = self.kernel.lanes(pair, r0 + g, valid, cols, classes);
                 acc.push_lanes(r0 + g, valid, values);
             }
             if !p.out.is_null() {
@@ -455,9 +461,10 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
     /// classes lie `inner` values apart in memory, often a large power of two, which would map
     /// every class of a lane group onto the same cache set.
     #[inline(always)]
-    fn run_strided<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, I>) {
+    fn run_strided<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, Paired<I>>) {
         let Layout { classes, inner, .. } = self.layout;
-        let lanes = V::<T, I>::LANES;
+        let pair = Paired::new(isa);
+        let lanes = V::<T, Paired<I>>::LANES;
         let base = self.base();
         let span = (STRIDED_TILE / classes.max(1)).clamp(lanes, STRIDED_SPAN) / lanes * lanes;
         let mut tile = Tile::new(classes * span);
@@ -479,7 +486,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             for g in (0..width).step_by(lanes) {
                 let cols = tile.group(p, g, span);
                 let valid = lanes.min(width - g);
-                let values = self.kernel.lanes(isa, r + g, valid, cols, classes);
+                let values = self.kernel.lanes(pair, r + g, valid, cols, classes);
                 acc.push_lanes(r + g, valid, values);
             }
             if !p.out.is_null() {
@@ -571,7 +578,7 @@ unsafe fn transpose_in<T: Float, I: Isa>(
                 // Every row of the group holds a full vector from column c0 on (running into
                 // the next rows: only the first `width` columns are kept). Plain loads in a
                 // branch-free loop that unrolls, so the block stays in registers.
-                let mut regs = [zero; MAX_LANES];
+                let mut regs = [zero; MAX_VECTOR_LANES];
                 for (j, reg) in regs[..lanes].iter_mut().enumerate() {
                     // SAFETY: first + j * classes + lanes <= readable values are readable.
                     *reg = unsafe { V::<T, I>::load(isa, src.add(first + j * classes)) };
@@ -579,7 +586,7 @@ unsafe fn transpose_in<T: Float, I: Isa>(
                 // SAFETY: as above.
                 unsafe { transpose_store(regs, to, width) };
             } else {
-                let mut regs = [zero; MAX_LANES];
+                let mut regs = [zero; MAX_VECTOR_LANES];
                 for (j, reg) in regs[..lanes].iter_mut().enumerate() {
                     let row = g + j;
                     let at = row * classes + c0;
@@ -607,7 +614,11 @@ unsafe fn transpose_in<T: Float, I: Isa>(
 /// # Safety
 /// `to` must be writable for `width` columns of a tile.
 #[inline(always)]
-unsafe fn transpose_store<V: Vector>(mut regs: [V; MAX_LANES], to: *mut V::Elem, width: usize) {
+unsafe fn transpose_store<V: Vector>(
+    mut regs: [V; MAX_VECTOR_LANES],
+    to: *mut V::Elem,
+    width: usize,
+) {
     let lanes = V::LANES;
     V::transpose(&mut regs[..lanes]);
     for (c, reg) in regs[..lanes].iter().enumerate() {
@@ -636,7 +647,7 @@ unsafe fn transpose_out<T: Float, I: Isa>(
     for g in (0..n).step_by(lanes) {
         for c0 in (0..classes).step_by(lanes) {
             let width = lanes.min(classes - c0);
-            let mut regs = [zero; MAX_LANES];
+            let mut regs = [zero; MAX_VECTOR_LANES];
             for (c, reg) in regs[..lanes].iter_mut().enumerate() {
                 if c < width {
                     // SAFETY: c0 + c < classes, a column of the tile.

@@ -4,7 +4,7 @@
 //! All of them are `#[inline(always)]`: they are compiled into the caller's instruction set.
 
 use crate::float::Float;
-use crate::kernels::rows::Columns;
+use crate::kernels::rows::{Columns, MAX_LANES};
 use crate::simd::{Isa, Vector};
 
 /// This element type's vector for instruction set `I`.
@@ -192,24 +192,44 @@ pub(crate) unsafe fn col_sum_exp<T: Float, I: Isa>(
     m: V<T, I>,
     store: bool,
 ) -> V<T, I> {
-    let mut sum = ColumnSum::<T, I>::new(isa);
-    for c in 0..classes {
-        // SAFETY: see the function's contract.
-        let v = T::exp(unsafe { cols.x(isa, c) }.sub(m));
+    // Runs of COLUMN_FLUSH classes as plain loops (a counter or a store test inside the loop
+    // costs more than the exponentials around them leave room for).
+    let mut wide = None;
+    let mut c0 = 0;
+    loop {
+        let end = classes.min(c0 + COLUMN_FLUSH);
+        let mut part = V::<T, I>::splat(isa, T::ZERO);
         if store {
-            // SAFETY: see the function's contract.
-            unsafe { v.store(cols.out(c)) };
+            for c in c0..end {
+                // SAFETY: see the function's contract.
+                let v = T::exp(unsafe { cols.x(isa, c) }.sub(m));
+                // SAFETY: see the function's contract.
+                unsafe { v.store(cols.out(c)) };
+                part = part.add(v);
+            }
+        } else {
+            for c in c0..end {
+                // SAFETY: see the function's contract.
+                part = part.add(T::exp(unsafe { cols.x(isa, c) }.sub(m)));
+            }
         }
-        sum.add(v);
+        if end == classes {
+            return match wide {
+                None => part,
+                Some(w) => V::<T, I>::narrow(part.wide_add(w)),
+            };
+        }
+        wide = Some(part.wide_add(wide.unwrap_or(V::<T, I>::wide_zero(isa))));
+        c0 = end;
     }
-    sum.total()
 }
 
 /// A lane-wise sum down columns: summed in the element precision over runs of 16 classes,
-/// and in f64 across runs (like [`col_sum_exp`]).
+/// and in f64 across runs (like [`col_sum_exp`]). A sum of one run (16 classes or fewer)
+/// never leaves the element precision.
 #[derive(Clone, Copy)]
 pub(crate) struct ColumnSum<T: Float, I: Isa> {
-    wide: <V<T, I> as Vector>::Wide,
+    wide: Option<<V<T, I> as Vector>::Wide>,
     part: V<T, I>,
     count: usize,
 }
@@ -219,7 +239,7 @@ impl<T: Float, I: Isa> ColumnSum<T, I> {
     #[inline(always)]
     pub(crate) fn new(isa: I) -> Self {
         ColumnSum {
-            wide: V::<T, I>::wide_zero(isa),
+            wide: None,
             part: V::<T, I>::splat(isa, T::ZERO),
             count: 0,
         }
@@ -231,8 +251,10 @@ impl<T: Float, I: Isa> ColumnSum<T, I> {
         self.part = self.part.add(v);
         self.count += 1;
         if self.count == COLUMN_FLUSH {
-            self.wide = self.part.wide_add(self.wide);
-            self.part = V::<T, I>::splat(self.part.isa(), T::ZERO);
+            let isa = self.part.isa();
+            let wide = self.wide.unwrap_or(V::<T, I>::wide_zero(isa));
+            self.wide = Some(self.part.wide_add(wide));
+            self.part = V::<T, I>::splat(isa, T::ZERO);
             self.count = 0;
         }
     }
@@ -240,15 +262,18 @@ impl<T: Float, I: Isa> ColumnSum<T, I> {
     /// The sum, rounded to the element precision.
     #[inline(always)]
     pub(crate) fn total(self) -> V<T, I> {
-        V::<T, I>::narrow(self.part.wide_add(self.wide))
+        match self.wide {
+            Some(wide) => V::<T, I>::narrow(self.part.wide_add(wide)),
+            None => self.part,
+        }
     }
 }
 
 /// Copies the lanes of `v` into an array of f64.
 #[inline(always)]
-pub(crate) fn to_f64_lanes<T: Float, I: Isa>(v: V<T, I>, out: &mut [f64; 16]) {
-    let mut tmp = [T::ZERO; 16];
-    // SAFETY: `tmp` holds 16 >= LANES values.
+pub(crate) fn to_f64_lanes<T: Float, I: Isa>(v: V<T, I>, out: &mut [f64; MAX_LANES]) {
+    let mut tmp = [T::ZERO; MAX_LANES];
+    // SAFETY: `tmp` holds MAX_LANES >= LANES values.
     unsafe { v.store(tmp.as_mut_ptr()) };
     for (o, t) in out.iter_mut().zip(&tmp[..V::<T, I>::LANES]) {
         *o = t.to_f64();
@@ -257,12 +282,12 @@ pub(crate) fn to_f64_lanes<T: Float, I: Isa>(v: V<T, I>, out: &mut [f64; 16]) {
 
 /// A vector holding `values[j]` (rounded to `T`) in lane `j`.
 #[inline(always)]
-pub(crate) fn from_f64_lanes<T: Float, I: Isa>(isa: I, values: &[f64; 16]) -> V<T, I> {
-    let mut tmp = [T::ZERO; 16];
+pub(crate) fn from_f64_lanes<T: Float, I: Isa>(isa: I, values: &[f64; MAX_LANES]) -> V<T, I> {
+    let mut tmp = [T::ZERO; MAX_LANES];
     for (t, &v) in tmp.iter_mut().zip(values) {
         *t = T::from_f64(v);
     }
-    // SAFETY: `tmp` holds 16 >= LANES values.
+    // SAFETY: `tmp` holds MAX_LANES >= LANES values.
     unsafe { V::<T, I>::load(isa, tmp.as_ptr()) }
 }
 
@@ -272,8 +297,8 @@ pub(crate) fn live_lanes<T: Float, I: Isa>(isa: I, k: usize) -> V<T, I> {
     if k >= V::<T, I>::LANES {
         return V::<T, I>::splat(isa, T::ONE);
     }
-    let mut tmp = [T::ZERO; 16];
+    let mut tmp = [T::ZERO; MAX_LANES];
     tmp[..k].fill(T::ONE);
-    // SAFETY: `tmp` holds 16 >= LANES values.
+    // SAFETY: `tmp` holds MAX_LANES >= LANES values.
     unsafe { V::<T, I>::load(isa, tmp.as_ptr()) }
 }

@@ -59,6 +59,16 @@ macro_rules! avx {
     }};
 }
 
+/// The low 32 bits of the four 64-bit lanes of `a`, then of `b`, as eight lanes.
+#[inline(always)]
+fn low_halves(a: __m256i, b: __m256i) -> __m256 {
+    avx!({
+        // a0 a1 b0 b1 | a2 a3 b2 b3 (by 128-bit lane), then the 64-bit pairs put in order.
+        let s = _mm256_shuffle_ps::<0b10_00_10_00>(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b));
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)))
+    })
+}
+
 impl F32x8 {
     #[inline(always)]
     fn lane_mask(n: usize) -> __m256i {
@@ -96,6 +106,22 @@ impl Vector for F32x8 {
     unsafe fn load(_: Avx2, p: *const f32) -> Self {
         // SAFETY: the caller guarantees 8 readable values; AVX2 support as in module docs.
         F32x8(unsafe { _mm256_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn load_labels(_: Avx2, p: *const i64, ignore: i64) -> Self {
+        // SAFETY: the caller guarantees 8 readable values.
+        let (a, b) = unsafe {
+            (
+                _mm256_loadu_si256(p.cast()),
+                _mm256_loadu_si256(p.add(4).cast()),
+            )
+        };
+        avx!({
+            let ig = _mm256_set1_epi64x(ignore);
+            let hit = low_halves(_mm256_cmpeq_epi64(a, ig), _mm256_cmpeq_epi64(b, ig));
+            let f = _mm256_cvtepi32_ps(_mm256_castps_si256(low_halves(a, b)));
+            F32x8(_mm256_blendv_ps(f, _mm256_set1_ps(-1.0), hit))
+        })
     }
     #[inline(always)]
     unsafe fn load_partial(_: Avx2, p: *const f32, n: usize, fill: f32) -> Self {
@@ -319,6 +345,17 @@ impl Vector for F64x4 {
     unsafe fn load(_: Avx2, p: *const f64) -> Self {
         // SAFETY: the caller guarantees 4 readable values.
         F64x4(unsafe { _mm256_loadu_pd(p) })
+    }
+    #[inline(always)]
+    unsafe fn load_labels(_: Avx2, p: *const i64, ignore: i64) -> Self {
+        // SAFETY: the caller guarantees 4 readable values.
+        let v = unsafe { _mm256_loadu_si256(p.cast()) };
+        avx!({
+            let hit = _mm256_castsi256_pd(_mm256_cmpeq_epi64(v, _mm256_set1_epi64x(ignore)));
+            let low = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+            let f = _mm256_cvtepi32_pd(_mm256_castsi256_si128(low));
+            F64x4(_mm256_blendv_pd(f, _mm256_set1_pd(-1.0), hit))
+        })
     }
     #[inline(always)]
     unsafe fn load_partial(_: Avx2, p: *const f64, n: usize, fill: f64) -> Self {

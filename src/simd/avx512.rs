@@ -87,6 +87,30 @@ impl Vector for F32x16 {
         F32x16(unsafe { _mm512_loadu_ps(p) })
     }
     #[inline(always)]
+    unsafe fn load_labels(_: Avx512, p: *const i64, ignore: i64) -> Self {
+        // SAFETY: the caller guarantees 16 readable values.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(p.cast()),
+                _mm512_loadu_si512(p.add(8).cast()),
+            )
+        };
+        avx512!({
+            let ig = _mm512_set1_epi64(ignore);
+            let hit = _mm512_cmpeq_epi64_mask(lo, ig) as u16
+                | ((_mm512_cmpeq_epi64_mask(hi, ig) as u16) << 8);
+            let v = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm512_cvtepi64_epi32(lo)),
+                _mm512_cvtepi64_epi32(hi),
+            );
+            F32x16(_mm512_mask_blend_ps(
+                hit,
+                _mm512_cvtepi32_ps(v),
+                _mm512_set1_ps(-1.0),
+            ))
+        })
+    }
+    #[inline(always)]
     unsafe fn load_partial(_: Avx512, p: *const f32, n: usize, fill: f32) -> Self {
         let m: __mmask16 = ((1u32 << n) - 1) as __mmask16;
         // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
@@ -276,6 +300,16 @@ impl Vector for F64x8 {
     unsafe fn load(_: Avx512, p: *const f64) -> Self {
         // SAFETY: the caller guarantees 8 readable values.
         F64x8(unsafe { _mm512_loadu_pd(p) })
+    }
+    #[inline(always)]
+    unsafe fn load_labels(_: Avx512, p: *const i64, ignore: i64) -> Self {
+        // SAFETY: the caller guarantees 8 readable values.
+        let v = unsafe { _mm512_loadu_si512(p.cast()) };
+        avx512!({
+            let hit = _mm512_cmpeq_epi64_mask(v, _mm512_set1_epi64(ignore));
+            let f = _mm512_cvtepi32_pd(_mm512_cvtepi64_epi32(v));
+            F64x8(_mm512_mask_blend_pd(hit, f, _mm512_set1_pd(-1.0)))
+        })
     }
     #[inline(always)]
     unsafe fn load_partial(_: Avx512, p: *const f64, n: usize, fill: f64) -> Self {

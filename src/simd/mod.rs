@@ -16,6 +16,7 @@
 //! against.
 
 pub mod math;
+mod pair;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use crate::error::XentError;
 use crate::float::Float;
 
+pub use pair::{Pair, Paired};
 pub use scalar::Scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -99,6 +101,13 @@ pub trait Vector: Copy + Send + Sync {
     /// # Safety
     /// `p` must be valid for writing `LANES` elements and aligned to `LANES` elements.
     unsafe fn stream(self, p: *mut Self::Elem);
+    /// Loads `LANES` 64-bit integer labels as floats, `-1` where a label equals `ignore`.
+    /// Labels outside the `i32` range come out as arbitrary numbers: callers check the labels
+    /// on their own.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `LANES` values.
+    unsafe fn load_labels(isa: Self::Isa, p: *const i64, ignore: i64) -> Self;
 
     /// Lane-wise `self + o`.
     fn add(self, o: Self) -> Self;
@@ -292,37 +301,119 @@ pub fn dispatch_at<W: WithIsa>(l: Level, w: W) -> W::Output {
 mod tests {
     use super::*;
 
-    /// Transposes a `LANES x LANES` matrix of `T` with the vector transpose of level `l`.
+    /// Transposes a `LANES x LANES` matrix of `T` with the vector transpose of an instruction
+    /// set and of its pairing; returns the two sizes.
     struct Transpose<'a, T> {
         m: &'a mut [T],
+        paired: &'a mut [T],
+    }
+
+    /// Transposes the `lanes x lanes` matrix at the start of `m` with `V::transpose`.
+    fn transpose_with<V: Vector>(isa: V::Isa, m: &mut [V::Elem]) -> usize {
+        let lanes = V::LANES;
+        let mut rows: Vec<V> = (0..lanes)
+            // SAFETY: the matrix holds lanes * lanes values.
+            .map(|j| unsafe { V::load(isa, m.as_ptr().add(j * lanes)) })
+            .collect();
+        V::transpose(&mut rows);
+        for (j, r) in rows.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { r.store(m.as_mut_ptr().add(j * lanes)) };
+        }
+        lanes
     }
 
     impl<T: Float> WithIsa for Transpose<'_, T> {
-        type Output = usize;
+        type Output = (usize, usize);
 
         #[inline(always)]
-        fn run<I: Isa>(self, isa: I) -> usize {
-            let lanes = T::Vec::<I>::LANES;
-            let mut rows: Vec<T::Vec<I>> = (0..lanes)
-                // SAFETY: the matrix holds lanes * lanes values.
-                .map(|j| unsafe { T::Vec::<I>::load(isa, self.m.as_ptr().add(j * lanes)) })
-                .collect();
-            T::Vec::<I>::transpose(&mut rows);
-            for (j, r) in rows.iter().enumerate() {
-                // SAFETY: as above.
-                unsafe { r.store(self.m.as_mut_ptr().add(j * lanes)) };
+        fn run<I: Isa>(self, isa: I) -> (usize, usize) {
+            (
+                transpose_with::<T::Vec<I>>(isa, self.m),
+                transpose_with::<T::Vec<Paired<I>>>(Paired::new(isa), self.paired),
+            )
+        }
+    }
+
+    fn is_transposed<T: Float>(m: &[T], lanes: usize, level: Level) {
+        for i in 0..lanes {
+            for j in 0..lanes {
+                assert_eq!(m[i * lanes + j].to_f64(), (j * lanes + i) as f64, "{level}");
             }
-            lanes
         }
     }
 
     fn check<T: Float>() {
         for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
-            let mut m: Vec<T> = (0..256).map(|i| T::from_f64(i as f64)).collect();
-            let lanes = dispatch_at(level, Transpose { m: &mut m });
-            for i in 0..lanes {
-                for j in 0..lanes {
-                    assert_eq!(m[i * lanes + j].to_f64(), (j * lanes + i) as f64, "{level}");
+            let count = |n: usize| (0..n).map(|i| T::from_f64(i as f64)).collect::<Vec<T>>();
+            let (mut m, mut paired) = (count(256), count(1024));
+            let (lanes, paired_lanes) = dispatch_at(
+                level,
+                Transpose {
+                    m: &mut m,
+                    paired: &mut paired,
+                },
+            );
+            assert_eq!(paired_lanes, 2 * lanes);
+            is_transposed(&m, lanes, level);
+            is_transposed(&paired, paired_lanes, level);
+        }
+    }
+
+    /// Loads 32 labels with `load_labels` of an instruction set and of its pairing.
+    struct Labels<'a> {
+        labels: &'a [i64; 32],
+        ignore: i64,
+    }
+
+    /// The labels as `V` would load them, vector by vector.
+    fn labels_with<V: Vector>(isa: V::Isa, labels: &[i64; 32], ignore: i64) -> Vec<f64> {
+        let mut out = vec![V::Elem::ZERO; 32];
+        for at in (0..32).step_by(V::LANES) {
+            // SAFETY: `at + LANES <= 32` for every lane count (1 to 32, powers of two).
+            unsafe {
+                let v = V::load_labels(isa, labels.as_ptr().add(at), ignore);
+                v.store(out.as_mut_ptr().add(at));
+            }
+        }
+        out.iter().map(|v| v.to_f64()).collect()
+    }
+
+    impl WithIsa for Labels<'_> {
+        type Output = [Vec<f64>; 4];
+
+        #[inline(always)]
+        fn run<I: Isa>(self, isa: I) -> [Vec<f64>; 4] {
+            let (l, i, p) = (self.labels, self.ignore, Paired::new(isa));
+            [
+                labels_with::<I::F32>(isa, l, i),
+                labels_with::<I::F64>(isa, l, i),
+                labels_with::<<Paired<I> as Isa>::F32>(p, l, i),
+                labels_with::<<Paired<I> as Isa>::F64>(p, l, i),
+            ]
+        }
+    }
+
+    #[test]
+    fn labels_load_as_class_numbers_with_ignored_as_minus_one() {
+        let mut labels: [i64; 32] = std::array::from_fn(|j| (j * 7 % 33) as i64);
+        labels[3] = -100;
+        labels[17] = -100;
+        labels[20] = -1;
+        for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
+            for (k, loaded) in dispatch_at(
+                level,
+                Labels {
+                    labels: &labels,
+                    ignore: -100,
+                },
+            )
+            .iter()
+            .enumerate()
+            {
+                for (j, (&got, &label)) in loaded.iter().zip(&labels).enumerate() {
+                    let want = if label == -100 { -1.0 } else { label as f64 };
+                    assert_eq!(got, want, "{level}, vector {k}, lane {j}");
                 }
             }
         }

@@ -53,6 +53,13 @@ macro_rules! scalar_vector {
             #[inline(always)]
             unsafe fn store_partial(self, _p: *mut $t, _n: usize) {}
             #[inline(always)]
+            unsafe fn load_labels(_: Scalar, p: *const i64, ignore: i64) -> Self {
+                // SAFETY: the caller guarantees `p` is valid for one read.
+                let v = unsafe { p.read() };
+                // Truncated to i32 like the vector instruction sets.
+                Lane(if v == ignore { -1.0 } else { v as i32 as $t })
+            }
+            #[inline(always)]
             unsafe fn stream(self, p: *mut $t) {
                 // SAFETY: the caller guarantees `p` is valid for one write.
                 unsafe { p.write(self.0) }
