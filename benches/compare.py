@@ -51,7 +51,8 @@ chart of a saved run without running anything.
 
 ``--check`` (meant for CI together with ``--quick``) exits with status 1 when any xent_rs cell
 is slower than the NumPy reference for the same op, workload and thread count (comparing the
-fastest timed call of each, so that a scheduling stall does not trip it), when any xent_rs
+fastest timed call of each, so that a scheduling stall does not trip it; a cell that loses is
+timed once more, both sides, and only a second loss counts), when any xent_rs
 cell fails or differs from the reference by more than 1e-4, and with status 2 when xent_rs
 cannot be imported. It is a guard against regressions, not the performance bar.
 """
@@ -482,13 +483,28 @@ def fastest(c: dict[str, Any]) -> float:
     return float(c.get("min_ms", c["ms"]))
 
 
-def check_failures(cells: list[dict[str, Any]]) -> list[str]:
-    """What ``--check`` fails on: slower than NumPy, an error, or a value off the reference.
+def slower_than_numpy(cells: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """The (workload, op, threads) cells where xent_rs's fastest call lost to NumPy's.
 
     Speed is compared on the fastest timed call of each side, not the median: a guard must not
     trip on a scheduling stall (see the fork/join probe), and a real regression slows every call.
     """
     index = {(c["workload"], c["op"], c["lib"], c["threads"]): c for c in cells}
+    out = []
+    for (wl, op, lib, t), c in index.items():
+        ref = index.get((wl, op, "numpy", t))
+        if lib != "xent_rs" or "ms" not in c or ref is None or "ms" not in ref:
+            continue
+        if fastest(c) > fastest(ref):
+            out.append((wl, op, t))
+    return out
+
+
+def check_failures(cells: list[dict[str, Any]]) -> list[str]:
+    """What ``--check`` fails on: slower than NumPy (see `slower_than_numpy`), an error, or a
+    value off the reference."""
+    index = {(c["workload"], c["op"], c["lib"], c["threads"]): c for c in cells}
+    slow = set(slower_than_numpy(cells))
     out = []
     for (wl, op, lib, t), c in index.items():
         if lib != "xent_rs":
@@ -497,11 +513,11 @@ def check_failures(cells: list[dict[str, Any]]) -> list[str]:
         if "error" in c:
             out.append(f"{where}: xent_rs raised {c['error']}")
             continue
-        ref = index.get((wl, op, "numpy", t))
-        if ref is not None and "ms" in ref and fastest(c) > fastest(ref):
+        if (wl, op, t) in slow:
+            ref = index[(wl, op, "numpy", t)]
             out.append(
                 f"{where}: xent_rs {fastest(c):.4g} ms > NumPy reference {fastest(ref):.4g} ms "
-                "(fastest calls)"
+                "(fastest calls, also when timed again)"
             )
         d = worst_diff(c)
         if d is not None and d > TOLERANCE:
@@ -859,6 +875,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         jax_ops = [op for op in ops if op in peers.JAX_OPS]
         if jax_ops:
             jax_jobs.append((wl.name, jax_ops))
+    if args.check:
+        cells = retime_slow(cells, wls, libs, mods, timing)
     if "jax" not in skipped and jax_jobs:
         for t in args.threads:
             try:
@@ -870,6 +888,31 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         c["floor_bytes"] = floors[(c["workload"], c["op"])]
     meta["wall_s"] = round(time.perf_counter() - START, 1)
     return {"meta": meta, "bandwidth": bw, "forkjoin_us": forkjoin, "cells": cells}
+
+
+def retime_slow(
+    cells: list[dict[str, Any]],
+    wls: list[peers.Workload],
+    libs: list[str],
+    mods: dict[str, Any],
+    timing: Timing,
+) -> list[dict[str, Any]]:
+    """Times every cell that lost to NumPy once more (xent_rs and NumPy side by side) and keeps
+    the new pair. On this kind of VM a whole cell now and then runs in a slow phase (a busy
+    neighbour, a peer's threads still spinning); a real regression loses both times."""
+    slow = slower_than_numpy(cells)
+    if not slow:
+        return cells
+    by_name = {wl.name: wl for wl in wls}
+    redone = {}
+    for wl, op, t in slow:
+        log(f"{wl} {op}@{t}t lost to NumPy: timing it again")
+        for c in run_workload(
+            by_name[wl], [op], [x for x in libs if x in ("xent_rs", "numpy")], [t], mods, timing
+        ):
+            c["retimed"] = True
+            redone[(wl, op, c["lib"], t)] = c
+    return [redone.get((c["workload"], c["op"], c["lib"], c["threads"]), c) for c in cells]
 
 
 def select_workloads(args: argparse.Namespace) -> list[peers.Workload]:

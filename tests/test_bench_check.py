@@ -1,0 +1,65 @@
+"""The benchmark's CI guard (``benches/compare.py --check``), on made-up cells."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+BENCHES = Path(__file__).resolve().parents[1] / "benches"
+
+
+@pytest.fixture(scope="module")
+def compare() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("xent_rs_bench_compare", BENCHES / "compare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cell(lib: str, min_ms: float, op: str = "log_softmax", threads: int = 2) -> dict[str, Any]:
+    return {
+        "workload": "W2",
+        "op": op,
+        "lib": lib,
+        "threads": threads,
+        "ms": min_ms * 1.1,
+        "min_ms": min_ms,
+    }
+
+
+def test_a_cell_slower_than_numpy_fails(compare: ModuleType) -> None:
+    cells = [cell("xent_rs", 8.0), cell("numpy", 7.7), cell("xent_rs", 1.0, "ce_fwd")]
+    cells.append(cell("numpy", 9.0, "ce_fwd"))
+    assert compare.slower_than_numpy(cells) == [("W2", "log_softmax", 2)]
+    (failure,) = compare.check_failures(cells)
+    assert failure.startswith("W2 log_softmax @2t: xent_rs 8 ms > NumPy reference 7.7 ms")
+
+
+def test_a_slow_cell_is_timed_again_and_only_a_second_loss_counts(
+    compare: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cells = [cell("xent_rs", 8.0), cell("numpy", 7.7), cell("torch", 3.0)]
+    wl = SimpleNamespace(name="W2")
+    calls = []
+    again = [1.2]
+
+    def rerun(w: Any, ops: list[str], libs: list[str], threads: list[int], *_: Any) -> Any:
+        calls.append((w.name, ops, libs, threads))
+        return [cell("xent_rs", again[0]), cell("numpy", 7.5)]
+
+    monkeypatch.setattr(compare, "run_workload", rerun)
+    fixed = compare.retime_slow(cells, [wl], ["xent_rs", "torch", "numpy"], {}, None)
+    assert calls == [("W2", ["log_softmax"], ["xent_rs", "numpy"], [2])]
+    assert [c["min_ms"] for c in fixed] == [1.2, 7.5, 3.0]
+    assert all(c.get("retimed") for c in fixed[:2]) and "retimed" not in fixed[2]
+    assert compare.check_failures(fixed) == []
+    again[0] = 9.0
+    still = compare.retime_slow(cells, [wl], ["xent_rs", "torch", "numpy"], {}, None)
+    assert len(compare.check_failures(still)) == 1
