@@ -46,7 +46,8 @@ How to read the tables. One table per workload, one row per op and thread count 
 
 All numbers go to ``--json`` (default ``benches/results.json``; per cell: median and quartile
 ms, call count, loss, checksum, floor, differences) and, when matplotlib imports, a chart to
-``--png`` (default ``benches/results.png``). ``--report JSON`` prints the tables and redraws the
+``--png`` (default ``benches/results.png``, ``benches/results-quick.png`` with ``--quick``).
+``--report JSON`` prints the tables and redraws the
 chart of a saved run without running anything.
 
 ``--check`` (meant for CI together with ``--quick``) exits with status 1 when any xent_rs cell
@@ -777,7 +778,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--json", type=Path, help="results file (default benches/results.json; with --report: none)"
     )
-    ap.add_argument("--png", type=Path, default=HERE / "results.png", help="chart file")
+    ap.add_argument(
+        "--png",
+        type=Path,
+        help="chart file (default benches/results.png; with --quick: benches/results-quick.png,"
+        " so that a quick run leaves the committed chart alone)",
+    )
     ap.add_argument(
         "--threads",
         default=f"1,{all_cpus}",
@@ -954,6 +960,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
         print(f"results: {args.json}")
+    if args.png is None:
+        args.png = HERE / ("results-quick.png" if args.quick else "results.png")
     if plot(results, wls, args.png):
         print(f"chart: {args.png}")
     return status
