@@ -192,36 +192,29 @@ pub(crate) unsafe fn col_sum_exp<T: Float, I: Isa>(
     m: V<T, I>,
     store: bool,
 ) -> V<T, I> {
-    // Runs of COLUMN_FLUSH classes as plain loops (a counter or a store test inside the loop
-    // costs more than the exponentials around them leave room for).
-    let mut wide = None;
-    let mut c0 = 0;
-    loop {
+    // Each run of COLUMN_FLUSH classes is a plain loop (a counter or a store test inside the
+    // loop costs more than the exponentials around them leave room for).
+    let mut sum = ColumnSum::<T, I>::new(isa);
+    for c0 in (0..classes).step_by(COLUMN_FLUSH) {
         let end = classes.min(c0 + COLUMN_FLUSH);
-        let mut part = V::<T, I>::splat(isa, T::ZERO);
+        let mut run = V::<T, I>::splat(isa, T::ZERO);
         if store {
             for c in c0..end {
                 // SAFETY: see the function's contract.
                 let v = T::exp(unsafe { cols.x(isa, c) }.sub(m));
                 // SAFETY: see the function's contract.
                 unsafe { v.store(cols.out(c)) };
-                part = part.add(v);
+                run = run.add(v);
             }
         } else {
             for c in c0..end {
                 // SAFETY: see the function's contract.
-                part = part.add(T::exp(unsafe { cols.x(isa, c) }.sub(m)));
+                run = run.add(T::exp(unsafe { cols.x(isa, c) }.sub(m)));
             }
         }
-        if end == classes {
-            return match wide {
-                None => part,
-                Some(w) => V::<T, I>::narrow(part.wide_add(w)),
-            };
-        }
-        wide = Some(part.wide_add(wide.unwrap_or(V::<T, I>::wide_zero(isa))));
-        c0 = end;
+        sum.add_run(run);
     }
+    sum.total()
 }
 
 /// A lane-wise sum down columns: summed in the element precision over runs of 16 classes,
@@ -248,15 +241,32 @@ impl<T: Float, I: Isa> ColumnSum<T, I> {
     /// Adds one column.
     #[inline(always)]
     pub(crate) fn add(&mut self, v: V<T, I>) {
+        if self.count == COLUMN_FLUSH {
+            self.flush();
+        }
         self.part = self.part.add(v);
         self.count += 1;
-        if self.count == COLUMN_FLUSH {
-            let isa = self.part.isa();
-            let wide = self.wide.unwrap_or(V::<T, I>::wide_zero(isa));
-            self.wide = Some(self.part.wide_add(wide));
-            self.part = V::<T, I>::splat(isa, T::ZERO);
-            self.count = 0;
+    }
+
+    /// Adds the element-precision sum of a run of at most `COLUMN_FLUSH` columns that the
+    /// caller added up itself, as a run of its own (the run before it is widened first).
+    #[inline(always)]
+    pub(crate) fn add_run(&mut self, run: V<T, I>) {
+        if self.count > 0 {
+            self.flush();
         }
+        self.part = run;
+        self.count = COLUMN_FLUSH;
+    }
+
+    /// Widens the current run into the f64 sum.
+    #[inline(always)]
+    fn flush(&mut self) {
+        let isa = self.part.isa();
+        let wide = self.wide.unwrap_or(V::<T, I>::wide_zero(isa));
+        self.wide = Some(self.part.wide_add(wide));
+        self.part = V::<T, I>::splat(isa, T::ZERO);
+        self.count = 0;
     }
 
     /// The sum, rounded to the element precision.

@@ -368,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn exp_f32_within_2_ulp() {
+    fn exp_f32_within_1_ulp() {
         check_f32(Func::Exp, &sweep_f32(-110.0, 95.0, 400_000), f64::exp, 1.0);
     }
 
