@@ -216,6 +216,57 @@ def test_c_contiguous_input_is_not_copied(dtype: Any) -> None:
     assert peak < x.nbytes // 4, f"cross_entropy allocated {peak} bytes for {x.nbytes}"
 
 
+class _Subclass(np.ndarray):
+    """An ndarray subclass: converted like any other array-like, never taken as it is."""
+
+
+def _misaligned(a: Array) -> Array:
+    """A copy of ``a`` whose data starts one byte past an element boundary."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)[1:]
+    b = raw.view(a.dtype).reshape(a.shape)
+    b[...] = a
+    assert not b.flags.aligned
+    return b
+
+
+#: One way each in which a class-loss call misses the shortcut for arrays the core reads as
+#: they are (input, target) -> the same call's arguments in another form.
+NOT_PLAIN: dict[str, Callable[[Array, Array], tuple[Any, Any]]] = {
+    "int32 target": lambda x, t: (x, t.astype(np.int32)),
+    "big-endian target": lambda x, t: (x, t.astype(">i8")),
+    "strided target": lambda x, t: (x, np.repeat(t, 2)[::2]),
+    "list target": lambda x, t: (x, t.tolist()),
+    "Fortran input": lambda x, t: (np.asfortranarray(x), t),
+    "strided input": lambda x, t: (np.repeat(x, 2, axis=0)[::2], t),
+    "big-endian input": lambda x, t: (x.astype(x.dtype.newbyteorder(">")), t),
+    "misaligned input": lambda x, t: (_misaligned(x), t),
+    "subclass input": lambda x, t: (x.view(_Subclass), t),
+}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"reduction": "none"}, {"return_grad": True}, {"reduction": "sum", "ignore_index": 3}],
+    ids=["mean", "none", "grad", "sum-ignore"],
+)
+@pytest.mark.parametrize("op", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_plain_arrays_shortcut_matches_conversions(dtype: Any, op: str, kw: dict[str, Any]) -> None:
+    # C-contiguous float32/float64 logits with int64 labels skip the argument conversions;
+    # every other form of the same arrays is converted first: the results are the same bits
+    from xent_rs import _arrays
+
+    rng = _rng()
+    x = rng.standard_normal((40, 10)).astype(dtype)
+    t = rng.integers(0, 10, size=40)
+    assert _arrays.plain_labels(x, t)
+    want = getattr(xent_rs, op)(x, t, **kw)
+    for name, make in NOT_PLAIN.items():
+        xv, tv = make(x, t)
+        assert not _arrays.plain_labels(xv, tv), name
+        _assert_same_results(getattr(xent_rs, op)(xv, tv, **kw), want, f"{op} {name}")
+
+
 # --------------------------------------------------------------------------------------------
 # array-likes and dtypes
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import numpy.typing as npt
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
 FLOAT16 = np.dtype(np.float16)
+INT64 = np.dtype(np.int64)
 NATIVE = (FLOAT32, FLOAT64)
 
 
@@ -66,6 +67,25 @@ def _ready(a: np.ndarray) -> bool:
     """Whether the core can read ``a`` in place: C-contiguous and aligned."""
     flags = a.flags
     return bool(flags.c_contiguous and flags.aligned)
+
+
+def plain_labels(input: Any, target: Any) -> bool:
+    """Whether ``input`` and ``target`` are already what :func:`float_input` and
+    :func:`class_target` return: NumPy arrays (not subclasses) of native float32/float64 and
+    int64, C-contiguous and aligned.
+
+    The common class-loss call then skips the conversions and the CuPy check (both arguments
+    are NumPy arrays): about 1 us of a ~3 us call on a few rows.
+    """
+    if type(input) is not np.ndarray or type(target) is not np.ndarray:
+        return False
+    dtype = input.dtype
+    return (
+        (dtype is FLOAT32 or dtype is FLOAT64)
+        and target.dtype is INT64
+        and _ready(input)
+        and _ready(target)
+    )
 
 
 def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any]]:

@@ -38,6 +38,8 @@ def _loss(value: Any, dtype: np.dtype[Any]) -> Any:
 
 def _finish(result: Any, dtype: np.dtype[Any], grad_out: Any) -> Any:
     """Shapes the core's ``loss`` or ``(loss, grad)`` for the caller."""
+    if type(result) is float:
+        return dtype.type(result)
     if not isinstance(result, tuple):
         return _loss(result, dtype)
     loss, grad = result
@@ -301,7 +303,14 @@ def cross_entropy(
     array([[ 0.5 , -0.5 ],
            [-0.25,  0.25]])
     """
-    if _arrays.uses_cupy(input, target, weight, sample_weight, grad_output, grad_out):
+    plain = (
+        weight is None
+        and sample_weight is None
+        and grad_output is None
+        and grad_out is None
+        and _arrays.plain_labels(input, target)
+    )
+    if not plain and _arrays.uses_cupy(input, target, weight, sample_weight, grad_output, grad_out):
         return _cupy().cross_entropy(
             input,
             target,
@@ -315,24 +324,31 @@ def cross_entropy(
             grad_output=grad_output,
             grad_out=grad_out,
         )
-    x, dtype = _arrays.float_input(input)
-    work = x.dtype
-    if dtype == _arrays.FLOAT16 and grad_out is not None and return_grad:
-        _half_output(grad_out, x, dtype, "grad_out")
-        core_grad_out = None
+    if plain:
+        x, dtype, t, w, sw, g, core_grad_out = input, input.dtype, target, None, None, None, None
     else:
-        core_grad_out = grad_out
+        x, dtype = _arrays.float_input(input)
+        work = x.dtype
+        if dtype == _arrays.FLOAT16 and grad_out is not None and return_grad:
+            _half_output(grad_out, x, dtype, "grad_out")
+            core_grad_out = None
+        else:
+            core_grad_out = grad_out
+        t = _arrays.class_target(target, work)
+        w = None if weight is None else _arrays.like(weight, work, "weight")
+        sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
+        g = _arrays.upstream(grad_output, reduction, work)
     result = _core.cross_entropy(
         x,
-        _arrays.class_target(target, work),
+        t,
         axis,
-        None if weight is None else _arrays.like(weight, work, "weight"),
-        None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight"),
+        w,
+        sw,
         int(ignore_index),
         reduction,
         float(label_smoothing),
         bool(return_grad),
-        _arrays.upstream(grad_output, reduction, work),
+        g,
         core_grad_out,
     )
     return _finish(result, dtype, grad_out if core_grad_out is None else None)
@@ -378,7 +394,13 @@ def nll_loss(
     >>> float(xent_rs.nll_loss(np.log(np.array([[0.25, 0.75]])), np.array([1])))
     0.2876820724517809
     """
-    if _arrays.uses_cupy(input, target, weight, sample_weight, grad_output):
+    plain = (
+        weight is None
+        and sample_weight is None
+        and grad_output is None
+        and _arrays.plain_labels(input, target)
+    )
+    if not plain and _arrays.uses_cupy(input, target, weight, sample_weight, grad_output):
         return _cupy().nll_loss(
             input,
             target,
@@ -390,19 +412,16 @@ def nll_loss(
             return_grad=return_grad,
             grad_output=grad_output,
         )
-    x, dtype = _arrays.float_input(input)
-    work = x.dtype
-    result = _core.nll_loss(
-        x,
-        _arrays.class_target(target, work),
-        axis,
-        None if weight is None else _arrays.like(weight, work, "weight"),
-        None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight"),
-        int(ignore_index),
-        reduction,
-        bool(return_grad),
-        _arrays.upstream(grad_output, reduction, work),
-    )
+    if plain:
+        x, dtype, t, w, sw, g = input, input.dtype, target, None, None, None
+    else:
+        x, dtype = _arrays.float_input(input)
+        work = x.dtype
+        t = _arrays.class_target(target, work)
+        w = None if weight is None else _arrays.like(weight, work, "weight")
+        sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
+        g = _arrays.upstream(grad_output, reduction, work)
+    result = _core.nll_loss(x, t, axis, w, sw, int(ignore_index), reduction, bool(return_grad), g)
     return _finish(result, dtype, None)
 
 
