@@ -216,6 +216,32 @@ def test_c_contiguous_input_is_not_copied(dtype: Any) -> None:
     assert peak < x.nbytes // 4, f"cross_entropy allocated {peak} bytes for {x.nbytes}"
 
 
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [((2, 21, 100_003), 1), ((20_011, 211), -1)],
+    ids=["class-axis-1", "class-axis-last"],
+)
+def test_large_outputs_match_smaller_calls(shape: tuple[int, ...], axis: int) -> None:
+    # outputs of 16 MiB and more are written with non-temporal stores (from unaligned rows
+    # and spans here); the same rows in calls half the size are written with plain stores
+    rng = _rng()
+    x = rng.standard_normal(shape).astype(np.float32)
+    t = rng.integers(0, shape[axis], size=x.shape[: axis % x.ndim] + x.shape[axis % x.ndim + 1 :])
+    half = shape[0] // 2
+    parts = (slice(0, half), slice(half, None))
+    assert x.nbytes >= 16 << 20 > max(x[part].nbytes for part in parts)
+    out = np.empty_like(x)
+    xent_rs.log_softmax(x, axis=axis, out=out)
+    for part in parts:
+        assert_same_bits(out[part], xent_rs.log_softmax(x[part], axis=axis))
+    kw: dict[str, Any] = {"axis": axis, "reduction": "none", "return_grad": True}
+    loss, grad = xent_rs.cross_entropy(x, t, **kw)
+    for part in parts:
+        part_loss, part_grad = xent_rs.cross_entropy(x[part], t[part], **kw)
+        assert_same_bits(loss[part], part_loss)
+        assert_same_bits(grad[part], part_grad)
+
+
 class _Subclass(np.ndarray):
     """An ndarray subclass: converted like any other array-like, never taken as it is."""
 

@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use crate::error::XentError;
 use crate::float::Float;
-use crate::kernels::stats::{V, load_upto, store_upto};
+use crate::kernels::stats::{V, first_piece, load_upto, put, store_upto};
 use crate::kernels::{Layout, RawIn, RawOut};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
@@ -498,7 +498,18 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             }
             if !p.out.is_null() {
                 // SAFETY: as above, for the output.
-                unsafe { copy_span_out(tile.output(), pitch, p.out, inner, width, classes) };
+                unsafe {
+                    copy_span_out(
+                        isa,
+                        tile.output(),
+                        pitch,
+                        p.out,
+                        inner,
+                        width,
+                        classes,
+                        p.stream,
+                    )
+                };
             }
             r += width;
         }
@@ -534,23 +545,49 @@ unsafe fn copy_span_in<T: Float>(
     }
 }
 
-/// The inverse of [`copy_span_in`] for an output tile.
+/// The inverse of [`copy_span_in`] for an output tile. With `stream`, whole aligned vectors
+/// go out with non-temporal stores (see [`put`]): a large output is then not read into the
+/// caches before it is overwritten.
 ///
 /// # Safety
 /// `dst + c * stride` must be writable for `width` values for every class `c`.
 #[inline(always)]
-unsafe fn copy_span_out<T: Float>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn copy_span_out<T: Float, I: Isa>(
+    isa: I,
     tile: &[T],
     span: usize,
     dst: *mut T,
     stride: usize,
     width: usize,
     classes: usize,
+    stream: bool,
 ) {
+    let lanes = V::<T, I>::LANES;
     for c in 0..classes {
+        let from = &tile[c * span..c * span + width];
         // SAFETY: see the function's contract.
-        let to = unsafe { std::slice::from_raw_parts_mut(dst.add(c * stride), width) };
-        to.copy_from_slice(&tile[c * span..c * span + width]);
+        let to = unsafe { dst.add(c * stride) };
+        if !stream {
+            // SAFETY: see the function's contract.
+            unsafe { std::slice::from_raw_parts_mut(to, width) }.copy_from_slice(from);
+            continue;
+        }
+        let (mut i, mut k) = (0, first_piece::<T, I>(to, width, true));
+        while i < width {
+            // SAFETY: i + k <= width values of the tile's row and of the output's; `put`
+            // streams only whole vectors, which `first_piece` aligned.
+            unsafe {
+                put(
+                    load_upto(isa, from.as_ptr().add(i), k, T::ZERO),
+                    to.add(i),
+                    k,
+                    true,
+                )
+            };
+            i += k;
+            k = lanes.min(width - i);
+        }
     }
 }
 
