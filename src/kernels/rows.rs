@@ -545,9 +545,8 @@ unsafe fn copy_span_in<T: Float>(
     }
 }
 
-/// The inverse of [`copy_span_in`] for an output tile. With `stream`, whole aligned vectors
-/// go out with non-temporal stores (see [`put`]): a large output is then not read into the
-/// caches before it is overwritten.
+/// The inverse of [`copy_span_in`] for an output tile; with `stream`, through
+/// [`stream_copy`].
 ///
 /// # Safety
 /// `dst + c * stride` must be writable for `width` values for every class `c`.
@@ -563,31 +562,42 @@ unsafe fn copy_span_out<T: Float, I: Isa>(
     classes: usize,
     stream: bool,
 ) {
-    let lanes = V::<T, I>::LANES;
     for c in 0..classes {
         let from = &tile[c * span..c * span + width];
         // SAFETY: see the function's contract.
         let to = unsafe { dst.add(c * stride) };
-        if !stream {
+        if stream {
+            // SAFETY: see the function's contract.
+            unsafe { stream_copy(isa, from, to) };
+        } else {
             // SAFETY: see the function's contract.
             unsafe { std::slice::from_raw_parts_mut(to, width) }.copy_from_slice(from);
-            continue;
         }
-        let (mut i, mut k) = (0, first_piece::<T, I>(to, width, true));
-        while i < width {
-            // SAFETY: i + k <= width values of the tile's row and of the output's; `put`
-            // streams only whole vectors, which `first_piece` aligned.
-            unsafe {
-                put(
-                    load_upto(isa, from.as_ptr().add(i), k, T::ZERO),
-                    to.add(i),
-                    k,
-                    true,
-                )
-            };
-            i += k;
-            k = lanes.min(width - i);
-        }
+    }
+}
+
+/// Copies `from` to `to`, whole aligned vectors with non-temporal stores (see [`put`]): a
+/// large output is then not read into the caches before it is overwritten.
+///
+/// # Safety
+/// `to` must be writable for `from.len()` values.
+#[inline(always)]
+unsafe fn stream_copy<T: Float, I: Isa>(isa: I, from: &[T], to: *mut T) {
+    let (lanes, n) = (V::<T, I>::LANES, from.len());
+    let (mut i, mut k) = (0, first_piece::<T, I>(to, n, true));
+    while i < n {
+        // SAFETY: i + k <= n values of `from` and at `to`; `put` streams only whole vectors,
+        // which `first_piece` aligned.
+        unsafe {
+            put(
+                load_upto(isa, from[i..].as_ptr(), k, T::ZERO),
+                to.add(i),
+                k,
+                true,
+            )
+        };
+        i += k;
+        k = lanes.min(n - i);
     }
 }
 
