@@ -118,9 +118,9 @@ __device__ __forceinline__ void xent_ms_merge(double* m, double* s, double m2, d
 #define XENT_AHEAD 8
 
 // Calls f(c, x[b + c * inner]) for this lane's classes in order, loading XENT_AHEAD values
-// ahead: the loads of a row are then in flight together instead of one at a time (1.4-1.9x
-// less time on rows of 1000 or more classes). Every value is read before f runs on it, so f may
-// write the same element (in-place gradients).
+// ahead, the last partial batch too: the loads of a row are then in flight together instead
+// of one at a time (1.4-1.9x less time on rows of 1000 or more classes). Every value is read
+// before f runs on it, so f may write the same element (in-place gradients).
 template <typename T, typename F>
 __device__ __forceinline__ void xent_each_value(const T* x, long long b, long long classes,
                                                 long long inner, const XentGroup& g, F f) {
@@ -133,7 +133,15 @@ __device__ __forceinline__ void xent_each_value(const T* x, long long b, long lo
 #pragma unroll
         for (int k = 0; k < XENT_AHEAD; ++k) f(c + k * st, v[k]);
     }
-    for (; c < classes; c += st) f(c, x[b + c * inner]);
+    if (c < classes) {  // the last, partial batch: its loads in flight together too
+        T v[XENT_AHEAD];
+#pragma unroll
+        for (int k = 0; k < XENT_AHEAD; ++k)
+            v[k] = c + k * st < classes ? x[b + (c + k * st) * inner] : (T)0;
+#pragma unroll
+        for (int k = 0; k < XENT_AHEAD; ++k)
+            if (c + k * st < classes) f(c + k * st, v[k]);
+    }
 }
 
 // One pass over a row: m = max x, s = sum exp(x - m), with torch's special values: a +inf or
