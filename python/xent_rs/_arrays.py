@@ -75,7 +75,7 @@ def plain_labels(input: Any, target: Any) -> bool:
     int64, C-contiguous and aligned.
 
     The common class-loss call then skips the conversions and the CuPy check (both arguments
-    are NumPy arrays): about 1 us of a ~3 us call on a few rows.
+    are NumPy arrays): about 0.5 us of a ~2.8 us call on a few rows.
     """
     if type(input) is not np.ndarray or type(target) is not np.ndarray:
         return False
