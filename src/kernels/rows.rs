@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use crate::error::XentError;
 use crate::float::Float;
-use crate::kernels::stats::{V, first_piece, load_upto, put, store_upto};
+use crate::kernels::stats::{V, load_upto, map_row, store_upto};
 use crate::kernels::{Layout, RawIn, RawOut};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
@@ -545,8 +545,9 @@ unsafe fn copy_span_in<T: Float>(
     }
 }
 
-/// The inverse of [`copy_span_in`] for an output tile; with `stream`, through
-/// [`stream_copy`].
+/// The inverse of [`copy_span_in`] for an output tile. With `stream`, whole aligned vectors go
+/// out with non-temporal stores (see [`map_row`]): a large output is then not read into the
+/// caches before it is overwritten.
 ///
 /// # Safety
 /// `dst + c * stride` must be writable for `width` values for every class `c`.
@@ -568,36 +569,11 @@ unsafe fn copy_span_out<T: Float, I: Isa>(
         let to = unsafe { dst.add(c * stride) };
         if stream {
             // SAFETY: see the function's contract.
-            unsafe { stream_copy(isa, from, to) };
+            unsafe { map_row(isa, from.as_ptr(), to, width, true, |v| v) };
         } else {
             // SAFETY: see the function's contract.
             unsafe { std::slice::from_raw_parts_mut(to, width) }.copy_from_slice(from);
         }
-    }
-}
-
-/// Copies `from` to `to`, whole aligned vectors with non-temporal stores (see [`put`]): a
-/// large output is then not read into the caches before it is overwritten.
-///
-/// # Safety
-/// `to` must be writable for `from.len()` values.
-#[inline(always)]
-unsafe fn stream_copy<T: Float, I: Isa>(isa: I, from: &[T], to: *mut T) {
-    let (lanes, n) = (V::<T, I>::LANES, from.len());
-    let (mut i, mut k) = (0, first_piece::<T, I>(to, n, true));
-    while i < n {
-        // SAFETY: i + k <= n values of `from` and at `to`; `put` streams only whole vectors,
-        // which `first_piece` aligned.
-        unsafe {
-            put(
-                load_upto(isa, from[i..].as_ptr(), k, T::ZERO),
-                to.add(i),
-                k,
-                true,
-            )
-        };
-        i += k;
-        k = lanes.min(n - i);
     }
 }
 

@@ -10,8 +10,8 @@ use crate::error::XentError;
 use crate::float::Float;
 use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
 use crate::kernels::stats::{
-    ColumnSum, V, col_max, col_sum_exp, first_piece, from_f64_lanes, load_upto, put, row_max,
-    row_sum_exp, store_upto, to_f64_lanes,
+    ColumnSum, V, col_max, col_sum_exp, from_f64_lanes, load_upto, map_row, row_max, row_sum_exp,
+    store_upto, to_f64_lanes,
 };
 use crate::kernels::{Io, Layout, RawIn, RawOut, check_len};
 use crate::simd::{Isa, Vector};
@@ -118,13 +118,7 @@ impl<T: Float> RowKernel<T> for Normalize {
             if self.log {
                 let s = row_sum_exp(isa, p.x, n, m, std::ptr::null_mut());
                 let ln_s = V::<T, I>::splat(isa, T::from_f64(s.ln()));
-                let (mut i, mut k) = (0, first_piece::<T, I>(p.out, n, p.stream));
-                while i < n {
-                    let x = load_upto(isa, p.x.add(i), k, T::ZERO);
-                    put(x.sub(mv).sub(ln_s), p.out.add(i), k, p.stream);
-                    i += k;
-                    k = lanes.min(n - i);
-                }
+                map_row(isa, p.x, p.out, n, p.stream, |x| x.sub(mv).sub(ln_s));
             } else {
                 let s = row_sum_exp(isa, p.x, n, m, p.out);
                 let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / s));

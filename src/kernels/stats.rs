@@ -134,7 +134,7 @@ pub(crate) unsafe fn store_upto<T: Float, I: Isa>(v: V<T, I>, p: *mut T, k: usiz
 /// time with [`put`]: up to where `out` reaches vector alignment (a whole vector when it is
 /// aligned already, or when `stream` is off), so that every later whole vector is aligned.
 #[inline(always)]
-pub(crate) fn first_piece<T: Float, I: Isa>(out: *mut T, n: usize, stream: bool) -> usize {
+fn first_piece<T: Float, I: Isa>(out: *mut T, n: usize, stream: bool) -> usize {
     let lanes = V::<T, I>::LANES;
     let skew = (out as usize / std::mem::size_of::<T>()) % lanes;
     if !stream || skew == 0 {
@@ -151,13 +151,46 @@ pub(crate) fn first_piece<T: Float, I: Isa>(out: *mut T, n: usize, stream: bool)
 /// `p` must be writable for `k` values, and aligned to the vector when `stream` and
 /// `k == LANES`.
 #[inline(always)]
-pub(crate) unsafe fn put<T: Float, I: Isa>(v: V<T, I>, p: *mut T, k: usize, stream: bool) {
+unsafe fn put<T: Float, I: Isa>(v: V<T, I>, p: *mut T, k: usize, stream: bool) {
     if stream && k == V::<T, I>::LANES {
         // SAFETY: see the function's contract.
         unsafe { v.stream(p) }
     } else {
         // SAFETY: see the function's contract.
         unsafe { store_upto(v, p, k) }
+    }
+}
+
+/// Writes `f(x[i])` to `out[i]` for the `n` values of a row, a vector at a time with [`put`]:
+/// with `stream`, whole vectors go out with non-temporal stores, aligned by [`first_piece`].
+/// `out` may equal `x` (each piece is read before it is written).
+///
+/// # Safety
+/// `x` must be readable and `out` writable for `n` values.
+#[inline(always)]
+pub(crate) unsafe fn map_row<T: Float, I: Isa>(
+    isa: I,
+    x: *const T,
+    out: *mut T,
+    n: usize,
+    stream: bool,
+    f: impl Fn(V<T, I>) -> V<T, I>,
+) {
+    let lanes = V::<T, I>::LANES;
+    let (mut i, mut k) = (0, first_piece::<T, I>(out, n, stream));
+    while i < n {
+        // SAFETY: i + k <= n values at `x` and `out`; `put` streams only whole vectors, which
+        // `first_piece` aligned.
+        unsafe {
+            put(
+                f(load_upto(isa, x.add(i), k, T::ZERO)),
+                out.add(i),
+                k,
+                stream,
+            )
+        };
+        i += k;
+        k = lanes.min(n - i);
     }
 }
 
