@@ -26,7 +26,8 @@ use crate::kernels::rows::{
     Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows,
 };
 use crate::kernels::stats::{
-    ColumnSum, V, col_max, col_sum_exp, live_lanes, load_upto, row_max, row_sum_exp, store_upto,
+    ColumnSum, V, col_max, col_sum_exp, live_lanes, load_upto, prefetch_row, row_max, row_sum_exp,
+    store_upto,
 };
 use crate::kernels::{Io, Layout, RawIn, RawOut, Targets, check_len};
 use crate::parallel;
@@ -674,13 +675,14 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
             let store = if grad { p.out } else { std::ptr::null_mut() };
             // Σ exp(x - m) and, with smoothing, Σ w_c (x_c - m), in one pass.
             let (s, sd) = if eps == 0.0 {
-                (row_sum_exp(isa, p.x, n, m, store), 0.0)
+                (row_sum_exp(isa, p.x, n, m, store, p.ahead), 0.0)
             } else {
                 let mut se = V::<T, I>::wide_zero(isa);
                 let mut sd = V::<T, I>::wide_zero(isa);
                 let zero = V::<T, I>::splat(isa, T::ZERO);
                 for i in (0..n).step_by(lanes) {
                     let k = lanes.min(n - i);
+                    prefetch_row(p.ahead, i, k);
                     // Padding lanes read -inf: their exp is 0, and they are dropped from the
                     // smoothing sum. Everything is read before the gradient overwrites it.
                     let d = load_upto(isa, p.x.add(i), k, T::NEG_INFINITY).sub(mv);
@@ -937,6 +939,7 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
             );
             for i in (0..n).step_by(lanes) {
                 let k = lanes.min(n - i);
+                prefetch_row(p.ahead, i, k);
                 // Padding lanes of a partial vector add nothing: exp(-inf) = 0, d = 0, and
                 // their target weight is 0.
                 let e = T::exp(load_upto(isa, p.x.add(i), k, T::NEG_INFINITY).sub(mv));

@@ -116,11 +116,11 @@ impl<T: Float> RowKernel<T> for Normalize {
             let m = row_max(isa, p.x, n);
             let mv = V::<T, I>::splat(isa, m);
             if self.log {
-                let s = row_sum_exp(isa, p.x, n, m, std::ptr::null_mut());
+                let s = row_sum_exp(isa, p.x, n, m, std::ptr::null_mut(), p.ahead);
                 let ln_s = V::<T, I>::splat(isa, T::from_f64(s.ln()));
                 map_row(isa, p.x, p.out, n, p.stream, |x| x.sub(mv).sub(ln_s));
             } else {
-                let s = row_sum_exp(isa, p.x, n, m, p.out);
+                let s = row_sum_exp(isa, p.x, n, m, p.out, p.ahead);
                 let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / s));
                 for i in (0..n).step_by(lanes) {
                     let k = lanes.min(n - i);
@@ -189,7 +189,7 @@ impl<T: Float> RowKernel<T> for LogSumExp {
             return special_logsumexp((0..n).map(|i| unsafe { *p.x.add(i) }.to_f64()));
         }
         // SAFETY: as above.
-        let s = unsafe { row_sum_exp(isa, p.x, n, T::from_f64(m), std::ptr::null_mut()) };
+        let s = unsafe { row_sum_exp(isa, p.x, n, T::from_f64(m), std::ptr::null_mut(), p.ahead) };
         m + s.ln()
     }
 

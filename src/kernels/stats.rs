@@ -44,9 +44,40 @@ pub(crate) unsafe fn row_max<T: Float, I: Isa>(isa: I, x: *const T, n: usize) ->
     acc[0].max(acc[1]).max(acc[2].max(acc[3])).reduce_max()
 }
 
+/// Asks for the cache lines holding `ahead[i..i + count]` (`ahead` is the next row's input,
+/// [`Ptrs::ahead`]), without waiting for them; nothing when `ahead` is null. Kernels call it
+/// for each stretch of the row they compute from the caches, at the same offsets, so that the
+/// whole next row is on its way by the end of this one.
+///
+/// [`Ptrs::ahead`]: crate::kernels::rows::Ptrs::ahead
+#[inline(always)]
+pub(crate) fn prefetch_row<T>(ahead: *const T, i: usize, count: usize) {
+    if ahead.is_null() {
+        return;
+    }
+    let bytes = count * std::mem::size_of::<T>();
+    for offset in (0..bytes).step_by(CACHE_LINE) {
+        // A prefetch never faults, so the address needs no bounds; `wrapping_add` keeps the
+        // arithmetic defined whatever it is.
+        let line = ahead.wrapping_add(i).cast::<u8>().wrapping_add(offset);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch reads nothing architecturally and cannot fault.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T1>(line.cast::<i8>());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = line;
+    }
+}
+
+/// Bytes of a cache line, the unit [`prefetch_row`] asks for.
+const CACHE_LINE: usize = 64;
+
 /// `Σ exp(x - m)` over the contiguous row `x[..n]`, accumulated in f64 (each group of four
 /// vectors is added in the element precision first, then widened). When `e` is not null,
-/// also stores `exp(x - m)` there (`e` may equal `x`).
+/// also stores `exp(x - m)` there (`e` may equal `x`). Prefetches the next row at `ahead`
+/// (see [`prefetch_row`]).
 ///
 /// # Safety
 /// `x` must be readable and `e` (unless null) writable for `n` values.
@@ -57,12 +88,14 @@ pub(crate) unsafe fn row_sum_exp<T: Float, I: Isa>(
     n: usize,
     m: T,
     e: *mut T,
+    ahead: *const T,
 ) -> f64 {
     let lanes = V::<T, I>::LANES;
     let mv = V::<T, I>::splat(isa, m);
     let mut acc = V::<T, I>::wide_zero(isa);
     let mut i = 0;
     while i + 4 * lanes <= n {
+        prefetch_row(ahead, i, 4 * lanes);
         // SAFETY: i + 4 * lanes <= n.
         let v = unsafe {
             [
