@@ -529,6 +529,23 @@ def test_bce_with_logits_matches_cpu(
     _check_loss("binary_cross_entropy_with_logits", x, t, kw, BSHAPE)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_bce_with_logits_never_negative(dtype: Any) -> None:
+    # Far below zero the two terms of the loss cancel, exactly with pos_weight 0: the device
+    # code must not fuse one product into the sum (see tests/test_properties.py).
+    rng = np.random.default_rng(8)
+    top = 30 if dtype is np.float32 else 300
+    x = (-(10.0 ** rng.uniform(0, top, (64, 16)))).astype(dtype)
+    t = rng.random((64, 16)).astype(dtype)
+    for pw in (None, 0.0, 0.5):
+        kw = {} if pw is None else {"pos_weight": np.full(16, pw, dtype=dtype)}
+        got = xent_rs.binary_cross_entropy_with_logits(
+            _dev(x), _dev(t), **_dev_kw(kw), reduction="none"
+        )
+        assert (cp.asnumpy(got) >= 0).all()
+        _agree(got, xent_rs.binary_cross_entropy_with_logits(x, t, **kw, reduction="none"), dtype)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_bce_with_logits_3d_broadcasting(reduction: str) -> None:
     rng = np.random.default_rng(6)

@@ -532,6 +532,31 @@ def test_bce_with_logits_is_bce_of_sigmoid(case: tuple[Array, Array, Kwargs], da
     np.testing.assert_allclose(g1, g2 * p * (1.0 - p), rtol=1e-7, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(seed=st.integers(0, 2**32 - 1), pw=st.sampled_from([None, 0.0, 1e-3, 0.5, 1.0, 3.0]))
+def test_bce_with_logits_is_never_negative(dtype: type, seed: int, pw: float | None) -> None:
+    """Far below zero the loss's two terms nearly cancel (exactly, with ``pos_weight = 0``): in
+    torch's order of operations they cancel to zero or more, never below."""
+    rng = np.random.default_rng(seed)
+    top = 30 if dtype is np.float32 else 300
+    sign = rng.choice([-1.0, 1.0], (64, 16), p=[0.9, 0.1])
+    x = (sign * 10.0 ** rng.uniform(0, top, (64, 16))).astype(dtype)
+    y = rng.random((64, 16)).astype(dtype)
+    kw: Kwargs = {} if pw is None else {"pos_weight": np.full(16, pw, dtype=dtype)}
+    loss = xent_rs.binary_cross_entropy_with_logits(x, y, reduction="none", **kw)
+    assert (loss >= 0).all(), (x[loss < 0], y[loss < 0], loss[loss < 0])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "x", "y"), [(np.float32, -1.6690822e8, 0.06920225), (np.float64, -1e4, 0.3)]
+)
+def test_bce_with_logits_zero_pos_weight_cancels(dtype: type, x: float, y: float) -> None:
+    # With pos_weight 0 the loss is (1-y) softplus(x), zero to the dtype's precision here.
+    args = [np.array([v], dtype=dtype) for v in (x, y, 0.0)]
+    loss = xent_rs.binary_cross_entropy_with_logits(*args[:2], pos_weight=args[2], reduction="none")
+    assert loss[0] == 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # grad_output (chain rule)
 # --------------------------------------------------------------------------------------------

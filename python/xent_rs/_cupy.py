@@ -404,12 +404,18 @@ template <typename F> __device__ F xent_sigmoid(F x) {
     const F e = exp(-fabs(x));
     return (x < (F)0 ? e : (F)1) / ((F)1 + e);
 }
+// Products the compiler may not fuse into a following addition: the BCE-with-logits loss
+// adds two products that cancel for very negative logits (exactly when pos_weight is 0), and
+// only the two rounded products cancel as torch's do (a fused one left -7.7 for x = -1.7e8).
+__device__ __forceinline__ float xent_mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double xent_mul(double a, double b) { return __dmul_rn(a, b); }
 template <typename F> __device__ F xent_bcel_loss(F x, F t) {
-    return ((F)1 - t) * x + xent_softplus_neg(x);
+    return xent_mul((F)1 - t, x) + xent_softplus_neg(x);
 }
 template <typename F> __device__ F xent_bcel_grad(F x, F t) { return xent_sigmoid(x) - t; }
 template <typename F> __device__ F xent_bcelp_loss(F x, F t, F pw) {
-    return ((pw - (F)1) * t + (F)1) * xent_softplus_neg(x) + ((F)1 - t) * x;
+    const F coef = xent_mul(pw - (F)1, t) + (F)1;
+    return xent_mul((F)1 - t, x) + xent_mul(coef, xent_softplus_neg(x));
 }
 template <typename F> __device__ F xent_bcelp_grad(F x, F t, F pw) {
     const F pt = pw * t;

@@ -343,6 +343,10 @@ fn probability_terms<T: Float, I: Isa>(
 }
 
 /// Loss and unscaled gradient of BCE on logits `x` with targets `t`.
+///
+/// The loss is torch's `(1-t) x + softplus(-x)` evaluated in torch's order, each product
+/// rounded before the sum (no fused multiply-add): for very negative `x` the two terms
+/// cancel, and only that order cancels them as torch does (see [`weighted_logit_terms`]).
 #[inline(always)]
 fn logit_terms<T: Float, I: Isa>(
     x: V<T, I>,
@@ -353,10 +357,17 @@ fn logit_terms<T: Float, I: Isa>(
     let e = T::exp(zero.sub(x.abs()));
     let softplus_neg = T::ln_1p(e).add(zero.max(zero.sub(x)));
     let sigmoid = V::<T, I>::select(x.lt(zero), e, one).div(one.add(e));
-    (one.sub(t).mul_add(x, softplus_neg), sigmoid.sub(t))
+    (one.sub(t).mul(x).add(softplus_neg), sigmoid.sub(t))
 }
 
 /// Loss and unscaled gradient of BCE on logits `x` with targets `t` and `pos_weight` `pw`.
+///
+/// The loss `(1-t) x + (1 + (pw-1) t) softplus(-x)` is evaluated in torch's order, both
+/// products rounded before the sum. For `x` far below zero `softplus(-x)` rounds to `-x` and
+/// the two terms nearly cancel; with `pw = 0` exactly (the weights `1-t` of both are then the
+/// same rounded number). A fused multiply-add there kept the rounding error of one product
+/// alone: `x = -1.7e8, t = 0.07, pw = 0` gave a loss of -7.7 instead of 0. In this order the
+/// loss is never negative for `t` in `[0, 1]` and `pw >= 0`.
 #[inline(always)]
 fn weighted_logit_terms<T: Float, I: Isa>(
     x: V<T, I>,
@@ -369,9 +380,9 @@ fn weighted_logit_terms<T: Float, I: Isa>(
     let softplus_neg = T::ln_1p(e).add(zero.max(zero.sub(x)));
     let sigmoid = V::<T, I>::select(x.lt(zero), e, one).div(one.add(e));
     let pt = pw.mul(t);
-    let coef = pw.sub(one).mul_add(t, one);
+    let coef = pw.sub(one).mul(t).add(one);
     (
-        coef.mul_add(softplus_neg, one.sub(t).mul(x)),
+        one.sub(t).mul(x).add(coef.mul(softplus_neg)),
         pt.add(one).sub(t).mul(sigmoid).sub(pt),
     )
 }
@@ -437,6 +448,43 @@ mod tests {
                 assert_close(*g, *w, 1e-13, &format!("{level}"));
             }
         });
+    }
+
+    #[test]
+    fn logits_far_below_zero_never_give_a_negative_loss() {
+        let _g = exclusive();
+        // (1-t) x and (1 + (pw-1) t) softplus(-x) cancel here, exactly for pw = 0.
+        let n = 257;
+        let x: Vec<f64> = (0..n).map(|i| -(10f64).powf(1.0 + i as f64)).collect();
+        let t: Vec<f64> = values(n, 5, 1.0).iter().map(|v| v.abs()).collect();
+        for pw in [None, Some(0.0), Some(0.5)] {
+            let pws = [pw.unwrap_or(1.0)];
+            let opts = options(
+                None,
+                pw.map(|_| Broadcast {
+                    values: &pws,
+                    repeat: 1,
+                }),
+                Reduction::None,
+            );
+            at_every_level(|level| {
+                let mut losses = vec![0.0; n];
+                binary_cross_entropy_with_logits(Io::Read(&x), &t, &opts, Some(&mut losses))
+                    .unwrap();
+                for (i, l) in losses.iter().enumerate() {
+                    assert!(
+                        *l >= 0.0,
+                        "{level} pw {pw:?}: x {} t {} loss {l}",
+                        x[i],
+                        t[i]
+                    );
+                    // (1-t) softplus(x): zero once exp(x) underflows.
+                    if pw == Some(0.0) && x[i] < -800.0 {
+                        assert_eq!(*l, 0.0, "{level}: x {} t {}", x[i], t[i]);
+                    }
+                }
+            });
+        }
     }
 
     #[test]
