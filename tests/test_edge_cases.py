@@ -38,3 +38,23 @@ def test_float16_out_must_be_float16(fn: object) -> None:
     out = np.zeros((2, 3), np.float16)
     assert fn(x, out=out) is out  # type: ignore[operator]
     assert out.dtype == np.float16
+
+
+@pytest.mark.parametrize("classes", [2, 40])  # lane groups and contiguous rows
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_ignored_rows_get_zero_gradient_whatever_their_logits(
+    classes: int, label_smoothing: float
+) -> None:
+    # torch's gradient is nan on such rows (0 times a nan softmax); see docs/semantics.md.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, classes))
+    x[0, 1], x[2, 0], x[3] = np.nan, np.inf, -np.inf
+    y = np.array([-100, 1, -100, -100, 0])
+    loss, grad = xent_rs.cross_entropy(x, y, label_smoothing=label_smoothing, return_grad=True)
+    clean = [1, 4]
+    want_loss, want_grad = xent_rs.cross_entropy(
+        x[clean], y[clean], label_smoothing=label_smoothing, return_grad=True
+    )
+    assert loss == want_loss
+    assert np.array_equal(grad[[0, 2, 3]], np.zeros((3, classes)))
+    assert np.array_equal(grad[clean], want_grad)

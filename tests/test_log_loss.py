@@ -113,6 +113,52 @@ def test_errors_are_scikit_learns(y: object, p: object, kwargs: dict, match: str
         xent_rs.log_loss(y, p, **kwargs)
 
 
+P3 = [[0.2, 0.3, 0.5], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]
+
+
+@pytest.mark.parametrize(
+    ("y", "kwargs", "error", "match"),
+    [
+        ([0.5, 1.5, 2.5], {}, ValueError, "Unknown label type: continuous values such as 0.5"),
+        ([0, 1, 2], {"labels": [0.5, 1, 2]}, ValueError, "Unknown label type: continuous"),
+        (["a", 1, "a"], {}, ValueError, "Mix of label input types"),
+        ([0, 1, 1], {"labels": ["a", 1, 2]}, ValueError, "Mix of label input types"),
+        ([0.0, np.nan, 1.0], {}, ValueError, "contains NaN"),
+        ([0.0, np.inf, 1.0], {}, ValueError, "contains infinity"),
+        (np.array([0, 1, 2], dtype=object), {}, ValueError, "Unknown label type: object"),
+        ([1j, 0, 1], {}, ValueError, "Complex data not supported"),
+        ([b"a", b"b", b"c"], {}, TypeError, "bytes"),
+    ],
+    ids=[
+        "continuous",
+        "continuous-labels",
+        "mixed",
+        "mixed-labels",
+        "nan",
+        "inf",
+        "objects",
+        "complex",
+        "bytes",
+    ],
+)
+def test_labels_scikit_learn_refuses(y: object, kwargs: dict, error: type, match: str) -> None:
+    """Labels that are not classes (a regression target, NaN, mixed strings and numbers...)
+    are refused, not scored."""
+    with pytest.raises(error), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scikit-learn's cast of NaN labels
+        sklearn_metrics.log_loss(y, P3, **kwargs)
+    with pytest.raises(error, match=match):
+        xent_rs.log_loss(y, P3, **kwargs)
+    with pytest.raises(error, match=match):
+        xent_rs.log_loss(y, np.log(P3), **kwargs, from_logits=True)
+
+
+def test_whole_float_and_object_string_labels_are_classes() -> None:
+    for y in ([0.0, 1.0, 2.0], np.array(["a", "b", "c"], dtype=object)):
+        want = sklearn_metrics.log_loss(y, P3)
+        assert xent_rs.log_loss(y, P3) == pytest.approx(want, rel=1e-12)
+
+
 def test_y_pred_is_an_alias_of_y_proba() -> None:
     p = [[0.25, 0.75], [0.5, 0.5]]
     assert xent_rs.log_loss([1, 0], y_pred=p) == xent_rs.log_loss([1, 0], p)

@@ -441,6 +441,10 @@ def test_log_loss_checks_every_chunk_like_scikit_learn() -> None:
         LogLossAccumulator(labels=["a", "b"]).update(np.full((1, 2), 0.5), ["c"])
     with pytest.raises(ValueError, match="number of classes in labels"):
         LogLossAccumulator(labels=["a", "b", "c"]).update(np.full((1, 2), 0.5), ["a"])
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        LogLossAccumulator(labels=[0.0, 1.0]).update(np.full((2, 2), 0.5), [0.0, 0.5])
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        LogLossAccumulator(labels=["a", 1])
     assert acc.count == 0
 
 

@@ -75,6 +75,8 @@ def log_loss(
     y = _arrays.to_ndarray(y_true)
     sw = sample_weights(sample_weight, p.dtype)
     check_lengths(p.shape[0], y, sw)
+    if y.ndim == 1 and y.dtype.kind not in "iub":
+        check_label_type(y_true, y)
     if from_logits:
         return _from_logits(y, p, sw, labels, normalize)
 
@@ -117,6 +119,41 @@ def check_lengths(n: int, y: np.ndarray, sw: np.ndarray | None) -> None:
     lengths = [n, y.shape[0] if y.ndim else 1] + ([sw.shape[0]] if sw is not None else [])
     if len(set(lengths)) > 1:
         raise ValueError(f"Found input variables with inconsistent numbers of samples: {lengths}")
+
+
+def check_label_type(raw: Any, values: np.ndarray) -> None:
+    """scikit-learn's refusals of class labels (``values``, the array of ``raw``): complex
+    numbers, NaN or infinity, floats that are not whole numbers (a regression target, not
+    classes), bytes, object arrays not made of strings, and strings mixed with numbers."""
+    kind = values.dtype.kind
+    if kind == "c":
+        raise ValueError(f"Complex data not supported\n{values}\n")
+    if kind == "S":
+        raise TypeError(
+            "Support for labels represented as bytes is not supported. Convert the labels to a "
+            "string or integer format."
+        )
+    if kind == "f":
+        if np.isnan(values).any():
+            raise ValueError("Input y contains NaN.")
+        if np.isinf(values).any():
+            raise ValueError(
+                f"Input y contains infinity or a value too large for {values.dtype!r}."
+            )
+        fractional = values != np.trunc(values)
+        if fractional.any():
+            first = int(np.argmax(fractional))
+            raise ValueError(
+                f"Unknown label type: continuous values such as {values[first].item()!r} at "
+                f"position {first}; log_loss needs class labels"
+            )
+    if kind == "O" and values.size and not isinstance(values.flat[0], str):
+        raise ValueError(f"Unknown label type: object array of {type(values.flat[0]).__name__}")
+    items = values.ravel() if kind == "O" else raw if isinstance(raw, (list, tuple)) else ()
+    if kind in "OU" and len({isinstance(v, str) for v in items}) > 1:
+        raise ValueError(
+            f"Mix of label input types (string and number); Got {np.unique(values.astype(str))}."
+        )
 
 
 def _identity_labels(labels: Any, p: np.ndarray) -> bool:
@@ -190,6 +227,7 @@ def _encode(y: np.ndarray, labels: Any) -> tuple[np.ndarray | None, np.ndarray]:
         raise ValueError(f"y_true must be 1-D labels or a 2-D indicator, got shape {y.shape}")
     if labels is not None:
         given = np.asarray(labels)
+        check_label_type(labels, given)
         classes = np.unique(given)
         if classes.shape != given.shape or not np.array_equal(classes, given):
             warnings.warn(

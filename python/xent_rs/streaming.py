@@ -759,6 +759,7 @@ class LogLossAccumulator(Accumulator):
         self.sums_to_one = True
         if labels is not None:
             given = np.asarray(labels)
+            _scoring.check_label_type(labels, given)
             classes = np.unique(given)
             if classes.shape[0] < 2:
                 raise ValueError(
@@ -842,6 +843,8 @@ class LogLossAccumulator(Accumulator):
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
     ) -> tuple[float, float, int, np.ndarray | None]:
         y = _arrays.to_ndarray(target)
+        if y.ndim == 1 and y.dtype.kind not in "iub":
+            _scoring.check_label_type(target, y)
         raw = _arrays.to_ndarray(input)
         if raw.dtype.kind not in "fiub":
             raise TypeError(
