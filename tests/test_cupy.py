@@ -749,6 +749,13 @@ def test_soft_target_with_nonnegative_ignore_index() -> None:
     assert "ignore_index" in msg
 
 
+@pytest.mark.parametrize("op", ["cross_entropy", "nll_loss"])
+def test_ignore_index_beyond_64_bits_is_value_error(op: str) -> None:
+    t = cp.asarray(np.array([0, 1, 2, 1]))
+    msg = _raises(ValueError, getattr(xent_rs, op), _x(), t, ignore_index=2**64 - 100)
+    assert "ignore_index" in msg and str(2**64 - 100) in msg
+
+
 @pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), float("inf"), 1.0001])
 def test_bce_probability_out_of_range(bad: float) -> None:
     p = np.full((2, 3), 0.5, dtype=np.float32)

@@ -487,6 +487,14 @@ def test_huge_uint64_target_is_not_taken_for_a_negative_ignore_index() -> None:
     assert _has_number(msg, str(2**64 - 100)), msg
 
 
+@pytest.mark.parametrize("op", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("value", [2**63, 2**64 - 100, -(2**63) - 1])
+def test_ignore_index_beyond_64_bits_is_value_error(op: str, value: int) -> None:
+    t = np.array([0, 1, 2, 1], dtype=np.uint64)
+    msg = _raises(ValueError, getattr(xent_rs, op), _x(), t, ignore_index=value)
+    assert "ignore_index" in msg and _has_number(msg, str(value)), msg
+
+
 def test_negative_target_equal_to_ignore_index_is_fine() -> None:
     t = np.array([0, -1, 2, -1], dtype=np.int64)
     loss = xent_rs.cross_entropy(_x(), t, ignore_index=-1)

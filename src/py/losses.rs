@@ -3,6 +3,7 @@
 //! `return_grad`, `(loss, grad)`.
 
 use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyTuple};
 
@@ -38,7 +39,7 @@ pub(crate) fn cross_entropy<'py>(
     axis: isize,
     weight: Option<&Bound<'py, PyAny>>,
     sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: i64,
+    ignore_index: &Bound<'py, PyAny>,
     reduction: &str,
     label_smoothing: f64,
     return_grad: bool,
@@ -50,7 +51,7 @@ pub(crate) fn cross_entropy<'py>(
         axis,
         weight,
         sample_weight,
-        ignore_index,
+        ignore_index: ignore_index_arg(ignore_index)?,
         reduction,
         label_smoothing,
         return_grad,
@@ -77,7 +78,7 @@ pub(crate) fn nll_loss<'py>(
     axis: isize,
     weight: Option<&Bound<'py, PyAny>>,
     sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: i64,
+    ignore_index: &Bound<'py, PyAny>,
     reduction: &str,
     return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
@@ -87,7 +88,7 @@ pub(crate) fn nll_loss<'py>(
         axis,
         weight,
         sample_weight,
-        ignore_index,
+        ignore_index: ignore_index_arg(ignore_index)?,
         reduction,
         label_smoothing: 0.0,
         return_grad,
@@ -99,6 +100,21 @@ pub(crate) fn nll_loss<'py>(
         FloatArray::F32(x) => class_loss(py, &x, &args),
         FloatArray::F64(x) => class_loss(py, &x, &args),
     }
+}
+
+/// `ignore_index` as an `i64`. A Python integer beyond that range is a `ValueError` that names
+/// the argument, as torch's is (PyO3's own conversion error is an `OverflowError` naming
+/// nothing).
+fn ignore_index_arg(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    value.extract::<i64>().map_err(|e| {
+        if e.is_instance_of::<PyOverflowError>(value.py()) {
+            PyValueError::new_err(format!(
+                "ignore_index must lie in [-2**63, 2**63) (class indices are 64-bit), got {value}"
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 struct ClassArgs<'a, 'py> {
