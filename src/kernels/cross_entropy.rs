@@ -626,6 +626,73 @@ impl<T: Float> HardTarget<'_, T> {
         self.sample_weight.map_or(1.0, |sw| sw[r].to_f64())
     }
 
+    /// `(Σ exp(x - m), Σ w_c (x_c - m))` over a contiguous row (`w_c = 1` without class
+    /// weights), storing `exp(x - m)` at `store` unless it is null, and prefetching the next
+    /// row (see [`prefetch_row`]). Whole groups of four vectors add both sums in the element
+    /// precision first and widen them once (as `row_sum_exp` does).
+    ///
+    /// # Safety
+    /// `n` values must be readable at `p.x` and (unless null) writable at `store`; every value
+    /// is read before its slot of `store` is written.
+    #[inline(always)]
+    unsafe fn smoothing_sums<I: Isa>(
+        &self,
+        isa: I,
+        p: Ptrs<T>,
+        n: usize,
+        mv: V<T, I>,
+        store: *mut T,
+    ) -> (f64, f64) {
+        let lanes = V::<T, I>::LANES;
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let (mut se, mut sd) = (V::<T, I>::wide_zero(isa), V::<T, I>::wide_zero(isa));
+        // SAFETY: see the function's contract; the class weights have n values.
+        unsafe {
+            let mut start = 0;
+            while start + 4 * lanes <= n {
+                prefetch_row(p.ahead, start, 4 * lanes);
+                let (mut e4, mut d4) = (zero, zero);
+                for i in (start..start + 4 * lanes).step_by(lanes) {
+                    let d = V::<T, I>::load(isa, p.x.add(i)).sub(mv);
+                    let e = T::exp(d);
+                    d4 = match self.weight {
+                        Some(w) => d.mul_add(V::<T, I>::load(isa, w.as_ptr().add(i)), d4),
+                        None => d4.add(d),
+                    };
+                    if !store.is_null() {
+                        e.store(store.add(i));
+                    }
+                    e4 = e4.add(e);
+                }
+                se = e4.wide_add(se);
+                sd = d4.wide_add(sd);
+                start += 4 * lanes;
+            }
+            for i in (start..n).step_by(lanes) {
+                let k = lanes.min(n - i);
+                // Padding lanes read -inf: their exp is 0, and they are dropped from the
+                // smoothing sum.
+                let d = load_upto(isa, p.x.add(i), k, T::NEG_INFINITY).sub(mv);
+                let e = T::exp(d);
+                let d = if k == lanes {
+                    d
+                } else {
+                    V::<T, I>::select(live_lanes::<T, I>(isa, k).eq(zero), zero, d)
+                };
+                let wd = match self.weight {
+                    Some(w) => d.mul(load_upto(isa, w.as_ptr().add(i), k, T::ZERO)),
+                    None => d,
+                };
+                sd = wd.wide_add(sd);
+                if !store.is_null() {
+                    store_upto(e, store.add(i), k);
+                }
+                se = e.wide_add(se);
+            }
+        }
+        (V::<T, I>::wide_sum(se), V::<T, I>::wide_sum(sd))
+    }
+
     /// NLL of a row: `-sw w_y x_y`, gradient `-g sw w_y` at `y`.
     #[inline(always)]
     fn nll_row<I: Isa>(&self, isa: I, r: usize, y: usize, p: Ptrs<T>, n: usize) -> f64 {
@@ -677,32 +744,7 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
             let (s, sd) = if eps == 0.0 {
                 (row_sum_exp(isa, p.x, n, m, store, p.ahead), 0.0)
             } else {
-                let mut se = V::<T, I>::wide_zero(isa);
-                let mut sd = V::<T, I>::wide_zero(isa);
-                let zero = V::<T, I>::splat(isa, T::ZERO);
-                for i in (0..n).step_by(lanes) {
-                    let k = lanes.min(n - i);
-                    prefetch_row(p.ahead, i, k);
-                    // Padding lanes read -inf: their exp is 0, and they are dropped from the
-                    // smoothing sum. Everything is read before the gradient overwrites it.
-                    let d = load_upto(isa, p.x.add(i), k, T::NEG_INFINITY).sub(mv);
-                    let e = T::exp(d);
-                    let d = if k == lanes {
-                        d
-                    } else {
-                        V::<T, I>::select(live_lanes::<T, I>(isa, k).eq(zero), zero, d)
-                    };
-                    let wd = match self.weight {
-                        Some(w) => d.mul(load_upto(isa, w.as_ptr().add(i), k, T::ZERO)),
-                        None => d,
-                    };
-                    sd = wd.wide_add(sd);
-                    if grad {
-                        store_upto(e, store.add(i), k);
-                    }
-                    se = e.wide_add(se);
-                }
-                (V::<T, I>::wide_sum(se), V::<T, I>::wide_sum(sd))
+                self.smoothing_sums(isa, p, n, mv, store)
             };
             let ln_s = s.ln();
             let c = n as f64;
