@@ -355,6 +355,20 @@ def test_bad_files(data: dict[str, Any], tmp_path: Path) -> None:
     )
     assert not out.exists()  # no half-written output is left behind
 
+    # --per-row naming an input (or a link to one) would truncate it before it is read.
+    link = tmp_path / "link.npy"
+    link.symlink_to(logits)
+    before = Path(logits).read_bytes()
+    for per_row, args in (
+        (logits, [logits, labels]),
+        (labels, [logits, labels]),
+        (str(link), [logits, labels]),
+    ):
+        one_line_error(
+            run("score", *args, "--loss", "ce", "--per-row", per_row), per_row, "is the input"
+        )
+    assert Path(logits).read_bytes() == before
+
 
 def test_usage_errors_exit_with_status_2(data: dict[str, Any]) -> None:
     d = data["dir"]

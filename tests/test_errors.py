@@ -439,6 +439,34 @@ def test_grad_out_partial_overlap_with_input() -> None:
     np.testing.assert_array_equal(base, before)
 
 
+@pytest.mark.parametrize("kind", ["float16", "strided", "big-endian"])
+@pytest.mark.parametrize("op", ["cross_entropy", "log_softmax", "softmax"])
+def test_output_overlapping_a_converted_input(kind: str, op: str) -> None:
+    # The core reads a converted copy of these inputs, so the check is against the caller's.
+    dtype = {"float16": np.float16, "strided": np.float32, "big-endian": ">f4"}[kind]
+    step = 2 if kind == "strided" else 1
+    base = np.zeros(40, dtype=dtype)
+    x = base[: 12 * step : step].reshape(4, 3)
+    x[...] = _x()
+    buf = base[3:15].reshape(4, 3)
+    if kind == "big-endian":  # a native float32 view of the same bytes
+        buf = buf.view(np.float32)
+    before = base.copy()
+    if op == "cross_entropy":
+        msg = _raises(ValueError, xent_rs.cross_entropy, x, _t(), return_grad=True, grad_out=buf)
+    else:
+        msg = _raises(ValueError, getattr(xent_rs, op), x, out=buf)
+    assert "overlaps the input" in msg, msg
+    np.testing.assert_array_equal(base, before)
+
+
+def test_float16_output_may_be_the_input() -> None:
+    x = _x().astype(np.float16)
+    want = xent_rs.log_softmax(x)
+    assert xent_rs.log_softmax(x, out=x) is x
+    np.testing.assert_array_equal(x, want)
+
+
 # --------------------------------------------------------------------------------------------
 # IndexError: class indices
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import doctest
 import itertools
 import math
@@ -364,6 +365,17 @@ def test_pickle_round_trip_keeps_options_and_state() -> None:
         clone.update(x[10:], target[10:])
         assert clone.result() == acc.result()
         assert clone.copy().merge(clone).count == 2 * acc.count
+
+
+def test_copy_module_copies_are_independent() -> None:
+    x, t = np.random.default_rng(5).normal(size=(6, 3)), np.array([0, 1, 2, 0, 1, 2])
+    acc = CrossEntropyAccumulator(reduction="sum")
+    acc.update(x[:3], t[:3])
+    state = (acc.count, acc.loss_sum, acc.denominator, acc.result())
+    for clone in (copy.copy(acc), copy.deepcopy(acc)):
+        clone.update(x[3:], t[3:])
+        assert clone.count == 6
+        assert (acc.count, acc.loss_sum, acc.denominator, acc.result()) == state
 
 
 def test_merge_refuses_other_losses_and_options() -> None:

@@ -116,6 +116,29 @@ def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any
     )
 
 
+def refuse_overlap(out: Any, converted: np.ndarray, original: Any, name: str) -> None:
+    """The core checks an output against the array it reads. Where that is a converted copy
+    of the caller's input (float16, strided, byte-swapped...), this checks the output against
+    the input itself: the input (in place) or no memory in common, else the core's
+    ``ValueError``."""
+    if converted is original or not isinstance(original, np.ndarray):
+        return
+    if not isinstance(out, np.ndarray) or out.dtype not in (converted.dtype, original.dtype):
+        return  # not an output at all: the type checks that follow say so
+    if not np.may_share_memory(out, original):
+        return
+    in_place = (
+        original.flags.c_contiguous
+        and out.ctypes.data == original.ctypes.data
+        and out.nbytes == original.nbytes
+    )
+    if not in_place:
+        raise ValueError(
+            f"{name} overlaps the input; pass the input itself to write in place, or a "
+            "separate array"
+        )
+
+
 def like(obj: Any, dtype: np.dtype[Any], name: str) -> np.ndarray:
     """A secondary float argument (weights, soft targets) as C-contiguous, aligned ``dtype``."""
     a = to_ndarray(obj)

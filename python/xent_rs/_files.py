@@ -82,6 +82,15 @@ def _split_selector(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
+def same_file(out: str, spec: str) -> bool:
+    """Whether the file ``out`` is the file of the input ``spec`` (a name, maybe with a
+    ``:selector``), through links too; ``False`` when either does not exist."""
+    try:
+        return os.path.samefile(out, _split_selector(spec)[0])
+    except OSError:
+        return False
+
+
 def open_source(spec: str) -> Source:
     """Opens ``spec`` (a file name, maybe with a ``:selector``) as a :class:`Source`."""
     path, selector = _split_selector(spec)

@@ -98,6 +98,8 @@ def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any
     if _arrays.is_cupy(x):
         return _cupy().log_softmax(x, axis, out=out)
     a, dtype = _arrays.float_input(x)
+    if out is not None:
+        _arrays.refuse_overlap(out, a, x, "out")
     if dtype == _arrays.FLOAT16 and out is not None:
         _half_output(out, a, dtype, "out")
         np.copyto(out, _core.log_softmax(a, axis).astype(dtype))
@@ -131,6 +133,8 @@ def softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
     if _arrays.is_cupy(x):
         return _cupy().softmax(x, axis, out=out)
     a, dtype = _arrays.float_input(x)
+    if out is not None:
+        _arrays.refuse_overlap(out, a, x, "out")
     if dtype == _arrays.FLOAT16 and out is not None:
         _half_output(out, a, dtype, "out")
         np.copyto(out, _core.softmax(a, axis).astype(dtype))
@@ -329,6 +333,8 @@ def cross_entropy(
     else:
         x, dtype = _arrays.float_input(input)
         work = x.dtype
+        if grad_out is not None and return_grad:
+            _arrays.refuse_overlap(grad_out, x, input, "grad_out")
         if dtype == _arrays.FLOAT16 and grad_out is not None and return_grad:
             _half_output(grad_out, x, dtype, "grad_out")
             core_grad_out = None

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from xent_rs import _core, streaming
-from xent_rs._files import DataError, Source, open_source
+from xent_rs._files import DataError, Source, open_source, same_file
 
 __all__ = ["ScoreReport", "main", "score_files"]
 
@@ -572,6 +572,11 @@ def _score_command(args: argparse.Namespace) -> int:
     acc = _accumulator(loss, args)
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise UsageError("--chunk-rows must be at least 1")
+    if args.per_row is not None:
+        # --per-row is truncated before the inputs are read: naming an input would destroy it.
+        for spec in (args.pred, args.target, args.weight):
+            if spec is not None and same_file(args.per_row, spec):
+                raise DataError(args.per_row, f"is the input {spec}; --per-row needs a new file")
     sources: list[Source] = []
     try:
         pred = open_source(args.pred)

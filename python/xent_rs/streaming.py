@@ -170,6 +170,10 @@ class Accumulator:
         """An independent copy (options and state)."""
         return copy.deepcopy(self)
 
+    def __copy__(self: _Self) -> _Self:
+        # A shallow copy would share the exact running sums, which are updated in place.
+        return self.copy()
+
     def merge(self: _Self, other: _Self) -> _Self:
         """Adds the state of ``other`` (an accumulator of the same loss and options) to this one.
 
