@@ -378,6 +378,8 @@ def test_usage_errors_exit_with_status_2(data: dict[str, Any]) -> None:
         ["--ignore-index", "3"],  # log_loss has no ignore_index
         ["--loss", "ce", "--axis", "0"],
         ["--chunk-rows", "0"],
+        ["--loss", "ce", "--label-smoothing", "-0.1"],  # values the loss itself refuses
+        ["--loss", "ce", "--ignore-index", str(2**64)],
     ):
         proc = run("score", str(d / "logits.npy"), str(d / "labels.npy"), *args)
         assert proc.returncode == 2, (args, proc.stderr)

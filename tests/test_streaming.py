@@ -433,6 +433,8 @@ def test_a_failing_update_changes_nothing() -> None:
         CrossEntropyAccumulator(label_smoothing=-0.1)
     with pytest.raises(ValueError, match="unknown loss"):
         streaming.accumulator("hinge")
+    with pytest.raises(ValueError, match="ignore_index must lie in"):
+        CrossEntropyAccumulator(ignore_index=2**63)
 
 
 def test_log_loss_checks_every_chunk_like_scikit_learn() -> None:

@@ -116,6 +116,16 @@ def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any
     )
 
 
+def ignore_index(value: Any) -> int:
+    """``ignore_index`` as a 64-bit integer; beyond that a ``ValueError`` (the core's)."""
+    index = int(value)
+    if not -(2**63) <= index < 2**63:
+        raise ValueError(
+            f"ignore_index must lie in [-2**63, 2**63) (class indices are 64-bit), got {index}"
+        )
+    return index
+
+
 def refuse_overlap(out: Any, converted: np.ndarray, original: Any, name: str) -> None:
     """The core checks an output against the array it reads. Where that is a converted copy
     of the caller's input (float16, strided, byte-swapped...), this checks the output against

@@ -832,16 +832,6 @@ def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ignore_index(value: Any) -> int:
-    """``ignore_index`` as a 64-bit integer, or the CPU path's ``ValueError``."""
-    index = int(value)
-    if not -(2**63) <= index < 2**63:
-        raise ValueError(
-            f"ignore_index must lie in [-2**63, 2**63) (class indices are 64-bit), got {index}"
-        )
-    return index
-
-
 def _check_targets(t: Any, classes: int, ignore_index: int) -> None:
     """``IndexError`` for the first class index outside ``[0, classes)`` not ignored."""
     if t.size == 0:
@@ -908,7 +898,7 @@ def _class_loss(
     t = _class_target(target, work)
     w = None if weight is None else _like(weight, work, "weight")
     sw = None if sample_weight is None else _like(sample_weight, work, "sample_weight")
-    ignore_index = _ignore_index(ignore_index)
+    ignore_index = _arrays.ignore_index(ignore_index)
     eps = float(label_smoothing)
 
     shape = tuple(x.shape)

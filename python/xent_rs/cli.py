@@ -569,7 +569,10 @@ def _print_report(report: ScoreReport, as_json: bool, stream: TextIO) -> None:
 
 def _score_command(args: argparse.Namespace) -> int:
     loss = _loss_name(args)
-    acc = _accumulator(loss, args)
+    try:
+        acc = _accumulator(loss, args)
+    except (ValueError, TypeError) as exc:  # an option's value the loss refuses
+        raise UsageError(_one_line(exc)) from None
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise UsageError("--chunk-rows must be at least 1")
     if args.per_row is not None:

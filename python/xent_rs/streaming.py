@@ -361,7 +361,7 @@ class _ClassAccumulator(Accumulator):
         super().__init__(reduction)
         self.axis = int(axis)
         self.weight = _option_array(weight, "weight")
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = _arrays.ignore_index(ignore_index)
         self.label_smoothing = float(label_smoothing)
         if not 0.0 <= self.label_smoothing <= 1.0:
             raise ValueError(
