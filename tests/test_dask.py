@@ -218,6 +218,12 @@ def test_clear_errors_for_bad_chunking_and_shapes() -> None:
         xd.cross_entropy(x.rechunk({1: -1}), np.zeros(10, np.int64), sample_weight=np.ones(3))
     with pytest.raises(TypeError, match="integer class indices"):
         xd.nll_loss(x.rechunk({1: -1}), da.zeros((10, 6)))
+    for fn in (xd.cross_entropy, xd.nll_loss):  # the functions' message, not an accumulator's
+        with pytest.raises(ValueError, match='"none", "mean" or "sum"'):
+            fn(x.rechunk({1: -1}), np.zeros(10, np.int64), reduction="bogus")
+    for fn in (xd.binary_cross_entropy, xd.binary_cross_entropy_with_logits):
+        with pytest.raises(ValueError, match='"none", "mean" or "sum"'):
+            fn(x, da.zeros((10, 6)), reduction="bogus")
 
 
 def test_doctests_and_nothing_else_imports_dask() -> None:

@@ -378,6 +378,21 @@ def test_copy_module_copies_are_independent() -> None:
         assert (acc.count, acc.loss_sum, acc.denominator, acc.result()) == state
 
 
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_float16_per_sample_losses_are_float16(from_logits: bool) -> None:
+    p = np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]], dtype=np.float16)
+    t = np.array([1, 0, 1])
+    accs: list[tuple[streaming.Accumulator, Any]] = [
+        (LogLossAccumulator(from_logits=from_logits), t),
+        (CrossEntropyAccumulator(), t),
+        (NLLLossAccumulator(), t),
+        (BinaryCrossEntropyWithLogitsAccumulator(), (p > 0.5).astype(np.float16)),
+    ]
+    for acc, target in accs:
+        losses = acc.update(p, target, return_losses=True)
+        assert losses.dtype == np.float16, type(acc).__name__
+
+
 def test_merge_refuses_other_losses_and_options() -> None:
     with pytest.raises(TypeError, match="cannot merge"):
         CrossEntropyAccumulator().merge(NLLLossAccumulator())  # type: ignore[arg-type]

@@ -362,6 +362,14 @@ def _block_call(
     return np.asarray(grad)
 
 
+def _template_reduction(reduction: str) -> str:
+    """The accumulator reduction for a call's ``reduction`` (``none`` sums no differently);
+    anything else than torch's three is the functions' ``ValueError``."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f'reduction must be "none", "mean" or "sum", got {reduction!r}')
+    return "mean" if reduction == "none" else reduction
+
+
 def _blockwise(
     fn: str,
     layout: _Layout,
@@ -437,8 +445,6 @@ def _loss(
             fn, layout, options, want_grad=True, reduction="none", grad_output=grad_output
         )
         return losses, grad
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f'reduction must be "none", "mean" or "sum", got {reduction!r}')
     acc = _accumulate(template, layout, split_every)
     loss = da.from_delayed(dask.delayed(_as_scalar, pure=False)(acc, dtype), shape=(), dtype=dtype)
     if not return_grad:
@@ -517,7 +523,7 @@ def cross_entropy(
         weight=weight,
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
-        reduction="mean" if reduction == "none" else reduction,
+        reduction=_template_reduction(reduction),
     )
     layout = _Layout(input, target, sample_weight, kind="class", axis=axis)
     options = {
@@ -557,7 +563,7 @@ def nll_loss(
         axis=axis,
         weight=weight,
         ignore_index=ignore_index,
-        reduction="mean" if reduction == "none" else reduction,
+        reduction=_template_reduction(reduction),
     )
     layout = _Layout(input, target, sample_weight, kind="class", axis=axis)
     if layout.kind == "soft":
@@ -595,7 +601,7 @@ def binary_cross_entropy(
     0.4287
     """
     template = streaming.BinaryCrossEntropyAccumulator(
-        weight=weight, reduction="mean" if reduction == "none" else reduction
+        weight=weight, reduction=_template_reduction(reduction)
     )
     layout = _Layout(input, target, sample_weight, kind="binary")
     layout.check_constant(template.weight, "weight")
@@ -639,7 +645,7 @@ def binary_cross_entropy_with_logits(
     template = streaming.BinaryCrossEntropyWithLogitsAccumulator(
         weight=weight,
         pos_weight=pos_weight,
-        reduction="mean" if reduction == "none" else reduction,
+        reduction=_template_reduction(reduction),
     )
     layout = _Layout(input, target, sample_weight, kind="binary")
     layout.check_constant(template.weight, "weight")

@@ -870,7 +870,8 @@ class LogLossAccumulator(Accumulator):
             return 0.0, 0.0, 0, empty if return_losses else None
         p, eps = _scoring.probabilities(raw)
         if self.from_logits:
-            return self._score_logits(p, y, sw, columns, return_losses)
+            total, weight_sum, n, losses = self._score_logits(p, y, sw, columns, return_losses)
+            return total, weight_sum, n, _half_losses(losses, raw.dtype)
         codes = self._codes(y, columns, check_range=False)
         total, weight_sum, normalized, in_range = _log_loss_pass(p, codes, sw, eps)
         if not in_range:
@@ -890,7 +891,7 @@ class LogLossAccumulator(Accumulator):
             losses = -np.log(picked)
             if sw is not None:
                 losses = losses * sw
-        return total, weight_sum, n, losses
+        return total, weight_sum, n, _half_losses(losses, raw.dtype)
 
     def _score_logits(
         self,
@@ -923,6 +924,14 @@ class LogLossAccumulator(Accumulator):
             else:
                 losses = _functional.cross_entropy(x, codes, sample_weight=sw, reduction="none")
         return total, denominator, n, losses
+
+
+def _half_losses(losses: np.ndarray | None, dtype: np.dtype[Any]) -> np.ndarray | None:
+    """Per-sample losses of a float16 input, computed in float32, as float16 (as the other
+    accumulators return them)."""
+    if losses is None or dtype != _arrays.FLOAT16:
+        return losses
+    return losses.astype(dtype)
 
 
 def _log_loss_pass(
