@@ -42,7 +42,12 @@ fn bench_math() {
     let x64: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
     let p64: Vec<f64> = p32.iter().map(|&v| v as f64).collect();
     println!("vector math, {N} elements, ns/element (speed-up over scalar)");
-    for (func, name) in [(Func::Exp, "exp"), (Func::Ln, "ln"), (Func::Ln1p, "ln_1p")] {
+    for (func, name) in [
+        (Func::Exp, "exp"),
+        (Func::Ln, "ln"),
+        (Func::Ln1p, "ln_1p"),
+        (Func::Ln1pUnit, "ln_1p_unit"),
+    ] {
         let (a32, a64) = if func == Func::Exp {
             (&x32, &x64)
         } else {

@@ -44,6 +44,9 @@ pub trait Float:
     fn ln<V: Vector<Elem = Self>>(x: V) -> V;
     /// Vector `ln(1 + u)`.
     fn ln_1p<V: Vector<Elem = Self>>(u: V) -> V;
+    /// Vector `ln(1 + u)` for `u` in `[0, 1]` (or NaN): faster where the type has a
+    /// version for that domain.
+    fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V;
 }
 
 impl Float for f32 {
@@ -76,6 +79,10 @@ impl Float for f32 {
     fn ln_1p<V: Vector<Elem = Self>>(u: V) -> V {
         math::ln_1p(u)
     }
+    #[inline(always)]
+    fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V {
+        math::ln_1p_unit_f32(u)
+    }
 }
 
 impl Float for f64 {
@@ -106,6 +113,10 @@ impl Float for f64 {
     }
     #[inline(always)]
     fn ln_1p<V: Vector<Elem = Self>>(u: V) -> V {
+        math::ln_1p(u)
+    }
+    #[inline(always)]
+    fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V {
         math::ln_1p(u)
     }
 }

@@ -355,7 +355,7 @@ fn logit_terms<T: Float, I: Isa>(
     one: V<T, I>,
 ) -> (V<T, I>, V<T, I>) {
     let e = T::exp(zero.sub(x.abs()));
-    let softplus_neg = T::ln_1p(e).add(zero.max(zero.sub(x)));
+    let softplus_neg = T::ln_1p_unit(e).add(zero.max(zero.sub(x)));
     let sigmoid = V::<T, I>::select(x.lt(zero), e, one).div(one.add(e));
     (one.sub(t).mul(x).add(softplus_neg), sigmoid.sub(t))
 }
@@ -377,7 +377,7 @@ fn weighted_logit_terms<T: Float, I: Isa>(
     one: V<T, I>,
 ) -> (V<T, I>, V<T, I>) {
     let e = T::exp(zero.sub(x.abs()));
-    let softplus_neg = T::ln_1p(e).add(zero.max(zero.sub(x)));
+    let softplus_neg = T::ln_1p_unit(e).add(zero.max(zero.sub(x)));
     let sigmoid = V::<T, I>::select(x.lt(zero), e, one).div(one.add(e));
     let pt = pw.mul(t);
     let coef = pw.sub(one).mul(t).add(one);
