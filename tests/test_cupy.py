@@ -841,6 +841,57 @@ def test_grad_out_errors() -> None:
         assert bool(cp.all(out == SENTINEL))
 
 
+@pytest.mark.parametrize("op", ["log_softmax", "softmax"])
+def test_float16_out_is_checked_like_the_cpu(op: str) -> None:
+    fn = getattr(xent_rs, op)
+    half = _x().astype(cp.float16)
+    assert "out" in _raises(TypeError, fn, half, out=cp.zeros((4, 3), cp.float32))
+    assert "out" in _raises(ValueError, fn, half, out=cp.zeros((2, 4, 3), cp.float16))
+    assert "out" in _raises(ValueError, fn, half, out=cp.zeros((4, 6), cp.float16)[:, ::2])
+    out = cp.zeros((4, 3), cp.float16)
+    assert fn(half, out=out) is out
+
+
+@pytest.mark.parametrize("kind", ["float16", "strided"])
+@pytest.mark.parametrize("op", ["cross_entropy", "log_softmax", "softmax"])
+def test_output_overlapping_a_converted_input(kind: str, op: str) -> None:
+    # The kernels read a converted copy of these inputs: the check is against the caller's.
+    step = 2 if kind == "strided" else 1
+    base = cp.zeros(40, dtype=cp.float16 if kind == "float16" else cp.float32)
+    x = base[: 12 * step : step].reshape(4, 3)
+    x[...] = _x().astype(base.dtype)
+    buf = base[3:15].reshape(4, 3)
+    before = cp.asnumpy(base)
+    if op == "cross_entropy":
+        msg = _raises(ValueError, xent_rs.cross_entropy, x, _t(), return_grad=True, grad_out=buf)
+    else:
+        msg = _raises(ValueError, getattr(xent_rs, op), x, out=buf)
+    assert "overlaps the input" in msg, msg
+    np.testing.assert_array_equal(cp.asnumpy(base), before)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_mean_over_a_zero_denominator_is_nan(soft: bool) -> None:
+    # Weights of both signs: the denominator is 0 but the sum is not (CPU: NaN, not inf).
+    x = cp.asarray([[2.0, 0.0], [0.0, 1.0]])
+    if soft:
+        t: Any = cp.asarray([[1.0, 0.0], [0.0, 1.0]])
+        kw: dict[str, Any] = {"sample_weight": cp.asarray([1.0, -1.0])}
+    else:
+        t, kw = cp.asarray([0, 1]), {"weight": cp.asarray([1.0, -1.0])}
+    loss, grad = xent_rs.cross_entropy(x, t, **kw, return_grad=True)
+    want, want_grad = xent_rs.cross_entropy(
+        cp.asnumpy(x), cp.asnumpy(t), **{k: cp.asnumpy(v) for k, v in kw.items()}, return_grad=True
+    )
+    assert np.isnan(want) and bool(cp.isnan(loss))
+    np.testing.assert_array_equal(cp.asnumpy(grad), want_grad)
+
+
+def test_float_axis_is_type_error() -> None:
+    _raises(TypeError, xent_rs.log_softmax, _x(), axis=1.0)
+    _raises(TypeError, xent_rs.cross_entropy, _x(), _t(), axis=1.0)
+
+
 @pytest.mark.parametrize("op", ["cross_entropy", "nll_loss"])
 @pytest.mark.parametrize("bad", [3, 7, -2, -101])
 def test_target_out_of_range(op: str, bad: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import operator
 from functools import cache
 from typing import Any
 
@@ -385,11 +386,17 @@ _KERNELS = (
 _CTYPES = {FLOAT32: "float", FLOAT64: "double"}
 
 _BINARY_PREAMBLE = r"""
+// Products the compiler may not fuse into a following addition, rounded as the CPU path
+// rounds them: the BCE-with-logits loss adds two products that cancel for very negative
+// logits (exactly when pos_weight is 0), and only the two rounded products cancel as torch's
+// do (a fused one left -7.7 for x = -1.7e8).
+__device__ __forceinline__ float xent_mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double xent_mul(double a, double b) { return __dmul_rn(a, b); }
 template <typename F> __device__ F xent_clamp_log(F v) { return v < (F)-100 ? (F)-100 : v; }
 template <typename F> __device__ F xent_bce_loss(F p, F t) {
     const F lp = xent_clamp_log(log(p));
     const F l1 = xent_clamp_log(log1p(-p));
-    return -(t * (lp - l1) + l1);
+    return -(xent_mul(t, lp - l1) + l1);
 }
 template <typename F> __device__ F xent_bce_grad(F p, F t) {
     F d = p * ((F)1 - p);
@@ -404,11 +411,6 @@ template <typename F> __device__ F xent_sigmoid(F x) {
     const F e = exp(-fabs(x));
     return (x < (F)0 ? e : (F)1) / ((F)1 + e);
 }
-// Products the compiler may not fuse into a following addition: the BCE-with-logits loss
-// adds two products that cancel for very negative logits (exactly when pos_weight is 0), and
-// only the two rounded products cancel as torch's do (a fused one left -7.7 for x = -1.7e8).
-__device__ __forceinline__ float xent_mul(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ double xent_mul(double a, double b) { return __dmul_rn(a, b); }
 template <typename F> __device__ F xent_bcel_loss(F x, F t) {
     return xent_mul((F)1 - t, x) + xent_softplus_neg(x);
 }
@@ -544,7 +546,7 @@ def _axis(shape: tuple[int, ...], axis: int) -> int:
         raise ValueError(
             "the input must have at least one dimension (the class axis), got a 0-d array"
         )
-    axis = int(axis)
+    axis = operator.index(axis)  # a float axis is a TypeError, as on the CPU
     normalized = axis + ndim if axis < 0 else axis
     if not 0 <= normalized < ndim:
         raise ValueError(
@@ -587,16 +589,39 @@ def _output(obj: Any, what: str, x: Any) -> bool:
     return bool(a == b and nbytes > 0)
 
 
-def _half_grad_out(grad_out: Any, x: Any, dtype: np.dtype[Any]) -> None:
-    """Checks a ``grad_out`` for a float16 input (filled after computing in float32)."""
+def _half_output(out: Any, x: Any, dtype: np.dtype[Any], name: str) -> None:
+    """Checks an ``out``/``grad_out`` for a float16 input (filled after computing in float32)."""
     cp = _cp()
-    if not isinstance(grad_out, cp.ndarray) or grad_out.dtype != dtype:
-        got = getattr(grad_out, "dtype", type(grad_out).__name__)
-        raise TypeError(f"grad_out must be a {dtype} array like the input, got dtype {got}")
-    if grad_out.shape != x.shape:
-        raise ValueError(f"grad_out has shape {grad_out.shape} but the input has shape {x.shape}")
-    if not grad_out.flags.c_contiguous:
-        raise ValueError("grad_out must be a writable C-contiguous array")
+    if not isinstance(out, cp.ndarray) or out.dtype != dtype:
+        got = getattr(out, "dtype", type(out).__name__)
+        raise TypeError(f"{name} must be a {dtype} array like the input, got dtype {got}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name} has shape {out.shape} but the input has shape {x.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be a writable C-contiguous array")
+
+
+def _refuse_overlap(out: Any, converted: Any, original: Any, name: str) -> None:
+    """``_arrays.refuse_overlap`` for CuPy arrays: where the kernels read a converted copy of
+    the caller's input (float16, strided...), the output is checked against the input itself:
+    the input (in place) or no memory in common, else ``ValueError``."""
+    cp = _cp()
+    if converted is original or not isinstance(original, cp.ndarray):
+        return
+    if not isinstance(out, cp.ndarray) or out.dtype not in (converted.dtype, original.dtype):
+        return  # not an output at all: the type checks that follow say so
+    if not cp.may_share_memory(out, original):
+        return
+    in_place = (
+        original.flags.c_contiguous
+        and out.data.ptr == original.data.ptr
+        and out.nbytes == original.nbytes
+    )
+    if not in_place:
+        raise ValueError(
+            f"{name} overlaps the input; pass the input itself to write in place, or a "
+            "separate array"
+        )
 
 
 def _upstream(
@@ -656,7 +681,10 @@ def _normalize(x: Any, axis: int, out: Any, log: bool) -> Any:
     cp = _cp()
     _arrays.uses_cupy(x, out)
     a, dtype = _float_input(x)
+    if out is not None:
+        _refuse_overlap(out, a, x, "out")
     if dtype == FLOAT16 and out is not None:
+        _half_output(out, a, dtype, "out")
         cp.copyto(out, _normalize(a, axis, None, log).astype(dtype))
         return out
     ax = _axis(a.shape, axis)
@@ -892,8 +920,10 @@ def _class_loss(
     x, dtype = _float_input(input)
     work = np.dtype(x.dtype)
     half_out = None
+    if grad_out is not None and return_grad:
+        _refuse_overlap(grad_out, x, input, "grad_out")
     if dtype == FLOAT16 and grad_out is not None and return_grad:
-        _half_grad_out(grad_out, x, dtype)
+        _half_output(grad_out, x, dtype, "grad_out")
         half_out, grad_out = grad_out, None
     t = _class_target(target, work)
     w = None if weight is None else _like(weight, work, "weight")
@@ -987,8 +1017,8 @@ def _class_loss(
         loss = _restore(rowloss.astype(work), dtype)
     else:
         total = rowloss.sum()
-        if reduction == "mean":
-            total = total / denom
+        if reduction == "mean":  # nothing counted: NaN, whatever the sum (as on the CPU)
+            total = cp.where(denom == 0, cp.nan, total / denom)
         loss = total.astype(dtype)
     if not return_grad:
         return loss

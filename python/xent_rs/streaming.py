@@ -12,8 +12,9 @@ The sums are kept exactly (as a short list of non-overlapping float64 partials, 
 algorithm), so ``update`` and ``merge`` in any order and any grouping give bitwise the same
 ``result()`` for the same chunks: only the chunking itself (each chunk's own float64 sum) can
 move the last bits. (Unless a running sum passes float64's largest value on the way, which
-needs terms near 1e308 of both signs: it then becomes an infinity for some orders only.) Accumulators hold plain attributes and pickle, so partial results computed
-by other processes or machines combine with ``merge``.
+needs terms near 1e308 of both signs: it then becomes an infinity for some orders only.)
+Accumulators hold plain attributes and pickle, so partial results computed by other processes
+or machines combine with ``merge``.
 
 >>> import numpy as np, xent_rs
 >>> from xent_rs.streaming import CrossEntropyAccumulator
