@@ -439,6 +439,22 @@ def test_grad_out_partial_overlap_with_input() -> None:
     np.testing.assert_array_equal(base, before)
 
 
+def test_grad_out_overlapping_another_argument() -> None:
+    x = _x()
+    soft = np.full((4, 3), 1 / 3, dtype=np.float32)
+    weight = np.ones(12, dtype=np.float32)
+    cases: list[tuple[Any, dict[str, Any]]] = [
+        (soft, {"grad_out": soft}),  # the soft target itself
+        (_t(), {"weight": weight[:3], "grad_out": weight.reshape(4, 3)}),
+    ]
+    for target, kw in cases:
+        before = {k: v.copy() for k, v in kw.items()}
+        msg = _raises(ValueError, xent_rs.cross_entropy, x, target, return_grad=True, **kw)
+        assert "grad_out overlaps another argument" in msg, msg
+        for k, v in kw.items():
+            np.testing.assert_array_equal(v, before[k])
+
+
 @pytest.mark.parametrize("kind", ["float16", "strided", "big-endian"])
 @pytest.mark.parametrize("op", ["cross_entropy", "log_softmax", "softmax"])
 def test_output_overlapping_a_converted_input(kind: str, op: str) -> None:

@@ -187,9 +187,14 @@ pub(crate) fn borrow_output<'py, T: Element>(
     in_place: bool,
     what: &str,
 ) -> PyResult<Output<'py, T>> {
-    let rw = out
-        .try_readwrite()
-        .map_err(|e| XentError::Value(format!("{what}: {e}")))?;
+    // rust-numpy refuses the write borrow when the array shares memory with one borrowed
+    // for reading: another argument, which this call would overwrite.
+    let rw = out.try_readwrite().map_err(|_| {
+        XentError::Value(format!(
+            "{what} overlaps another argument (a target, weight or grad_output array) that \
+             this call reads; pass a separate array"
+        ))
+    })?;
     Ok(if in_place {
         Output::InPlace(rw)
     } else {
