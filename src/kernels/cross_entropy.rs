@@ -609,11 +609,15 @@ struct HardTarget<'a, T> {
 
 impl<T: Float> HardTarget<'_, T> {
     /// The row's target if it is counted.
+    ///
+    /// Targets were range-checked, but the GIL is released during the pass and another
+    /// Python thread may rewrite them meanwhile: a target out of range by then counts as
+    /// ignored (the call's numbers are then unspecified, as with any data race, but memory is
+    /// never touched outside the row).
     #[inline(always)]
-    fn target(&self, r: usize) -> Option<usize> {
+    fn target(&self, r: usize, classes: usize) -> Option<usize> {
         let y = self.targets.get(r);
-        // Targets were range-checked before the pass.
-        (y != self.ignore_index).then_some(y as usize)
+        (y != self.ignore_index && (y as u64) < classes as u64).then_some(y as usize)
     }
 
     #[inline(always)]
@@ -720,7 +724,7 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
 
     #[inline(always)]
     fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
-        let Some(y) = self.target(r) else {
+        let Some(y) = self.target(r, n) else {
             // SAFETY: n values are writable at p.out (unless null).
             unsafe { zero_row(isa, p.out, n) };
             return 0.0;
@@ -806,7 +810,7 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
         let mut w_y = [T::ONE; MAX_LANES];
         if let Some(w) = self.weight {
             for (j, wj) in w_y[..valid].iter_mut().enumerate() {
-                if let Some(t) = self.target(r0 + j) {
+                if let Some(t) = self.target(r0 + j, classes) {
                     *wj = w[t];
                 }
             }

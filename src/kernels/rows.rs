@@ -196,23 +196,23 @@ impl<T: Float> Tile<T> {
     fn group(&mut self, p: Ptrs<T>, g: usize, stride: usize) -> Columns<T> {
         let len = self.len;
         let base = self.buf.as_mut_ptr();
-        // SAFETY: g < stride <= len, so every offset stays inside its buffer of the tile.
-        unsafe {
-            Columns {
-                x: base.add(g),
-                x2: if p.x2.is_null() {
-                    std::ptr::null()
-                } else {
-                    base.add(len + g)
-                },
-                out: if p.out.is_null() {
-                    std::ptr::null_mut()
-                } else {
-                    base.add(2 * len + g)
-                },
-                class_stride: stride,
-                out_stride: stride,
-            }
+        // g < stride <= len keeps every offset inside its buffer of the tile, except with no
+        // classes at all (an empty tile), where nothing is read or written through them:
+        // `wrapping_add` keeps that pointer arithmetic defined.
+        Columns {
+            x: base.wrapping_add(g),
+            x2: if p.x2.is_null() {
+                std::ptr::null()
+            } else {
+                base.wrapping_add(len + g)
+            },
+            out: if p.out.is_null() {
+                std::ptr::null_mut()
+            } else {
+                base.wrapping_add(2 * len + g)
+            },
+            class_stride: stride,
+            out_stride: stride,
         }
     }
 }
@@ -360,6 +360,8 @@ impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
             self.run_by_rows(isa, &mut acc);
         } else if self.layout.inner == 1 {
             self.run_transposed(isa, &mut acc);
+        } else if self.layout.classes > MAX_STRIDED_CLASSES {
+            self.run_gathered(isa, &mut acc);
         } else {
             self.run_strided(isa, &mut acc);
         }
@@ -481,6 +483,57 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
         }
     }
 
+    /// Class axis not last with very many classes (more than [`MAX_STRIDED_CLASSES`]): each
+    /// position's classes are gathered into a contiguous row, run by the row kernel, and its
+    /// output scattered back. Scratch is one row per buffer, and the row kernel indexes
+    /// classes as integers (the lane groups count them in the element type, exact in float32
+    /// only up to 2^24).
+    #[inline(always)]
+    fn run_gathered<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, Paired<I>>) {
+        let Layout { classes, inner, .. } = self.layout;
+        let base = self.base();
+        let scratch = |used: bool| {
+            if used {
+                vec![T::ZERO; classes]
+            } else {
+                Vec::new()
+            }
+        };
+        let mut x = scratch(true);
+        let mut x2 = scratch(!base.x2.is_null());
+        let mut out = scratch(!base.out.is_null());
+        for r in self.range.clone() {
+            let (o, i) = (r / inner, r % inner);
+            // SAFETY: position (o, i) has `classes` values `inner` apart in every buffer.
+            let p = unsafe { base.add(o * classes * inner + i) };
+            // SAFETY: as above, for the inputs.
+            unsafe {
+                gather(p.x, inner, &mut x);
+                if !p.x2.is_null() {
+                    gather(p.x2, inner, &mut x2);
+                }
+            }
+            let row = Ptrs {
+                x: x.as_ptr(),
+                x2: if p.x2.is_null() { p.x2 } else { x2.as_ptr() },
+                out: if p.out.is_null() {
+                    p.out
+                } else {
+                    out.as_mut_ptr()
+                },
+                stream: false,
+                ahead: std::ptr::null(),
+            };
+            acc.push(r, self.kernel.row(isa, r, row, classes));
+            if !p.out.is_null() {
+                for (c, v) in out.iter().enumerate() {
+                    // SAFETY: as above, for the output.
+                    unsafe { p.out.add(c * inner).write(*v) };
+                }
+            }
+        }
+    }
+
     /// Class axis not last: lanes run along the trailing axes. A span of up to
     /// [`STRIDED_SPAN`] positions is copied, class by class, into a compact tile first: the
     /// classes lie `inner` values apart in memory, often a large power of two, which would map
@@ -539,11 +592,29 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
     }
 }
 
+/// With the class axis not last, more classes than this are gathered into rows one position
+/// at a time ([`Block::run_gathered`]) instead of a strided tile, which holds at least a
+/// lane group's worth of positions of every class, three times (over 100 MiB per thread at
+/// 2^16 float32 classes).
+const MAX_STRIDED_CLASSES: usize = 1 << 16;
+
 /// Most positions a strided tile holds per class.
 const STRIDED_SPAN: usize = 2048;
 
 /// Values a strided tile aims to hold (per buffer), to stay in the L2 cache.
 const STRIDED_TILE: usize = 32768;
+
+/// Copies the values `src[c * stride]` of every class `c` into `row`.
+///
+/// # Safety
+/// `src + c * stride` must be readable for every `c < row.len()`.
+#[inline(always)]
+unsafe fn gather<T: Float>(src: *const T, stride: usize, row: &mut [T]) {
+    for (c, v) in row.iter_mut().enumerate() {
+        // SAFETY: see the function's contract.
+        *v = unsafe { *src.add(c * stride) };
+    }
+}
 
 /// Copies `width` positions of each of `classes` rows `stride` apart into `tile`, `span` apart,
 /// zero-filling each row of the tile past `width`.

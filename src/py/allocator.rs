@@ -9,6 +9,7 @@
 use std::ffi::{c_char, c_void};
 
 use numpy::{Element, PyArrayDyn};
+use pyo3::exceptions::PyMemoryError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -167,7 +168,8 @@ fn swap_handler<'py>(
 }
 
 /// A fresh, uninitialised C-order array, its data taken from the output cache when it is
-/// large enough and the cache is on.
+/// large enough and the cache is on. A failed allocation is a `MemoryError` (rust-numpy
+/// panics on it), and NumPy's own allocator is current again whatever happens.
 ///
 /// # Safety
 /// Like `PyArrayDyn::new(.., false)`: the caller must write every element before the array
@@ -175,12 +177,22 @@ fn swap_handler<'py>(
 pub(crate) unsafe fn new_output<'py, T: Element>(
     py: Python<'py>,
     shape: &[usize],
-) -> Bound<'py, PyArrayDyn<T>> {
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let bytes = shape
         .iter()
         .try_fold(std::mem::size_of::<T>(), |n, &d| n.checked_mul(d));
-    // SAFETY: see the function's contract.
-    let allocate = || unsafe { PyArrayDyn::<T>::new(py, shape, false) };
+    let allocate = || {
+        // SAFETY: see the function's contract.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+            PyArrayDyn::<T>::new(py, shape, false)
+        }))
+        .map_err(|_| {
+            PyMemoryError::new_err(format!(
+                "cannot allocate an output of shape {shape:?} ({} bytes)",
+                bytes.map_or("too many".to_string(), |b| b.to_string())
+            ))
+        })
+    };
     let cached = bytes.is_some_and(|b| b >= pool::MIN_BYTES) && pool::limit() > 0;
     let hooks = if cached { hooks(py).ok() } else { None };
     let Some(hooks) = hooks else {

@@ -90,7 +90,7 @@ pub(crate) fn slice_mut<'a, T: Element>(
 pub(crate) fn uninit<'py, T: Element>(
     py: Python<'py>,
     shape: &[usize],
-) -> Bound<'py, PyArrayDyn<T>> {
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     // SAFETY: every caller hands the array to a kernel that writes every element before the
     // array reaches Python (or drops it unread on error).
     unsafe { allocator::new_output::<T>(py, shape) }

@@ -289,14 +289,16 @@ fn class_loss<'py, T: Float + Element>(
     }
     let upstream = upstream::<T>(args.grad_output, reduction, &sample_shape)?;
 
-    let losses = (reduction == Reduction::None).then(|| uninit::<T>(py, &sample_shape));
+    let losses = (reduction == Reduction::None)
+        .then(|| uninit::<T>(py, &sample_shape))
+        .transpose()?;
     let (grad, in_place) = match (args.return_grad, args.grad_out) {
         (false, _) => (None, false),
         (true, Some(o)) => {
             let (g, same) = output(o, "grad_out", x)?;
             (Some(g), same)
         }
-        (true, None) => (Some(uninit::<T>(py, &shape)), false),
+        (true, None) => (Some(uninit::<T>(py, &shape)?), false),
     };
 
     let total = {
@@ -518,8 +520,13 @@ fn binary_loss<'py, T: Float + Element>(
     let weight = broadcast_values::<T>(args.weight, "weight")?;
     let pos_weight = broadcast_values::<T>(args.pos_weight, "pos_weight")?;
     let upstream = upstream::<T>(args.grad_output, reduction, &shape)?;
-    let losses = (reduction == Reduction::None).then(|| uninit::<T>(py, &shape));
-    let grad = args.return_grad.then(|| uninit::<T>(py, &shape));
+    let losses = (reduction == Reduction::None)
+        .then(|| uninit::<T>(py, &shape))
+        .transpose()?;
+    let grad = args
+        .return_grad
+        .then(|| uninit::<T>(py, &shape))
+        .transpose()?;
     let total = {
         let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
         let (input, target) = (slice(&xr)?, slice(&tr)?);

@@ -55,7 +55,7 @@ fn normalize<'py, T: Float + Element>(
     let (layout, _) = layout(&shape, axis)?;
     let (dest, in_place) = match out {
         Some(o) => output(o, "out", x)?,
-        None => (uninit::<T>(py, &shape), false),
+        None => (uninit::<T>(py, &shape)?, false),
     };
     match borrow_output(&dest, in_place, "out")? {
         Output::InPlace(mut rw) => {
@@ -88,7 +88,7 @@ pub(crate) fn logsumexp<'py>(
     ) -> PyResult<Bound<'py, PyAny>> {
         let shape = x.shape().to_vec();
         let (layout, axis) = layout(&shape, axis)?;
-        let dest = uninit::<T>(py, &without_axis(&shape, axis));
+        let dest = uninit::<T>(py, &without_axis(&shape, axis))?;
         {
             let xr = readonly(x, "input")?;
             let input = slice(&xr)?;
@@ -145,7 +145,7 @@ fn backward<'py, T: Float + Element>(
     let (layout, _) = layout(&shape, axis)?;
     let g = typed::<T>(grad_output, "grad_output")?;
     check_shape("grad_output", g.shape(), &shape, "output has shape")?;
-    let dest = uninit::<T>(py, &shape);
+    let dest = uninit::<T>(py, &shape)?;
     {
         let (gr, yr) = (readonly(&g, "grad_output")?, readonly(y, "output")?);
         let (gs, ys) = (slice(&gr)?, slice(&yr)?);
