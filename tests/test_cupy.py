@@ -870,6 +870,22 @@ def test_output_overlapping_a_converted_input(kind: str, op: str) -> None:
     np.testing.assert_array_equal(cp.asnumpy(base), before)
 
 
+def test_grad_out_overlapping_another_argument() -> None:
+    x = _x()
+    soft = cp.full((4, 3), 1 / 3, dtype=cp.float32)
+    weight = cp.ones(12, dtype=cp.float32)
+    cases: list[tuple[Any, dict[str, Any]]] = [
+        (soft, {"grad_out": soft}),
+        (_t(), {"weight": weight[:3], "grad_out": weight.reshape(4, 3)}),
+    ]
+    for target, kw in cases:
+        before = {k: cp.asnumpy(v) for k, v in kw.items()}
+        msg = _raises(ValueError, xent_rs.cross_entropy, x, target, return_grad=True, **kw)
+        assert "grad_out overlaps another argument" in msg, msg
+        for k, v in kw.items():
+            np.testing.assert_array_equal(cp.asnumpy(v), before[k])
+
+
 @pytest.mark.parametrize("soft", [False, True])
 def test_mean_over_a_zero_denominator_is_nan(soft: bool) -> None:
     # Weights of both signs: the denominator is 0 but the sum is not (CPU: NaN, not inf).

@@ -972,6 +972,12 @@ def _class_loss(
     gscalar, go = _upstream(grad_output, reduction, sample_shape, work)
     if grad_out is not None:
         _output(grad_out, "grad_out", x)
+        for other in (t, w, sw, go):  # the CPU path's borrow check refuses these too
+            if other is not None and cp.may_share_memory(grad_out, other):
+                raise ValueError(
+                    "grad_out overlaps another argument (a target, weight or grad_output "
+                    "array) that this call reads; pass a separate array"
+                )
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
 
