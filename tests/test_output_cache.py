@@ -118,3 +118,31 @@ def test_environment_sets_the_initial_limit() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert int(out.stdout) == 3 << 20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="address-space limit via /proc")
+@pytest.mark.parametrize("cache_mb", ["1024", "0"])
+def test_failed_output_allocation_is_numpys_memory_error(cache_mb: str) -> None:
+    # The output does not fit under the address-space limit: NumPy's MemoryError, nothing on
+    # stderr from Rust, and NumPy's allocator is current again afterwards.
+    code = """
+import resource, numpy as np, xent_rs
+from numpy._core.multiarray import get_handler_name
+x = np.zeros((1 << 26,), np.float32)
+pages = int(open("/proc/self/statm").read().split()[0])
+limit = pages * resource.getpagesize() + (64 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    xent_rs.softmax(x)
+    print("no error")
+except MemoryError:
+    print("MemoryError")
+print(get_handler_name())
+"""
+    env = dict(os.environ, XENT_RS_OUTPUT_CACHE_MB=cache_mb, OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["MemoryError", "default_allocator"], proc.stdout
+    assert "panicked" not in proc.stderr, proc.stderr

@@ -8,8 +8,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use numpy::{Element, PyArrayDyn};
-use pyo3::exceptions::PyMemoryError;
+use numpy::{Element, PyArrayDescrMethods, PyArrayDyn, npyffi};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -168,8 +167,8 @@ fn swap_handler<'py>(
 }
 
 /// A fresh, uninitialised C-order array, its data taken from the output cache when it is
-/// large enough and the cache is on. A failed allocation is a `MemoryError` (rust-numpy
-/// panics on it), and NumPy's own allocator is current again whatever happens.
+/// large enough and the cache is on. A failed allocation is NumPy's `MemoryError`, and
+/// NumPy's own allocator is current again either way.
 ///
 /// # Safety
 /// Like `PyArrayDyn::new(.., false)`: the caller must write every element before the array
@@ -182,16 +181,25 @@ pub(crate) unsafe fn new_output<'py, T: Element>(
         .iter()
         .try_fold(std::mem::size_of::<T>(), |n, &d| n.checked_mul(d));
     let allocate = || {
-        // SAFETY: see the function's contract.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-            PyArrayDyn::<T>::new(py, shape, false)
-        }))
-        .map_err(|_| {
-            PyMemoryError::new_err(format!(
-                "cannot allocate an output of shape {shape:?} ({} bytes)",
-                bytes.map_or("too many".to_string(), |b| b.to_string())
-            ))
-        })
+        let mut dims: Vec<npyffi::npy_intp> =
+            shape.iter().map(|&d| d as npyffi::npy_intp).collect();
+        // SAFETY: NumPy's array constructor, called with the GIL held, a dtype reference it
+        // steals, `dims.len()` dimensions and no data (NumPy allocates). It returns a new
+        // reference, or NULL with NumPy's error (a MemoryError) set.
+        unsafe {
+            let ptr = npyffi::PY_ARRAY_API.PyArray_NewFromDescr(
+                py,
+                npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type),
+                T::get_dtype(py).into_dtype_ptr(),
+                dims.len() as std::ffi::c_int,
+                dims.as_mut_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+            );
+            Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyArrayDyn<T>>())
+        }
     };
     let cached = bytes.is_some_and(|b| b >= pool::MIN_BYTES) && pool::limit() > 0;
     let hooks = if cached { hooks(py).ok() } else { None };
