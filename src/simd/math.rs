@@ -124,13 +124,23 @@ where
     V::select(x.eq(splat(x, V::Elem::INFINITY)), x, r)
 }
 
+/// `ln 2` split as `hi + lo`, `hi` with trailing zero bits (so `n hi` is exact), for f32.
+const LN2_F32: (f32, f32) = (0.693_359_4, -2.121_944_4e-4);
+
+/// `ln(1 + f) = f - f^2/2 + f^3 P(f)` in single precision, `P` given by its coefficients
+/// (lowest first): the leading term is exact, so errors stay small.
+#[inline(always)]
+fn ln_1p_series_f32<V: Vector<Elem = f32>>(f: V, p: &[f32]) -> V {
+    let z = f.mul(f);
+    let p = horner(f, p);
+    f.add(p.mul(f).mul_add(z, z.mul(splat(f, -0.5))))
+}
+
 /// Natural logarithm in single precision.
 #[inline(always)]
 pub fn ln_f32<V: Vector<Elem = f32>>(x: V) -> V {
     let (f, e) = ln_reduce(x, f32::MIN_POSITIVE, (16_777_216.0, 24.0));
-    // ln(1+f) = f - f^2/2 + f^3 P(f): the leading term is exact, so errors stay small.
-    let z = f.mul(f);
-    let p = horner(
+    let ln_m = ln_1p_series_f32(
         f,
         &[
             3.333_333_1e-1,
@@ -144,8 +154,7 @@ pub fn ln_f32<V: Vector<Elem = f32>>(x: V) -> V {
             7.037_684e-2,
         ],
     );
-    let ln_m = f.add(p.mul(f).mul_add(z, z.mul(splat(x, -0.5))));
-    ln_finish(x, ln_m, e, (0.693_359_4, -2.121_944_4e-4))
+    ln_finish(x, ln_m, e, LN2_F32)
 }
 
 /// Natural logarithm in double precision.
@@ -210,10 +219,8 @@ pub fn ln_1p_unit_f32<V: Vector<Elem = f32>>(u: V) -> V {
     let big = splat(u, 0.5).le(u);
     let f = V::select(big, u.mul_add(splat(u, 0.5), splat(u, -0.5)), u);
     let k = V::select(big, splat(u, 1.0), splat(u, 0.0));
-    // ln(1+f) = f - f^2/2 + f^3 P(f), P of degree 7 fitted on [-1/4, 1/2] for the least
-    // relative error of ln(1+f).
-    let z = f.mul(f);
-    let p = horner(
+    // P of degree 7 fitted on [-1/4, 1/2] for the least relative error of ln(1+f).
+    let ln_f = ln_1p_series_f32(
         f,
         &[
             3.333_345e-1,
@@ -226,11 +233,7 @@ pub fn ln_1p_unit_f32<V: Vector<Elem = f32>>(u: V) -> V {
             -4.507_655e-2,
         ],
     );
-    let ln_f = f.add(p.mul(f).mul_add(z, z.mul(splat(u, -0.5))));
-    k.mul_add(
-        splat(u, 0.693_359_4),
-        k.mul_add(splat(u, -2.121_944_4e-4), ln_f),
-    )
+    k.mul_add(splat(u, LN2_F32.0), k.mul_add(splat(u, LN2_F32.1), ln_f))
 }
 
 /// A vector math function, for [`evaluate`].
