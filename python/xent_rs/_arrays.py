@@ -8,6 +8,7 @@ C-contiguous float32/float64 arrays pass through untouched: no copy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -126,20 +127,33 @@ def ignore_index(value: Any) -> int:
     return index
 
 
-def refuse_overlap(out: Any, converted: np.ndarray, original: Any, name: str) -> None:
+def _host_address(a: np.ndarray) -> int:
+    return int(a.ctypes.data)
+
+
+def refuse_overlap(
+    out: Any,
+    converted: Any,
+    original: Any,
+    name: str,
+    *,
+    xp: Any = np,
+    address: Callable[[Any], int] = _host_address,
+) -> None:
     """The core checks an output against the array it reads. Where that is a converted copy
     of the caller's input (float16, strided, byte-swapped...), this checks the output against
     the input itself: the input (in place) or no memory in common, else the core's
-    ``ValueError``."""
-    if converted is original or not isinstance(original, np.ndarray):
+    ``ValueError``. ``xp`` is the array module (NumPy, or CuPy for device arrays) and
+    ``address`` gives an array's data address."""
+    if converted is original or not isinstance(original, xp.ndarray):
         return
-    if not isinstance(out, np.ndarray) or out.dtype not in (converted.dtype, original.dtype):
+    if not isinstance(out, xp.ndarray) or out.dtype not in (converted.dtype, original.dtype):
         return  # not an output at all: the type checks that follow say so
-    if not np.may_share_memory(out, original):
+    if not xp.may_share_memory(out, original):
         return
     in_place = (
         original.flags.c_contiguous
-        and out.ctypes.data == original.ctypes.data
+        and address(out) == address(original)
         and out.nbytes == original.nbytes
     )
     if not in_place:

@@ -602,26 +602,12 @@ def _half_output(out: Any, x: Any, dtype: np.dtype[Any], name: str) -> None:
 
 
 def _refuse_overlap(out: Any, converted: Any, original: Any, name: str) -> None:
-    """``_arrays.refuse_overlap`` for CuPy arrays: where the kernels read a converted copy of
-    the caller's input (float16, strided...), the output is checked against the input itself:
-    the input (in place) or no memory in common, else ``ValueError``."""
-    cp = _cp()
-    if converted is original or not isinstance(original, cp.ndarray):
-        return
-    if not isinstance(out, cp.ndarray) or out.dtype not in (converted.dtype, original.dtype):
-        return  # not an output at all: the type checks that follow say so
-    if not cp.may_share_memory(out, original):
-        return
-    in_place = (
-        original.flags.c_contiguous
-        and out.data.ptr == original.data.ptr
-        and out.nbytes == original.nbytes
-    )
-    if not in_place:
-        raise ValueError(
-            f"{name} overlaps the input; pass the input itself to write in place, or a "
-            "separate array"
-        )
+    """``_arrays.refuse_overlap`` for CuPy arrays."""
+    _arrays.refuse_overlap(out, converted, original, name, xp=_cp(), address=_device_address)
+
+
+def _device_address(a: Any) -> int:
+    return int(a.data.ptr)
 
 
 def _upstream(
