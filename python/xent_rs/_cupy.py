@@ -569,16 +569,21 @@ def _check_reduction(reduction: str) -> str:
     return reduction
 
 
-def _output(obj: Any, what: str, x: Any) -> bool:
-    """Checks an output buffer for input ``x``; returns whether it is ``x`` itself."""
+def _output_form(obj: Any, what: str, dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
+    """Checks an output buffer's type, dtype (``dtype``), shape and layout."""
     cp = _cp()
-    if not isinstance(obj, cp.ndarray) or obj.dtype != x.dtype:
+    if not isinstance(obj, cp.ndarray) or obj.dtype != dtype:
         got = getattr(obj, "dtype", type(obj).__name__)
-        raise TypeError(f"{what} must be a {x.dtype} array like the input, got dtype {got}")
-    if obj.shape != x.shape:
-        raise ValueError(f"{what} has shape {obj.shape} but the input has shape {x.shape}")
+        raise TypeError(f"{what} must be a {dtype} array like the input, got dtype {got}")
+    if obj.shape != shape:
+        raise ValueError(f"{what} has shape {obj.shape} but the input has shape {shape}")
     if not obj.flags.c_contiguous:
         raise ValueError(f"{what} must be C-contiguous")
+
+
+def _output(obj: Any, what: str, x: Any) -> bool:
+    """Checks an output buffer for input ``x``; returns whether it is ``x`` itself."""
+    _output_form(obj, what, x.dtype, x.shape)
     nbytes = x.nbytes
     a, b = x.data.ptr, obj.data.ptr
     if a != b and nbytes > 0 and a < b + nbytes and b < a + nbytes:
@@ -587,18 +592,6 @@ def _output(obj: Any, what: str, x: Any) -> bool:
             "or a separate array"
         )
     return bool(a == b and nbytes > 0)
-
-
-def _half_output(out: Any, x: Any, dtype: np.dtype[Any], name: str) -> None:
-    """Checks an ``out``/``grad_out`` for a float16 input (filled after computing in float32)."""
-    cp = _cp()
-    if not isinstance(out, cp.ndarray) or out.dtype != dtype:
-        got = getattr(out, "dtype", type(out).__name__)
-        raise TypeError(f"{name} must be a {dtype} array like the input, got dtype {got}")
-    if out.shape != x.shape:
-        raise ValueError(f"{name} has shape {out.shape} but the input has shape {x.shape}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be a writable C-contiguous array")
 
 
 def _refuse_overlap(out: Any, converted: Any, original: Any, name: str) -> None:
@@ -670,7 +663,7 @@ def _normalize(x: Any, axis: int, out: Any, log: bool) -> Any:
     if out is not None:
         _refuse_overlap(out, a, x, "out")
     if dtype == FLOAT16 and out is not None:
-        _half_output(out, a, dtype, "out")
+        _output_form(out, "out", dtype, a.shape)
         cp.copyto(out, _normalize(a, axis, None, log).astype(dtype))
         return out
     ax = _axis(a.shape, axis)
@@ -909,7 +902,7 @@ def _class_loss(
     if grad_out is not None and return_grad:
         _refuse_overlap(grad_out, x, input, "grad_out")
     if dtype == FLOAT16 and grad_out is not None and return_grad:
-        _half_output(grad_out, x, dtype, "grad_out")
+        _output_form(grad_out, "grad_out", dtype, x.shape)
         half_out, grad_out = grad_out, None
     t = _class_target(target, work)
     w = None if weight is None else _like(weight, work, "weight")
