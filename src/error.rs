@@ -21,12 +21,16 @@ pub enum XentError {
     },
     /// An unsupported type (Python `TypeError`).
     Type(String),
+    /// The caller's poll function asked the call to stop (see [`crate::interrupt`]); the
+    /// binding raises what the poll found (Python's `KeyboardInterrupt`, for one).
+    Interrupted,
 }
 
 impl fmt::Display for XentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             XentError::Shape(m) | XentError::Value(m) | XentError::Type(m) => f.write_str(m),
+            XentError::Interrupted => f.write_str("the call was interrupted"),
             XentError::ClassIndex {
                 value,
                 position,

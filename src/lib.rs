@@ -11,9 +11,13 @@
 //! - [`parallel`]: the private thread pool and the data-sized blocks work is split into.
 //! - [`reduce`]: deterministic float64 sums.
 //! - [`pool`]: the bounded cache of large output blocks.
+//! - [`interrupt`]: stopping a long call midway when its caller asks (Ctrl-C).
+//! - `fork`: the state a forked child must not inherit (the pool's threads, held locks).
 
 pub mod error;
 pub mod float;
+mod fork;
+pub mod interrupt;
 pub mod simd;
 
 pub use error::XentError;

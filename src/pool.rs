@@ -13,7 +13,7 @@
 
 use std::alloc::{self, Layout};
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Outputs of at least this many bytes come from the cache.
 pub const MIN_BYTES: usize = 1 << 22;
@@ -27,7 +27,8 @@ pub const DEFAULT_LIMIT: usize = 1 << 30;
 /// A cached block may be this much larger than the request it serves (a quarter).
 const SLACK_DIVISOR: usize = 4;
 
-struct Pool {
+/// The cache's bookkeeping, behind [`POOL`].
+pub(crate) struct Pool {
     /// Blocks handed out: address -> capacity.
     live: BTreeMap<usize, usize>,
     /// Blocks given back, oldest first: (address, capacity).
@@ -52,7 +53,21 @@ impl Pool {
 }
 
 fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
-    f(&mut POOL.lock().unwrap_or_else(PoisonError::into_inner))
+    f(&mut lock_pool())
+}
+
+/// The cache, locked (also by [`crate::fork`] across a `fork`).
+pub(crate) fn lock_pool() -> MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// In a forked child: unmaps the idle blocks. They are the parent's pages shared
+/// copy-on-write, so reusing one would copy each page on its first write, which costs more
+/// than a fresh page. Live blocks stay: arrays the child inherited still point at them, and
+/// give them back as usual.
+pub(crate) fn drop_idle_after_fork(pool: &mut Pool) {
+    pool.idle_bytes = 0;
+    unmap_blocks(std::mem::take(&mut pool.idle));
 }
 
 fn limit_from_env() -> usize {
@@ -117,6 +132,7 @@ pub fn allocate(size: usize) -> *mut u8 {
     if let Some(ptr) = reused {
         return ptr;
     }
+    crate::fork::register_handlers();
     let ptr = map_block(capacity);
     if !ptr.is_null() {
         with_pool(|pool| pool.live.insert(ptr as usize, capacity));

@@ -22,6 +22,7 @@ use std::ops::Range;
 
 use crate::error::{XentError, unravel};
 use crate::float::Float;
+use crate::interrupt;
 use crate::kernels::rows::{
     Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows,
 };
@@ -471,6 +472,9 @@ unsafe fn zero_row<T: Float, I: Isa>(isa: I, out: *mut T, n: usize) {
     let lanes = V::<T, I>::LANES;
     let z = V::<T, I>::splat(isa, T::ZERO);
     for i in (0..n).step_by(lanes) {
+        if interrupt::row_stopped(i) {
+            return;
+        }
         // SAFETY: i < n values remain.
         unsafe { store_upto(z, out.add(i), lanes.min(n - i)) };
     }
@@ -654,6 +658,9 @@ impl<T: Float> HardTarget<'_, T> {
         unsafe {
             let mut start = 0;
             while start + 4 * lanes <= n {
+                if interrupt::row_stopped(start) {
+                    return (0.0, 0.0);
+                }
                 prefetch_row(p.ahead, start, 4 * lanes);
                 let (mut e4, mut d4) = (zero, zero);
                 for i in (start..start + 4 * lanes).step_by(lanes) {
@@ -770,6 +777,9 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                     let b = g * eps / c;
                     let bv = V::<T, I>::splat(isa, T::from_f64(b));
                     for i in (0..n).step_by(lanes) {
+                        if interrupt::row_stopped(i) {
+                            return 0.0;
+                        }
                         let k = lanes.min(n - i);
                         let e = load_upto(isa, p.out.add(i), k, T::ZERO);
                         let out = match (self.weight, b != 0.0) {
@@ -989,6 +999,9 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
             let zero = V::<T, I>::splat(isa, T::ZERO);
             let mut start = 0;
             while start + 4 * lanes <= n {
+                if interrupt::row_stopped(start) {
+                    return 0.0;
+                }
                 prefetch_row(p.ahead, start, 4 * lanes);
                 let (mut e4, mut t4, mut d4) = (zero, zero, zero);
                 for i in (start..start + 4 * lanes).step_by(lanes) {
@@ -1033,6 +1046,9 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
                     let a = V::<T, I>::splat(isa, T::from_f64(g * t_total / s));
                     let gv = V::<T, I>::splat(isa, T::from_f64(g));
                     for i in (0..n).step_by(lanes) {
+                        if interrupt::row_stopped(i) {
+                            return 0.0;
+                        }
                         let k = lanes.min(n - i);
                         let e = load_upto(isa, p.out.add(i), k, T::ZERO);
                         let tw = self.weighted_at(isa, p.x2, i, k);

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::XentError;
 use crate::float::Float;
+use crate::interrupt;
 use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
 use crate::kernels::stats::{ColumnSum, V, live_lanes, load_upto};
 use crate::kernels::{Layout, RawIn, Targets, check_len};
@@ -236,6 +237,9 @@ impl<T: Float> RowKernel<T> for Rows<'_, T> {
         let mut sum = V::<T, I>::wide_zero(isa);
         let mut range = Range::<T, I>::new(isa);
         for i in (0..n).step_by(lanes) {
+            if interrupt::row_stopped(i) {
+                return 0.0;
+            }
             let k = lanes.min(n - i);
             // SAFETY: the driver hands over n readable values; padding lanes read 0.
             let v = unsafe { load_upto(isa, p.x.add(i), k, T::ZERO) };

@@ -8,6 +8,7 @@
 
 use crate::error::XentError;
 use crate::float::Float;
+use crate::interrupt;
 use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
 use crate::kernels::stats::{
     ColumnSum, V, col_max, col_sum_exp, from_f64_lanes, load_upto, map_row, row_max, row_sum_exp,
@@ -123,6 +124,9 @@ impl<T: Float> RowKernel<T> for Normalize {
                 let s = row_sum_exp(isa, p.x, n, m, p.out, p.ahead);
                 let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / s));
                 for i in (0..n).step_by(lanes) {
+                    if interrupt::row_stopped(i) {
+                        return 0.0;
+                    }
                     let k = lanes.min(n - i);
                     let e = load_upto(isa, p.out.add(i), k, T::ZERO);
                     store_upto(e.mul(inv), p.out.add(i), k);
@@ -242,6 +246,9 @@ impl<T: Float> RowKernel<T> for Backward {
         unsafe {
             let mut acc = V::<T, I>::wide_zero(isa);
             for i in (0..n).step_by(lanes) {
+                if interrupt::row_stopped(i) {
+                    return 0.0;
+                }
                 let k = lanes.min(n - i);
                 let g = load_upto(isa, p.x.add(i), k, T::ZERO);
                 let term = if self.log {
@@ -253,6 +260,9 @@ impl<T: Float> RowKernel<T> for Backward {
             }
             let total = V::<T, I>::splat(isa, T::from_f64(V::<T, I>::wide_sum(acc)));
             for i in (0..n).step_by(lanes) {
+                if interrupt::row_stopped(i) {
+                    return 0.0;
+                }
                 let k = lanes.min(n - i);
                 let g = load_upto(isa, p.x.add(i), k, T::ZERO);
                 let y = load_upto(isa, p.x2.add(i), k, T::ZERO);

@@ -4,6 +4,7 @@
 //! All of them are `#[inline(always)]`: they are compiled into the caller's instruction set.
 
 use crate::float::Float;
+use crate::interrupt;
 use crate::kernels::rows::{Columns, MAX_LANES};
 use crate::simd::{Isa, Vector};
 
@@ -25,6 +26,9 @@ pub(crate) unsafe fn row_max<T: Float, I: Isa>(isa: I, x: *const T, n: usize) ->
     let mut acc = [ninf; 4];
     let mut i = 0;
     while i + 4 * lanes <= n {
+        if interrupt::row_stopped(i) {
+            return T::ZERO;
+        }
         for (k, a) in acc.iter_mut().enumerate() {
             // SAFETY: i + (k+1)*lanes <= n.
             *a = a.max(unsafe { V::<T, I>::load(isa, x.add(i + k * lanes)) });
@@ -95,6 +99,9 @@ pub(crate) unsafe fn row_sum_exp<T: Float, I: Isa>(
     let mut acc = V::<T, I>::wide_zero(isa);
     let mut i = 0;
     while i + 4 * lanes <= n {
+        if interrupt::row_stopped(i) {
+            return 1.0;
+        }
         prefetch_row(ahead, i, 4 * lanes);
         // SAFETY: i + 4 * lanes <= n.
         let v = unsafe {
@@ -210,8 +217,13 @@ pub(crate) unsafe fn map_row<T: Float, I: Isa>(
     f: impl Fn(V<T, I>) -> V<T, I>,
 ) {
     let lanes = V::<T, I>::LANES;
-    let (mut i, mut k) = (0, first_piece::<T, I>(out, n, stream));
+    let first = first_piece::<T, I>(out, n, stream);
+    let (mut i, mut k) = (0, first);
     while i < n {
+        // Every piece after the first starts a whole number of vectors past `first`.
+        if interrupt::row_stopped(i + lanes - first) {
+            return;
+        }
         // SAFETY: i + k <= n values at `x` and `out`; `put` streams only whole vectors, which
         // `first_piece` aligned.
         unsafe {

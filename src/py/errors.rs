@@ -1,7 +1,9 @@
 //! The one mapping from core errors (and panics) to Python exceptions.
 
 use pyo3::PyErr;
-use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyIndexError, PyKeyboardInterrupt, PyRuntimeError, PyTypeError, PyValueError,
+};
 
 use crate::error::XentError;
 
@@ -12,6 +14,8 @@ impl From<XentError> for PyErr {
             XentError::Shape(_) | XentError::Value(_) => PyValueError::new_err(message),
             XentError::ClassIndex { .. } => PyIndexError::new_err(message),
             XentError::Type(_) => PyTypeError::new_err(message),
+            // A stop the binding asked for without a pending exception (not expected).
+            XentError::Interrupted => PyKeyboardInterrupt::new_err(message),
         }
     }
 }
