@@ -34,13 +34,23 @@ impl fmt::Display for XentError {
             XentError::ClassIndex {
                 value,
                 position,
+                classes: 0,
+            } => write!(
+                f,
+                "target {value} at position {} is out of range: the input has 0 classes \
+                 (every target must be ignore_index)",
+                format_index(position),
+            ),
+            XentError::ClassIndex {
+                value,
+                position,
                 classes,
             } => write!(
                 f,
                 "target {value} at position {} is out of bounds for {classes} classes \
                  (valid: 0 to {}, or ignore_index)",
                 format_index(position),
-                classes.saturating_sub(1),
+                classes - 1,
             ),
         }
     }
@@ -102,5 +112,20 @@ mod tests {
             m.contains('7') && m.contains("(1, 2)") && m.contains("3 classes"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn class_index_message_for_no_classes_says_so() {
+        let e = XentError::ClassIndex {
+            value: 0,
+            position: vec![1],
+            classes: 0,
+        };
+        let m = e.to_string();
+        assert!(
+            m.contains("the input has 0 classes") && m.contains("(1,)"),
+            "{m}"
+        );
+        assert!(!m.contains("0 to 0"), "{m}");
     }
 }

@@ -380,11 +380,15 @@ def test_usage_errors_exit_with_status_2(data: dict[str, Any]) -> None:
         ["--chunk-rows", "0"],
         ["--loss", "ce", "--label-smoothing", "-0.1"],  # values the loss itself refuses
         ["--loss", "ce", "--ignore-index", str(2**64)],
+        ["--loss", "ce", "--ignore-index", "1.5"],  # not an integer (not read as 1)
+        ["--loss", "ce", "--ignore-index", "True"],
     ):
         proc = run("score", str(d / "logits.npy"), str(d / "labels.npy"), *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith("xent-rs: error:") or "usage:" in proc.stderr
         assert "Traceback" not in proc.stderr
+        if args[-2:] in (["--ignore-index", "1.5"], ["--ignore-index", "True"]):
+            assert "--ignore-index" in proc.stderr and args[-1] in proc.stderr, proc.stderr
     assert run().returncode == 2
 
 

@@ -58,3 +58,33 @@ def test_ignored_rows_get_zero_gradient_whatever_their_logits(
     assert loss == want_loss
     assert np.array_equal(grad[[0, 2, 3]], np.zeros((3, classes)))
     assert np.array_equal(grad[clean], want_grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_soft_targets_without_classes(label_smoothing: float, dtype: type) -> None:
+    # torch: -(target * log_softmax(input)).sum(1) is 0 for each row of a (3, 0) input (an
+    # empty sum), their sum is 0, and a mean over an input with no elements is NaN.
+    x, t = np.zeros((3, 0), dtype), np.zeros((3, 0), dtype)
+    kw = {"label_smoothing": label_smoothing, "return_grad": True}
+    losses, grad = xent_rs.cross_entropy(x, t, reduction="none", **kw)
+    assert losses.dtype == dtype and grad.dtype == dtype and grad.shape == (3, 0)
+    np.testing.assert_array_equal(losses, np.zeros(3))
+    loss, _ = xent_rs.cross_entropy(x, t, reduction="sum", sample_weight=np.ones(3), **kw)
+    assert loss == 0.0
+    assert np.isnan(xent_rs.cross_entropy(x, t, label_smoothing=label_smoothing))
+    assert np.isnan(xent_rs.cross_entropy(x, t, sample_weight=np.ones(3)))
+    # the accumulators agree with the one-shot calls
+    acc = xent_rs.CrossEntropyAccumulator(label_smoothing=label_smoothing)
+    np.testing.assert_array_equal(acc.update(x, t, return_losses=True), np.zeros(3))
+    assert np.isnan(acc.result()) and acc.count == 3
+    total = xent_rs.CrossEntropyAccumulator(reduction="sum")
+    total.update(x, t, sample_weight=np.ones(3))
+    assert total.result() == 0.0
+
+
+def test_hard_targets_without_classes_all_ignored() -> None:
+    x, t = np.zeros((3, 0)), np.full(3, -100)
+    np.testing.assert_array_equal(xent_rs.cross_entropy(x, t, reduction="none"), np.zeros(3))
+    assert xent_rs.cross_entropy(x, t, reduction="sum") == 0.0
+    assert np.isnan(xent_rs.cross_entropy(x, t))  # nothing counted

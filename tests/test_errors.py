@@ -426,6 +426,42 @@ def test_grad_out_read_only() -> None:
     assert np.all(buf == 0.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("op", ["cross_entropy", "log_softmax", "softmax"])
+def test_output_not_in_native_byte_order(op: str, dtype: Any) -> None:
+    # An input in the other byte order is converted; an output is written in place, so it
+    # cannot be: a TypeError (its dtype is not the input's) that says why.
+    swapped = np.dtype(dtype).newbyteorder("S")
+    buf = np.full((4, 3), SENTINEL, dtype=swapped)
+    x = _x(dtype=dtype)
+    name = "grad_out" if op == "cross_entropy" else "out"
+    for source in (x, x.astype(swapped)):  # a native input, and one like the output
+        if op == "cross_entropy":
+            msg = _raises(
+                TypeError, xent_rs.cross_entropy, source, _t(), return_grad=True, grad_out=buf
+            )
+        else:
+            msg = _raises(TypeError, getattr(xent_rs, op), source, out=buf)
+        assert f"{name} must be in native byte order" in msg, msg
+        assert "cannot be converted" in msg, msg
+        assert np.all(buf == SENTINEL)
+
+
+@pytest.mark.parametrize("op", ["cross_entropy", "log_softmax", "softmax"])
+def test_output_misaligned(op: str) -> None:
+    raw = np.zeros(4 * 3 * 4 + 1, np.uint8)[1:]
+    buf = raw.view(np.float32).reshape(4, 3)
+    buf[...] = SENTINEL
+    assert buf.flags.c_contiguous and not buf.flags.aligned
+    if op == "cross_entropy":
+        msg = _raises(ValueError, xent_rs.cross_entropy, _x(), _t(), return_grad=True, grad_out=buf)
+        assert "grad_out must be aligned" in msg, msg
+    else:
+        msg = _raises(ValueError, getattr(xent_rs, op), _x(), out=buf)
+        assert "out must be aligned" in msg, msg
+    assert np.all(buf == SENTINEL)
+
+
 def test_grad_out_partial_overlap_with_input() -> None:
     base = np.zeros(20, dtype=np.float32)
     x = base[:12].reshape(4, 3)
@@ -537,6 +573,63 @@ def test_ignore_index_beyond_64_bits_is_value_error(op: str, value: int) -> None
     t = np.array([0, 1, 2, 1], dtype=np.uint64)
     msg = _raises(ValueError, getattr(xent_rs, op), _x(), t, ignore_index=value)
     assert "ignore_index" in msg and _has_number(msg, str(value)), msg
+
+
+NOT_INTEGERS = [1.5, 1.0, True, False, np.float64(1.0), np.float32(2.0), np.bool_(True), "1"]
+
+
+@pytest.mark.parametrize("value", NOT_INTEGERS, ids=repr)
+@pytest.mark.parametrize("kw", [{}, {"weight": np.ones(3, np.float32)}], ids=["plain", "weight"])
+@pytest.mark.parametrize("op", MULTICLASS)
+def test_ignore_index_not_an_integer_is_type_error(op: str, kw: dict[str, Any], value: Any) -> None:
+    # torch raises TypeError too; int(1.5) == int(True) == 1 would ignore class 1 silently
+    x, t = _valid_args(op)
+    msg = _raises(TypeError, getattr(xent_rs, op), x, t, ignore_index=value, **kw)
+    assert "ignore_index must be an integer" in msg, msg
+    assert type(value).__name__ in msg, msg
+
+
+@pytest.mark.parametrize("value", NOT_INTEGERS, ids=repr)
+@pytest.mark.parametrize(
+    "make", ["CrossEntropyAccumulator", "NLLLossAccumulator", "dask.cross_entropy", "dask.nll_loss"]
+)
+def test_ignore_index_not_an_integer_everywhere(make: str, value: Any) -> None:
+    from xent_rs import streaming
+
+    if make.startswith("dask."):
+        da = pytest.importorskip("dask.array")
+        import xent_rs.dask
+
+        x = da.from_array(_x(), chunks=(2, 3))
+        call = lambda: getattr(xent_rs.dask, make[5:])(x, _t(), ignore_index=value)  # noqa: E731
+    else:
+        call = lambda: getattr(streaming, make)(ignore_index=value)  # noqa: E731
+    msg = _raises(TypeError, call)
+    assert "ignore_index must be an integer" in msg and type(value).__name__ in msg, msg
+
+
+@pytest.mark.parametrize("op", MULTICLASS)
+def test_ignore_index_numpy_integer_is_accepted(op: str) -> None:
+    x, _ = _valid_args(op)
+    t = np.array([0, 1, 2, 1], dtype=np.int64)
+    want = getattr(xent_rs, op)(x, t, ignore_index=1)
+    for value in (np.int64(1), np.int8(1), np.uint16(1), np.array(1)):
+        assert getattr(xent_rs, op)(x, t, ignore_index=value) == want
+    from xent_rs import streaming
+
+    assert streaming.CrossEntropyAccumulator(ignore_index=np.int32(1)).ignore_index == 1
+
+
+@pytest.mark.parametrize("kw", [{}, {"return_grad": True}, {"reduction": "none"}])
+@pytest.mark.parametrize("op", MULTICLASS)
+def test_target_of_an_input_without_classes(op: str, kw: dict[str, Any]) -> None:
+    x = np.zeros((3, 0))
+    msg = _raises(IndexError, getattr(xent_rs, op), x, np.array([-100, 0, 0]), **kw)
+    assert "target 0 at position (1,) is out of range: the input has 0 classes" in msg, msg
+    assert "0 to 0" not in msg, msg
+    # every target ignored is fine: nothing is counted
+    losses = getattr(xent_rs, op)(x, np.full(3, -100), reduction="none")
+    np.testing.assert_array_equal(losses, np.zeros(3))
 
 
 def test_negative_target_equal_to_ignore_index_is_fine() -> None:

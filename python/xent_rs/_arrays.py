@@ -8,6 +8,8 @@ C-contiguous float32/float64 arrays pass through untouched: no copy.
 
 from __future__ import annotations
 
+import operator
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -52,13 +54,63 @@ def uses_cupy(*args: object) -> bool:
     return True
 
 
-def to_ndarray(obj: Any) -> np.ndarray:
-    """Any array-like as a NumPy array (no copy when it already is one)."""
+def to_ndarray(obj: Any, name: str = "input") -> np.ndarray:
+    """Any array-like as a NumPy array (no copy when it already is one).
+
+    A masked array is a ``TypeError`` (see :func:`refuse_masked`); a pandas object with
+    extension dtypes (pyarrow-backed or nullable columns) is converted with ``to_numpy``.
+    """
     if isinstance(obj, np.ndarray):
+        if type(obj) is not np.ndarray:
+            refuse_masked(obj, name)
         return obj
+    if type(obj).__module__.startswith("pandas"):
+        return _from_pandas(obj, name)
     if not hasattr(obj, "__array__") and hasattr(obj, "__dlpack__"):
         return np.from_dlpack(obj)
     return np.asarray(obj)
+
+
+def refuse_masked(obj: Any, name: str) -> None:
+    """A ``TypeError`` for a NumPy masked array: the kernels read the data and would silently
+    drop the mask. Without ``numpy.ma`` imported no masked array exists, so nothing is
+    imported here."""
+    ma = sys.modules.get("numpy.ma")
+    if ma is None or not isinstance(obj, ma.MaskedArray):
+        return
+    raise TypeError(
+        f"{name} is a masked array (numpy.ma.MaskedArray), which is not supported: its mask "
+        f"would be ignored. Fill the masked values ({name}.filled(value)), leave those samples "
+        f"out with ignore_index (targets) or sample_weight=0, or pass {name}.data to ignore "
+        "the mask"
+    )
+
+
+def _from_pandas(obj: Any, name: str) -> np.ndarray:
+    """A pandas Series or DataFrame as a NumPy array. Columns of extension dtypes (pyarrow's
+    ``float32[pyarrow]``, pandas' nullable ``Float64``...) give an object array through
+    ``__array__``; numeric ones are converted to their NumPy dtype with ``to_numpy`` instead.
+    Missing values that dtype cannot hold are a ``TypeError``. pandas is never imported: the
+    object comes from it."""
+    if getattr(obj, "ndim", None) == 2:
+        columns = list(getattr(obj, "dtypes", ()))
+    else:
+        columns = [getattr(obj, "dtype", None)]
+    if all(isinstance(d, np.dtype) for d in columns) or not hasattr(obj, "to_numpy"):
+        return np.asarray(obj)
+    numeric = [getattr(d, "numpy_dtype", None) for d in columns]
+    if not all(isinstance(d, np.dtype) and d.kind in "biuf" for d in numeric):
+        return np.asarray(obj)  # strings, categories...: pandas' own conversion
+    dtype = np.result_type(*numeric)
+    try:
+        values: np.ndarray = obj.to_numpy(dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"{name} is a pandas object whose {dtype} values cannot be converted to NumPy "
+            f"({e}); fill its missing values first (e.g. {name}.fillna(...)) or convert it "
+            "with to_numpy(dtype=..., na_value=...)"
+        ) from e
+    return values
 
 
 _READY: tuple[Literal["C_CONTIGUOUS"], Literal["ALIGNED"]] = ("C_CONTIGUOUS", "ALIGNED")
@@ -68,6 +120,9 @@ def _ready(a: np.ndarray) -> bool:
     """Whether the core can read ``a`` in place: C-contiguous and aligned."""
     flags = a.flags
     return bool(flags.c_contiguous and flags.aligned)
+
+
+is_ready = _ready
 
 
 def plain_labels(input: Any, target: Any) -> bool:
@@ -96,7 +151,7 @@ def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any
     float16 computes in float32; integer and boolean inputs become float64 (NumPy's rule);
     complex, object and string inputs are a ``TypeError``.
     """
-    a = obj if type(obj) is np.ndarray else to_ndarray(obj)
+    a = obj if type(obj) is np.ndarray else to_ndarray(obj, name)
     dtype = a.dtype
     # Built-in dtypes are singletons, so identity is the fast check; equality catches equal
     # dtypes made elsewhere (unpickled arrays, for one).
@@ -118,13 +173,34 @@ def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any
 
 
 def ignore_index(value: Any) -> int:
-    """``ignore_index`` as a 64-bit integer; beyond that a ``ValueError`` (the core's)."""
-    index = int(value)
+    """``ignore_index`` as a 64-bit integer: an integer (NumPy's too), not a float or a bool
+    (a ``TypeError``, as torch's, with the core's message); beyond 64 bits a ``ValueError``
+    (the core's)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(_ignore_index_type(value))
+    try:
+        index = operator.index(value)
+    except TypeError:
+        raise TypeError(_ignore_index_type(value)) from None
     if not -(2**63) <= index < 2**63:
         raise ValueError(
             f"ignore_index must lie in [-2**63, 2**63) (class indices are 64-bit), got {index}"
         )
     return index
+
+
+def non_native_output(name: str, dtype: np.dtype[Any]) -> str:
+    """The message for an output buffer (``out=``, ``grad_out=``) not in native byte order
+    (the core's words too): unlike an input, an output cannot be converted."""
+    return (
+        f"{name} must be in native byte order, got dtype {dtype}: an output is written in "
+        f"place, so it cannot be converted; pass a native array, e.g. "
+        f"np.empty({name}.shape, {name}.dtype.newbyteorder('='))"
+    )
+
+
+def _ignore_index_type(value: Any) -> str:
+    return f"ignore_index must be an integer, got {type(value).__name__} {value!r}"
 
 
 def _host_address(a: np.ndarray) -> int:
@@ -165,21 +241,27 @@ def refuse_overlap(
 
 def like(obj: Any, dtype: np.dtype[Any], name: str) -> np.ndarray:
     """A secondary float argument (weights, soft targets) as C-contiguous, aligned ``dtype``."""
-    a = to_ndarray(obj)
+    a = to_ndarray(obj, name)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     return np.require(a, dtype, _READY)
 
 
+def native(a: np.ndarray) -> np.ndarray:
+    """``a`` in native byte order, C-contiguous and aligned, as the core reads it: ``a``
+    itself when it already is, else one copy."""
+    if a.dtype.isnative and _ready(a):
+        return a
+    return np.require(a, a.dtype.newbyteorder("="), _READY)
+
+
 def class_target(obj: Any, dtype: np.dtype[Any]) -> np.ndarray:
     """A multiclass target: integers stay as they are (in native byte order, C-contiguous and
     aligned), floats become ``dtype``."""
-    a = to_ndarray(obj)
+    a = to_ndarray(obj, "target")
     kind = a.dtype.kind
     if kind in "iu":
-        if not a.dtype.isnative:
-            a = a.astype(a.dtype.newbyteorder("="))
-        return a if _ready(a) else np.require(a, None, _READY)
+        return native(a)
     if kind == "f":
         return np.require(a, dtype, _READY)
     if kind == "b":
@@ -194,6 +276,7 @@ def upstream(grad_output: Any, reduction: str, dtype: np.dtype[Any]) -> float | 
     """``grad_output`` as the core takes it: a float for reduced losses, an array for ``none``."""
     if grad_output is None:
         return None
+    refuse_masked(grad_output, "grad_output")
     if reduction != "none" and np.ndim(grad_output) == 0:
         return float(grad_output)
     return like(grad_output, dtype, "grad_output")

@@ -854,9 +854,14 @@ def _check_targets(t: Any, classes: int, ignore_index: int) -> None:
     if flat < 0:
         return
     value = int(t.ravel()[flat].get())
+    where = f"target {value} at position {_position(flat, t.shape)}"
+    if classes == 0:  # the core's words (src/error.rs)
+        raise IndexError(
+            f"{where} is out of range: the input has 0 classes (every target must be ignore_index)"
+        )
     raise IndexError(
-        f"target {value} at position {_position(flat, t.shape)} is out of bounds for "
-        f"{classes} classes (valid: 0 to {max(classes - 1, 0)}, or ignore_index)"
+        f"{where} is out of bounds for {classes} classes (valid: 0 to {classes - 1}, or "
+        "ignore_index)"
     )
 
 
@@ -997,6 +1002,10 @@ def _class_loss(
             (x, t, _ptr(grad), *common),
             (np.float64(eps),),
         )
+        if classes == 0:  # as on the CPU: each row's loss is an empty sum, a mean is NaN
+            rowloss.fill(0.0)
+            if denom is not None:
+                denom = cp.zeros((), dtype=cp.float64)
 
     if reduction == "none":
         loss = _restore(rowloss.astype(work), dtype)

@@ -54,6 +54,8 @@ def _finish(result: Any, dtype: np.dtype[Any], grad_out: Any) -> Any:
 def _half_output(out: Any, x: np.ndarray, dtype: np.dtype[Any], name: str) -> None:
     """Checks an ``out``/``grad_out`` for a float16 input, which is computed in float32 and
     copied into it afterwards: the same rules as the core applies to other dtypes."""
+    if isinstance(out, np.ndarray) and not out.dtype.isnative:
+        raise TypeError(_arrays.non_native_output(name, out.dtype))
     if not isinstance(out, np.ndarray) or out.dtype != dtype:
         got = getattr(out, "dtype", type(out).__name__)
         raise TypeError(f"{name} must be a {dtype} array like the input, got {got}")
@@ -99,6 +101,7 @@ def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any
         return _cupy().log_softmax(x, axis, out=out)
     a, dtype = _arrays.float_input(x)
     if out is not None:
+        _arrays.refuse_masked(out, "out")
         _arrays.refuse_overlap(out, a, x, "out")
     if dtype == _arrays.FLOAT16 and out is not None:
         _half_output(out, a, dtype, "out")
@@ -134,6 +137,7 @@ def softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
         return _cupy().softmax(x, axis, out=out)
     a, dtype = _arrays.float_input(x)
     if out is not None:
+        _arrays.refuse_masked(out, "out")
         _arrays.refuse_overlap(out, a, x, "out")
     if dtype == _arrays.FLOAT16 and out is not None:
         _half_output(out, a, dtype, "out")
@@ -334,6 +338,7 @@ def cross_entropy(
         x, dtype = _arrays.float_input(input)
         work = x.dtype
         if grad_out is not None and return_grad:
+            _arrays.refuse_masked(grad_out, "grad_out")
             _arrays.refuse_overlap(grad_out, x, input, "grad_out")
         if dtype == _arrays.FLOAT16 and grad_out is not None and return_grad:
             _half_output(grad_out, x, dtype, "grad_out")
@@ -350,7 +355,7 @@ def cross_entropy(
         axis,
         w,
         sw,
-        int(ignore_index),
+        ignore_index,  # checked by the core: an integer, not a float or a bool
         reduction,
         float(label_smoothing),
         bool(return_grad),
@@ -427,7 +432,7 @@ def nll_loss(
         w = None if weight is None else _arrays.like(weight, work, "weight")
         sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
         g = _arrays.upstream(grad_output, reduction, work)
-    result = _core.nll_loss(x, t, axis, w, sw, int(ignore_index), reduction, bool(return_grad), g)
+    result = _core.nll_loss(x, t, axis, w, sw, ignore_index, reduction, bool(return_grad), g)
     return _finish(result, dtype, None)
 
 

@@ -72,10 +72,14 @@ def log_loss(
     if y_proba is None:
         raise TypeError("log_loss() missing required argument: 'y_proba'")
     p, eps = probabilities(y_proba)
-    y = _arrays.to_ndarray(y_true)
+    y = _arrays.to_ndarray(y_true, "y_true")
+    if labels is not None:
+        _arrays.refuse_masked(labels, "labels")
     sw = sample_weights(sample_weight, p.dtype)
     check_lengths(p.shape[0], y, sw)
-    if y.ndim == 1 and y.dtype.kind not in "iub":
+    if y.dtype.kind in "iu":
+        y = _arrays.native(y)  # integer labels go to the core as they are
+    elif y.ndim == 1 and y.dtype.kind != "b":
         check_label_type(y_true, y)
     if from_logits:
         return _from_logits(y, p, sw, labels, normalize)
@@ -171,17 +175,27 @@ def _identity_labels(labels: Any, p: np.ndarray) -> bool:
     )
 
 
+def work_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype probabilities of ``dtype`` are scored in: float32 for float16, float64 for
+    integers and booleans, any other float as it is, in native byte order."""
+    if dtype.kind != "f":
+        return _arrays.FLOAT64
+    if dtype.itemsize == 2:
+        return _arrays.FLOAT32
+    return np.dtype(dtype.type)
+
+
 def probabilities(y_proba: Any) -> tuple[np.ndarray, float]:
-    """``y_proba`` as a C-contiguous float array (NumPy's rules) and its clipping ``eps``."""
-    p = _arrays.to_ndarray(y_proba)
+    """``y_proba`` as a C-contiguous, aligned float array in native byte order (NumPy's
+    rules; no copy when it already is one) and its clipping ``eps``."""
+    p = _arrays.to_ndarray(y_proba, "y_proba")
     dtype = p.dtype
     if dtype.kind not in "fiub":
         raise TypeError(f"y_proba must be a real numeric array, got dtype {dtype}")
-    if dtype.kind != "f":
-        dtype = _arrays.FLOAT64
-    eps = float(np.finfo(dtype).eps)
-    work = _arrays.FLOAT32 if dtype == _arrays.FLOAT16 else dtype
-    p = np.asarray(p, dtype=work, order="C")
+    eps = float(np.finfo(dtype if dtype.kind == "f" else _arrays.FLOAT64).eps)
+    native = dtype is _arrays.FLOAT32 or dtype is _arrays.FLOAT64
+    if not (native and type(p) is np.ndarray and _arrays.is_ready(p)):
+        p = np.require(p, work_dtype(dtype), ("C_CONTIGUOUS", "ALIGNED", "ENSUREARRAY"))
     if p.ndim == 0 or p.ndim > 2:
         raise ValueError(f"y_proba must be 1-D or 2-D, got an array of shape {p.shape}")
     if p.shape[0] == 0:

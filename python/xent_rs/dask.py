@@ -33,7 +33,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from xent_rs import _functional, streaming
+from xent_rs import _arrays, _functional, streaming
 
 __all__ = [
     "accumulate",
@@ -171,8 +171,9 @@ class _Layout:
 
 def _as_dask(value: Any, name: str, like: Any = None) -> Any:
     if isinstance(value, da.Array):
+        _arrays.refuse_masked(value._meta, name)  # blocks of numpy.ma arrays (dask.array.ma)
         return value
-    array = np.asarray(value)
+    array = _arrays.to_ndarray(value, name)
     if like is not None and array.ndim >= 1 and array.shape[0] == like.shape[0]:
         return da.from_array(array, chunks=like.chunks[:1] + array.shape[1:])
     return da.from_array(array, chunks=array.shape or ())
@@ -399,6 +400,7 @@ def _blockwise(
                 f'grad_output must be a scalar for reduction "{reduction}", got shape '
                 f"{np.shape(grad_output)}"
             )
+        _arrays.refuse_masked(grad_output, "grad_output")
         scale = float(grad_output)
     if denominator is not None:
         args += [denominator, ""]

@@ -309,7 +309,7 @@ def _option_array(value: Any, name: str) -> np.ndarray | None:
     """A weight given to a constructor, kept as float64 (converted per chunk)."""
     if value is None:
         return None
-    a = _arrays.to_ndarray(value)
+    a = _arrays.to_ndarray(value, name)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     return np.array(a, dtype=np.float64)
@@ -403,7 +403,9 @@ class _ClassAccumulator(Accumulator):
         sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
         total = self._native_sum(x, t, w, sw)  # validates everything first
         count = _samples(x.shape, self.axis)
-        if t.dtype.kind == "f":
+        if t.dtype.kind == "f" and x.size == 0:
+            denominator = 0.0  # no classes: the one-shot mean is NaN (torch's), so is this one
+        elif t.dtype.kind == "f":
             denominator = float(count) if sw is None else float(np.sum(sw, dtype=np.float64))
         else:
             denominator = _hard_denominator(t, w, sw, self.ignore_index)
@@ -848,10 +850,12 @@ class LogLossAccumulator(Accumulator):
     def _score(
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
     ) -> tuple[float, float, int, np.ndarray | None]:
-        y = _arrays.to_ndarray(target)
-        if y.ndim == 1 and y.dtype.kind not in "iub":
+        y = _arrays.to_ndarray(target, "y_true")
+        if y.dtype.kind in "iu":
+            y = _arrays.native(y)  # integer labels go to the core as they are
+        elif y.ndim == 1 and y.dtype.kind != "b":
             _scoring.check_label_type(target, y)
-        raw = _arrays.to_ndarray(input)
+        raw = _arrays.to_ndarray(input, "y_proba")
         if raw.dtype.kind not in "fiub":
             raise TypeError(
                 f"y_proba must be a real numeric array, got dtype {raw.dtype} (update() takes "
@@ -860,9 +864,7 @@ class LogLossAccumulator(Accumulator):
         if raw.ndim == 0 or raw.ndim > 2:
             raise ValueError(f"y_proba must be 1-D or 2-D, got an array of shape {raw.shape}")
         n = raw.shape[0]
-        work = raw.dtype if raw.dtype in _arrays.NATIVE else _F64
-        if raw.dtype == _arrays.FLOAT16:
-            work = _arrays.FLOAT32
+        work = _scoring.work_dtype(raw.dtype)
         sw = _scoring.sample_weights(sample_weight, work)
         _scoring.check_lengths(n, y, sw)
         columns = 2 if raw.ndim == 1 or raw.shape[1] == 1 else raw.shape[1]

@@ -134,6 +134,18 @@ pub fn cross_entropy_soft<T: Float>(
         Some(sw) => reduce::sum(sw)?,
         None => rows as f64,
     };
+    if layout.classes == 0 {
+        // No classes: each row's loss is an empty sum, 0, as torch's
+        // `-(t * log_softmax(x)).sum(class_axis)` (the row kernel would compute 0 * log 0);
+        // torch's mean over an input with no elements is NaN. There is no gradient to write.
+        if let Some(out) = losses {
+            out.fill(T::ZERO);
+        }
+        return Ok(match opts.reduction {
+            Reduction::Mean => f64::NAN,
+            Reduction::Sum | Reduction::None => 0.0,
+        });
+    }
     let scale = Scale::new(opts, denominator, io.writes());
     let kernel = SoftTarget {
         weight: opts.weight,
@@ -1259,6 +1271,44 @@ mod tests {
                 assert_eq!(a.unwrap(), b.unwrap());
                 assert_eq!(sep, buf);
             });
+        }
+    }
+
+    #[test]
+    fn soft_targets_without_classes_lose_nothing() {
+        // torch: -(t * log_softmax(x)).sum(1) of a (3, 0) input is 0 per row; sum 0, mean NaN.
+        let layout = Layout::new(&[3, 0], 1).unwrap();
+        for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+            for sample_weight in [None, Some(&[1.0, 2.0, 3.0][..])] {
+                let opts = ClassOptions {
+                    weight: None,
+                    sample_weight,
+                    ignore_index: -100,
+                    reduction,
+                    label_smoothing: 0.1,
+                    grad_output: GradOutput::Scalar(1.0),
+                };
+                let mut losses = vec![f64::NAN; 3];
+                let per_row = (reduction == Reduction::None).then_some(&mut losses[..]);
+                let got = cross_entropy_soft(Io::Read(&[]), layout, &[], &opts, per_row).unwrap();
+                match reduction {
+                    Reduction::None => assert_eq!(losses, [0.0; 3]),
+                    Reduction::Sum => assert_eq!(got, 0.0),
+                    Reduction::Mean => assert!(got.is_nan(), "{got}"),
+                }
+                let mut grad: [f64; 0] = [];
+                let io = Io::ReadWrite {
+                    input: &[],
+                    out: &mut grad,
+                };
+                let mut grad_losses = vec![f64::NAN; 3];
+                let per_row = (reduction == Reduction::None).then_some(&mut grad_losses[..]);
+                let with_grad = cross_entropy_soft(io, layout, &[], &opts, per_row).unwrap();
+                assert!(with_grad == got || (with_grad.is_nan() && got.is_nan()));
+                if reduction == Reduction::None {
+                    assert_eq!(grad_losses, [0.0; 3]);
+                }
+            }
         }
     }
 

@@ -4,8 +4,8 @@
 //! checked here, so the private module cannot be misused into undefined behaviour.
 
 use numpy::{
-    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray,
-    PyUntypedArrayMethods,
+    Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
@@ -22,10 +22,18 @@ pub(crate) enum FloatArray<'py> {
     F64(Bound<'py, PyArrayDyn<f64>>),
 }
 
-/// The NumPy dtype name of `obj` (for messages).
+/// The NumPy dtype name of `obj` (for messages), saying so when it is not in native byte
+/// order (the Python layer converts such inputs; only direct calls of the core see this).
 pub(crate) fn dtype_name(obj: &Bound<'_, PyAny>) -> String {
     obj.cast::<PyUntypedArray>()
-        .map(|a| a.dtype().to_string())
+        .map(|a| {
+            let dtype = a.dtype();
+            if dtype.is_native_byteorder() == Some(false) {
+                format!("{dtype} (not in native byte order)")
+            } else {
+                dtype.to_string()
+            }
+        })
         .unwrap_or_else(|_| obj.get_type().to_string())
 }
 
@@ -149,18 +157,28 @@ pub(crate) enum Output<'py, T: Element> {
     Separate(PyReadwriteArrayDyn<'py, T>),
 }
 
-/// Checks a caller's output buffer (`out=`, `grad_out=`): dtype `T` (`TypeError`), the
-/// input's shape, C-contiguous, writable, and either the input itself or not overlapping it
-/// (`ValueError`).
+/// Checks a caller's output buffer (`out=`, `grad_out=`): dtype `T` in native byte order
+/// (`TypeError`), the input's shape, C-contiguous, aligned, writable, and either the input
+/// itself or not overlapping it (`ValueError`). Unlike an input, an output that is none of
+/// these cannot be converted: it is written in place.
 pub(crate) fn output<'py, T: Element + Float>(
     obj: &Bound<'py, PyAny>,
     what: &str,
     input: &Bound<'py, PyArrayDyn<T>>,
 ) -> PyResult<(Bound<'py, PyArrayDyn<T>>, bool)> {
-    let out = typed::<T>(obj, what)?;
+    let out = typed::<T>(obj, what).map_err(|e| non_native_output(obj, what).unwrap_or(e))?;
     check_shape(what, out.shape(), input.shape(), "the input has shape")?;
     if !out.is_c_contiguous() {
         return Err(XentError::Value(format!("{what} must be C-contiguous")).into());
+    }
+    if !out.is_aligned() {
+        return Err(XentError::Value(format!(
+            "{what} must be aligned (its data address a multiple of {} bytes): an output is \
+             written in place, so it cannot be converted; pass an aligned array, e.g. \
+             np.empty_like(input)",
+            std::mem::align_of::<T>()
+        ))
+        .into());
     }
     if !obj
         .getattr("flags")?
@@ -179,6 +197,21 @@ pub(crate) fn output<'py, T: Element + Float>(
         .into());
     }
     Ok((out, same))
+}
+
+/// The `TypeError` for an output array not in native byte order (the Python layer's words
+/// too), or `None` when `obj` is something else.
+#[cold]
+fn non_native_output(obj: &Bound<'_, PyAny>, what: &str) -> Option<PyErr> {
+    let dtype = obj.cast::<PyUntypedArray>().ok()?.dtype();
+    (dtype.is_native_byteorder() == Some(false)).then(|| {
+        XentError::Type(format!(
+            "{what} must be in native byte order, got dtype {dtype}: an output is written in \
+             place, so it cannot be converted; pass a native array, e.g. \
+             np.empty({what}.shape, {what}.dtype.newbyteorder('='))"
+        ))
+        .into()
+    })
 }
 
 /// Takes the write borrow of an output checked by [`output`].

@@ -3,9 +3,9 @@
 //! `return_grad`, `(loss, grad)`.
 
 use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyTuple};
 
 use crate::error::{XentError, format_index};
 use crate::float::Float;
@@ -104,13 +104,33 @@ pub(crate) fn nll_loss<'py>(
 
 /// `ignore_index` as an `i64`. A Python integer beyond that range is a `ValueError` that names
 /// the argument, as torch's is (PyO3's own conversion error is an `OverflowError` naming
-/// nothing).
+/// nothing). Anything that is not an integer (`__index__`: NumPy integers are) is a
+/// `TypeError` naming the argument and the type, as torch's is; so is a bool (an `int` to
+/// Python, but never a class index).
 fn ignore_index_arg(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let not_an_integer = || -> PyErr {
+        XentError::Type(format!(
+            "ignore_index must be an integer, got {} {}",
+            value
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_owned(), |n| n.to_string()),
+            value
+                .repr()
+                .map_or_else(|_| "?".to_owned(), |r| r.to_string()),
+        ))
+        .into()
+    };
+    if value.is_instance_of::<PyBool>() {
+        return Err(not_an_integer());
+    }
     value.extract::<i64>().map_err(|e| {
         if e.is_instance_of::<PyOverflowError>(value.py()) {
             PyValueError::new_err(format!(
                 "ignore_index must lie in [-2**63, 2**63) (class indices are 64-bit), got {value}"
             ))
+        } else if e.is_instance_of::<PyTypeError>(value.py()) {
+            not_an_integer()
         } else {
             e
         }
