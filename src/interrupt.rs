@@ -6,12 +6,12 @@
 //! the blocks of every call of at least [`crate::parallel::WATCH_ELEMENTS`] elements on the
 //! pool while the calling thread asks that function every [`POLL_INTERVAL`]. Once it says
 //! stop, a flag shared by the call's workers makes each of them stop at its next block, or
-//! within [`ROW_CHECK`] values inside a long row ([`stopped`], which the row loops read), and
+//! within [`ROW_CHECK`] values inside a long row (`stopped_at`, which the row loops ask), and
 //! the call returns [`crate::error::XentError::Interrupted`]: what it wrote by then is
 //! unspecified, and a caller must drop it.
 //!
 //! Calls without a poll function, smaller calls and work outside a watched call never stop:
-//! [`stopped`] is false there.
+//! `stopped_at` is false there.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +71,7 @@ pub(crate) fn poll() -> bool {
     }
 }
 
-/// Runs `f` on a worker thread with `flag` as its stop flag (read by [`stopped`]).
+/// Runs `f` on a worker thread with `flag` as its stop flag (read by [`stopped_at`]).
 pub(crate) fn with_stop_flag<R>(flag: &AtomicBool, f: impl FnOnce() -> R) -> R {
     struct Clear(*const AtomicBool);
     impl Drop for Clear {
@@ -84,21 +84,24 @@ pub(crate) fn with_stop_flag<R>(flag: &AtomicBool, f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether the watched call this thread works for has been asked to stop. Row loops read it
-/// every [`ROW_CHECK`] values and give up the row when it is set (the call's results are
-/// then dropped, so what the row holds does not matter).
+/// through [`stopped_at`] and give up the row when it is set (the call's results are then
+/// dropped, so what the row holds does not matter).
 #[inline]
-pub(crate) fn stopped() -> bool {
+fn stopped() -> bool {
     let flag = STOP.get();
     // SAFETY: a non-null flag is the one `with_stop_flag` set for the block this thread is
     // computing, and it outlives that block.
     !flag.is_null() && unsafe { (*flag).load(Ordering::Relaxed) }
 }
 
-/// Whether a row loop at value `i` should give up its row: every [`ROW_CHECK`] values, the
-/// stop flag's answer. `i` steps by a power of two no larger than [`ROW_CHECK`].
+/// Whether a row loop starting its stretch of [`ROW_CHECK`] values at `start` should give
+/// up the row: never at the row's start (so rows shorter than one stretch never read the
+/// flag), else the stop flag's answer. Row loops run in stretches of [`ROW_CHECK`] values, the
+/// loop inside each stretch unchanged, so the values meet the same arithmetic in the same
+/// order whether or not a call is watched.
 #[inline(always)]
-pub(crate) fn row_stopped(i: usize) -> bool {
-    i.is_multiple_of(ROW_CHECK) && i != 0 && stopped()
+pub(crate) fn stopped_at(start: usize) -> bool {
+    start != 0 && stopped()
 }
 
 #[cfg(test)]
@@ -127,9 +130,8 @@ mod tests {
             assert!(!stopped());
             flag.store(true, Ordering::Relaxed);
             assert!(stopped());
-            assert!(!row_stopped(0), "a row is never given up before it starts");
-            assert!(!row_stopped(ROW_CHECK + 16));
-            assert!(row_stopped(2 * ROW_CHECK));
+            assert!(!stopped_at(0), "a row is never given up before it starts");
+            assert!(stopped_at(2 * ROW_CHECK));
         });
         assert!(!stopped());
     }

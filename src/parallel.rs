@@ -14,7 +14,7 @@
 //! that they can stop midway (see [`crate::interrupt`]).
 //!
 //! A forked child inherits the pool's bookkeeping but none of its threads: the child handler
-//! of [`crate::fork`] drops the pool there (without touching its dead threads), and the
+//! of `crate::fork` drops the pool there (without touching its dead threads), and the
 //! child's first parallel call starts a fresh one.
 
 use std::ops::Range;
@@ -162,7 +162,7 @@ where
 
 /// [`map_blocks`] for a watched call: the pool's threads take blocks in turn while the
 /// calling thread polls every [`interrupt::POLL_INTERVAL`]; when the poll says stop, the
-/// workers stop at their next block (or inside a long row, see [`interrupt::stopped`]) and
+/// workers stop at their next block (or inside a long row, see [`interrupt::stopped_at`]) and
 /// the call is [`XentError::Interrupted`]. Results come back in block order, as from
 /// [`map_blocks`], whichever thread computed them.
 fn map_watched<R, F>(

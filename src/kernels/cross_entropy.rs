@@ -483,12 +483,14 @@ unsafe fn zero_row<T: Float, I: Isa>(isa: I, out: *mut T, n: usize) {
     }
     let lanes = V::<T, I>::LANES;
     let z = V::<T, I>::splat(isa, T::ZERO);
-    for i in (0..n).step_by(lanes) {
-        if interrupt::row_stopped(i) {
+    for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+        if interrupt::stopped_at(seg) {
             return;
         }
-        // SAFETY: i < n values remain.
-        unsafe { store_upto(z, out.add(i), lanes.min(n - i)) };
+        for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+            // SAFETY: i < n values remain.
+            unsafe { store_upto(z, out.add(i), lanes.min(n - i)) };
+        }
     }
 }
 
@@ -670,26 +672,29 @@ impl<T: Float> HardTarget<'_, T> {
         unsafe {
             let mut start = 0;
             while start + 4 * lanes <= n {
-                if interrupt::row_stopped(start) {
+                if interrupt::stopped_at(start) {
                     return (0.0, 0.0);
                 }
-                prefetch_row(p.ahead, start, 4 * lanes);
-                let (mut e4, mut d4) = (zero, zero);
-                for i in (start..start + 4 * lanes).step_by(lanes) {
-                    let d = V::<T, I>::load(isa, p.x.add(i)).sub(mv);
-                    let e = T::exp(d);
-                    d4 = match self.weight {
-                        Some(w) => d.mul_add(V::<T, I>::load(isa, w.as_ptr().add(i)), d4),
-                        None => d4.add(d),
-                    };
-                    if !store.is_null() {
-                        e.store(store.add(i));
+                let end = n.min(start + interrupt::ROW_CHECK);
+                while start + 4 * lanes <= end {
+                    prefetch_row(p.ahead, start, 4 * lanes);
+                    let (mut e4, mut d4) = (zero, zero);
+                    for i in (start..start + 4 * lanes).step_by(lanes) {
+                        let d = V::<T, I>::load(isa, p.x.add(i)).sub(mv);
+                        let e = T::exp(d);
+                        d4 = match self.weight {
+                            Some(w) => d.mul_add(V::<T, I>::load(isa, w.as_ptr().add(i)), d4),
+                            None => d4.add(d),
+                        };
+                        if !store.is_null() {
+                            e.store(store.add(i));
+                        }
+                        e4 = e4.add(e);
                     }
-                    e4 = e4.add(e);
+                    se = e4.wide_add(se);
+                    sd = d4.wide_add(sd);
+                    start += 4 * lanes;
                 }
-                se = e4.wide_add(se);
-                sd = d4.wide_add(sd);
-                start += 4 * lanes;
             }
             for i in (start..n).step_by(lanes) {
                 let k = lanes.min(n - i);
@@ -788,21 +793,23 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                     );
                     let b = g * eps / c;
                     let bv = V::<T, I>::splat(isa, T::from_f64(b));
-                    for i in (0..n).step_by(lanes) {
-                        if interrupt::row_stopped(i) {
+                    for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                        if interrupt::stopped_at(seg) {
                             return 0.0;
                         }
-                        let k = lanes.min(n - i);
-                        let e = load_upto(isa, p.out.add(i), k, T::ZERO);
-                        let out = match (self.weight, b != 0.0) {
-                            (Some(w), true) => {
-                                let wv = load_upto(isa, w.as_ptr().add(i), k, T::ZERO);
-                                e.mul(a).sub(wv.mul(bv))
-                            }
-                            (None, true) => e.mul(a).sub(bv),
-                            (_, false) => e.mul(a),
-                        };
-                        store_upto(out, p.out.add(i), k);
+                        for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                            let k = lanes.min(n - i);
+                            let e = load_upto(isa, p.out.add(i), k, T::ZERO);
+                            let out = match (self.weight, b != 0.0) {
+                                (Some(w), true) => {
+                                    let wv = load_upto(isa, w.as_ptr().add(i), k, T::ZERO);
+                                    e.mul(a).sub(wv.mul(bv))
+                                }
+                                (None, true) => e.mul(a).sub(bv),
+                                (_, false) => e.mul(a),
+                            };
+                            store_upto(out, p.out.add(i), k);
+                        }
                     }
                     let at_y = (*p.out.add(y)).to_f64() - g * (1.0 - eps) * w_y;
                     *p.out.add(y) = T::from_f64(at_y);
@@ -1011,26 +1018,29 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
             let zero = V::<T, I>::splat(isa, T::ZERO);
             let mut start = 0;
             while start + 4 * lanes <= n {
-                if interrupt::row_stopped(start) {
+                if interrupt::stopped_at(start) {
                     return 0.0;
                 }
-                prefetch_row(p.ahead, start, 4 * lanes);
-                let (mut e4, mut t4, mut d4) = (zero, zero, zero);
-                for i in (start..start + 4 * lanes).step_by(lanes) {
-                    let d = V::<T, I>::load(isa, p.x.add(i)).sub(mv);
-                    let e = T::exp(d);
-                    let tw = self.weighted_at(isa, p.x2, i, lanes);
-                    if grad {
-                        e.store(p.out.add(i));
+                let end = n.min(start + interrupt::ROW_CHECK);
+                while start + 4 * lanes <= end {
+                    prefetch_row(p.ahead, start, 4 * lanes);
+                    let (mut e4, mut t4, mut d4) = (zero, zero, zero);
+                    for i in (start..start + 4 * lanes).step_by(lanes) {
+                        let d = V::<T, I>::load(isa, p.x.add(i)).sub(mv);
+                        let e = T::exp(d);
+                        let tw = self.weighted_at(isa, p.x2, i, lanes);
+                        if grad {
+                            e.store(p.out.add(i));
+                        }
+                        e4 = e4.add(e);
+                        t4 = t4.add(tw);
+                        d4 = tw.mul_add(d, d4);
                     }
-                    e4 = e4.add(e);
-                    t4 = t4.add(tw);
-                    d4 = tw.mul_add(d, d4);
+                    se = e4.wide_add(se);
+                    st = t4.wide_add(st);
+                    sd = d4.wide_add(sd);
+                    start += 4 * lanes;
                 }
-                se = e4.wide_add(se);
-                st = t4.wide_add(st);
-                sd = d4.wide_add(sd);
-                start += 4 * lanes;
             }
             for i in (start..n).step_by(lanes) {
                 let k = lanes.min(n - i);
@@ -1057,14 +1067,16 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
                     let g = self.scale.at(r) * sw;
                     let a = V::<T, I>::splat(isa, T::from_f64(g * t_total / s));
                     let gv = V::<T, I>::splat(isa, T::from_f64(g));
-                    for i in (0..n).step_by(lanes) {
-                        if interrupt::row_stopped(i) {
+                    for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                        if interrupt::stopped_at(seg) {
                             return 0.0;
                         }
-                        let k = lanes.min(n - i);
-                        let e = load_upto(isa, p.out.add(i), k, T::ZERO);
-                        let tw = self.weighted_at(isa, p.x2, i, k);
-                        store_upto(e.mul(a).sub(gv.mul(tw)), p.out.add(i), k);
+                        for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                            let k = lanes.min(n - i);
+                            let e = load_upto(isa, p.out.add(i), k, T::ZERO);
+                            let tw = self.weighted_at(isa, p.x2, i, k);
+                            store_upto(e.mul(a).sub(gv.mul(tw)), p.out.add(i), k);
+                        }
                     }
                 }
             }

@@ -236,15 +236,17 @@ impl<T: Float> RowKernel<T> for Rows<'_, T> {
         let lanes = V::<T, I>::LANES;
         let mut sum = V::<T, I>::wide_zero(isa);
         let mut range = Range::<T, I>::new(isa);
-        for i in (0..n).step_by(lanes) {
-            if interrupt::row_stopped(i) {
+        for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+            if interrupt::stopped_at(seg) {
                 return 0.0;
             }
-            let k = lanes.min(n - i);
-            // SAFETY: the driver hands over n readable values; padding lanes read 0.
-            let v = unsafe { load_upto(isa, p.x.add(i), k, T::ZERO) };
-            sum = v.wide_add(sum);
-            range.add(v);
+            for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                let k = lanes.min(n - i);
+                // SAFETY: the driver hands over n readable values; padding lanes read 0.
+                let v = unsafe { load_upto(isa, p.x.add(i), k, T::ZERO) };
+                sum = v.wide_add(sum);
+                range.add(v);
+            }
         }
         let total = V::<T, I>::wide_sum(sum);
         range.raise(

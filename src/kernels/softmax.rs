@@ -123,13 +123,15 @@ impl<T: Float> RowKernel<T> for Normalize {
             } else {
                 let s = row_sum_exp(isa, p.x, n, m, p.out, p.ahead);
                 let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / s));
-                for i in (0..n).step_by(lanes) {
-                    if interrupt::row_stopped(i) {
+                for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                    if interrupt::stopped_at(seg) {
                         return 0.0;
                     }
-                    let k = lanes.min(n - i);
-                    let e = load_upto(isa, p.out.add(i), k, T::ZERO);
-                    store_upto(e.mul(inv), p.out.add(i), k);
+                    for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                        let k = lanes.min(n - i);
+                        let e = load_upto(isa, p.out.add(i), k, T::ZERO);
+                        store_upto(e.mul(inv), p.out.add(i), k);
+                    }
                 }
             }
         }
@@ -245,33 +247,37 @@ impl<T: Float> RowKernel<T> for Backward {
         // SAFETY: the driver hands over `n` values at p.x, p.x2 (read) and p.out (written).
         unsafe {
             let mut acc = V::<T, I>::wide_zero(isa);
-            for i in (0..n).step_by(lanes) {
-                if interrupt::row_stopped(i) {
+            for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                if interrupt::stopped_at(seg) {
                     return 0.0;
                 }
-                let k = lanes.min(n - i);
-                let g = load_upto(isa, p.x.add(i), k, T::ZERO);
-                let term = if self.log {
-                    g
-                } else {
-                    g.mul(load_upto(isa, p.x2.add(i), k, T::ZERO))
-                };
-                acc = term.wide_add(acc);
+                for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                    let k = lanes.min(n - i);
+                    let g = load_upto(isa, p.x.add(i), k, T::ZERO);
+                    let term = if self.log {
+                        g
+                    } else {
+                        g.mul(load_upto(isa, p.x2.add(i), k, T::ZERO))
+                    };
+                    acc = term.wide_add(acc);
+                }
             }
             let total = V::<T, I>::splat(isa, T::from_f64(V::<T, I>::wide_sum(acc)));
-            for i in (0..n).step_by(lanes) {
-                if interrupt::row_stopped(i) {
+            for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                if interrupt::stopped_at(seg) {
                     return 0.0;
                 }
-                let k = lanes.min(n - i);
-                let g = load_upto(isa, p.x.add(i), k, T::ZERO);
-                let y = load_upto(isa, p.x2.add(i), k, T::ZERO);
-                let r = if self.log {
-                    g.sub(T::exp(y).mul(total))
-                } else {
-                    y.mul(g.sub(total))
-                };
-                store_upto(r, p.out.add(i), k);
+                for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                    let k = lanes.min(n - i);
+                    let g = load_upto(isa, p.x.add(i), k, T::ZERO);
+                    let y = load_upto(isa, p.x2.add(i), k, T::ZERO);
+                    let r = if self.log {
+                        g.sub(T::exp(y).mul(total))
+                    } else {
+                        y.mul(g.sub(total))
+                    };
+                    store_upto(r, p.out.add(i), k);
+                }
             }
         }
         0.0

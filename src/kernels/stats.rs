@@ -26,14 +26,17 @@ pub(crate) unsafe fn row_max<T: Float, I: Isa>(isa: I, x: *const T, n: usize) ->
     let mut acc = [ninf; 4];
     let mut i = 0;
     while i + 4 * lanes <= n {
-        if interrupt::row_stopped(i) {
+        if interrupt::stopped_at(i) {
             return T::ZERO;
         }
-        for (k, a) in acc.iter_mut().enumerate() {
-            // SAFETY: i + (k+1)*lanes <= n.
-            *a = a.max(unsafe { V::<T, I>::load(isa, x.add(i + k * lanes)) });
+        let end = n.min(i + interrupt::ROW_CHECK);
+        while i + 4 * lanes <= end {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: i + (k+1)*lanes <= n.
+                *a = a.max(unsafe { V::<T, I>::load(isa, x.add(i + k * lanes)) });
+            }
+            i += 4 * lanes;
         }
-        i += 4 * lanes;
     }
     while i + lanes <= n {
         // SAFETY: i + lanes <= n.
@@ -99,27 +102,30 @@ pub(crate) unsafe fn row_sum_exp<T: Float, I: Isa>(
     let mut acc = V::<T, I>::wide_zero(isa);
     let mut i = 0;
     while i + 4 * lanes <= n {
-        if interrupt::row_stopped(i) {
+        if interrupt::stopped_at(i) {
             return 1.0;
         }
-        prefetch_row(ahead, i, 4 * lanes);
-        // SAFETY: i + 4 * lanes <= n.
-        let v = unsafe {
-            [
-                T::exp(V::<T, I>::load(isa, x.add(i)).sub(mv)),
-                T::exp(V::<T, I>::load(isa, x.add(i + lanes)).sub(mv)),
-                T::exp(V::<T, I>::load(isa, x.add(i + 2 * lanes)).sub(mv)),
-                T::exp(V::<T, I>::load(isa, x.add(i + 3 * lanes)).sub(mv)),
-            ]
-        };
-        if !e.is_null() {
-            for (k, vk) in v.iter().enumerate() {
-                // SAFETY: as above.
-                unsafe { vk.store(e.add(i + k * lanes)) };
+        let end = n.min(i + interrupt::ROW_CHECK);
+        while i + 4 * lanes <= end {
+            prefetch_row(ahead, i, 4 * lanes);
+            // SAFETY: i + 4 * lanes <= n.
+            let v = unsafe {
+                [
+                    T::exp(V::<T, I>::load(isa, x.add(i)).sub(mv)),
+                    T::exp(V::<T, I>::load(isa, x.add(i + lanes)).sub(mv)),
+                    T::exp(V::<T, I>::load(isa, x.add(i + 2 * lanes)).sub(mv)),
+                    T::exp(V::<T, I>::load(isa, x.add(i + 3 * lanes)).sub(mv)),
+                ]
+            };
+            if !e.is_null() {
+                for (k, vk) in v.iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { vk.store(e.add(i + k * lanes)) };
+                }
             }
+            acc = v[0].add(v[1]).add(v[2].add(v[3])).wide_add(acc);
+            i += 4 * lanes;
         }
-        acc = v[0].add(v[1]).add(v[2].add(v[3])).wide_add(acc);
-        i += 4 * lanes;
     }
     while i < n {
         let k = lanes.min(n - i);
@@ -220,22 +226,24 @@ pub(crate) unsafe fn map_row<T: Float, I: Isa>(
     let first = first_piece::<T, I>(out, n, stream);
     let (mut i, mut k) = (0, first);
     while i < n {
-        // Every piece after the first starts a whole number of vectors past `first`.
-        if interrupt::row_stopped(i + lanes - first) {
+        if interrupt::stopped_at(i) {
             return;
         }
-        // SAFETY: i + k <= n values at `x` and `out`; `put` streams only whole vectors, which
-        // `first_piece` aligned.
-        unsafe {
-            put(
-                f(load_upto(isa, x.add(i), k, T::ZERO)),
-                out.add(i),
-                k,
-                stream,
-            )
-        };
-        i += k;
-        k = lanes.min(n - i);
+        let end = n.min(i + interrupt::ROW_CHECK);
+        while i < end {
+            // SAFETY: i + k <= n values at `x` and `out`; `put` streams only whole vectors, which
+            // `first_piece` aligned.
+            unsafe {
+                put(
+                    f(load_upto(isa, x.add(i), k, T::ZERO)),
+                    out.add(i),
+                    k,
+                    stream,
+                )
+            };
+            i += k;
+            k = lanes.min(n - i);
+        }
     }
 }
 
