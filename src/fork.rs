@@ -3,11 +3,12 @@
 //! `fork` copies the memory of a process but only the thread that called it. A child of a
 //! process that had made a parallel call would otherwise find the pool of [`crate::parallel`]
 //! with no threads behind it (and wait for them forever), and any lock another thread held at
-//! the moment of the fork locked for good. Handlers registered with `pthread_atfork` (on the
-//! first parallel call or cached output) take both of the crate's locks before the fork, so
+//! the moment of the fork locked for good. Handlers registered with `pthread_atfork` (by
+//! [`register_handlers`], which the Python binding calls when it is imported) take both of
+//! the crate's locks before the fork, so
 //! that no other thread holds one while memory is copied, and release them after it; in the
 //! child they also drop the parent's pool (the first parallel call there starts a fresh one)
-//! and its idle output blocks ([`crate::pool::drop_idle_after_fork`]). The parent's pool is
+//! and its idle output blocks (`pool::drop_idle_after_fork`). The parent's pool is
 //! untouched.
 
 use std::cell::RefCell;
@@ -25,8 +26,8 @@ thread_local! {
     static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
 }
 
-/// Registers the fork handlers, once per process.
-pub(crate) fn register_handlers() {
+/// Registers the fork handlers, once per process (later calls do nothing).
+pub fn register_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         #[cfg(unix)]

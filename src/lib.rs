@@ -12,11 +12,11 @@
 //! - [`reduce`]: deterministic float64 sums.
 //! - [`pool`]: the bounded cache of large output blocks.
 //! - [`interrupt`]: stopping a long call midway when its caller asks (Ctrl-C).
-//! - `fork`: the state a forked child must not inherit (the pool's threads, held locks).
+//! - [`fork`]: the state a forked child must not inherit (the pool's threads, held locks).
 
 pub mod error;
 pub mod float;
-mod fork;
+pub mod fork;
 pub mod interrupt;
 pub mod simd;
 

@@ -14,7 +14,7 @@
 //! that they can stop midway (see [`crate::interrupt`]).
 //!
 //! A forked child inherits the pool's bookkeeping but none of its threads: the child handler
-//! of `crate::fork` drops the pool there (without touching its dead threads), and the
+//! of [`crate::fork`] drops the pool there (without touching its dead threads), and the
 //! child's first parallel call starts a fresh one.
 
 use std::ops::Range;
@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::XentError;
-use crate::{fork, interrupt};
+use crate::interrupt;
 
 /// Elements per block: large enough to amortise scheduling, small enough to stay in L2.
 pub const BLOCK_ELEMENTS: usize = 1 << 17;
@@ -108,7 +108,6 @@ fn pool(watched: bool) -> Result<Option<Arc<ThreadPool>>, XentError> {
             return Ok(None);
         }
         if s.pool.is_none() {
-            fork::register_handlers();
             let pool = ThreadPoolBuilder::new()
                 .num_threads(s.threads)
                 .thread_name(|i| format!("xent-rs-{i}"))

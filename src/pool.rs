@@ -132,7 +132,6 @@ pub fn allocate(size: usize) -> *mut u8 {
     if let Some(ptr) = reused {
         return ptr;
     }
-    crate::fork::register_handlers();
     let ptr = map_block(capacity);
     if !ptr.is_null() {
         with_pool(|pool| pool.live.insert(ptr as usize, capacity));

@@ -74,6 +74,8 @@ fn supported_simd_levels() -> Vec<&'static str> {
 /// The private native module `xent_rs._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Before any call can start the pool: a forked child must not inherit it.
+    crate::fork::register_handlers();
     m.add_function(wrap_pyfunction!(softmax::log_softmax, m)?)?;
     m.add_function(wrap_pyfunction!(softmax::softmax, m)?)?;
     m.add_function(wrap_pyfunction!(softmax::logsumexp, m)?)?;
