@@ -685,6 +685,14 @@ def report(results: dict[str, Any], wls: list[peers.Workload], threads: list[int
             continue
         out += ["", f"### {wl.name}: {wl.describe()}", ""]
         out.append(workload_table(wl, wl_cells, threads, with_ours))
+    acc_rows = accumulator_rows(cells, threads)
+    if acc_rows:
+        out += [
+            "",
+            "### Streaming accumulators against the one-shot call they mirror",
+            "",
+            md_table(["workload", "op", "T", "xent_rs ms", "one-shot ms", "ratio"], acc_rows),
+        ]
     sweep_cells = [c for c in cells if c["workload"].startswith("sweep-")]
     if sweep_cells:
         out += ["", "### Size sweep: CE fwd (mean), float32, per call in microseconds", ""]
@@ -821,6 +829,32 @@ def best_bandwidth(bw: dict[str, dict[str, float]]) -> dict[str, float]:
         running = max(running, *bw[t].values())
         best[t] = running
     return best
+
+
+def accumulator_rows(cells: list[dict[str, Any]], threads: list[int]) -> list[list[str]]:
+    """One row per accumulator cell of xent_rs: its median against the one-shot op's."""
+    ours = {
+        (c["workload"], c["op"], c["threads"]): c
+        for c in cells
+        if c["lib"] == "xent_rs" and "ms" in c
+    }
+    rows = []
+    for (wl, op, t), c in sorted(ours.items()):
+        mirror = ours.get((wl, peers.ACC_MIRRORS.get(op, ""), t))
+        if mirror is None or t not in threads:
+            continue
+        ratio = c["ms"] / mirror["ms"]
+        rows.append(
+            [
+                wl,
+                peers.OPS[op],
+                str(t),
+                fmt_ms(c["ms"]),
+                fmt_ms(mirror["ms"]),
+                f"{ratio:.2f}x",
+            ]
+        )
+    return rows
 
 
 def analyse(results: dict[str, Any]) -> None:

@@ -46,7 +46,16 @@ OPS: dict[str, str] = {
     "bce_prob_fwdbwd": "BCE on probabilities fwd+grad",
     "log_loss_labels": "log_loss(y, proba, labels=...)",
     "log_loss": "log_loss(y, proba), labels inferred",
+    "ce_sum": "CE fwd (sum) [W1: class weights]",
+    "acc_update": "CrossEntropyAccumulator.update [W1: class weights]",
+    "ce_none": "CE fwd (none) [W1: class weights]",
+    "acc_update_losses": "CrossEntropyAccumulator.update(return_losses=True) [W1: weights]",
 }
+
+# Accumulator ops and the one-shot op each mirrors (same arrays, same options): the report
+# gives their ratio, which should stay near 1 (one native pass either way).
+ACC_MIRRORS: dict[str, str] = {"acc_update": "ce_sum", "acc_update_losses": "ce_none"}
+ACC_OPS = ("ce_sum", "acc_update", "ce_none", "acc_update_losses")
 
 # The op whose torch result a variant is checked against (torch has no grad_out=).
 REF_OP: dict[str, str] = {"ce_fwdbwd_buf": "ce_fwdbwd", "ce_fwdbwd_inplace": "ce_fwdbwd"}
@@ -66,6 +75,10 @@ OP_SHORT: dict[str, str] = {
     "bce_prob_fwdbwd": "BCE f+g",
     "log_loss_labels": "log_loss lab",
     "log_loss": "log_loss",
+    "ce_sum": "CE sum",
+    "acc_update": "acc update",
+    "ce_none": "CE none",
+    "acc_update_losses": "acc update+losses",
 }
 
 CE_OPS = (
@@ -116,8 +129,15 @@ def workloads(quick: bool) -> list[Workload]:
     """The workloads in table order; ``quick`` shrinks each one 16x (sweep: up to 10^6)."""
     div = 16 if quick else 1
     specs: list[tuple[str, str, str, tuple[int, ...], int, tuple[str, ...]]] = [
-        ("W1", "small-C scoring", "ce", (1_048_576 // div, 10), -1, CE_OPS + LOG_LOSS_OPS),
-        ("W2", "mid-C", "ce", (65_536 // div, 1_000), -1, CE_OPS + LOG_LOSS_OPS),
+        (
+            "W1",
+            "small-C scoring",
+            "ce",
+            (1_048_576 // div, 10),
+            -1,
+            CE_OPS + LOG_LOSS_OPS + ACC_OPS,
+        ),
+        ("W2", "mid-C", "ce", (65_536 // div, 1_000), -1, CE_OPS + LOG_LOSS_OPS + ACC_OPS),
         ("W3", "LLM vocab", "ce", (2_048 // div, 32_000), -1, CE_OPS),
         ("W4", "big vocab", "ce", (512 // div, 128_256), -1, CE_OPS),
         ("W5", "segmentation NCHW", "ce", (16 // div or 1, 21, 256, 256), 1, CE_OPS),
@@ -265,8 +285,10 @@ def floor_bytes(op: str, wl: Workload) -> int:
     if op.startswith("log_loss"):
         return x + y
     if kind == "ce":
-        if op == "ce_fwd":
+        if op in ("ce_fwd", "ce_sum", "acc_update"):
             return x + y
+        if op in ("ce_none", "acc_update_losses"):
+            return x + y + wl.n_elements // wl.n_classes * 4
         if op in ("ce_fwdbwd", "ce_fwdbwd_buf", "ce_fwdbwd_inplace"):
             return 2 * x + y
         if op == "ce_wls_fwdbwd":
@@ -459,6 +481,8 @@ def build_xent_rs(xr: Any, op: str, d: Data) -> Call | None:
         if op == "log_softmax_out":
             buf = np.empty_like(x)
             return Call(lambda: xr.log_softmax(x, axis=ax, out=buf))
+        if op in ACC_OPS:
+            return _accumulator_call(xr, op, d)
         return None
     t = d.t
     if op.startswith("bce_logits"):
@@ -473,6 +497,21 @@ def build_xent_rs(xr: Any, op: str, d: Data) -> Call | None:
         grad = op.endswith("fwdbwd")
         return Call(lambda: xr.binary_cross_entropy(p, t, return_grad=grad))
     return None
+
+
+def _accumulator_call(xr: Any, op: str, d: Data) -> Call | None:
+    """A streaming accumulator's ``update`` or the one-shot call it mirrors; W1 with the
+    class weights, the other workloads without."""
+    if not hasattr(xr, "streaming"):
+        return None
+    x, y, ax = d.x, d.y, d.axis
+    w = d.w if d.wl.name == "W1" else None
+    if op in ("ce_sum", "ce_none"):
+        reduction = "sum" if op == "ce_sum" else "none"
+        return Call(lambda: xr.cross_entropy(x, y, axis=ax, weight=w, reduction=reduction))
+    acc = xr.streaming.CrossEntropyAccumulator(axis=ax, weight=w, reduction="sum")
+    losses = op == "acc_update_losses"
+    return Call(lambda: acc.update(x, y, return_losses=losses))
 
 
 def build_numpy(op: str, d: Data) -> Call | None:

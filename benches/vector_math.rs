@@ -7,8 +7,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use xent_rs::kernels::cross_entropy::{ClassOptions, GradOutput, Reduction, cross_entropy};
-use xent_rs::kernels::{Io, Layout, Targets};
+use xent_rs::kernels::cross_entropy::{ClassOptions, cross_entropy};
+use xent_rs::kernels::{GradOutput, Io, Layout, Reduction, Targets};
 use xent_rs::simd::math::{Func, evaluate};
 use xent_rs::simd::{self, Level};
 

@@ -1,13 +1,18 @@
 """Type stubs of the private native module ``xent_rs._core`` (see ``src/py/``)."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 
 __all__ = [
+    "LogLossSummary",
+    "Partial",
     "binary_cross_entropy",
+    "binary_cross_entropy_partial",
     "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_partial",
     "cross_entropy",
+    "cross_entropy_partial",
     "get_num_threads",
     "get_output_cache",
     "log_loss",
@@ -15,6 +20,7 @@ __all__ = [
     "log_softmax_backward",
     "logsumexp",
     "nll_loss",
+    "nll_loss_partial",
     "set_num_threads",
     "set_output_cache",
     "set_simd_level",
@@ -73,13 +79,80 @@ def binary_cross_entropy_with_logits(
     return_grad: bool,
     grad_output: float | np.ndarray | None,
 ) -> Any: ...
+
+@final
+class Partial:
+    """One chunk's contribution to a streaming loss (a ``*_partial`` call)."""
+
+    @property
+    def loss_sum(self) -> float: ...
+    @property
+    def denominator(self) -> float: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def losses(self) -> np.ndarray | None: ...
+
+def cross_entropy_partial(
+    input: np.ndarray,
+    target: np.ndarray,
+    axis: int,
+    weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    ignore_index: int,
+    label_smoothing: float,
+    return_losses: bool,
+) -> Partial: ...
+def nll_loss_partial(
+    input: np.ndarray,
+    target: np.ndarray,
+    axis: int,
+    weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    ignore_index: int,
+    return_losses: bool,
+) -> Partial: ...
+def binary_cross_entropy_partial(
+    input: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray | None,
+    weight_repeat: int,
+    return_losses: bool,
+) -> Partial: ...
+def binary_cross_entropy_with_logits_partial(
+    input: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray | None,
+    weight_repeat: int,
+    pos_weight: np.ndarray | None,
+    pos_weight_repeat: int,
+    return_losses: bool,
+) -> Partial: ...
+
+@final
+class LogLossSummary:
+    """What one native log-loss pass found."""
+
+    @property
+    def loss_sum(self) -> float: ...
+    @property
+    def weight_sum(self) -> float: ...
+    @property
+    def out_of_range(self) -> bool: ...
+    @property
+    def normalized(self) -> bool: ...
+    @property
+    def labels_in_range(self) -> bool: ...
+    @property
+    def seen(self) -> np.ndarray: ...
+
 def log_loss(
     proba: np.ndarray,
     labels: np.ndarray,
     sample_weight: np.ndarray | None,
     eps: float,
     sum_rtol: float,
-) -> tuple[float, float, bool, bool, bool, np.ndarray]: ...
+) -> LogLossSummary: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def set_output_cache(max_bytes: int) -> None: ...

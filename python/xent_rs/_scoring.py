@@ -87,23 +87,23 @@ def log_loss(
     if y.ndim == 1 and y.dtype.kind in "iu" and _identity_labels(labels, p):
         # Integer labels that are already column numbers: one native pass, no encoding.
         summary = _core.log_loss(p, y, sw, eps, math.sqrt(eps))
-        _check_probabilities(p, summary[2])
+        _check_probabilities(p, summary.out_of_range)
         columns = 2 if p.ndim == 1 else p.shape[1]
-        every_class = labels is not None or bool(np.all(summary[5]))
-        if summary[4] and every_class and columns >= 2:
-            if not summary[3]:
+        every_class = labels is not None or bool(np.all(summary.seen))
+        if summary.labels_in_range and every_class and columns >= 2:
+            if not summary.normalized:
                 _warn_not_normalized()
-            return _average(summary[0], summary[1], normalize)
+            return _average(summary.loss_sum, summary.weight_sum, normalize)
 
     codes, classes = _encode(y, labels)
     if codes is None:
         return _indicator(y, p, sw, eps, classes, labels, normalize)
     summary = _core.log_loss(p, codes, sw, eps, math.sqrt(eps))
-    _check_probabilities(p, summary[2])
-    if not summary[3]:
+    _check_probabilities(p, summary.out_of_range)
+    if not summary.normalized:
         _warn_not_normalized()
     _check_columns(classes, p, labels)
-    return _average(summary[0], summary[1], normalize)
+    return _average(summary.loss_sum, summary.weight_sum, normalize)
 
 
 def sample_weights(sample_weight: Any, dtype: np.dtype[Any]) -> np.ndarray | None:

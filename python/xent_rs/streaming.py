@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from xent_rs import _arrays, _core, _functional, _scoring
+from xent_rs import _arrays, _core, _scoring
 
 __all__ = [
     "Accumulator",
@@ -320,32 +320,6 @@ def _as(value: np.ndarray | None, dtype: np.dtype[Any]) -> np.ndarray | None:
     return None if value is None else _aligned(np.ascontiguousarray(value, dtype=dtype))
 
 
-def _samples(shape: tuple[int, ...], axis: int) -> int:
-    """The number of samples of an input with classes along ``axis`` (already validated)."""
-    if len(shape) == 0:
-        return 0
-    axis = axis % len(shape)
-    return math.prod(shape[:axis] + shape[axis + 1 :])
-
-
-def _hard_denominator(
-    target: np.ndarray,
-    weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    ignore_index: int,
-) -> float:
-    """``Σ w[y]·sample_weight`` over the targets that are not ``ignore_index`` (torch's mean)."""
-    counted = target != ignore_index
-    if weight is None and sample_weight is None:
-        return float(np.count_nonzero(counted))
-    terms = np.ones(int(np.count_nonzero(counted)))
-    if weight is not None:
-        terms = weight.astype(np.float64)[target[counted]]
-    if sample_weight is not None:
-        terms = terms * sample_weight.astype(np.float64).reshape(target.shape)[counted]
-    return float(np.sum(terms, dtype=np.float64))
-
-
 class _ClassAccumulator(Accumulator):
     """Cross entropy and NLL: classes along ``axis``, hard (or, for CE, soft) targets."""
 
@@ -379,38 +353,28 @@ class _ClassAccumulator(Accumulator):
             "reduction": self.reduction,
         }
 
-    def _native_sum(
+    def _partial(
         self,
         x: np.ndarray,
         t: np.ndarray,
         w: np.ndarray | None,
         sw: np.ndarray | None,
-    ) -> float:
-        raise NotImplementedError
-
-    def _losses(
-        self, input: Any, target: Any, w: np.ndarray | None, sw: np.ndarray | None
-    ) -> np.ndarray:
+        return_losses: bool,
+    ) -> _core.Partial:
         raise NotImplementedError
 
     def _score(
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
     ) -> tuple[float, float, int, np.ndarray | None]:
-        x, _ = _arrays.float_input(input)
+        x, result_dtype = _arrays.float_input(input)
         work = x.dtype
         t = _arrays.class_target(target, work)
         w = _as(self.weight, work)
         sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
-        total = self._native_sum(x, t, w, sw)  # validates everything first
-        count = _samples(x.shape, self.axis)
-        if t.dtype.kind == "f" and x.size == 0:
-            denominator = 0.0  # no classes: the one-shot mean is NaN (torch's), so is this one
-        elif t.dtype.kind == "f":
-            denominator = float(count) if sw is None else float(np.sum(sw, dtype=np.float64))
-        else:
-            denominator = _hard_denominator(t, w, sw, self.ignore_index)
-        losses = self._losses(input, target, w, sw) if return_losses else None
-        return total, denominator, count, losses
+        # One native pass: the loss sum, the mean's denominator and the per-sample losses.
+        p = self._partial(x, t, w, sw, return_losses)
+        losses = None if p.losses is None else p.losses.astype(result_dtype, copy=False)
+        return p.loss_sum, p.denominator, p.count, losses
 
 
 class CrossEntropyAccumulator(_ClassAccumulator):
@@ -460,39 +424,16 @@ class CrossEntropyAccumulator(_ClassAccumulator):
             reduction=reduction,
         )
 
-    def _native_sum(
-        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, sw: np.ndarray | None
-    ) -> float:
-        return float(
-            _core.cross_entropy(
-                x,
-                t,
-                self.axis,
-                w,
-                sw,
-                self.ignore_index,
-                "sum",
-                self.label_smoothing,
-                False,
-                None,
-                None,
-            )
-        )
-
-    def _losses(
-        self, input: Any, target: Any, w: np.ndarray | None, sw: np.ndarray | None
-    ) -> np.ndarray:
-        return np.asarray(
-            _functional.cross_entropy(
-                input,
-                target,
-                axis=self.axis,
-                weight=w,
-                sample_weight=sw,
-                ignore_index=self.ignore_index,
-                reduction="none",
-                label_smoothing=self.label_smoothing,
-            )
+    def _partial(
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        w: np.ndarray | None,
+        sw: np.ndarray | None,
+        return_losses: bool,
+    ) -> _core.Partial:
+        return _core.cross_entropy_partial(
+            x, t, self.axis, w, sw, self.ignore_index, self.label_smoothing, return_losses
         )
 
 
@@ -543,25 +484,15 @@ class NLLLossAccumulator(_ClassAccumulator):
         del options["label_smoothing"]
         return options
 
-    def _native_sum(
-        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, sw: np.ndarray | None
-    ) -> float:
-        return float(_core.nll_loss(x, t, self.axis, w, sw, self.ignore_index, "sum", False, None))
-
-    def _losses(
-        self, input: Any, target: Any, w: np.ndarray | None, sw: np.ndarray | None
-    ) -> np.ndarray:
-        return np.asarray(
-            _functional.nll_loss(
-                input,
-                target,
-                axis=self.axis,
-                weight=w,
-                sample_weight=sw,
-                ignore_index=self.ignore_index,
-                reduction="none",
-            )
-        )
+    def _partial(
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        w: np.ndarray | None,
+        sw: np.ndarray | None,
+        return_losses: bool,
+    ) -> _core.Partial:
+        return _core.nll_loss_partial(x, t, self.axis, w, sw, self.ignore_index, return_losses)
 
 
 class _BinaryAccumulator(Accumulator):
@@ -591,26 +522,28 @@ class _BinaryAccumulator(Accumulator):
             sw = sw.reshape(sw.shape + (1,) * (x.ndim - 1))
         return sw if w is None else np.multiply(w, sw)
 
-    def _native_sum(
-        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, work: np.dtype[Any]
-    ) -> float:
-        raise NotImplementedError
-
-    def _losses(self, input: Any, target: Any, w: np.ndarray | None) -> np.ndarray:
+    def _partial(
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        w: np.ndarray | None,
+        work: np.dtype[Any],
+        return_losses: bool,
+    ) -> _core.Partial:
         raise NotImplementedError
 
     def _score(
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
     ) -> tuple[float, float, int, np.ndarray | None]:
-        x, _ = _arrays.float_input(input)
+        x, result_dtype = _arrays.float_input(input)
         work = x.dtype
         t = _arrays.like(target, work, "target")
         if t.shape != x.shape:
             raise ValueError(f"target size {t.shape} must be the same as input size {x.shape}")
         w = self._element_weight(x, sample_weight, work)
-        total = self._native_sum(x, t, w, work)
-        losses = self._losses(input, t, w) if return_losses else None
-        return total, float(x.size), int(x.size), losses
+        p = self._partial(x, t, w, work, return_losses)
+        losses = None if p.losses is None else p.losses.astype(result_dtype, copy=False)
+        return p.loss_sum, p.denominator, p.count, losses
 
 
 class BinaryCrossEntropyAccumulator(_BinaryAccumulator):
@@ -645,16 +578,16 @@ class BinaryCrossEntropyAccumulator(_BinaryAccumulator):
     def __init__(self, *, weight: Any = None, reduction: str = "mean") -> None:
         super().__init__(weight=weight, reduction=reduction)
 
-    def _native_sum(
-        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, work: np.dtype[Any]
-    ) -> float:
+    def _partial(
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        w: np.ndarray | None,
+        work: np.dtype[Any],
+        return_losses: bool,
+    ) -> _core.Partial:
         values, repeat = _arrays.broadcast(w, x.shape, work, "weight")
-        return float(_core.binary_cross_entropy(x, t, values, repeat, "sum", False, None))
-
-    def _losses(self, input: Any, target: Any, w: np.ndarray | None) -> np.ndarray:
-        return np.asarray(
-            _functional.binary_cross_entropy(input, target, weight=w, reduction="none")
-        )
+        return _core.binary_cross_entropy_partial(x, t, values, repeat, return_losses)
 
 
 class BinaryCrossEntropyWithLogitsAccumulator(_BinaryAccumulator):
@@ -691,23 +624,19 @@ class BinaryCrossEntropyWithLogitsAccumulator(_BinaryAccumulator):
         options["pos_weight"] = self.pos_weight
         return options
 
-    def _native_sum(
-        self, x: np.ndarray, t: np.ndarray, w: np.ndarray | None, work: np.dtype[Any]
-    ) -> float:
+    def _partial(
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        w: np.ndarray | None,
+        work: np.dtype[Any],
+        return_losses: bool,
+    ) -> _core.Partial:
         values, repeat = _arrays.broadcast(w, x.shape, work, "weight")
         pos_weight = _as(self.pos_weight, work)
         pw, pw_repeat = _arrays.broadcast(pos_weight, x.shape, work, "pos_weight")
-        return float(
-            _core.binary_cross_entropy_with_logits(
-                x, t, values, repeat, pw, pw_repeat, "sum", False, None
-            )
-        )
-
-    def _losses(self, input: Any, target: Any, w: np.ndarray | None) -> np.ndarray:
-        return np.asarray(
-            _functional.binary_cross_entropy_with_logits(
-                input, target, weight=w, pos_weight=_aligned(self.pos_weight), reduction="none"
-            )
+        return _core.binary_cross_entropy_with_logits_partial(
+            x, t, values, repeat, pw, pw_repeat, return_losses
         )
 
 
@@ -906,28 +835,22 @@ class LogLossAccumulator(Accumulator):
         return_losses: bool,
     ) -> tuple[float, float, int, np.ndarray | None]:
         codes = self._codes(y, columns, check_range=True)
+        n = x.shape[0]
+        # One native pass each: the loss sum and, when asked, the per-sample losses.
         if x.ndim == 1:
             t = codes.astype(x.dtype)
             values, repeat = _arrays.broadcast(sw, x.shape, x.dtype, "sample_weight")
-            total = _core.binary_cross_entropy_with_logits(
-                x, t, values, repeat, None, 1, "sum", False, None
+            p = _core.binary_cross_entropy_with_logits_partial(
+                x, t, values, repeat, None, 1, return_losses
             )
+            # log_loss divides by the summed sample weight, not by BCE's element count.
+            denominator = float(n) if sw is None else float(np.sum(sw, dtype=np.float64))
         else:
-            total = _core.cross_entropy(x, codes, -1, None, sw, -100, "sum", 0.0, False, None, None)
-        total = float(total)
-        if math.isnan(total) and bool(np.isnan(x).any()):
+            p = _core.cross_entropy_partial(x, codes, -1, None, sw, -100, 0.0, return_losses)
+            denominator = p.denominator
+        if math.isnan(p.loss_sum) and bool(np.isnan(x).any()):
             raise ValueError("Input contains NaN.")
-        n = x.shape[0]
-        denominator = float(n) if sw is None else float(np.sum(sw, dtype=np.float64))
-        losses = None
-        if return_losses:
-            if x.ndim == 1:
-                losses = _functional.binary_cross_entropy_with_logits(
-                    x, codes.astype(x.dtype), weight=sw, reduction="none"
-                )
-            else:
-                losses = _functional.cross_entropy(x, codes, sample_weight=sw, reduction="none")
-        return total, denominator, n, losses
+        return p.loss_sum, denominator, n, p.losses
 
 
 def _half_losses(losses: np.ndarray | None, dtype: np.dtype[Any]) -> np.ndarray | None:
@@ -943,15 +866,10 @@ def _log_loss_pass(
 ) -> tuple[float, float, bool, bool]:
     """One native pass: ``(loss_sum, weight_sum, rows_sum_to_one, labels_in_range)``, after
     scikit-learn's checks of the probabilities (NaN, infinities, values outside [0, 1])."""
-    summary: tuple[Any, ...] = _core.log_loss(p, codes, sw, eps, math.sqrt(eps))
-    if len(summary) == 8:  # (sum, weight, min, max, has_nan, normalized, in_range, seen)
-        low, high = float(summary[2]), float(summary[3])
-        out_of_range = bool(summary[4]) or not (0.0 <= low and high <= 1.0)
-    else:  # (sum, weight, out_of_range, normalized, in_range, seen)
-        out_of_range = bool(summary[2])
-    if out_of_range:
+    summary = _core.log_loss(p, codes, sw, eps, math.sqrt(eps))
+    if summary.out_of_range:
         _check_probabilities(p)
-    return float(summary[0]), float(summary[1]), bool(summary[-3]), bool(summary[-2])
+    return summary.loss_sum, summary.weight_sum, summary.normalized, summary.labels_in_range
 
 
 def _check_probabilities(p: np.ndarray) -> None:

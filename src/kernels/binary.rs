@@ -17,9 +17,8 @@
 
 use crate::error::{XentError, unravel};
 use crate::float::Float;
-use crate::kernels::cross_entropy::{GradOutput, Reduction};
 use crate::kernels::stats::{V, live_lanes, load_upto, store_upto};
-use crate::kernels::{Io, RawIn, RawOut, check_len};
+use crate::kernels::{GradOutput, Io, Partial, RawIn, RawOut, Reduction, check_len};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
 use crate::simd::{self, Isa, Vector, WithIsa};
@@ -87,15 +86,16 @@ pub struct BinaryOptions<'a, T> {
 }
 
 /// Binary cross entropy of probabilities `io` (gradient written unless [`Io::Read`]).
-/// `shape` is the input's shape (for error positions). Returns the reduced loss, or `0` with
-/// per-element losses in `losses` for [`Reduction::None`].
+/// `shape` is the input's shape (for error positions). Per-element losses go to `losses` for
+/// [`Reduction::None`]; returns their sum and the `mean` denominator (the number of elements)
+/// whatever the reduction.
 pub fn binary_cross_entropy<T: Float>(
     io: Io<'_, T>,
     target: &[T],
     shape: &[usize],
     opts: &BinaryOptions<'_, T>,
     losses: Option<&mut [T]>,
-) -> Result<f64, XentError> {
+) -> Result<Partial, XentError> {
     if opts.pos_weight.is_some() {
         return Err(XentError::Value(
             "binary_cross_entropy has no pos_weight".into(),
@@ -111,7 +111,7 @@ pub fn binary_cross_entropy_with_logits<T: Float>(
     target: &[T],
     opts: &BinaryOptions<'_, T>,
     losses: Option<&mut [T]>,
-) -> Result<f64, XentError> {
+) -> Result<Partial, XentError> {
     run(io, target, opts, losses, true)
 }
 
@@ -178,7 +178,7 @@ fn run<T: Float>(
     opts: &BinaryOptions<'_, T>,
     losses: Option<&mut [T]>,
     logits: bool,
-) -> Result<f64, XentError> {
+) -> Result<Partial, XentError> {
     let n = io.len();
     check_len("the target", target.len(), n)?;
     if let Some(w) = &opts.weight {
@@ -224,10 +224,9 @@ fn run<T: Float>(
     let sums = parallel::map_blocks(blocks, n, |range| {
         simd::dispatch(JobBlock { job: &job, range })
     })?;
-    let total = pairwise_sum(&sums);
-    Ok(match opts.reduction {
-        Reduction::Mean => total / n as f64,
-        _ => total,
+    Ok(Partial {
+        loss_sum: pairwise_sum(&sums),
+        denominator: n as f64,
     })
 }
 
@@ -301,13 +300,14 @@ impl<T: Float> WithIsa for JobBlock<'_, '_, T> {
                         loss = loss.mul(w);
                         grad = grad.mul(w);
                     }
-                    match job.losses {
-                        Some(out) => store_upto(loss, out.ptr().add(at), k),
-                        None if k == lanes => acc = loss.wide_add(acc),
-                        None => {
-                            let live = live_lanes::<T, I>(isa, k).eq(one);
-                            acc = V::<T, I>::select(live, loss, zero).wide_add(acc);
-                        }
+                    if let Some(out) = job.losses {
+                        store_upto(loss, out.ptr().add(at), k);
+                    }
+                    if k == lanes {
+                        acc = loss.wide_add(acc);
+                    } else {
+                        let live = live_lanes::<T, I>(isa, k).eq(one);
+                        acc = V::<T, I>::select(live, loss, zero).wide_add(acc);
                     }
                     if let Some(g) = job.grad {
                         let scale = if per_element.is_null() {
@@ -442,7 +442,9 @@ mod tests {
                 input: &x,
                 out: &mut grad,
             };
-            let got = binary_cross_entropy_with_logits(io, &t, &opts, None).unwrap();
+            let got = binary_cross_entropy_with_logits(io, &t, &opts, None)
+                .unwrap()
+                .reduce(opts.reduction);
             assert_close(got, want / n as f64, 1e-13, &format!("{level}"));
             for (g, w) in grad.iter().zip(&want_grad) {
                 assert_close(*g, *w, 1e-13, &format!("{level}"));
@@ -470,7 +472,8 @@ mod tests {
             at_every_level(|level| {
                 let mut losses = vec![0.0; n];
                 binary_cross_entropy_with_logits(Io::Read(&x), &t, &opts, Some(&mut losses))
-                    .unwrap();
+                    .unwrap()
+                    .reduce(opts.reduction);
                 for (i, l) in losses.iter().enumerate() {
                     assert!(
                         *l >= 0.0,
@@ -514,7 +517,9 @@ mod tests {
                 input: &p,
                 out: &mut grad,
             };
-            binary_cross_entropy(io, &t, &[n], &opts, Some(&mut losses)).unwrap();
+            binary_cross_entropy(io, &t, &[n], &opts, Some(&mut losses))
+                .unwrap()
+                .reduce(opts.reduction);
             for i in 0..n {
                 assert_close(losses[i], want[i], 1e-13, &format!("{level} loss {i}"));
                 assert_close(grad[i], want_grad[i], 1e-13, &format!("{level} grad {i}"));

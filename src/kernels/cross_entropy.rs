@@ -30,44 +30,12 @@ use crate::kernels::stats::{
     ColumnSum, V, col_max, col_sum_exp, live_lanes, load_upto, prefetch_row, row_max, row_sum_exp,
     store_upto,
 };
-use crate::kernels::{Io, Layout, RawIn, RawOut, Targets, check_len};
+use crate::kernels::{
+    GradOutput, Io, Layout, Partial, RawIn, RawOut, Reduction, Targets, check_len,
+};
 use crate::parallel;
 use crate::reduce::{self, pairwise_sum};
 use crate::simd::{self, Isa, Vector, WithIsa};
-
-/// How per-sample losses are combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reduction {
-    /// One loss per sample.
-    None,
-    /// The weighted mean (see the module docs for the denominator).
-    Mean,
-    /// The sum.
-    Sum,
-}
-
-impl Reduction {
-    /// Parses `"none"`, `"mean"` or `"sum"`.
-    pub fn parse(name: &str) -> Result<Reduction, XentError> {
-        match name {
-            "none" => Ok(Reduction::None),
-            "mean" => Ok(Reduction::Mean),
-            "sum" => Ok(Reduction::Sum),
-            _ => Err(XentError::Value(format!(
-                "reduction must be \"none\", \"mean\" or \"sum\", got {name:?}"
-            ))),
-        }
-    }
-}
-
-/// The upstream gradient.
-#[derive(Clone, Copy, Debug)]
-pub enum GradOutput<'a, T> {
-    /// For `mean` and `sum` (and `none` meaning all ones).
-    Scalar(f64),
-    /// For `none`: one value per sample.
-    PerSample(&'a [T]),
-}
 
 /// Options of the multiclass losses.
 #[derive(Clone, Copy, Debug)]
@@ -90,8 +58,8 @@ pub struct ClassOptions<'a, T> {
 ///
 /// `io` holds the logits and, unless it is [`Io::Read`], receives the gradient. `targets` has
 /// one class index per row (`target_shape` is used to report positions). For
-/// [`Reduction::None`] the per-sample losses go to `losses` and `0` is returned; otherwise the
-/// reduced loss is returned.
+/// [`Reduction::None`] the per-sample losses go to `losses`. Returns the sum of the losses and
+/// the `mean` denominator (whatever the reduction): [`Partial::reduce`] gives the reduced loss.
 pub fn cross_entropy<T: Float>(
     io: Io<'_, T>,
     layout: Layout,
@@ -99,7 +67,7 @@ pub fn cross_entropy<T: Float>(
     target_shape: &[usize],
     opts: &ClassOptions<'_, T>,
     losses: Option<&mut [T]>,
-) -> Result<f64, XentError> {
+) -> Result<Partial, XentError> {
     hard_target_loss(io, layout, targets, target_shape, opts, losses, true)
 }
 
@@ -112,7 +80,7 @@ pub fn nll_loss<T: Float>(
     target_shape: &[usize],
     opts: &ClassOptions<'_, T>,
     losses: Option<&mut [T]>,
-) -> Result<f64, XentError> {
+) -> Result<Partial, XentError> {
     if opts.label_smoothing != 0.0 {
         return Err(XentError::Value("nll_loss has no label smoothing".into()));
     }
@@ -126,7 +94,7 @@ pub fn cross_entropy_soft<T: Float>(
     targets: &[T],
     opts: &ClassOptions<'_, T>,
     losses: Option<&mut [T]>,
-) -> Result<f64, XentError> {
+) -> Result<Partial, XentError> {
     check_len("the target", targets.len(), layout.len())?;
     let rows = layout.rows();
     check_common(&io, layout, opts, losses.as_deref())?;
@@ -141,9 +109,9 @@ pub fn cross_entropy_soft<T: Float>(
         if let Some(out) = losses {
             out.fill(T::ZERO);
         }
-        return Ok(match opts.reduction {
-            Reduction::Mean => f64::NAN,
-            Reduction::Sum | Reduction::None => 0.0,
+        return Ok(Partial {
+            loss_sum: 0.0,
+            denominator: 0.0,
         });
     }
     let scale = Scale::new(opts, denominator, io.writes());
@@ -160,14 +128,7 @@ pub fn cross_entropy_soft<T: Float>(
         x2: Some(RawIn::new(targets)),
         out,
     };
-    finish(
-        layout,
-        &kernel,
-        buffers,
-        opts.reduction,
-        losses,
-        denominator,
-    )
+    finish(layout, &kernel, buffers, losses, denominator)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -179,7 +140,7 @@ fn hard_target_loss<T: Float>(
     opts: &ClassOptions<'_, T>,
     losses: Option<&mut [T]>,
     softmax: bool,
-) -> Result<f64, XentError> {
+) -> Result<Partial, XentError> {
     check_len("the target", targets.len(), layout.rows())?;
     check_common(&io, layout, opts, losses.as_deref())?;
     // A reduced loss without gradient writes nothing before it is done, so the targets can be
@@ -216,27 +177,13 @@ fn hard_target_loss<T: Float>(
     let (x, out) = io.raw()?;
     let buffers = RowBuffers { x, x2: None, out };
     if checked_in_pass {
-        let (total, counted) = run_checked_rows(layout, &kernel, buffers, RowResults::Sum)?;
-        return Ok(reduce_total(opts.reduction, total, counted));
+        let (loss_sum, denominator) = run_checked_rows(layout, &kernel, buffers, RowResults::Sum)?;
+        return Ok(Partial {
+            loss_sum,
+            denominator,
+        });
     }
-    finish(
-        layout,
-        &kernel,
-        buffers,
-        opts.reduction,
-        losses,
-        denominator,
-    )
-}
-
-/// The reduced loss from the sum of the per-row losses and the `mean` denominator.
-fn reduce_total(reduction: Reduction, total: f64, denominator: f64) -> f64 {
-    match reduction {
-        Reduction::Sum | Reduction::None => total,
-        // torch: a mean over nothing counted (or zero total weight) is NaN.
-        Reduction::Mean if denominator == 0.0 => f64::NAN,
-        Reduction::Mean => total / denominator,
-    }
+    finish(layout, &kernel, buffers, losses, denominator)
 }
 
 /// Checks the options that do not depend on the targets.
@@ -282,25 +229,23 @@ fn check_common<T: Float>(
     }
 }
 
-/// Runs the kernel and combines the per-row losses.
+/// Runs the kernel: the per-row losses go to `losses` when given, and their sum comes back
+/// with the `mean` denominator either way.
 fn finish<T: Float, K: RowKernel<T>>(
     layout: Layout,
     kernel: &K,
     buffers: RowBuffers<T>,
-    reduction: Reduction,
     losses: Option<&mut [T]>,
     denominator: f64,
-) -> Result<f64, XentError> {
-    match (reduction, losses) {
-        (Reduction::None, Some(out)) => {
-            run_rows(layout, kernel, buffers, RowResults::Store(RawOut::new(out)))?;
-            Ok(0.0)
-        }
-        (reduction, _) => {
-            let total = run_rows(layout, kernel, buffers, RowResults::Sum)?;
-            Ok(reduce_total(reduction, total, denominator))
-        }
-    }
+) -> Result<Partial, XentError> {
+    let results = match losses {
+        Some(out) => RowResults::Store(RawOut::new(out)),
+        None => RowResults::Sum,
+    };
+    Ok(Partial {
+        loss_sum: run_rows(layout, kernel, buffers, results)?,
+        denominator,
+    })
 }
 
 /// Checks every hard target before anything is written and returns `Σ w[y] sw` over the
@@ -1220,7 +1165,8 @@ mod tests {
                     };
                     let got =
                         cross_entropy(io, layout, Targets::I64(&targets), &[rows], &opts, None)
-                            .unwrap();
+                            .unwrap()
+                            .reduce(opts.reduction);
                     let what = format!("{level} {layout:?} eps {eps}");
                     assert_close(got, want_sum / want_den, 1e-12, &what);
                     for (g, w) in grad.iter().zip(&want_grad) {
@@ -1237,7 +1183,8 @@ mod tests {
                         &opts,
                         Some(&mut losses),
                     )
-                    .unwrap();
+                    .unwrap()
+                    .reduce(opts.reduction);
                     assert_close(losses.iter().sum(), want_sum, 1e-12, &what);
                     assert_eq!(losses[rows / 2], 0.0);
                 });
@@ -1302,7 +1249,9 @@ mod tests {
                 };
                 let mut losses = vec![f64::NAN; 3];
                 let per_row = (reduction == Reduction::None).then_some(&mut losses[..]);
-                let got = cross_entropy_soft(Io::Read(&[]), layout, &[], &opts, per_row).unwrap();
+                let got = cross_entropy_soft(Io::Read(&[]), layout, &[], &opts, per_row)
+                    .unwrap()
+                    .reduce(opts.reduction);
                 match reduction {
                     Reduction::None => assert_eq!(losses, [0.0; 3]),
                     Reduction::Sum => assert_eq!(got, 0.0),
@@ -1315,7 +1264,9 @@ mod tests {
                 };
                 let mut grad_losses = vec![f64::NAN; 3];
                 let per_row = (reduction == Reduction::None).then_some(&mut grad_losses[..]);
-                let with_grad = cross_entropy_soft(io, layout, &[], &opts, per_row).unwrap();
+                let with_grad = cross_entropy_soft(io, layout, &[], &opts, per_row)
+                    .unwrap()
+                    .reduce(opts.reduction);
                 assert!(with_grad == got || (with_grad.is_nan() && got.is_nan()));
                 if reduction == Reduction::None {
                     assert_eq!(grad_losses, [0.0; 3]);
@@ -1371,7 +1322,8 @@ mod tests {
                     &opts,
                     None,
                 )
-                .unwrap();
+                .unwrap()
+                .reduce(opts.reduction);
                 let what = format!("{level} {layout:?}");
                 assert_close(got, want, 1e-12, &what);
                 for (g, w) in grad.iter().zip(&want_grad) {
@@ -1398,7 +1350,9 @@ mod tests {
                 input: &x,
                 out: &mut grad,
             };
-            let got = nll_loss(io, layout, Targets::I64(&targets), &[3], &opts, None).unwrap();
+            let got = nll_loss(io, layout, Targets::I64(&targets), &[3], &opts, None)
+                .unwrap()
+                .reduce(opts.reduction);
             assert_eq!(got, (1.0 + 11.0) / 2.0);
             let mut want = vec![0.0; 12];
             want[1] = -0.75;
@@ -1467,8 +1421,9 @@ mod tests {
                 };
                 let with_grad =
                     cross_entropy(io, layout, Targets::I64(&targets), &[rows], &opts, None)
-                        .unwrap();
-                assert_eq!(loss.to_bits(), with_grad.to_bits());
+                        .unwrap()
+                        .reduce(opts.reduction);
+                assert_eq!(loss.reduce(opts.reduction).to_bits(), with_grad.to_bits());
                 // Bad targets in two blocks: the first one is reported.
                 for (early, late) in [(-1, classes as i64), (i64::MIN, i64::MAX)] {
                     let mut bad = targets.clone();
@@ -1510,7 +1465,9 @@ mod tests {
             input: &x,
             out: &mut grad,
         };
-        let got = cross_entropy(io, layout, Targets::I64(&targets), &[2], &opts, None).unwrap();
+        let got = cross_entropy(io, layout, Targets::I64(&targets), &[2], &opts, None)
+            .unwrap()
+            .reduce(opts.reduction);
         assert!(got.is_nan());
         assert_eq!(grad, vec![0.0; 6]);
     }
@@ -1566,8 +1523,9 @@ mod tests {
                 input: &x,
                 out: &mut grad,
             };
-            let loss =
-                cross_entropy(io, layout, Targets::I64(&targets), &[300], &opts, None).unwrap();
+            let loss = cross_entropy(io, layout, Targets::I64(&targets), &[300], &opts, None)
+                .unwrap()
+                .reduce(opts.reduction);
             (loss.to_bits(), grad)
         };
         let one = run(1);

@@ -15,6 +15,64 @@ mod testing;
 
 use crate::error::{XentError, format_index};
 
+/// How per-sample losses are combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    /// One loss per sample.
+    None,
+    /// The weighted mean (see the module docs for the denominator).
+    Mean,
+    /// The sum.
+    Sum,
+}
+
+impl Reduction {
+    /// Parses `"none"`, `"mean"` or `"sum"`.
+    pub fn parse(name: &str) -> Result<Reduction, XentError> {
+        match name {
+            "none" => Ok(Reduction::None),
+            "mean" => Ok(Reduction::Mean),
+            "sum" => Ok(Reduction::Sum),
+            _ => Err(XentError::Value(format!(
+                "reduction must be \"none\", \"mean\" or \"sum\", got {name:?}"
+            ))),
+        }
+    }
+}
+
+/// The upstream gradient.
+#[derive(Clone, Copy, Debug)]
+pub enum GradOutput<'a, T> {
+    /// For `mean` and `sum` (and `none` meaning all ones).
+    Scalar(f64),
+    /// For `none`: one value per sample.
+    PerSample(&'a [T]),
+}
+
+/// What one loss call computed before its reduction: what a one-shot call divides, and what a
+/// streaming accumulator adds up exactly, chunk after chunk.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Partial {
+    /// The sum of the per-sample losses (each with its weights), in f64: the `sum` reduction.
+    pub loss_sum: f64,
+    /// What the `mean` reduction divides by: the summed weight of the counted samples for
+    /// hard targets, the number (or summed sample weight) of the samples for soft targets,
+    /// the number of elements for binary cross entropy; 0 where torch's mean is NaN.
+    pub denominator: f64,
+}
+
+impl Partial {
+    /// The reduced loss: the sum, or the mean (NaN over a zero denominator, as torch's). For
+    /// [`Reduction::None`] the per-sample losses are elsewhere; this is their sum.
+    pub fn reduce(self, reduction: Reduction) -> f64 {
+        match reduction {
+            Reduction::Sum | Reduction::None => self.loss_sum,
+            Reduction::Mean if self.denominator == 0.0 => f64::NAN,
+            Reduction::Mean => self.loss_sum / self.denominator,
+        }
+    }
+}
+
 /// A C-order tensor seen around its class axis: `outer × classes × inner`.
 ///
 /// Row `r = o * inner + i` holds the `classes` values at `o*classes*inner + c*inner + i`.

@@ -252,7 +252,8 @@ pub(crate) trait RowKernel<T: Float>: Sync {
 pub(crate) enum RowResults<T> {
     /// Nothing: the kernel's output is per element.
     Discard,
-    /// Store it, rounded to `T`, at the row's index.
+    /// Store it, rounded to `T`, at the row's index, and add them up as [`RowResults::Sum`]
+    /// does (a caller that wants both the per-row results and their sum makes one pass).
     Store(RawOut<T>),
     /// Add them up (deterministically).
     Sum,
@@ -267,7 +268,7 @@ pub(crate) struct RowBuffers<T> {
 }
 
 /// Runs `kernel` on every row of `layout`; returns the sum of the row results when asked to
-/// sum them (else 0).
+/// store or sum them (else 0).
 pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
     layout: Layout,
     kernel: &K,
@@ -395,7 +396,11 @@ impl<T: Float, I: Isa> Accumulator<T, I> {
         match self.results {
             RowResults::Discard => {}
             // SAFETY: rows r0 .. r0+valid belong to this block; each is stored by it only.
-            RowResults::Store(out) => unsafe { store_upto(values, out.ptr().add(r0), valid) },
+            RowResults::Store(out) => {
+                // SAFETY: as above.
+                unsafe { store_upto(values, out.ptr().add(r0), valid) };
+                self.lanes = values.wide_add(self.lanes);
+            }
             RowResults::Sum => self.lanes = values.wide_add(self.lanes),
         }
     }
@@ -405,7 +410,11 @@ impl<T: Float, I: Isa> Accumulator<T, I> {
         match self.results {
             RowResults::Discard => {}
             // SAFETY: `r` is a row of this block; each row is stored by one block only.
-            RowResults::Store(out) => unsafe { out.ptr().add(r).write(T::from_f64(value)) },
+            RowResults::Store(out) => {
+                // SAFETY: as above.
+                unsafe { out.ptr().add(r).write(T::from_f64(value)) };
+                self.sum += value;
+            }
             RowResults::Sum => self.sum += value,
         }
     }

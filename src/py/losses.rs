@@ -1,6 +1,8 @@
 //! Bindings of the losses: cross entropy, NLL, binary cross entropy (on probabilities and on
 //! logits). Each returns the loss (a Python float when reduced, an array for `none`) or, with
-//! `return_grad`, `(loss, grad)`.
+//! `return_grad`, `(loss, grad)`. Each also has a `*_partial` twin for the streaming
+//! accumulators: the same pass, returning a [`PartialResult`] (the loss sum, the `mean`
+//! denominator, the number of loss terms and optionally the per-sample losses), never reduced.
 
 use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
@@ -10,8 +12,8 @@ use pyo3::types::{PyBool, PyFloat, PyTuple};
 use crate::error::{XentError, format_index};
 use crate::float::Float;
 use crate::kernels::binary::{self, BinaryOptions, Broadcast};
-use crate::kernels::cross_entropy::{self as ce, ClassOptions, GradOutput, Reduction};
-use crate::kernels::{Io, Layout};
+use crate::kernels::cross_entropy::{self as ce, ClassOptions};
+use crate::kernels::{GradOutput, Io, Layout, Partial, Reduction};
 use crate::py::arrays::{
     FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array, layout,
     output, readonly, slice, slice_mut, typed, uninit, without_axis,
@@ -59,10 +61,41 @@ pub(crate) fn cross_entropy<'py>(
         grad_out,
         loss: ClassLoss::CrossEntropy,
     };
-    match float_array(input, "input")? {
-        FloatArray::F32(x) => class_loss(py, &x, &args),
-        FloatArray::F64(x) => class_loss(py, &x, &args),
-    }
+    class_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
+}
+
+/// `cross_entropy_partial(...)`: the sum-reduced [`cross_entropy`] pass, never reduced
+/// (per-sample losses too with `return_losses`).
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, axis, weight, sample_weight, ignore_index, label_smoothing, return_losses
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cross_entropy_partial<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    axis: isize,
+    weight: Option<&Bound<'py, PyAny>>,
+    sample_weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: &Bound<'py, PyAny>,
+    label_smoothing: f64,
+    return_losses: bool,
+) -> PyResult<PartialResult> {
+    let args = ClassArgs {
+        target,
+        axis,
+        weight,
+        sample_weight,
+        ignore_index: ignore_index_arg(ignore_index)?,
+        reduction: partial_reduction(return_losses),
+        label_smoothing,
+        return_grad: false,
+        grad_output: None,
+        grad_out: None,
+        loss: ClassLoss::CrossEntropy,
+    };
+    class_call(py, input, &args)?.partial(py)
 }
 
 /// `nll_loss(...)`; see the Python docstring.
@@ -96,9 +129,116 @@ pub(crate) fn nll_loss<'py>(
         grad_out: None,
         loss: ClassLoss::Nll,
     };
+    class_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
+}
+
+/// `nll_loss_partial(...)`: the sum-reduced [`nll_loss`] pass, never reduced (per-sample
+/// losses too with `return_losses`).
+#[pyfunction]
+#[pyo3(signature = (input, target, axis, weight, sample_weight, ignore_index, return_losses))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn nll_loss_partial<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    axis: isize,
+    weight: Option<&Bound<'py, PyAny>>,
+    sample_weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: &Bound<'py, PyAny>,
+    return_losses: bool,
+) -> PyResult<PartialResult> {
+    let args = ClassArgs {
+        target,
+        axis,
+        weight,
+        sample_weight,
+        ignore_index: ignore_index_arg(ignore_index)?,
+        reduction: partial_reduction(return_losses),
+        label_smoothing: 0.0,
+        return_grad: false,
+        grad_output: None,
+        grad_out: None,
+        loss: ClassLoss::Nll,
+    };
+    class_call(py, input, &args)?.partial(py)
+}
+
+/// The reduction a `*_partial` call runs the kernel with: `none` when the per-sample losses
+/// are wanted (the kernel then stores them and still sums them), else `sum`.
+fn partial_reduction(return_losses: bool) -> &'static str {
+    if return_losses { "none" } else { "sum" }
+}
+
+/// What a `*_partial` call returns: one chunk's contribution to a streaming loss.
+#[pyclass(frozen, module = "xent_rs._core", name = "Partial")]
+pub(crate) struct PartialResult {
+    /// The sum of the per-sample losses (with their weights), in float64.
+    #[pyo3(get)]
+    loss_sum: f64,
+    /// What the `mean` reduction divides by (see the one-shot functions).
+    #[pyo3(get)]
+    denominator: f64,
+    /// The number of loss terms: samples (ignored ones included) or elements.
+    #[pyo3(get)]
+    count: usize,
+    /// The per-sample losses, when asked for.
+    #[pyo3(get)]
+    losses: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl PartialResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "Partial(loss_sum={:?}, denominator={:?}, count={}, losses={})",
+            self.loss_sum,
+            self.denominator,
+            self.count,
+            if self.losses.is_some() { "..." } else { "None" }
+        )
+    }
+}
+
+/// A loss call's outputs, before they become the Python result.
+struct Scored<'py> {
+    partial: Partial,
+    /// The number of loss terms (the size of the `none` output).
+    count: usize,
+    losses: Option<Bound<'py, PyAny>>,
+    grad: Option<Bound<'py, PyAny>>,
+}
+
+impl<'py> Scored<'py> {
+    /// The one-shot result: the reduced loss (or the per-sample losses for `none`), with the
+    /// gradient when one was asked for.
+    fn one_shot(self, py: Python<'py>, reduction: Reduction) -> PyResult<Bound<'py, PyAny>> {
+        let loss = match self.losses {
+            Some(l) => l,
+            None => PyFloat::new(py, self.partial.reduce(reduction)).into_any(),
+        };
+        result(py, loss, self.grad)
+    }
+
+    /// The streaming result.
+    fn partial(self, _py: Python<'py>) -> PyResult<PartialResult> {
+        Ok(PartialResult {
+            loss_sum: self.partial.loss_sum,
+            denominator: self.partial.denominator,
+            count: self.count,
+            losses: self.losses.map(Bound::unbind),
+        })
+    }
+}
+
+/// A multiclass loss call, dispatched on the input's dtype.
+fn class_call<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    args: &ClassArgs<'_, 'py>,
+) -> PyResult<Scored<'py>> {
     match float_array(input, "input")? {
-        FloatArray::F32(x) => class_loss(py, &x, &args),
-        FloatArray::F64(x) => class_loss(py, &x, &args),
+        FloatArray::F32(x) => class_loss(py, &x, args),
+        FloatArray::F64(x) => class_loss(py, &x, args),
     }
 }
 
@@ -283,7 +423,7 @@ fn class_loss<'py, T: Float + Element>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &ClassArgs<'_, 'py>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Scored<'py>> {
     let shape = x.shape().to_vec();
     let (layout, axis) = layout(&shape, args.axis)?;
     let reduction = Reduction::parse(args.reduction)?;
@@ -321,7 +461,7 @@ fn class_loss<'py, T: Float + Element>(
         (true, None) => (Some(uninit::<T>(py, &shape)?), false),
     };
 
-    let total = {
+    let partial = {
         let w = weight.as_ref().map(slice).transpose()?;
         let sw = sample_weight.as_ref().map(slice).transpose()?;
         let grad_output = match &upstream {
@@ -374,11 +514,12 @@ fn class_loss<'py, T: Float + Element>(
             }
         }
     };
-    let loss = match losses {
-        Some(l) => l.into_any(),
-        None => PyFloat::new(py, total).into_any(),
-    };
-    result(py, loss, grad.map(Bound::into_any))
+    Ok(Scored {
+        partial,
+        count: sample_shape.iter().product(),
+        losses: losses.map(Bound::into_any),
+        grad: grad.map(Bound::into_any),
+    })
 }
 
 /// One multiclass-loss kernel call, with everything extracted.
@@ -390,7 +531,7 @@ struct Call<'a, 'py, T: Element> {
 }
 
 impl<T: Float + Element> Call<'_, '_, T> {
-    fn run(&self, py: Python<'_>, io: Io<'_, T>, losses: Option<&mut [T]>) -> PyResult<f64> {
+    fn run(&self, py: Python<'_>, io: Io<'_, T>, losses: Option<&mut [T]>) -> PyResult<Partial> {
         let (layout, opts) = (self.layout, self.opts);
         match self.target {
             Target::Hard(t) => {
@@ -438,10 +579,31 @@ pub(crate) fn binary_cross_entropy<'py>(
         grad_output,
         logits: false,
     };
-    match float_array(input, "input")? {
-        FloatArray::F32(x) => binary_loss(py, &x, &args),
-        FloatArray::F64(x) => binary_loss(py, &x, &args),
-    }
+    binary_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
+}
+
+/// `binary_cross_entropy_partial(...)`: the sum-reduced [`binary_cross_entropy`] pass, never
+/// reduced (per-element losses too with `return_losses`).
+#[pyfunction]
+#[pyo3(signature = (input, target, weight, weight_repeat, return_losses))]
+pub(crate) fn binary_cross_entropy_partial<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    weight_repeat: usize,
+    return_losses: bool,
+) -> PyResult<PartialResult> {
+    let args = BinaryArgs {
+        target,
+        weight: weight.map(|w| (w, weight_repeat)),
+        pos_weight: None,
+        reduction: partial_reduction(return_losses),
+        return_grad: false,
+        grad_output: None,
+        logits: false,
+    };
+    binary_call(py, input, &args)?.partial(py)
 }
 
 /// `binary_cross_entropy_with_logits(...)`; `weight` and `pos_weight` are given as their
@@ -473,9 +635,48 @@ pub(crate) fn binary_cross_entropy_with_logits<'py>(
         grad_output,
         logits: true,
     };
+    binary_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
+}
+
+/// `binary_cross_entropy_with_logits_partial(...)`: the sum-reduced
+/// [`binary_cross_entropy_with_logits`] pass, never reduced (per-element losses too with
+/// `return_losses`).
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, weight, weight_repeat, pos_weight, pos_weight_repeat, return_losses
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_cross_entropy_with_logits_partial<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    weight_repeat: usize,
+    pos_weight: Option<&Bound<'py, PyAny>>,
+    pos_weight_repeat: usize,
+    return_losses: bool,
+) -> PyResult<PartialResult> {
+    let args = BinaryArgs {
+        target,
+        weight: weight.map(|w| (w, weight_repeat)),
+        pos_weight: pos_weight.map(|w| (w, pos_weight_repeat)),
+        reduction: partial_reduction(return_losses),
+        return_grad: false,
+        grad_output: None,
+        logits: true,
+    };
+    binary_call(py, input, &args)?.partial(py)
+}
+
+/// A binary loss call, dispatched on the input's dtype.
+fn binary_call<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    args: &BinaryArgs<'_, 'py>,
+) -> PyResult<Scored<'py>> {
     match float_array(input, "input")? {
-        FloatArray::F32(x) => binary_loss(py, &x, &args),
-        FloatArray::F64(x) => binary_loss(py, &x, &args),
+        FloatArray::F32(x) => binary_loss(py, &x, args),
+        FloatArray::F64(x) => binary_loss(py, &x, args),
     }
 }
 
@@ -525,7 +726,7 @@ fn binary_loss<'py, T: Float + Element>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &BinaryArgs<'_, 'py>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Scored<'py>> {
     let shape = x.shape().to_vec();
     let reduction = Reduction::parse(args.reduction)?;
     let target = typed::<T>(args.target, "target")?;
@@ -547,7 +748,7 @@ fn binary_loss<'py, T: Float + Element>(
         .return_grad
         .then(|| uninit::<T>(py, &shape))
         .transpose()?;
-    let total = {
+    let partial = {
         let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
         let (input, target) = (slice(&xr)?, slice(&tr)?);
         let opts = BinaryOptions {
@@ -580,9 +781,10 @@ fn binary_loss<'py, T: Float + Element>(
             })?
         }
     };
-    let loss = match losses {
-        Some(l) => l.into_any(),
-        None => PyFloat::new(py, total).into_any(),
-    };
-    result(py, loss, grad.map(Bound::into_any))
+    Ok(Scored {
+        partial,
+        count: shape.iter().product(),
+        losses: losses.map(Bound::into_any),
+        grad: grad.map(Bound::into_any),
+    })
 }

@@ -88,7 +88,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         losses::binary_cross_entropy_with_logits,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(losses::cross_entropy_partial, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::nll_loss_partial, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::binary_cross_entropy_partial, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        losses::binary_cross_entropy_with_logits_partial,
+        m
+    )?)?;
+    m.add_class::<losses::PartialResult>()?;
     m.add_function(wrap_pyfunction!(scoring::log_loss, m)?)?;
+    m.add_class::<scoring::Summary>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(set_output_cache, m)?)?;

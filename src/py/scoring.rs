@@ -2,7 +2,6 @@
 
 use numpy::{Element, PyArray1, PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 
 use crate::error::XentError;
 use crate::float::Float;
@@ -10,9 +9,32 @@ use crate::kernels::log_loss::{Probabilities, log_loss as score};
 use crate::py::arrays::{FloatArray, TargetArray, dtype_name, float_array, readonly, slice, typed};
 use crate::py::gil::detached;
 
+/// What one log-loss pass found (`xent_rs._core.LogLossSummary`).
+#[pyclass(frozen, module = "xent_rs._core", name = "LogLossSummary")]
+pub(crate) struct Summary {
+    /// `Σ sw · -ln(clip(p[y]))` over the rows whose label is in range.
+    #[pyo3(get)]
+    loss_sum: f64,
+    /// `Σ sw` over all rows.
+    #[pyo3(get)]
+    weight_sum: f64,
+    /// Whether some probability lies outside `[0, 1]` or is NaN.
+    #[pyo3(get)]
+    out_of_range: bool,
+    /// Whether every row sums to 1 within the tolerance.
+    #[pyo3(get)]
+    normalized: bool,
+    /// Whether every label lies in `[0, classes)`.
+    #[pyo3(get)]
+    labels_in_range: bool,
+    /// For each class, whether some label names it (a bool array).
+    #[pyo3(get)]
+    seen: Py<PyAny>,
+}
+
 /// `log_loss(proba, labels, sample_weight, eps, sum_rtol)`: one pass over 2-D probabilities
-/// (or 1-D positive-class probabilities) and integer labels. Returns
-/// `(loss_sum, weight_sum, out_of_range, normalized, labels_in_range, seen)`.
+/// (or 1-D positive-class probabilities) and integer labels, summarised in a
+/// [`Summary`].
 #[pyfunction]
 pub(crate) fn log_loss<'py>(
     py: Python<'py>,
@@ -21,7 +43,7 @@ pub(crate) fn log_loss<'py>(
     sample_weight: Option<&Bound<'py, PyAny>>,
     eps: f64,
     sum_rtol: f64,
-) -> PyResult<Bound<'py, PyTuple>> {
+) -> PyResult<Summary> {
     match float_array(proba, "y_proba")? {
         FloatArray::F32(p) => typed_log_loss(py, &p, labels, sample_weight, eps, sum_rtol),
         FloatArray::F64(p) => typed_log_loss(py, &p, labels, sample_weight, eps, sum_rtol),
@@ -35,7 +57,7 @@ fn typed_log_loss<'py, T: Float + Element>(
     sample_weight: Option<&Bound<'py, PyAny>>,
     eps: f64,
     sum_rtol: f64,
-) -> PyResult<Bound<'py, PyTuple>> {
+) -> PyResult<Summary> {
     let Some(labels) = TargetArray::extract(labels)? else {
         return Err(XentError::Type(format!(
             "labels must be integers, got dtype {}",
@@ -68,14 +90,12 @@ fn typed_log_loss<'py, T: Float + Element>(
     let s = detached(py, values.len(), || {
         score(proba, targets, sw, eps, sum_rtol)
     })?;
-    let seen = PyArray1::from_vec(py, s.seen);
-    (
-        s.loss,
-        s.weight,
-        s.out_of_range,
-        s.normalized,
-        s.labels_in_range,
-        seen,
-    )
-        .into_pyobject(py)
+    Ok(Summary {
+        loss_sum: s.loss,
+        weight_sum: s.weight,
+        out_of_range: s.out_of_range,
+        normalized: s.normalized,
+        labels_in_range: s.labels_in_range,
+        seen: PyArray1::from_vec(py, s.seen).into_any().unbind(),
+    })
 }
