@@ -2,6 +2,8 @@
 
 - ``load_golden()``: the reference cases of ``tests/golden`` (cases.json + arrays.npz).
 - ``assert_golden_close()``: the golden tolerance rule (README of ``tests/golden``).
+- ``assert_same_files()``: a reference directory kept in ``tests/`` is an exact copy of the
+  shared one (``../shared/...``) it was taken from.
 - ``restore_threads``: puts ``xent_rs.set_num_threads`` back after a test that changes it.
 - hypothesis profile ``xent``: no deadline, modest example counts (the suite stays fast).
 """
@@ -22,8 +24,11 @@ from hypothesis import HealthCheck, settings
 
 TESTS_DIR = Path(__file__).resolve().parent
 GOLDEN_DIR = TESTS_DIR / "golden"
+GOLDEN_TRAINING_DIR = TESTS_DIR / "golden-training"
 REPO_ROOT = TESTS_DIR.parent
-SHARED_GOLDEN_DIR = REPO_ROOT.parent / "shared" / "golden"
+SHARED_DIR = REPO_ROOT.parent / "shared"
+SHARED_GOLDEN_DIR = SHARED_DIR / "golden"
+SHARED_GOLDEN_TRAINING_DIR = SHARED_DIR / "golden-training"
 
 settings.register_profile(
     "xent",
@@ -159,6 +164,22 @@ def assert_golden_close(
             f"{what}: {int(np.sum(bad))} of {w.size} elements outside "
             f"atol={eff_atol:g} rtol={rtol:g}; first: {detail}"
         )
+
+
+def assert_same_files(copy: Path, original: Path) -> None:
+    """``copy`` holds exactly the files of ``original``, byte for byte.
+
+    The reference data is produced once, outside the repository (PyTorch is no dependency);
+    the copy in ``tests/`` must not drift from it, or the tests would check a stale record.
+    """
+
+    def files(d: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+    ours, theirs = files(copy), files(original)
+    assert sorted(ours) == sorted(theirs), f"{copy} and {original} hold different files"
+    for name, data in theirs.items():
+        assert ours[name] == data, f"{copy / name} differs from {original / name}"
 
 
 def assert_same_bits(a: Any, b: Any, what: str = "value") -> None:

@@ -11,7 +11,6 @@ import builtins
 import importlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from conftest import (
     GoldenCase,
     assert_golden_close,
     assert_same_bits,
+    assert_same_files,
     golden_params,
 )
 
@@ -218,17 +218,9 @@ def test_golden_log_loss_keywords(case: GoldenCase, keyword: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _files(d: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
-
-
 @pytest.mark.skipif(not SHARED_GOLDEN_DIR.is_dir(), reason="../shared/golden is not present")
 def test_golden_copy_matches_shared() -> None:
-    ours = _files(GOLDEN_DIR)
-    theirs = _files(SHARED_GOLDEN_DIR)
-    assert sorted(ours) == sorted(theirs)
-    for name, data in theirs.items():
-        assert ours[name] == data, f"tests/golden/{name} differs from shared/golden/{name}"
+    assert_same_files(GOLDEN_DIR, SHARED_GOLDEN_DIR)
 
 
 def test_golden_cases_load() -> None:
