@@ -734,3 +734,25 @@ def test_out_wrong_shape(op: str) -> None:
     out = np.full((3, 4), SENTINEL, dtype=np.float32)
     _raises(ValueError, getattr(xent_rs, op), _x(), out=out)
     assert np.all(out == SENTINEL)
+
+
+def test_errors_say_which_argument_is_at_fault_and_where() -> None:
+    """Front ends read ``argument``/``position`` (``xent_rs._errors``), never message text."""
+    from xent_rs import _errors
+
+    with pytest.raises(IndexError) as info:
+        xent_rs.cross_entropy(np.zeros((3, 4)), np.array([[0], [5], [1]]).reshape(3))
+    assert _errors.argument_of(info.value) == "target"
+    assert _errors.position_of(info.value) == (1,)
+    with pytest.raises(IndexError) as info:
+        xent_rs.streaming.NLLLossAccumulator(axis=1).update(
+            np.zeros((2, 3, 2)), np.array([[0, 1], [1, 9]])
+        )
+    assert (_errors.argument_of(info.value), _errors.position_of(info.value)) == ("target", (1, 1))
+    with pytest.raises(ValueError) as info:
+        xent_rs.log_loss(["a", "c"], [[0.5, 0.5], [0.5, 0.5]], labels=["a", "b"])
+    assert _errors.argument_of(info.value) == "y_true"
+    acc = xent_rs.streaming.LogLossAccumulator()
+    with pytest.raises(ValueError) as info:
+        acc.update([[0.5, 0.5], [0.5, 0.5]], [0, 2])
+    assert (_errors.argument_of(info.value), _errors.position_of(info.value)) == ("y_true", (1,))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from xent_rs import _arrays, _core, _functional
+from xent_rs import _arrays, _core, _errors, _functional
 
 
 def log_loss(
@@ -253,10 +253,7 @@ def _encode(y: np.ndarray, labels: Any) -> tuple[np.ndarray | None, np.ndarray]:
             )
         present = np.isin(y, classes)
         if not present.all():
-            raise ValueError(
-                f"y_true contains values {set(y[~present].tolist())} not belonging to the "
-                f"passed labels {labels}."
-            )
+            raise _errors.labels_outside(set(y[~present].tolist()), labels)
         if classes.shape[0] == 1:
             raise ValueError(
                 f"The labels array needs to contain at least two labels, got {classes}."

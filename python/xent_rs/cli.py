@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from xent_rs import _core, streaming
+from xent_rs import _core, _errors, streaming
 from xent_rs._files import DataError, Source, open_source, same_file
 
 __all__ = ["ScoreReport", "main", "score_files"]
@@ -289,12 +289,18 @@ def score_files(
                     out[start:stop] = acc.update(x, t, w, return_losses=True)
             except (ValueError, TypeError, IndexError) as exc:
                 rows_text = f"rows {start:,} to {max(stop - 1, start):,}"
-                if "y_true" in str(exc):  # log_loss: a label that is not one of the classes
+                argument = _errors.argument_of(exc)
+                if argument in ("y_true", "target"):
+                    position = _errors.position_of(exc)
                     labels = getattr(acc, "labels", None)
-                    if labels is not None and t.ndim == 1:
+                    if position is not None:
+                        rows_text = f"row {start + position[0]:,}"
+                    elif labels is not None and t.ndim == 1:
                         row = start + int(np.argmax(~np.isin(t, labels)))
                         rows_text = f"row {row:,} (label {t[row - start].item()!r})"
                     raise DataError(target.name, f"{rows_text}: {_one_line(exc)}") from None
+                if argument == "sample_weight" and weight is not None:
+                    raise DataError(weight.name, f"{rows_text}: {_one_line(exc)}") from None
                 where = _locate(acc, x, start) or rows_text
                 raise DataError(pred.name, f"{where}: {_one_line(exc)}") from None
             chunks += 1

@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from xent_rs import _arrays, _core, _scoring
+from xent_rs import _arrays, _core, _errors, _scoring
 
 __all__ = [
     "Accumulator",
@@ -753,10 +753,7 @@ class LogLossAccumulator(Accumulator):
                 return self._codes_in_range(y, columns, check_range, labels=True)
             present = np.isin(y, classes)
             if not present.all():
-                raise ValueError(
-                    f"y_true contains values {set(y[~present].tolist())} not belonging to the "
-                    f"passed labels {classes.tolist()}."
-                )
+                raise _errors.labels_outside(set(y[~present].tolist()), classes.tolist())
             return np.searchsorted(classes, y).astype(np.int64)
         if y.dtype.kind == "b":
             y = y.astype(np.int8)
@@ -889,9 +886,13 @@ def _bad_label(codes: np.ndarray, columns: int, labels: bool) -> None:
     value = codes[bad[0]] if bad.size else "?"
     where = f" at position {int(bad[0])}" if bad.size else ""
     hint = "" if labels else "; pass labels= with every class"
-    raise ValueError(
-        f"y_true contains label {value}{where}, outside the {columns} classes 0..{columns - 1} "
-        f"of y_proba's columns{hint}"
+    raise _errors.blame(
+        ValueError(
+            f"y_true contains label {value}{where}, outside the {columns} classes "
+            f"0..{columns - 1} of y_proba's columns{hint}"
+        ),
+        "y_true",
+        (int(bad[0]),) if bad.size else None,
     )
 
 
