@@ -63,8 +63,10 @@ fn finish<R>(
 fn on_main_thread() -> bool {
     #[cfg(target_os = "linux")]
     {
+        // The raw system call: glibc's `gettid` wrapper is newer (2.30) than the oldest glibc
+        // the wheel supports (manylinux2014, glibc 2.17).
         // SAFETY: both calls only read the calling thread's and process's ids.
-        unsafe { libc::gettid() == libc::getpid() }
+        unsafe { libc::syscall(libc::SYS_gettid) == libc::c_long::from(libc::getpid()) }
     }
     #[cfg(not(target_os = "linux"))]
     {
