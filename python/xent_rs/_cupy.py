@@ -18,11 +18,14 @@ import importlib
 import math
 import operator
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xent_rs import _arrays, _cuda
+
+if TYPE_CHECKING:
+    from xent_rs._functional import Reduction
 
 FLOAT16 = _arrays.FLOAT16
 FLOAT32 = _arrays.FLOAT32
@@ -623,7 +626,7 @@ def cross_entropy(
     weight: Any = None,
     sample_weight: Any = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     return_grad: bool = False,
     grad_output: Any = None,
@@ -669,7 +672,7 @@ def nll_loss(
     weight: Any = None,
     sample_weight: Any = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     return_grad: bool = False,
     grad_output: Any = None,
 ) -> Any:
@@ -793,7 +796,7 @@ def binary_cross_entropy(
     target: Any,
     *,
     weight: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     return_grad: bool = False,
     grad_output: Any = None,
 ) -> Any:
@@ -821,7 +824,7 @@ def binary_cross_entropy_with_logits(
     *,
     weight: Any = None,
     pos_weight: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     return_grad: bool = False,
     grad_output: Any = None,
 ) -> Any:
