@@ -2,13 +2,14 @@
 
 ``xent_rs._functional`` routes a call here when its arrays are CuPy arrays; CuPy is imported
 only then. The row-wise operations (the softmax family, cross entropy, NLL) are one fused CUDA
-kernel each, compiled once (NVRTC, cached by CuPy) from ``_SOURCE``: a row is handled by one
-thread, a group of lanes of a warp or a whole block depending on its length and layout; its
-maximum and sum of exponentials come from one online pass accumulated in float64, and the
+kernel each, compiled once (NVRTC, cached by CuPy) from ``cuda/rows.cu``: a row is handled by
+one thread, a group of lanes of a warp or a whole block depending on its length and layout;
+its maximum and sum of exponentials come from one online pass accumulated in float64, and the
 loss and the gradient are written by the same kernel (the gradient possibly over the logits).
-The binary losses are CuPy elementwise and reduction kernels. Everything that can fail is
-checked before any output is written; the checks of class indices and probabilities read one
-index back from the device.
+The binary losses are CuPy elementwise and reduction kernels calling the device functions of
+``cuda/binary.cuh``; ``xent_rs._cuda`` names every kernel and its source. Everything that can
+fail is checked before any output is written; the checks of class indices and probabilities
+read one index back from the device.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import importlib
 import math
 import operator
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xent_rs import _arrays
+from xent_rs import _arrays, _cuda
+
+if TYPE_CHECKING:
+    from xent_rs._functional import Reduction
 
 FLOAT16 = _arrays.FLOAT16
 FLOAT32 = _arrays.FLOAT32
@@ -38,401 +42,7 @@ _BLOCK_ROW = 1024
 _NULL = np.uint64(0)
 _NO_INDEX = (1 << 64) - 1
 
-_SOURCE = r"""
-#define XENT_NEG_INF __longlong_as_double(0xfff0000000000000ULL)
-#define XENT_NAN __longlong_as_double(0x7ff8000000000000ULL)
-
-// NaN-propagating maximum.
-__device__ __forceinline__ double xent_max(double a, double b) {
-    return (a > b || a != a) ? a : b;
-}
-
-// A row is handled by `size` consecutive lanes of a warp (1, 2, 4, 8, 16 or 32), or by a whole
-// block (`block`). Rows are visited in a grid-stride loop.
-struct XentGroup {
-    long long first, step;
-    int lane, size;
-    unsigned mask;
-    bool block;
-};
-
-__device__ __forceinline__ XentGroup xent_group(int group) {
-    XentGroup g;
-    if (group == 0) {
-        g.first = blockIdx.x;
-        g.step = gridDim.x;
-        g.lane = threadIdx.x;
-        g.size = blockDim.x;
-        g.mask = 0xffffffffu;
-        g.block = true;
-    } else {
-        const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-        g.first = tid / group;
-        g.step = (long long)gridDim.x * blockDim.x / group;
-        g.lane = threadIdx.x % group;
-        g.size = group;
-        g.mask = group == 32 ? 0xffffffffu
-                             : ((1u << group) - 1u) << ((threadIdx.x & 31) & ~(group - 1));
-        g.block = false;
-    }
-    return g;
-}
-
-// Orders this group's earlier reads before its later writes (in-place gradients).
-__device__ __forceinline__ void xent_sync(const XentGroup& g) {
-    if (g.block) __syncthreads();
-    else if (g.size > 1) __syncwarp(g.mask);
-}
-
-// Sum (or NaN-propagating max) over the lanes of a group; every lane gets the result.
-__device__ double xent_reduce(const XentGroup& g, double v, bool is_max) {
-    const int width = g.block ? 32 : g.size;
-    for (int o = width >> 1; o > 0; o >>= 1) {
-        const double u = __shfl_xor_sync(g.mask, v, o);
-        v = is_max ? xent_max(v, u) : v + u;
-    }
-    if (!g.block) return v;
-    __shared__ double part[32];
-    const int warp = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-    __syncthreads();
-    if (l == 0) part[warp] = v;
-    __syncthreads();
-    v = l < nw ? part[l] : (is_max ? XENT_NEG_INF : 0.0);
-    for (int o = 16; o > 0; o >>= 1) {
-        const double u = __shfl_xor_sync(0xffffffffu, v, o);
-        v = is_max ? xent_max(v, u) : v + u;
-    }
-    return v;
-}
-
-// Merges two partial (max, sum of exp(x - max)); a max of -inf means "nothing yet" (its sum
-// is 0, or NaN once a NaN was seen, which is kept).
-__device__ __forceinline__ void xent_ms_merge(double* m, double* s, double m2, double s2) {
-    const double mm = m2 > *m ? m2 : *m;
-    const double a = *m == XENT_NEG_INF ? *s * 0.0 : *s * exp(*m - mm);
-    const double b = m2 == XENT_NEG_INF ? s2 * 0.0 : s2 * exp(m2 - mm);
-    *m = mm;
-    *s = a + b;
-}
-
-// Values each lane loads ahead in a row (8 measured 0-10 % faster than 4 on an H200).
-#define XENT_AHEAD 8
-
-// Calls f(c, x[b + c * inner]) for this lane's classes in order, loading XENT_AHEAD values
-// ahead, the last partial batch too: the loads of a row are then in flight together instead
-// of one at a time (1.4-1.9x less time on rows of 1000 or more classes). Every value is read
-// before f runs on it, so f may write the same element (in-place gradients).
-template <typename T, typename F>
-__device__ __forceinline__ void xent_each_value(const T* x, long long b, long long classes,
-                                                long long inner, const XentGroup& g, F f) {
-    const long long st = g.size;
-    long long c = g.lane;
-    for (; c + (XENT_AHEAD - 1) * st < classes; c += XENT_AHEAD * st) {
-        T v[XENT_AHEAD];
-#pragma unroll
-        for (int k = 0; k < XENT_AHEAD; ++k) v[k] = x[b + (c + k * st) * inner];
-#pragma unroll
-        for (int k = 0; k < XENT_AHEAD; ++k) f(c + k * st, v[k]);
-    }
-    if (c < classes) {  // the last, partial batch: its loads in flight together too
-        T v[XENT_AHEAD];
-#pragma unroll
-        for (int k = 0; k < XENT_AHEAD; ++k)
-            v[k] = c + k * st < classes ? x[b + (c + k * st) * inner] : (T)0;
-#pragma unroll
-        for (int k = 0; k < XENT_AHEAD; ++k)
-            if (c + k * st < classes) f(c + k * st, v[k]);
-    }
-}
-
-// One pass over a row: m = max x, s = sum exp(x - m), with torch's special values: a +inf or
-// a NaN makes s NaN; a row of -inf leaves m = -inf (x - m is then NaN everywhere).
-template <typename T>
-__device__ void xent_row_ms(const T* x, long long b, long long classes, long long inner,
-                            const XentGroup& g, double* mo, double* so) {
-    const T ninf = (T)XENT_NEG_INF;
-    T m = ninf;
-    double s = 0.0;
-    xent_each_value(x, b, classes, inner, g, [&](long long, T v) {
-        if (v > m) {
-            s = (m == ninf ? s * 0.0 : s * (double)exp(m - v)) + 1.0;
-            m = v;
-            if (isinf(v)) s = XENT_NAN;
-        } else if (v != ninf) {
-            s += (double)exp(v - m);
-        }
-    });
-    double md = (double)m;
-    const int width = g.block ? 32 : g.size;
-    for (int o = width >> 1; o > 0; o >>= 1) {
-        const double m2 = __shfl_xor_sync(g.mask, md, o);
-        const double s2 = __shfl_xor_sync(g.mask, s, o);
-        xent_ms_merge(&md, &s, m2, s2);
-    }
-    if (g.block) {
-        __shared__ double pm[32], ps[32];
-        const int warp = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-        __syncthreads();
-        if (l == 0) {
-            pm[warp] = md;
-            ps[warp] = s;
-        }
-        __syncthreads();
-        md = l < nw ? pm[l] : XENT_NEG_INF;
-        s = l < nw ? ps[l] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) {
-            const double m2 = __shfl_xor_sync(0xffffffffu, md, o);
-            const double s2 = __shfl_xor_sync(0xffffffffu, s, o);
-            xent_ms_merge(&md, &s, m2, s2);
-        }
-    }
-    *mo = md;
-    *so = s;
-}
-
-#define XENT_ROWS                                                                  \
-    const XentGroup g = xent_group(group);                                         \
-    for (long long r = g.first; r < rows; r += g.step)
-
-#define XENT_BASE(r) ((r) / inner * classes * inner + (r) % inner)
-#define XENT_EACH(c) for (long long c = g.lane; c < classes; c += g.size)
-
-template <typename T>
-__global__ void xent_softmax(const T* x, T* y, long long rows, long long classes,
-                             long long inner, int group, int log_mode) {
-    XENT_ROWS {
-        const long long b = XENT_BASE(r);
-        double ms, ss;
-        xent_row_ms(x, b, classes, inner, g, &ms, &ss);
-        const T m = (T)ms;
-        if (log_mode) {
-            const T ls = (T)log(ss);
-            xent_each_value(x, b, classes, inner, g,
-                            [&](long long c, T v) { y[b + c * inner] = (v - m) - ls; });
-        } else {
-            xent_each_value(x, b, classes, inner, g, [&](long long c, T v) {
-                y[b + c * inner] = (T)((double)exp(v - m) / ss);
-            });
-        }
-    }
-}
-
-template <typename T>
-__global__ void xent_logsumexp(const T* x, T* out, long long rows, long long classes,
-                               long long inner, int group) {
-    XENT_ROWS {
-        const long long b = XENT_BASE(r);
-        double m = XENT_NEG_INF;
-        XENT_EACH(c) m = xent_max(m, (double)x[b + c * inner]);
-        m = xent_reduce(g, m, true);
-        if (isinf(m)) m = 0.0;  // torch: an infinite maximum is not subtracted
-        const T mt = (T)m;
-        double s = 0.0;
-        XENT_EACH(c) s += (double)exp(x[b + c * inner] - mt);
-        s = xent_reduce(g, s, false);
-        if (g.lane == 0) out[r] = (T)(m + log(s));
-    }
-}
-
-template <typename T>
-__global__ void xent_softmax_backward(const T* gy, const T* y, T* out, long long rows,
-                                      long long classes, long long inner, int group,
-                                      int log_mode) {
-    XENT_ROWS {
-        const long long b = XENT_BASE(r);
-        double s = 0.0;
-        XENT_EACH(c) {
-            const long long i = b + c * inner;
-            s += log_mode ? (double)gy[i] : (double)gy[i] * (double)y[i];
-        }
-        const T st = (T)xent_reduce(g, s, false);
-        XENT_EACH(c) {
-            const long long i = b + c * inner;
-            out[i] = log_mode ? gy[i] - exp(y[i]) * st : y[i] * (gy[i] - st);
-        }
-    }
-}
-
-// The upstream factor of a row (before its sample weight); `zero` when the whole gradient is 0.
-template <typename T>
-__device__ __forceinline__ double xent_upstream(const T* go, double gscalar, const double* denom,
-                                                long long r, bool* zero) {
-    if (go) return (double)go[r];
-    if (denom) {
-        const double d = *denom;
-        if (d == 0.0) {
-            *zero = true;
-            return 0.0;
-        }
-        return gscalar / d;
-    }
-    return gscalar;
-}
-
-// Hard-target cross entropy (softmax != 0) or NLL; targets were checked before the launch.
-template <typename T>
-__global__ void xent_ce_hard(const T* x, T* grad, const long long* target, const T* weight,
-                             const T* sample_weight, const T* go, double gscalar,
-                             const double* denom, double* rowloss, long long rows,
-                             long long classes, long long inner, int group, long long ignore,
-                             double eps, double wtotal, int softmax) {
-    XENT_ROWS {
-        const long long b = XENT_BASE(r);
-        const long long y = target[r];
-        if (y == ignore || y < 0 || y >= classes) {
-            if (grad) XENT_EACH(c) grad[b + c * inner] = (T)0;
-            if (g.lane == 0) rowloss[r] = 0.0;
-            continue;
-        }
-        const double wy = weight ? (double)weight[y] : 1.0;
-        const double sw = sample_weight ? (double)sample_weight[r] : 1.0;
-        bool zero = false;
-        const double gs = grad ? xent_upstream(go, gscalar, denom, r, &zero) : 0.0;
-        const T xy = x[b + y * inner];
-        xent_sync(g);
-        if (!softmax) {
-            const double coef = sw * wy;
-            if (g.lane == 0) rowloss[r] = -coef * (double)xy;
-            if (grad) {
-                const T hit = zero ? (T)0 : (T)(-coef * gs);
-                XENT_EACH(c) grad[b + c * inner] = c == y ? hit : (T)0;
-            }
-            continue;
-        }
-        double ms, s;
-        xent_row_ms(x, b, classes, inner, g, &ms, &s);
-        const T m = (T)ms;
-        double sd = 0.0;
-        if (eps > 0.0) {
-            XENT_EACH(c) {
-                const T d = x[b + c * inner] - m;
-                sd += weight ? (double)(d * weight[c]) : (double)d;
-            }
-            sd = xent_reduce(g, sd, false);
-        }
-        const double ln_s = log(s);
-        const double cls = (double)classes;
-        double loss = (1.0 - eps) * wy * ((ms - (double)xy) + ln_s);
-        if (eps > 0.0) loss += eps / cls * (wtotal * ln_s - sd);
-        if (g.lane == 0) rowloss[r] = sw * loss;
-        if (!grad) continue;
-        if (zero) {
-            XENT_EACH(c) grad[b + c * inner] = (T)0;
-            continue;
-        }
-        const double gr = gs * sw;
-        const T a = (T)(gr * ((1.0 - eps) * wy + eps / cls * wtotal) / s);
-        const T bs = (T)(gr * eps / cls);
-        const double hit = gr * (1.0 - eps) * wy;
-        xent_each_value(x, b, classes, inner, g, [&](long long c, T xc) {
-            T v = exp(xc - m) * a;
-            if (eps > 0.0) v -= bs * (weight ? weight[c] : (T)1);
-            grad[b + c * inner] = c == y ? (T)((double)v - hit) : v;
-        });
-    }
-}
-
-// Soft-target (class probability) cross entropy.
-template <typename T>
-__global__ void xent_ce_soft(const T* x, const T* target, T* grad, const T* weight,
-                             const T* sample_weight, const T* go, double gscalar,
-                             const double* denom, double* rowloss, long long rows,
-                             long long classes, long long inner, int group, double eps) {
-    const T keep = (T)(1.0 - eps), spread = (T)(eps / (double)classes);
-    XENT_ROWS {
-        const long long b = XENT_BASE(r);
-        const double sw = sample_weight ? (double)sample_weight[r] : 1.0;
-        bool zero = false;
-        const double gs = grad ? xent_upstream(go, gscalar, denom, r, &zero) : 0.0;
-        double ms, s;
-        xent_row_ms(x, b, classes, inner, g, &ms, &s);
-        const T m = (T)ms;
-        double tw = 0.0, twd = 0.0;
-        XENT_EACH(c) {
-            const long long i = b + c * inner;
-            T wt = target[i] * keep + spread;
-            if (weight) wt *= weight[c];
-            tw += (double)wt;
-            twd += (double)(wt * (x[i] - m));
-        }
-        tw = xent_reduce(g, tw, false);
-        twd = xent_reduce(g, twd, false);
-        if (g.lane == 0) rowloss[r] = sw * (tw * log(s) - twd);
-        if (!grad) continue;
-        if (zero) {
-            XENT_EACH(c) grad[b + c * inner] = (T)0;
-            continue;
-        }
-        const double gr = gs * sw;
-        const T a = (T)(gr * tw / s);
-        const T gt = (T)gr;
-        XENT_EACH(c) {
-            const long long i = b + c * inner;
-            T wt = target[i] * keep + spread;
-            if (weight) wt *= weight[c];
-            grad[i] = exp(x[i] - m) * a - wt * gt;
-        }
-    }
-}
-"""
-
-_KERNELS = (
-    "xent_softmax",
-    "xent_logsumexp",
-    "xent_softmax_backward",
-    "xent_ce_hard",
-    "xent_ce_soft",
-)
-_CTYPES = {FLOAT32: "float", FLOAT64: "double"}
-
-_BINARY_PREAMBLE = r"""
-// Products the compiler may not fuse into a following addition, rounded as the CPU path
-// rounds them: the BCE-with-logits loss adds two products that cancel for very negative
-// logits (exactly when pos_weight is 0), and only the two rounded products cancel as torch's
-// do (a fused one left -7.7 for x = -1.7e8).
-__device__ __forceinline__ float xent_mul(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ double xent_mul(double a, double b) { return __dmul_rn(a, b); }
-template <typename F> __device__ F xent_clamp_log(F v) { return v < (F)-100 ? (F)-100 : v; }
-template <typename F> __device__ F xent_bce_loss(F p, F t) {
-    const F lp = xent_clamp_log(log(p));
-    const F l1 = xent_clamp_log(log1p(-p));
-    return -(xent_mul(t, lp - l1) + l1);
-}
-template <typename F> __device__ F xent_bce_grad(F p, F t) {
-    F d = p * ((F)1 - p);
-    const F e = (F)1e-12f;
-    if (d < e) d = e;
-    return (p - t) / d;
-}
-template <typename F> __device__ F xent_softplus_neg(F x) {
-    return log1p(exp(-fabs(x))) + (x < (F)0 ? -x : (F)0);
-}
-template <typename F> __device__ F xent_sigmoid(F x) {
-    const F e = exp(-fabs(x));
-    return (x < (F)0 ? e : (F)1) / ((F)1 + e);
-}
-template <typename F> __device__ F xent_bcel_loss(F x, F t) {
-    return xent_mul((F)1 - t, x) + xent_softplus_neg(x);
-}
-template <typename F> __device__ F xent_bcel_grad(F x, F t) { return xent_sigmoid(x) - t; }
-template <typename F> __device__ F xent_bcelp_loss(F x, F t, F pw) {
-    const F coef = xent_mul(pw - (F)1, t) + (F)1;
-    return xent_mul((F)1 - t, x) + xent_mul(coef, xent_softplus_neg(x));
-}
-template <typename F> __device__ F xent_bcelp_grad(F x, F t, F pw) {
-    const F pt = pw * t;
-    return (pt + (F)1 - t) * xent_sigmoid(x) - pt;
-}
-template <typename F> __device__ bool xent_bad_target(F t, long long ignore, long long classes) {
-    if ((F)(-1) < (F)0) {
-        const long long v = (long long)t;
-        return v != ignore && (v < 0 || v >= classes);
-    }
-    const unsigned long long v = (unsigned long long)t;
-    if (ignore >= 0 && v == (unsigned long long)ignore) return false;
-    return v >= (unsigned long long)classes;
-}
-"""
+_CTYPES = {np.dtype(k): v for k, v in _cuda.ROW_TYPES.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,32 +56,40 @@ def _cp() -> Any:
 
 @cache
 def _module() -> Any:
-    names = [f"{k}<{t}>" for k in _KERNELS for t in _CTYPES.values()]
-    return _cp().RawModule(code=_SOURCE, name_expressions=names)
+    """The row kernels: ``cuda/rows.cu``, compiled at first use (NVRTC, cached by CuPy)."""
+    return _cp().RawModule(
+        code=_cuda.source(_cuda.ROWS), name_expressions=_cuda.row_name_expressions()
+    )
 
 
 @cache
 def _raw(name: str, dtype: np.dtype[Any]) -> Any:
-    return _module().get_function(f"{name}<{_CTYPES[dtype]}>")
+    return _module().get_function(_cuda.row_name(name, _CTYPES[dtype]))
 
 
 @cache
-def _elementwise(in_params: str, out_params: str, body: str, name: str) -> Any:
-    return _cp().ElementwiseKernel(in_params, out_params, body, name, preamble=_BINARY_PREAMBLE)
+def _elementwise(spec: _cuda.Elementwise) -> Any:
+    return _cp().ElementwiseKernel(
+        spec.in_params,
+        spec.out_params,
+        spec.operation,
+        spec.name,
+        preamble=_cuda.source(_cuda.BINARY),
+    )
 
 
 @cache
-def _reduction(in_params: str, map_expr: str, name: str) -> Any:
+def _reduction(spec: _cuda.Reduction) -> Any:
     return _cp().ReductionKernel(
-        in_params,
-        "float64 total",
-        map_expr,
-        "a + b",
-        "total = a",
-        "0",
-        name,
-        reduce_type="double",
-        preamble=_BINARY_PREAMBLE,
+        spec.in_params,
+        spec.out_params,
+        spec.map_expr,
+        spec.reduce_expr,
+        spec.post_map_expr,
+        spec.identity,
+        spec.name,
+        reduce_type=spec.reduce_type,
+        preamble=_cuda.source(_cuda.BINARY),
     )
 
 
@@ -622,22 +240,17 @@ def _upstream(
     return 1.0, g
 
 
-def _first_index(in_params: str, condition: str, name: str, *args: Any) -> int:
-    """The first flat index where ``condition`` holds over ``args``, or -1.
+def _first_index(spec: _cuda.Elementwise, *args: Any) -> int:
+    """The first flat index where ``spec``'s condition holds over ``args``, or -1.
 
-    One elementwise kernel (an ``atomicMin`` on the index) and one value read back.
+    One elementwise kernel (an ``atomicMin`` on the index, see ``_cuda.first_index``) and one
+    value read back.
     """
     cp = _cp()
     if args[0].size == 0:
         return -1
     first = cp.full(1, np.uint64(_NO_INDEX), dtype=cp.uint64)
-    kernel = _elementwise(
-        in_params,
-        "raw uint64 first",
-        f"if ({condition}) atomicMin(&first[0], (unsigned long long)i)",
-        name,
-    )
-    kernel(*args, first)
+    _elementwise(spec)(*args, first)
     index = int(first.get()[0])
     return -1 if index == _NO_INDEX else index
 
@@ -843,14 +456,7 @@ def _check_targets(t: Any, classes: int, ignore_index: int) -> None:
     """``IndexError`` for the first class index outside ``[0, classes)`` not ignored."""
     if t.size == 0:
         return
-    flat = _first_index(
-        "T t, int64 ignore, int64 classes",
-        "xent_bad_target(t, ignore, classes)",
-        "xent_bad_target",
-        t,
-        ignore_index,
-        classes,
-    )
+    flat = _first_index(_cuda.BAD_TARGET, t, ignore_index, classes)
     if flat < 0:
         return
     value = int(t.ravel()[flat].get())
@@ -867,21 +473,8 @@ def _check_targets(t: Any, classes: int, ignore_index: int) -> None:
 
 def _hard_denominator(t: Any, w: Any, sw: Any, ignore_index: int) -> Any:
     """``sum(w[y] * sw)`` over the counted samples, as a 0-d float64 device array."""
-    params = "int64 t, int64 ignore"
-    term = "1.0"
-    args: list[Any] = [t, ignore_index]
-    if w is not None:
-        params += ", raw W w"
-        term = "(double)w[t]"
-        args.append(w)
-    if sw is not None:
-        params += ", S sw"
-        term += " * (double)sw"
-        args.append(sw)
-    kernel = _elementwise(
-        params, "float64 d", f"d = t == ignore ? 0.0 : {term}", "xent_hard_denominator"
-    )
-    return kernel(*args).sum()
+    args = [a for a in (t, ignore_index, w, sw) if a is not None]
+    return _elementwise(_cuda.hard_denominator(w is not None, sw is not None))(*args).sum()
 
 
 def _class_loss(
@@ -1033,7 +626,7 @@ def cross_entropy(
     weight: Any = None,
     sample_weight: Any = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     return_grad: bool = False,
     grad_output: Any = None,
@@ -1079,7 +672,7 @@ def nll_loss(
     weight: Any = None,
     sample_weight: Any = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     return_grad: bool = False,
     grad_output: Any = None,
 ) -> Any:
@@ -1135,7 +728,7 @@ def _broadcast(operand: Any, shape: tuple[int, ...], dtype: np.dtype[Any], name:
 
 def _check_probabilities(p: Any) -> None:
     """``ValueError`` naming the first probability outside ``[0, 1]`` (NaN included)."""
-    flat = _first_index("T p", "!(p >= (T)0 && p <= (T)1)", "xent_bad_probability", p)
+    flat = _first_index(_cuda.BAD_PROBABILITY, p)
     if flat < 0:
         return
     value = p.ravel()[flat].get()[()]
@@ -1143,15 +736,6 @@ def _check_probabilities(p: Any) -> None:
         f"all elements of input should be between 0 and 1: got {value} at position "
         f"{_position(flat, p.shape)}"
     )
-
-
-def _binary_terms(logits: bool, pw: bool) -> tuple[str, str]:
-    """The C expressions of one element's unweighted loss and gradient."""
-    if not logits:
-        return "xent_bce_loss(x, t)", "xent_bce_grad(x, t)"
-    if pw:
-        return "xent_bcelp_loss(x, t, pw)", "xent_bcelp_grad(x, t, pw)"
-    return "xent_bcel_loss(x, t)", "xent_bcel_grad(x, t)"
 
 
 def _binary_loss(
@@ -1179,48 +763,29 @@ def _binary_loss(
     if not logits:
         _check_probabilities(x)
 
-    loss_expr, grad_expr = _binary_terms(logits, pw is not None)
-    params = "T x, T t"
-    args: list[Any] = [x, t]
-    if pw is not None:
-        params += ", T pw"
-        args.append(pw)
-    weigh = ""
-    if w is not None:
-        params += ", T w"
-        args.append(w)
-        weigh = " * w"
+    # The kernels' parameters: x, t, then pw and w when given (see _cuda.binary).
+    form = (logits, pw is not None, w is not None)
+    args = [a for a in (x, t, pw, w) if a is not None]
     n = x.size
-    name = "xent_bcel" if logits else "xent_bce"
     loss: Any
     if reduction == "none":
         if return_grad:
-            kernel = _elementwise(
-                params + ", T g",
-                "T loss, T grad",
-                f"loss = {loss_expr}{weigh}; grad = {grad_expr}{weigh} * g",
-                name + "_none_grad",
-            )
             g = go if go is not None else work.type(gscalar)
-            loss, grad = kernel(*args, g)
+            loss, grad = _elementwise(_cuda.binary(*form, "none_grad"))(*args, g)
         else:
-            kernel = _elementwise(params, "T loss", f"loss = {loss_expr}{weigh}", name + "_none")
-            loss = kernel(*args)
+            loss = _elementwise(_cuda.binary(*form, "none"))(*args)
         loss = _restore(loss, dtype)
     else:
         if n == 0:
             total = cp.zeros((), dtype=cp.float64)
         else:
-            total = _reduction(params, f"(double)({loss_expr}{weigh})", name + "_sum")(*args)
+            total = _reduction(_cuda.binary_sum(*form))(*args)
         if reduction == "mean":
             total = total / float(n)
         loss = total.astype(dtype)
         if return_grad:
             scale = gscalar if reduction == "sum" else (gscalar / n if n else 0.0)
-            kernel = _elementwise(
-                params + ", T g", "T grad", f"grad = {grad_expr}{weigh} * g", name + "_grad"
-            )
-            grad = kernel(*args, work.type(scale))
+            grad = _elementwise(_cuda.binary(*form, "grad"))(*args, work.type(scale))
     if not return_grad:
         return loss
     return loss, _restore(grad, dtype)
@@ -1231,7 +796,7 @@ def binary_cross_entropy(
     target: Any,
     *,
     weight: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     return_grad: bool = False,
     grad_output: Any = None,
 ) -> Any:
@@ -1259,7 +824,7 @@ def binary_cross_entropy_with_logits(
     *,
     weight: Any = None,
     pos_weight: Any = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     return_grad: bool = False,
     grad_output: Any = None,
 ) -> Any:
