@@ -756,3 +756,39 @@ def test_errors_say_which_argument_is_at_fault_and_where() -> None:
     with pytest.raises(ValueError) as info:
         acc.update([[0.5, 0.5], [0.5, 0.5]], [0, 2])
     assert (_errors.argument_of(info.value), _errors.position_of(info.value)) == ("y_true", (1,))
+
+
+def _message(call: Any) -> tuple[type[BaseException], str]:
+    try:
+        call()
+    except (TypeError, ValueError, IndexError) as exc:
+        return type(exc), str(exc)
+    raise AssertionError("no error")
+
+
+def test_every_path_refuses_an_option_in_the_same_words() -> None:
+    """The core, the CuPy backend's checks (no GPU needed), the accumulators and
+    ``xent_rs.dask`` give the same exception and text for the same bad option."""
+    pytest.importorskip("dask")
+    import xent_rs.dask
+    from xent_rs import _cupy, _spec
+
+    x, t = np.zeros((4, 3)), np.array([0, 1, 2, 0])
+    bad_reduction = {
+        _message(lambda: xent_rs.cross_entropy(x, t, reduction="foo")),
+        _message(lambda: xent_rs.dask.cross_entropy(x, t, reduction="foo")),
+        _message(lambda: _cupy._check_reduction("foo")),
+    }
+    assert bad_reduction == {(ValueError, 'reduction must be "none", "mean" or "sum", got "foo"')}
+    bad_smoothing = {
+        _message(lambda: xent_rs.cross_entropy(x, t, label_smoothing=1.5)),
+        _message(lambda: xent_rs.streaming.CrossEntropyAccumulator(label_smoothing=1.5)),
+        _message(lambda: _spec.label_smoothing(1.5)),
+    }
+    assert bad_smoothing == {(ValueError, "label_smoothing must be between 0.0 and 1.0, got 1.5")}
+    for value in (1.5, True, 2**64):
+        got = {
+            _message(lambda v=value: xent_rs.cross_entropy(x, t, ignore_index=v)),
+            _message(lambda v=value: xent_rs.streaming.NLLLossAccumulator(ignore_index=v)),
+        }
+        assert len(got) == 1, got

@@ -8,7 +8,6 @@ C-contiguous float32/float64 arrays pass through untouched: no copy.
 
 from __future__ import annotations
 
-import operator
 import sys
 from collections.abc import Callable
 from typing import Any, Literal
@@ -172,23 +171,6 @@ def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any
     )
 
 
-def ignore_index(value: Any) -> int:
-    """``ignore_index`` as a 64-bit integer: an integer (NumPy's too), not a float or a bool
-    (a ``TypeError``, as torch's, with the core's message); beyond 64 bits a ``ValueError``
-    (the core's)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(_ignore_index_type(value))
-    try:
-        index = operator.index(value)
-    except TypeError:
-        raise TypeError(_ignore_index_type(value)) from None
-    if not -(2**63) <= index < 2**63:
-        raise ValueError(
-            f"ignore_index must lie in [-2**63, 2**63) (class indices are 64-bit), got {index}"
-        )
-    return index
-
-
 def non_native_output(name: str, dtype: np.dtype[Any]) -> str:
     """The message for an output buffer (``out=``, ``grad_out=``) not in native byte order
     (the core's words too): unlike an input, an output cannot be converted."""
@@ -197,10 +179,6 @@ def non_native_output(name: str, dtype: np.dtype[Any]) -> str:
         f"place, so it cannot be converted; pass a native array, e.g. "
         f"np.empty({name}.shape, {name}.dtype.newbyteorder('='))"
     )
-
-
-def _ignore_index_type(value: Any) -> str:
-    return f"ignore_index must be an integer, got {type(value).__name__} {value!r}"
 
 
 def _host_address(a: np.ndarray) -> int:

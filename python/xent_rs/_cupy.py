@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xent_rs import _arrays, _cuda
+from xent_rs import _arrays, _cuda, _spec
 
 if TYPE_CHECKING:
     from xent_rs._functional import Reduction
@@ -32,7 +32,6 @@ FLOAT32 = _arrays.FLOAT32
 FLOAT64 = _arrays.FLOAT64
 NATIVE = _arrays.NATIVE
 
-_REDUCTIONS = ("none", "mean", "sum")
 _BLOCK = 256
 #: Threads per block for a few rows of at least ``_BLOCK_ROW`` values (when registers allow).
 _BIG_BLOCK = 1024
@@ -182,9 +181,7 @@ def _geometry(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 
 
 def _check_reduction(reduction: str) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f'reduction must be "none", "mean" or "sum", got "{reduction}"')
-    return reduction
+    return _spec.reduction(reduction)
 
 
 def _output_form(obj: Any, what: str, dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
@@ -505,7 +502,7 @@ def _class_loss(
     t = _class_target(target, work)
     w = None if weight is None else _like(weight, work, "weight")
     sw = None if sample_weight is None else _like(sample_weight, work, "sample_weight")
-    ignore_index = _arrays.ignore_index(ignore_index)
+    ignore_index = _spec.ignore_index(ignore_index)
     eps = float(label_smoothing)
 
     shape = tuple(x.shape)
@@ -555,8 +552,7 @@ def _class_loss(
                     "grad_out overlaps another argument (a target, weight or grad_output "
                     "array) that this call reads; pass a separate array"
                 )
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
+    _spec.label_smoothing(eps)
 
     # Everything below the checks writes.
     denom = None

@@ -33,7 +33,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from xent_rs import _arrays, _functional, streaming
+from xent_rs import _arrays, _functional, _spec, streaming
 
 __all__ = [
     "accumulate",
@@ -366,9 +366,8 @@ def _block_call(
 def _template_reduction(reduction: str) -> str:
     """The accumulator reduction for a call's ``reduction`` (``none`` sums no differently);
     anything else than torch's three is the functions' ``ValueError``."""
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f'reduction must be "none", "mean" or "sum", got {reduction!r}')
-    return "mean" if reduction == "none" else reduction
+    checked = _spec.reduction(reduction)
+    return "mean" if checked == "none" else checked
 
 
 def _blockwise(

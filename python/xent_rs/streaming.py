@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from xent_rs import _arrays, _core, _errors, _scoring
+from xent_rs import _arrays, _core, _errors, _scoring, _spec
 
 __all__ = [
     "Accumulator",
@@ -126,12 +126,7 @@ class Accumulator:
     count: int
 
     def __init__(self, reduction: str) -> None:
-        if reduction not in ("mean", "sum"):
-            raise ValueError(
-                f'reduction must be "mean" or "sum" for an accumulator, got {reduction!r} '
-                "(per-sample losses come from update(..., return_losses=True))"
-            )
-        self.reduction = "mean" if reduction == "mean" else "sum"
+        self.reduction = _spec.accumulator_reduction(reduction)
         self._loss = ExactSum()
         self._denominator = ExactSum()
         self.count = 0
@@ -337,12 +332,8 @@ class _ClassAccumulator(Accumulator):
         super().__init__(reduction)
         self.axis = int(axis)
         self.weight = _option_array(weight, "weight")
-        self.ignore_index = _arrays.ignore_index(ignore_index)
-        self.label_smoothing = float(label_smoothing)
-        if not 0.0 <= self.label_smoothing <= 1.0:
-            raise ValueError(
-                f"label_smoothing must be between 0.0 and 1.0, got {self.label_smoothing}"
-            )
+        self.ignore_index = _spec.ignore_index(ignore_index)
+        self.label_smoothing = _spec.label_smoothing(label_smoothing)
 
     def _options(self) -> dict[str, Any]:
         return {
