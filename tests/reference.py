@@ -169,7 +169,8 @@ def _hard_terms(
         raise IndexError(f"target {t[bad][0]} is out of bounds")
     t_safe = np.where(valid, t, 0).astype(np.intp)
     w = np.ones(c) if weight is None else weight
-    wy = np.where(valid, w[t_safe], 0.0)
+    # with no classes every target is ignored (anything else raised above)
+    wy = np.where(valid, w[t_safe], 0.0) if c else np.zeros(t.shape)
     return valid, t_safe, w, wy
 
 
@@ -272,6 +273,10 @@ def _multiclass(
             if tgt.shape != sample_shape:
                 raise ValueError(f"target shape {tgt.shape} != {sample_shape}")
             valid, t_safe, w, wy = _hard_terms(c, tgt, w_arr, ignore_index)
+            if c == 0:  # no classes: every target is ignored
+                loss, _ = _reduce(np.zeros(sample_shape), reduction, 0.0)
+                _upstream(grad_output, reduction, sample_shape)  # still checked
+                return loss, np.zeros(x.shape)
             lp_y = np.take_along_axis(lp, t_safe[..., None], axis=-1)[..., 0]
             nll = np.where(valid, -wy * lp_y, 0.0)
             if eps > 0.0:
