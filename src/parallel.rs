@@ -54,6 +54,7 @@ fn default_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
+        .map(|n| n.min(MAX_THREADS))
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
@@ -84,12 +85,23 @@ pub fn num_threads() -> usize {
     with_state(|s| s.threads)
 }
 
-/// Sets the number of threads (at least 1). Calls already running keep their pool.
+/// The most threads [`set_num_threads`] takes. Starting a thread costs tens of microseconds
+/// to milliseconds, so a count far beyond any machine's CPUs (a typo, `2**40`) would make the
+/// next parallel call spend minutes starting threads; this is a few times the CPUs of the
+/// largest machines.
+pub const MAX_THREADS: usize = 4096;
+
+/// Sets the number of threads (1 to [`MAX_THREADS`]). Calls already running keep their pool.
 pub fn set_num_threads(n: usize) -> Result<(), XentError> {
     if n == 0 {
         return Err(XentError::Value(
             "the number of threads must be at least 1, got 0".into(),
         ));
+    }
+    if n > MAX_THREADS {
+        return Err(XentError::Value(format!(
+            "the number of threads must be at most {MAX_THREADS}, got {n}"
+        )));
     }
     with_state(|s| {
         if s.threads != n {

@@ -792,3 +792,17 @@ def test_every_path_refuses_an_option_in_the_same_words() -> None:
             _message(lambda v=value: xent_rs.streaming.NLLLossAccumulator(ignore_index=v)),
         }
         assert len(got) == 1, got
+
+
+def test_counts_beyond_their_range_are_value_errors() -> None:
+    for call, value in [
+        (xent_rs.set_num_threads, 2**70),
+        (xent_rs.set_num_threads, 5000),
+        (xent_rs.set_num_threads, -(2**70)),
+        (xent_rs.set_output_cache, 2**70),
+        (xent_rs.set_output_cache, -1),
+    ]:
+        with pytest.raises(ValueError, match=r"threads|cache"):
+            call(value)
+    with pytest.raises(TypeError):
+        xent_rs.set_num_threads(2.5)

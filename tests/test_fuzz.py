@@ -1589,13 +1589,6 @@ def test_fuzz_invalid_calls_raise_cleanly(calls: list[Call]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="log_loss's integer fast path and LogLossAccumulator.update hand non-contiguous "
-    "integer labels (y[::2]) to the core, which raises 'ValueError: target must be "
-    "C-contiguous'; the SPEC accepts any layout",
-)
 @pytest.mark.parametrize("how", ["log_loss", "log_loss labels=", "accumulator", "logits"])
 def test_log_loss_non_contiguous_integer_labels(how: str) -> None:
     y = np.array([0, 9, 1, 9, 2, 9, 1, 9])[::2]
@@ -1615,12 +1608,6 @@ def test_log_loss_non_contiguous_integer_labels(how: str) -> None:
     assert got == want
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the class accumulators keep weight= through np.ascontiguousarray, which makes a "
-    "0-d weight 1-D: CrossEntropyAccumulator(weight=2.0) accepts one-class inputs that "
-    "cross_entropy(..., weight=2.0) refuses (and reports shape (1,) for other inputs)",
-)
 @pytest.mark.parametrize("cls", ["CrossEntropyAccumulator", "NLLLossAccumulator"])
 def test_accumulator_scalar_class_weight(cls: str) -> None:
     x, t = np.zeros((3, 1)), np.zeros(3, np.int64)
@@ -1632,13 +1619,6 @@ def test_accumulator_scalar_class_weight(cls: str) -> None:
         acc.update(x, t)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="an integer argument beyond 64 bits (axis=2**70, also set_num_threads / "
-    "set_output_cache) raises PyO3's OverflowError, not the SPEC's ValueError for an axis "
-    "out of range (ignore_index=2**70 is a ValueError)",
-)
 @pytest.mark.parametrize(
     "call",
     ["log_softmax", "softmax", "logsumexp", "log_softmax_backward", "cross_entropy", "nll_loss"],
@@ -1653,12 +1633,6 @@ def test_axis_beyond_64_bits_is_value_error(call: str) -> None:
         fn(*args, axis=2**70)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="set_num_threads accepts any positive count: after set_num_threads(2**40) the next "
-    "parallel call spends forever spawning threads (10 000 threads: 90 s) instead of "
-    "refusing the count with a ValueError",
-)
 def test_absurd_thread_count_is_refused_or_harmless() -> None:
     code = (
         "import numpy as np, xent_rs\n"

@@ -312,7 +312,9 @@ def _option_array(value: Any, name: str) -> np.ndarray | None:
 
 def _as(value: np.ndarray | None, dtype: np.dtype[Any]) -> np.ndarray | None:
     """A constructor's weight in a chunk's dtype (aligned: it may have been unpickled)."""
-    return None if value is None else _aligned(np.ascontiguousarray(value, dtype=dtype))
+    # np.require keeps a 0-d weight 0-d (np.ascontiguousarray makes it 1-D), so that the core
+    # refuses it as the one-shot functions do.
+    return None if value is None else np.require(value, dtype, ("C_CONTIGUOUS", "ALIGNED"))
 
 
 class _ClassAccumulator(Accumulator):

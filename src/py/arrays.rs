@@ -104,8 +104,33 @@ pub(crate) fn uninit<'py, T: Element>(
     unsafe { allocator::new_output::<T>(py, shape) }
 }
 
+/// A class axis as Python gives it: any integer. One beyond 64 bits is out of range for every
+/// array, and refused as such by [`layout`] (a `ValueError` naming the axis, where PyO3's own
+/// conversion would raise an `OverflowError` naming nothing).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Axis {
+    /// An axis that fits in an `isize` (possibly negative, possibly out of range).
+    Index(isize),
+    /// An integer beyond 64 bits.
+    Huge,
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Axis {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<isize>() {
+            Ok(axis) => Ok(Axis::Index(axis)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => {
+                Ok(Axis::Huge)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The class-axis layout of `shape` for a possibly negative `axis`.
-pub(crate) fn layout(shape: &[usize], axis: isize) -> PyResult<(Layout, usize)> {
+pub(crate) fn layout(shape: &[usize], axis: Axis) -> PyResult<(Layout, usize)> {
     let ndim = shape.len() as isize;
     if ndim == 0 {
         return Err(XentError::Value(
@@ -113,6 +138,14 @@ pub(crate) fn layout(shape: &[usize], axis: isize) -> PyResult<(Layout, usize)> 
         )
         .into());
     }
+    let Axis::Index(axis) = axis else {
+        return Err(XentError::Value(format!(
+            "axis is out of range for an input of shape {} ({ndim} dimensions): it does not fit \
+             in 64 bits",
+            format_index(shape)
+        ))
+        .into());
+    };
     let normalized = if axis < 0 { axis + ndim } else { axis };
     if !(0..ndim).contains(&normalized) {
         return Err(XentError::Value(format!(

@@ -15,8 +15,8 @@ use crate::kernels::binary::{self, BinaryOptions, Broadcast};
 use crate::kernels::cross_entropy::{self as ce, ClassOptions};
 use crate::kernels::{GradOutput, Io, Layout, Partial, Reduction};
 use crate::py::arrays::{
-    FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array, layout,
-    output, readonly, slice, slice_mut, typed, uninit, without_axis,
+    Axis, FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array,
+    layout, output, readonly, slice, slice_mut, typed, uninit, without_axis,
 };
 use crate::py::gil::detached;
 
@@ -38,7 +38,7 @@ pub(crate) fn cross_entropy<'py>(
     py: Python<'py>,
     input: &Bound<'py, PyAny>,
     target: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
     weight: Option<&Bound<'py, PyAny>>,
     sample_weight: Option<&Bound<'py, PyAny>>,
     ignore_index: &Bound<'py, PyAny>,
@@ -75,7 +75,7 @@ pub(crate) fn cross_entropy_partial<'py>(
     py: Python<'py>,
     input: &Bound<'py, PyAny>,
     target: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
     weight: Option<&Bound<'py, PyAny>>,
     sample_weight: Option<&Bound<'py, PyAny>>,
     ignore_index: &Bound<'py, PyAny>,
@@ -108,7 +108,7 @@ pub(crate) fn nll_loss<'py>(
     py: Python<'py>,
     input: &Bound<'py, PyAny>,
     target: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
     weight: Option<&Bound<'py, PyAny>>,
     sample_weight: Option<&Bound<'py, PyAny>>,
     ignore_index: &Bound<'py, PyAny>,
@@ -141,7 +141,7 @@ pub(crate) fn nll_loss_partial<'py>(
     py: Python<'py>,
     input: &Bound<'py, PyAny>,
     target: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
     weight: Option<&Bound<'py, PyAny>>,
     sample_weight: Option<&Bound<'py, PyAny>>,
     ignore_index: &Bound<'py, PyAny>,
@@ -279,7 +279,7 @@ fn ignore_index_arg(value: &Bound<'_, PyAny>) -> PyResult<i64> {
 
 struct ClassArgs<'a, 'py> {
     target: &'a Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
     weight: Option<&'a Bound<'py, PyAny>>,
     sample_weight: Option<&'a Bound<'py, PyAny>>,
     ignore_index: i64,

@@ -16,13 +16,38 @@ use pyo3::prelude::*;
 
 use crate::{parallel, pool, simd};
 
-/// Sets the number of worker threads (at least 1).
+/// Sets the number of worker threads (at least 1, at most [`parallel::MAX_THREADS`]).
 #[pyfunction]
-fn set_num_threads(n: i64) -> PyResult<()> {
-    let n = usize::try_from(n).map_err(|_| {
-        crate::error::XentError::Value(format!("the number of threads must be at least 1, got {n}"))
-    })?;
-    Ok(parallel::set_num_threads(n)?)
+fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+    let count = count_arg(n, "the number of threads", 1, "")?;
+    Ok(parallel::set_num_threads(count)?)
+}
+
+/// A Python integer as a count of at least `min` (in `unit`); anything smaller, or beyond 64
+/// bits, is the `ValueError` naming `what` (PyO3's conversion would raise an `OverflowError`
+/// naming nothing).
+fn count_arg(value: &Bound<'_, PyAny>, what: &str, min: usize, unit: &str) -> PyResult<usize> {
+    let refuse = || {
+        crate::error::XentError::Value(format!("{what} must be at least {min}{unit}, got {value}"))
+    };
+    match value.extract::<i64>() {
+        Ok(v) => usize::try_from(v)
+            .ok()
+            .filter(|&c| c >= min)
+            .ok_or_else(|| refuse().into()),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(value.py()) => {
+            let negative = value.lt(0)?;
+            if negative {
+                Err(refuse().into())
+            } else {
+                Err(crate::error::XentError::Value(format!(
+                    "{what} must fit in 64 bits, got {value}"
+                ))
+                .into())
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The number of worker threads.
@@ -33,13 +58,8 @@ fn get_num_threads() -> usize {
 
 /// Sets the most bytes of freed large outputs kept for reuse (0 turns the cache off).
 #[pyfunction]
-fn set_output_cache(max_bytes: i64) -> PyResult<()> {
-    let bytes = usize::try_from(max_bytes).map_err(|_| {
-        crate::error::XentError::Value(format!(
-            "the output cache size must be at least 0 bytes, got {max_bytes}"
-        ))
-    })?;
-    pool::set_limit(bytes);
+fn set_output_cache(max_bytes: &Bound<'_, PyAny>) -> PyResult<()> {
+    pool::set_limit(count_arg(max_bytes, "the output cache size", 0, " bytes")?);
     Ok(())
 }
 

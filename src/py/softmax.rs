@@ -7,8 +7,8 @@ use crate::error::XentError;
 use crate::float::Float;
 use crate::kernels::{Io, Layout, softmax as k};
 use crate::py::arrays::{
-    FloatArray, Output, borrow_output, check_shape, float_array, layout, output, readonly, slice,
-    slice_mut, typed, uninit, without_axis,
+    Axis, FloatArray, Output, borrow_output, check_shape, float_array, layout, output, readonly,
+    slice, slice_mut, typed, uninit, without_axis,
 };
 use crate::py::gil::detached;
 
@@ -20,7 +20,7 @@ type Normalizer<T> = fn(Io<'_, T>, Layout) -> Result<(), XentError>;
 pub(crate) fn log_softmax<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match float_array(x, "input")? {
@@ -35,7 +35,7 @@ pub(crate) fn log_softmax<'py>(
 pub(crate) fn softmax<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
     out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match float_array(x, "input")? {
@@ -47,7 +47,7 @@ pub(crate) fn softmax<'py>(
 fn normalize<'py, T: Float + Element>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
-    axis: isize,
+    axis: Axis,
     out: Option<&Bound<'py, PyAny>>,
     kernel: Normalizer<T>,
 ) -> PyResult<Bound<'py, PyAny>> {
@@ -79,12 +79,12 @@ fn normalize<'py, T: Float + Element>(
 pub(crate) fn logsumexp<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
 ) -> PyResult<Bound<'py, PyAny>> {
     fn typed_lse<'py, T: Float + Element>(
         py: Python<'py>,
         x: &Bound<'py, PyArrayDyn<T>>,
-        axis: isize,
+        axis: Axis,
     ) -> PyResult<Bound<'py, PyAny>> {
         let shape = x.shape().to_vec();
         let (layout, axis) = layout(&shape, axis)?;
@@ -112,7 +112,7 @@ pub(crate) fn log_softmax_backward<'py>(
     py: Python<'py>,
     grad_output: &Bound<'py, PyAny>,
     output: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
 ) -> PyResult<Bound<'py, PyAny>> {
     match float_array(output, "output")? {
         FloatArray::F32(y) => backward(py, grad_output, &y, axis, k::log_softmax_backward::<f32>),
@@ -126,7 +126,7 @@ pub(crate) fn softmax_backward<'py>(
     py: Python<'py>,
     grad_output: &Bound<'py, PyAny>,
     output: &Bound<'py, PyAny>,
-    axis: isize,
+    axis: Axis,
 ) -> PyResult<Bound<'py, PyAny>> {
     match float_array(output, "output")? {
         FloatArray::F32(y) => backward(py, grad_output, &y, axis, k::softmax_backward::<f32>),
@@ -138,7 +138,7 @@ fn backward<'py, T: Float + Element>(
     py: Python<'py>,
     grad_output: &Bound<'py, PyAny>,
     y: &Bound<'py, PyArrayDyn<T>>,
-    axis: isize,
+    axis: Axis,
     kernel: Backward<T>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let shape = y.shape().to_vec();
