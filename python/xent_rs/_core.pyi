@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
@@ -23,6 +24,8 @@ __all__ = [
     "softmax_backward",
     "supported_simd_levels",
 ]
+
+__version__: str
 
 def log_softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
 def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
