@@ -6,6 +6,8 @@
   shared one (``../shared/...``) it was taken from.
 - ``restore_threads``: puts ``xent_rs.set_num_threads`` back after a test that changes it.
 - hypothesis profile ``xent``: no deadline, modest example counts (the suite stays fast).
+- ``--require-installed``: fail unless ``xent_rs`` is an installed one (CI tests its wheel
+  so); the header names the ``xent_rs`` that the tests import, in every run.
 """
 
 from __future__ import annotations
@@ -38,6 +40,37 @@ settings.register_profile(
 )
 settings.register_profile("xent-thorough", parent=settings.get_profile("xent"), max_examples=500)
 settings.load_profile("xent")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-installed",
+        action="store_true",
+        help="fail unless xent_rs is imported from an installed wheel, not from this source "
+        "tree's python/ directory (an editable install)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("--require-installed"):
+        return
+    import xent_rs
+
+    where = Path(xent_rs.__file__).resolve()
+    if where.is_relative_to(REPO_ROOT / "python"):
+        raise pytest.UsageError(
+            f"--require-installed: xent_rs is imported from the source tree ({where}), "
+            "not from an installed wheel"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        import xent_rs
+    except ImportError as exc:
+        return f"xent_rs: not importable ({exc})"
+    return f"xent_rs {xent_rs.__version__}: {Path(xent_rs.__file__).parent}"
+
 
 LOSS_OPS = (
     "cross_entropy",

@@ -211,6 +211,86 @@ def test_npz_parquet_and_arrow_inputs(data: dict[str, Any], tmp_path: Path) -> N
     one_line_error(proc, f"{path}:nope", "no column 'nope'")
 
 
+# Python code that makes pandas not installed, as far as `import pandas` can tell.
+NO_PANDAS = """
+import sys
+
+class NoPandas:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pandas":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoPandas())
+"""
+
+
+def test_parquet_and_arrow_without_pandas(data: dict[str, Any], tmp_path: Path) -> None:
+    # The parquet extra is pyarrow alone. Before pyarrow 26, DataType.to_pandas_dtype() imported
+    # pandas, so column types must be read without it.
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = {f"p{i}": data["proba"][:, i] for i in range(6)}
+    table = pa.table({**columns, "label": data["labels"]})
+    pq.write_table(table, tmp_path / "scores.parquet", row_group_size=2500)
+    with pa.ipc.new_file(tmp_path / "scores.arrow", table.schema) as writer:
+        writer.write_table(table, max_chunksize=1500)
+    pq.write_table(pa.table({"proba": list(data["proba"])}), tmp_path / "lists.parquet")
+    no_pandas = NO_PANDAS + "from xent_rs.cli import main; sys.exit(main(sys.argv[1:]))"
+    want = mean_log_loss(data)
+    for pred, target in [
+        ("scores.parquet:p*", "scores.parquet:label"),
+        ("scores.arrow:p*", "scores.arrow:label"),
+        ("lists.parquet:proba", "scores.parquet:label"),
+    ]:
+        args = ["score", str(tmp_path / pred), str(tmp_path / target), "--json"]
+        proc = subprocess.run(
+            [sys.executable, "-c", no_pandas, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["value"] == pytest.approx(want, rel=1e-12)
+    # a type with no NumPy dtype is still a one-line error
+    times = pa.table({"t": pa.array(np.arange(10, dtype=np.int32), pa.time32("s"))})
+    pq.write_table(times, tmp_path / "times.parquet")
+    proc = run("score", f"{tmp_path / 'times.parquet'}:t", f"{tmp_path / 'scores.parquet'}:label")
+    one_line_error(proc, f"{tmp_path / 'times.parquet'}:t", "time32", "cannot be scored")
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        ("ModuleNotFoundError(\"No module named 'pyarrow'\", name='pyarrow')", ["needs pyarrow"]),
+        # what pyarrow 26 raises under NumPy 1.x (pip pairs them: pyarrow does not declare it)
+        ("ImportError('pyarrow requires NumPy 2.0 or newer, found 1.23.5')", ["NumPy 2.0"]),
+    ],
+    ids=["missing", "broken"],
+)
+def test_parquet_without_a_working_pyarrow(tmp_path: Path, error: str, words: list[str]) -> None:
+    code = f"""
+import sys
+
+class NoPyarrow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pyarrow":
+            raise {error}
+
+sys.meta_path.insert(0, NoPyarrow())
+from xent_rs.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    path = tmp_path / "scores.parquet"
+    path.write_bytes(b"PAR1")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "score", f"{path}:p*", f"{path}:label"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    one_line_error(proc, f"{path}:p*", *words)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA semantics")
 def test_a_file_bigger_than_the_memory_allowed(tmp_path: Path) -> None:
     """Under a data limit that np.load cannot load the file in, score still reads it."""

@@ -127,7 +127,10 @@ def test_failed_output_allocation_is_numpys_memory_error(cache_mb: str) -> None:
     # stderr from Rust, and NumPy's allocator is current again afterwards.
     code = """
 import resource, numpy as np, xent_rs
-from numpy._core.multiarray import get_handler_name
+try:
+    from numpy._core.multiarray import get_handler_name
+except ImportError:  # NumPy 1.x (numpy.core became numpy._core in 2.0)
+    from numpy.core.multiarray import get_handler_name
 x = np.zeros((1 << 26,), np.float32)
 pages = int(open("/proc/self/statm").read().split()[0])
 limit = pages * resource.getpagesize() + (64 << 20)

@@ -11,7 +11,13 @@ the GIL released while it runs). Semantics follow ``torch.nn.functional``; see
 (dtype('float32'), (2, 3))
 """
 
-from xent_rs._core import get_num_threads, get_output_cache, set_num_threads, set_output_cache
+from xent_rs._core import (
+    __version__,  # Cargo.toml's version, compiled into the native module
+    get_num_threads,
+    get_output_cache,
+    set_num_threads,
+    set_output_cache,
+)
 from xent_rs._functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -33,8 +39,6 @@ from xent_rs.streaming import (
     NLLLossAccumulator,
     accumulator,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Accumulator",

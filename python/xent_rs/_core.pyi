@@ -7,6 +7,7 @@ import numpy as np
 __all__ = [
     "LogLossSummary",
     "Partial",
+    "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_partial",
     "binary_cross_entropy_with_logits",
@@ -29,6 +30,8 @@ __all__ = [
     "softmax_backward",
     "supported_simd_levels",
 ]
+
+__version__: str
 
 def log_softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
 def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...

@@ -265,10 +265,16 @@ def _pyarrow(name: str, what: str) -> Any:
     try:
         import pyarrow
         import pyarrow.compute  # list_value_length, used below
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "pyarrow":
+            raise DataError(name, f"pyarrow does not import: {_first_line(exc)}") from None
         raise DataError(
             name, f"reading {what} files needs pyarrow: pip install 'xent-rs[parquet]'"
         ) from None
+    except ImportError as exc:
+        # Installed but broken for this environment: pyarrow 26+ refuses NumPy 1.x (without
+        # declaring it, so pip may pair them); say why, not "install pyarrow".
+        raise DataError(name, f"pyarrow does not import: {_first_line(exc)}") from None
     return pyarrow
 
 
@@ -321,9 +327,16 @@ class _TableSource(Source):
             t = t.value_type
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             return np.dtype(str)
+        # The dtype pyarrow's own conversion gives (the one `_to_numpy` reads), from an empty
+        # array: `DataType.to_pandas_dtype()` imports pandas before pyarrow 26, and pandas is not
+        # a dependency of the parquet extra (`pa.nulls`, unlike `pa.array`, does not look for
+        # pandas either). Nested and time-of-day types have no NumPy dtype (to_pandas_dtype
+        # refused them; to_numpy would make objects of them).
+        if pa.types.is_nested(t) or pa.types.is_time(t):
+            raise DataError(self.name, f"has a column of type {t}, which cannot be scored")
         try:
-            dtype: np.dtype[Any] = np.dtype(t.to_pandas_dtype())
-        except (NotImplementedError, TypeError):
+            dtype: np.dtype[Any] = pa.nulls(0, type=t).to_numpy(zero_copy_only=False).dtype
+        except (pa.ArrowException, NotImplementedError, TypeError):
             raise DataError(
                 self.name, f"has a column of type {t}, which cannot be scored"
             ) from None

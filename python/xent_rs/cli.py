@@ -387,6 +387,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Score predictions (probabilities or logits) stored in files, fast, "
         "chunk by chunk; files bigger than memory work.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_core.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{score,demo}")
     score = sub.add_parser(
         "score",

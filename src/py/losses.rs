@@ -4,7 +4,9 @@
 //! accumulators: the same pass, returning a [`PartialResult`] (the loss sum, the `mean`
 //! denominator, the number of loss terms and optionally the per-sample losses), never reduced.
 
-use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods, npyffi,
+};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyTuple};
@@ -246,7 +248,8 @@ fn class_call<'py>(
 /// the argument, as torch's is (PyO3's own conversion error is an `OverflowError` naming
 /// nothing). Anything that is not an integer (`__index__`: NumPy integers are) is a
 /// `TypeError` naming the argument and the type, as torch's is; so is a bool (an `int` to
-/// Python, but never a class index).
+/// Python, but never a class index), Python's or NumPy's (`np.bool_` has an `__index__`
+/// before NumPy 2, deprecated).
 fn ignore_index_arg(value: &Bound<'_, PyAny>) -> PyResult<i64> {
     let not_an_integer = || -> PyErr {
         XentError::Type(format!(
@@ -261,7 +264,7 @@ fn ignore_index_arg(value: &Bound<'_, PyAny>) -> PyResult<i64> {
         ))
         .into()
     };
-    if value.is_instance_of::<PyBool>() {
+    if value.is_instance_of::<PyBool>() || is_numpy_bool(value) {
         return Err(not_an_integer());
     }
     value.extract::<i64>().map_err(|e| {
@@ -275,6 +278,16 @@ fn ignore_index_arg(value: &Bound<'_, PyAny>) -> PyResult<i64> {
             e
         }
     })
+}
+
+/// Whether `value` is a NumPy bool scalar (`np.bool_`).
+fn is_numpy_bool(value: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `get_type_object` reads NumPy's C API table, which rust-numpy imports on first
+    // use (with the GIL held, as here); the type object it hands back is a static of NumPy's.
+    let bool_type =
+        unsafe { npyffi::get_type_object(value.py(), npyffi::NpyTypes::PyBoolArrType_Type) };
+    // SAFETY: both pointers are live: `value` is borrowed for this call, `bool_type` is static.
+    unsafe { pyo3::ffi::PyObject_TypeCheck(value.as_ptr(), bool_type) != 0 }
 }
 
 struct ClassArgs<'a, 'py> {

@@ -96,6 +96,9 @@ fn supported_simd_levels() -> Vec<&'static str> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Before any call can start the pool: a forked child must not inherit it.
     crate::fork::register_handlers();
+    // Cargo.toml's version, the one source of the package's version (maturin writes the same
+    // into the wheel's metadata); `xent_rs.__version__` is this.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(softmax::log_softmax, m)?)?;
     m.add_function(wrap_pyfunction!(softmax::softmax, m)?)?;
     m.add_function(wrap_pyfunction!(softmax::logsumexp, m)?)?;
