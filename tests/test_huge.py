@@ -139,26 +139,27 @@ def _binary_reference() -> tuple[Array, Array]:
     return a + b, np.abs(a) + np.abs(b)
 
 
+@pytest.fixture(scope="class")
+def binary_data(scratch: Path) -> Iterator[tuple[Array, Array]]:
+    """The input and target of the class below, made once for both its tests."""
+    need_memory((N_BINARY + 1) * 4, "the 2**31 + 17 logits (page cache)")
+    buf = scratch_array(scratch, "binary.f32", N_BINARY + 1, _binary_block())
+    x, t = buf[1:].reshape(-1, COLS), buf[:-1].reshape(-1, COLS)
+    assert x.size == N_BINARY > BOUNDARY and x.flags.c_contiguous and t.flags.c_contiguous
+    yield x, t
+    del buf, x, t
+    gc.collect()
+    (scratch / "binary.f32").unlink()
+
+
 class TestBinaryCrossEntropyWithLogitsPast2Pow31:
     """A (429_496_733, 5) float32 input: 2**31 + 17 elements, pos_weight along the last
     axis. One file of N + 1 tiled values holds the input ``buf[1:]`` and the target
     ``buf[:-1]``: target ``i`` is logit ``i - 1``, so the target differs from the logit at
-    every position (targets are not checked, as in torch; they lie in [-4, 4] here). Made
-    once for both tests."""
+    every position (targets are not checked, as in torch; they lie in [-4, 4] here)."""
 
-    @pytest.fixture(scope="class")
-    def data(self, scratch: Path) -> Iterator[tuple[Array, Array]]:
-        need_memory((N_BINARY + 1) * 4, "the 2**31 + 17 logits (page cache)")
-        buf = scratch_array(scratch, "binary.f32", N_BINARY + 1, _binary_block())
-        x, t = buf[1:].reshape(-1, COLS), buf[:-1].reshape(-1, COLS)
-        assert x.size == N_BINARY > BOUNDARY and x.flags.c_contiguous and t.flags.c_contiguous
-        yield x, t
-        del buf, x, t
-        gc.collect()
-        (scratch / "binary.f32").unlink()
-
-    def test_sum(self, data: tuple[Array, Array]) -> None:
-        x, t = data
+    def test_sum(self, binary_data: tuple[Array, Array]) -> None:
+        x, t = binary_data
         loss = xent_rs.binary_cross_entropy_with_logits(
             x, t, pos_weight=POS_WEIGHT, reduction="sum"
         )
@@ -170,9 +171,9 @@ class TestBinaryCrossEntropyWithLogitsPast2Pow31:
         assert isinstance(loss, np.float32)
         assert abs(float(loss) - want) <= tol, (float(loss), want, tol)
 
-    def test_none(self, data: tuple[Array, Array]) -> None:
+    def test_none(self, binary_data: tuple[Array, Array]) -> None:
         need_memory(N_BINARY * 4, "the reduction='none' output of 2**31 + 17 losses")
-        x, t = data
+        x, t = binary_data
         loss = xent_rs.binary_cross_entropy_with_logits(
             x, t, pos_weight=POS_WEIGHT, reduction="none"
         )

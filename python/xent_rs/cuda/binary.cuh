@@ -13,7 +13,9 @@ template <typename F> __device__ F xent_clamp_log(F v) { return v < (F)-100 ? (F
 template <typename F> __device__ F xent_bce_loss(F p, F t) {
     const F lp = xent_clamp_log(log(p));
     const F l1 = xent_clamp_log(log1p(-p));
-    return -(xent_mul(t, lp - l1) + l1);
+    // torch's order, each product rounded (the shorter -(t (lp - l1) + l1) cancels for p
+    // near t near 1), as the CPU kernel computes it.
+    return xent_mul(t - (F)1, l1) - xent_mul(t, lp);
 }
 template <typename F> __device__ F xent_bce_grad(F p, F t) {
     F d = p * ((F)1 - p);
