@@ -17,7 +17,8 @@
 
 use crate::error::{XentError, unravel};
 use crate::float::Float;
-use crate::kernels::stats::{V, live_lanes, load_upto, store_upto};
+use crate::kernels::lanes::{V, live_lanes};
+use crate::kernels::stats::{load_upto, store_upto};
 use crate::kernels::{GradOutput, Io, Partial, RawIn, RawOut, Reduction, check_len};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
@@ -325,6 +326,13 @@ impl<T: Float> WithIsa for JobBlock<'_, '_, T> {
     }
 }
 
+/// torch's clamp of the gradient's denominator `p (1 - p)`: the C++ `float` 1e-12, in `T`
+/// (so the float64 clamp is that float32 value widened, as torch's).
+#[inline(always)]
+fn bce_epsilon<T: Float>() -> T {
+    T::from_f64(1e-12f32 as f64)
+}
+
 /// Loss and unscaled gradient of BCE on probabilities `p` with targets `t`.
 #[inline(always)]
 fn probability_terms<T: Float, I: Isa>(
@@ -338,7 +346,7 @@ fn probability_terms<T: Float, I: Isa>(
     let lp = floor.max(T::ln(p));
     let l1p = floor.max(T::ln_1p(zero.sub(p)));
     let loss = zero.sub(t.mul(lp.sub(l1p)).add(l1p));
-    let denom = V::<T, I>::splat(isa, T::BCE_EPSILON).max(p.mul(one.sub(p)));
+    let denom = V::<T, I>::splat(isa, bce_epsilon::<T>()).max(p.mul(one.sub(p)));
     (loss, p.sub(t).div(denom))
 }
 

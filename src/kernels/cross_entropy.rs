@@ -23,12 +23,10 @@ use std::ops::Range;
 use crate::error::{XentError, unravel};
 use crate::float::Float;
 use crate::interrupt;
-use crate::kernels::rows::{
-    Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows,
-};
+use crate::kernels::lanes::{Columns, MAX_LANES, V, live_lanes};
+use crate::kernels::rows::{Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows};
 use crate::kernels::stats::{
-    ColumnSum, V, col_max, col_sum_exp, live_lanes, load_upto, prefetch_row, row_max, row_sum_exp,
-    store_upto,
+    ColumnSum, col_max, col_sum_exp, load_upto, prefetch_row, row_max, row_sum_exp, store_upto,
 };
 use crate::kernels::{
     GradOutput, Io, Layout, Partial, RawIn, RawOut, Reduction, Targets, check_len,
