@@ -17,7 +17,8 @@
 
 use crate::error::{XentError, unravel};
 use crate::float::Float;
-use crate::kernels::stats::{V, live_lanes, load_upto, store_upto};
+use crate::kernels::lanes::{V, live_lanes};
+use crate::kernels::stats::{load_upto, store_upto};
 use crate::kernels::{GradOutput, Io, Partial, RawIn, RawOut, Reduction, check_len};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
@@ -325,6 +326,13 @@ impl<T: Float> WithIsa for JobBlock<'_, '_, T> {
     }
 }
 
+/// torch's clamp of the gradient's denominator `p (1 - p)`: the C++ `float` 1e-12, in `T`
+/// (so the float64 clamp is that float32 value widened, as torch's).
+#[inline(always)]
+fn bce_epsilon<T: Float>() -> T {
+    T::from_f64(1e-12f32 as f64)
+}
+
 /// Loss and unscaled gradient of BCE on probabilities `p` with targets `t`.
 #[inline(always)]
 fn probability_terms<T: Float, I: Isa>(
@@ -341,7 +349,7 @@ fn probability_terms<T: Float, I: Isa>(
     // `-(t (lp - l1p) + l1p)` cancels for confident predictions (p near t near 1: 0 instead of
     // 2.4e-7 for p = 1 - 2^-22 in float32).
     let loss = t.sub(one).mul(l1p).sub(t.mul(lp));
-    let denom = V::<T, I>::splat(isa, T::BCE_EPSILON).max(p.mul(one.sub(p)));
+    let denom = V::<T, I>::splat(isa, bce_epsilon::<T>()).max(p.mul(one.sub(p)));
     (loss, p.sub(t).div(denom))
 }
 

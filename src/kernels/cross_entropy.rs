@@ -23,12 +23,10 @@ use std::ops::Range;
 use crate::error::{XentError, unravel};
 use crate::float::Float;
 use crate::interrupt;
-use crate::kernels::rows::{
-    Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows,
-};
+use crate::kernels::lanes::{Columns, MAX_LANES, V, live_lanes};
+use crate::kernels::rows::{Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows};
 use crate::kernels::stats::{
-    ColumnSum, V, col_max, col_sum_exp, live_lanes, load_upto, prefetch_row, row_max, row_sum_exp,
-    store_upto,
+    ColumnSum, col_max, col_sum_exp, load_upto, prefetch_row, row_max, row_sum_exp, store_upto,
 };
 use crate::kernels::{
     GradOutput, Io, Layout, Partial, RawIn, RawOut, Reduction, Targets, check_len,
@@ -68,7 +66,16 @@ pub fn cross_entropy<T: Float>(
     opts: &ClassOptions<'_, T>,
     losses: Option<&mut [T]>,
 ) -> Result<Partial, XentError> {
-    hard_target_loss(io, layout, targets, target_shape, opts, losses, true)
+    hard_target_loss(io, layout, targets, target_shape, opts, losses, |hard| {
+        HardTarget {
+            weight_total: match opts.weight {
+                Some(w) => w.iter().map(|v| v.to_f64()).sum(),
+                None => layout.classes as f64,
+            },
+            smoothing: opts.label_smoothing,
+            hard,
+        }
+    })
 }
 
 /// Negative log-likelihood of log-probabilities `io`: like [`cross_entropy`] without the
@@ -84,7 +91,9 @@ pub fn nll_loss<T: Float>(
     if opts.label_smoothing != 0.0 {
         return Err(XentError::Value("nll_loss has no label smoothing".into()));
     }
-    hard_target_loss(io, layout, targets, target_shape, opts, losses, false)
+    hard_target_loss(io, layout, targets, target_shape, opts, losses, |hard| {
+        Nll { hard }
+    })
 }
 
 /// Soft-target (class probability) cross entropy: `targets` has the logits' layout.
@@ -131,15 +140,16 @@ pub fn cross_entropy_soft<T: Float>(
     finish(layout, &kernel, buffers, losses, denominator)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn hard_target_loss<T: Float>(
+/// The hard-target losses: checks, then runs the kernel `kernel` makes of the targets and
+/// weights (cross entropy's or NLL's).
+fn hard_target_loss<'a, T: Float, K: RowKernel<T>>(
     mut io: Io<'_, T>,
     layout: Layout,
-    targets: Targets<'_>,
-    target_shape: &[usize],
-    opts: &ClassOptions<'_, T>,
+    targets: Targets<'a>,
+    target_shape: &'a [usize],
+    opts: &'a ClassOptions<'a, T>,
     losses: Option<&mut [T]>,
-    softmax: bool,
+    kernel: impl FnOnce(HardTargets<'a, T>) -> K,
 ) -> Result<Partial, XentError> {
     check_len("the target", targets.len(), layout.rows())?;
     check_common(&io, layout, opts, losses.as_deref())?;
@@ -154,26 +164,18 @@ fn hard_target_loss<T: Float>(
     } else {
         check_targets(targets, target_shape, layout.classes, opts)?
     };
-    let scale = Scale::new(opts, denominator, io.writes());
-    let weight_total = match opts.weight {
-        Some(w) => w.iter().map(|v| v.to_f64()).sum(),
-        None => layout.classes as f64,
-    };
-    let kernel = HardTarget {
+    let kernel = kernel(HardTargets {
         targets,
         ignore_index: opts.ignore_index,
         weight: opts.weight,
-        weight_total,
         sample_weight: opts.sample_weight,
-        smoothing: opts.label_smoothing,
-        softmax,
-        scale,
+        scale: Scale::new(opts, denominator, io.writes()),
         check: checked_in_pass.then_some(BlockCheck {
             target_shape,
             classes: layout.classes,
             opts,
         }),
-    };
+    });
     let (x, out) = io.raw()?;
     let buffers = RowBuffers { x, x2: None, out };
     if checked_in_pass {
@@ -548,29 +550,27 @@ fn lane_classes<T: Float, I: Isa>(
     unsafe { V::<T, I>::load(isa, y.as_ptr()) }
 }
 
-/// What [`HardTarget`] needs to check its targets block by block, in the pass.
+/// What [`HardTargets`] needs to check its targets block by block, in the pass.
 struct BlockCheck<'a, T> {
     target_shape: &'a [usize],
     classes: usize,
     opts: &'a ClassOptions<'a, T>,
 }
 
-/// Hard-target cross entropy (`softmax`) or NLL (the input already holds log-probabilities).
-struct HardTarget<'a, T> {
+/// What the hard-target kernels (cross entropy and NLL) share: the targets, the weights, the
+/// gradient's scale and the in-pass check.
+struct HardTargets<'a, T> {
     targets: Targets<'a>,
     ignore_index: i64,
     weight: Option<&'a [T]>,
-    weight_total: f64,
     sample_weight: Option<&'a [T]>,
-    smoothing: f64,
-    softmax: bool,
     scale: Scale<'a, T>,
     /// Set when the targets were not checked before the pass; each block then checks its
     /// own, and counts them (the `mean` denominator).
     check: Option<BlockCheck<'a, T>>,
 }
 
-impl<T: Float> HardTarget<'_, T> {
+impl<T: Float> HardTargets<'_, T> {
     /// The row's target if it is counted.
     ///
     /// Targets were range-checked, but the GIL is released during the pass and another
@@ -593,6 +593,47 @@ impl<T: Float> HardTarget<'_, T> {
         self.sample_weight.map_or(1.0, |sw| sw[r].to_f64())
     }
 
+    /// [`RowKernel::check_rows`] for both kernels.
+    fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
+        match &self.check {
+            None => Ok(0.0),
+            Some(c) => check_target_range(self.targets, rows, c.target_shape, c.classes, c.opts),
+        }
+    }
+
+    /// Per lane of the rows from `r0` on: the target as a float (-1 where ignored or
+    /// padding) and its class weight (1 without class weights, and where ignored).
+    #[inline(always)]
+    fn lane_targets<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        classes: usize,
+    ) -> (V<T, I>, V<T, I>) {
+        let y = lane_classes::<T, I>(isa, self.targets, r0, valid, self.ignore_index);
+        let mut w_y = [T::ONE; MAX_LANES];
+        if let Some(w) = self.weight {
+            for (j, wj) in w_y[..valid].iter_mut().enumerate() {
+                if let Some(t) = self.target(r0 + j, classes) {
+                    *wj = w[t];
+                }
+            }
+        }
+        // SAFETY: the array holds MAX_LANES >= LANES values.
+        (y, unsafe { V::<T, I>::load(isa, w_y.as_ptr()) })
+    }
+}
+
+/// Hard-target cross entropy.
+struct HardTarget<'a, T> {
+    hard: HardTargets<'a, T>,
+    /// `Σ w_c` (the number of classes without class weights).
+    weight_total: f64,
+    smoothing: f64,
+}
+
+impl<T: Float> HardTarget<'_, T> {
     /// `(Σ exp(x - m), Σ w_c (x_c - m))` over a contiguous row (`w_c = 1` without class
     /// weights), storing `exp(x - m)` at `store` unless it is null, and prefetching the next
     /// row (see [`prefetch_row`]). Whole groups of four vectors add both sums in the element
@@ -627,7 +668,7 @@ impl<T: Float> HardTarget<'_, T> {
                     for i in (start..start + 4 * lanes).step_by(lanes) {
                         let d = V::<T, I>::load(isa, p.x.add(i)).sub(mv);
                         let e = T::exp(d);
-                        d4 = match self.weight {
+                        d4 = match self.hard.weight {
                             Some(w) => d.mul_add(V::<T, I>::load(isa, w.as_ptr().add(i)), d4),
                             None => d4.add(d),
                         };
@@ -652,7 +693,7 @@ impl<T: Float> HardTarget<'_, T> {
                 } else {
                     V::<T, I>::select(live_lanes::<T, I>(isa, k).eq(zero), zero, d)
                 };
-                let wd = match self.weight {
+                let wd = match self.hard.weight {
                     Some(w) => d.mul(load_upto(isa, w.as_ptr().add(i), k, T::ZERO)),
                     None => d,
                 };
@@ -665,47 +706,25 @@ impl<T: Float> HardTarget<'_, T> {
         }
         (V::<T, I>::wide_sum(se), V::<T, I>::wide_sum(sd))
     }
-
-    /// NLL of a row: `-sw w_y x_y`, gradient `-g sw w_y` at `y`.
-    #[inline(always)]
-    fn nll_row<I: Isa>(&self, isa: I, r: usize, y: usize, p: Ptrs<T>, n: usize) -> f64 {
-        let coef = self.sample_weight(r) * self.class_weight(y);
-        // SAFETY: y < n values are readable at p.x.
-        let x_y = unsafe { *p.x.add(y) }.to_f64();
-        if !p.out.is_null() {
-            // SAFETY: n values are writable at p.out.
-            unsafe {
-                zero_row(isa, p.out, n);
-                *p.out.add(y) = T::from_f64(-coef * self.scale.at(r));
-            }
-        }
-        -coef * x_y
-    }
 }
 
 impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
     fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
-        match &self.check {
-            None => Ok(0.0),
-            Some(c) => check_target_range(self.targets, rows, c.target_shape, c.classes, c.opts),
-        }
+        self.hard.check_rows(rows)
     }
 
     #[inline(always)]
     fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
-        let Some(y) = self.target(r, n) else {
+        let Some(y) = self.hard.target(r, n) else {
             // SAFETY: n values are writable at p.out (unless null).
             unsafe { zero_row(isa, p.out, n) };
             return 0.0;
         };
-        if !self.softmax {
-            return self.nll_row(isa, r, y, p, n);
-        }
         let lanes = V::<T, I>::LANES;
         let eps = self.smoothing;
         let grad = !p.out.is_null();
-        let sw = self.sample_weight(r);
-        let w_y = self.class_weight(y);
+        let sw = self.hard.sample_weight(r);
+        let w_y = self.hard.class_weight(y);
         // SAFETY: the driver hands over n readable values at p.x and writable at p.out; the
         // target logit is read before anything is written.
         unsafe {
@@ -728,10 +747,10 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 loss += eps / c * smooth;
             }
             if grad {
-                if self.scale.is_zero() {
+                if self.hard.scale.is_zero() {
                     zero_row(isa, p.out, n);
                 } else {
-                    let g = self.scale.at(r) * sw;
+                    let g = self.hard.scale.at(r) * sw;
                     let a = V::<T, I>::splat(
                         isa,
                         T::from_f64(g * ((1.0 - eps) * w_y + eps / c * self.weight_total) / s),
@@ -745,7 +764,7 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                         for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
                             let k = lanes.min(n - i);
                             let e = load_upto(isa, p.out.add(i), k, T::ZERO);
-                            let out = match (self.weight, b != 0.0) {
+                            let out = match (self.hard.weight, b != 0.0) {
                                 (Some(w), true) => {
                                     let wv = load_upto(isa, w.as_ptr().add(i), k, T::ZERO);
                                     e.mul(a).sub(wv.mul(bv))
@@ -778,21 +797,17 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
         let eps = self.smoothing;
         let c = classes as f64;
         let grad = cols.writes();
-        // Per lane: the target as a float (-1 where ignored or padding), and only what varies
-        // by row among the class weight, the sample weight and the gradient factor.
-        let y = lane_classes::<T, I>(isa, self.targets, r0, valid, self.ignore_index);
-        let mut w_y = [T::ONE; MAX_LANES];
-        if let Some(w) = self.weight {
-            for (j, wj) in w_y[..valid].iter_mut().enumerate() {
-                if let Some(t) = self.target(r0 + j, classes) {
-                    *wj = w[t];
-                }
-            }
-        }
-        // SAFETY: the array holds MAX_LANES >= LANES values.
-        let w_y = unsafe { V::<T, I>::load(isa, w_y.as_ptr()) };
+        // Per lane: the target and its class weight, and the sample weight and gradient factor.
+        let (y, w_y) = self.hard.lane_targets::<I>(isa, r0, valid, classes);
         let ignored = y.lt(zero);
-        let (sw, g) = lane_weights::<T, I>(isa, self.sample_weight, &self.scale, grad, r0, valid);
+        let (sw, g) = lane_weights::<T, I>(
+            isa,
+            self.hard.sample_weight,
+            &self.hard.scale,
+            grad,
+            r0,
+            valid,
+        );
         // SAFETY: the driver hands over `classes` columns (and an output when `grad`); every
         // input column is read before the output is written.
         unsafe {
@@ -806,23 +821,11 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 x_y = V::<T, I>::select(y.eq(class), x, x_y);
                 class = class.add(one);
             }
-            if !self.softmax {
-                // NLL: loss -sw w_y x_y, gradient -g w_y at the target.
-                if grad {
-                    let hit = zero.sub(g.mul(w_y));
-                    let mut class = zero;
-                    for k in 0..classes {
-                        V::<T, I>::select(y.eq(class), hit, zero).store(cols.out(k));
-                        class = class.add(one);
-                    }
-                }
-                return V::<T, I>::select(ignored, zero, zero.sub(sw.mul(w_y).mul(x_y)));
-            }
             let mut sd = ColumnSum::<T, I>::new(isa);
             if eps > 0.0 {
                 for k in 0..classes {
                     let d = cols.x(isa, k).sub(m);
-                    sd.add(match self.weight {
+                    sd.add(match self.hard.weight {
                         Some(w) => d.mul(V::<T, I>::splat(isa, w[k])),
                         None => d,
                     });
@@ -842,7 +845,7 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
             if !grad {
                 return loss;
             }
-            if self.scale.is_zero() {
+            if self.hard.scale.is_zero() {
                 for k in 0..classes {
                     zero.store(cols.out(k));
                 }
@@ -857,7 +860,7 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 let e = V::<T, I>::load(isa, cols.out(k));
                 let mut out = e.mul(a);
                 if eps > 0.0 {
-                    let wk = match self.weight {
+                    let wk = match self.hard.weight {
                         Some(w) => w[k],
                         None => T::ONE,
                     };
@@ -868,6 +871,76 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 V::<T, I>::select(ignored, zero, out).store(cols.out(k));
             }
             loss
+        }
+    }
+}
+
+/// Negative log-likelihood: the input already holds log-probabilities, so a row's loss is
+/// `-sw w_y x_y` and its gradient `-g sw w_y` at the target, 0 elsewhere.
+struct Nll<'a, T> {
+    hard: HardTargets<'a, T>,
+}
+
+impl<T: Float> RowKernel<T> for Nll<'_, T> {
+    fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
+        self.hard.check_rows(rows)
+    }
+
+    #[inline(always)]
+    fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        let hard = &self.hard;
+        let Some(y) = hard.target(r, n) else {
+            // SAFETY: n values are writable at p.out (unless null).
+            unsafe { zero_row(isa, p.out, n) };
+            return 0.0;
+        };
+        let coef = hard.sample_weight(r) * hard.class_weight(y);
+        // SAFETY: y < n values are readable at p.x.
+        let x_y = unsafe { *p.x.add(y) }.to_f64();
+        if !p.out.is_null() {
+            // SAFETY: n values are writable at p.out.
+            unsafe {
+                zero_row(isa, p.out, n);
+                *p.out.add(y) = T::from_f64(-coef * hard.scale.at(r));
+            }
+        }
+        -coef * x_y
+    }
+
+    #[inline(always)]
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        cols: Columns<T>,
+        classes: usize,
+    ) -> V<T, I> {
+        let hard = &self.hard;
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let one = V::<T, I>::splat(isa, T::ONE);
+        let grad = cols.writes();
+        let (y, w_y) = hard.lane_targets::<I>(isa, r0, valid, classes);
+        let (sw, g) = lane_weights::<T, I>(isa, hard.sample_weight, &hard.scale, grad, r0, valid);
+        // SAFETY: the driver hands over `classes` columns (and an output when `grad`); every
+        // input column is read before the output is written.
+        unsafe {
+            // The target log-probabilities, picked by comparing class numbers.
+            let mut x_y = zero;
+            let mut class = zero;
+            for k in 0..classes {
+                x_y = V::<T, I>::select(y.eq(class), cols.x(isa, k), x_y);
+                class = class.add(one);
+            }
+            if grad {
+                let hit = zero.sub(g.mul(w_y));
+                let mut class = zero;
+                for k in 0..classes {
+                    V::<T, I>::select(y.eq(class), hit, zero).store(cols.out(k));
+                    class = class.add(one);
+                }
+            }
+            V::<T, I>::select(y.lt(zero), zero, zero.sub(sw.mul(w_y).mul(x_y)))
         }
     }
 }
@@ -1121,6 +1194,203 @@ mod tests {
             label_smoothing: eps,
             grad_output: GradOutput::Scalar(1.5),
         }
+    }
+
+    /// NLL as the cross-entropy kernel computed it before NLL had its own kernel (the
+    /// `softmax: false` branches of `HardTarget`, verbatim), to prove [`Nll`] gives the same
+    /// bits.
+    struct LegacyNll<'a, T> {
+        hard: HardTargets<'a, T>,
+    }
+
+    impl<T: Float> RowKernel<T> for LegacyNll<'_, T> {
+        fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
+            self.hard.check_rows(rows)
+        }
+
+        fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
+            let Some(y) = self.hard.target(r, n) else {
+                // SAFETY: n values are writable at p.out (unless null).
+                unsafe { zero_row(isa, p.out, n) };
+                return 0.0;
+            };
+            let coef = self.hard.sample_weight(r) * self.hard.class_weight(y);
+            // SAFETY: y < n values are readable at p.x.
+            let x_y = unsafe { *p.x.add(y) }.to_f64();
+            if !p.out.is_null() {
+                // SAFETY: n values are writable at p.out.
+                unsafe {
+                    zero_row(isa, p.out, n);
+                    *p.out.add(y) = T::from_f64(-coef * self.hard.scale.at(r));
+                }
+            }
+            -coef * x_y
+        }
+
+        fn lanes<I: Isa>(
+            &self,
+            isa: I,
+            r0: usize,
+            valid: usize,
+            cols: Columns<T>,
+            classes: usize,
+        ) -> V<T, I> {
+            let h = &self.hard;
+            let zero = V::<T, I>::splat(isa, T::ZERO);
+            let one = V::<T, I>::splat(isa, T::ONE);
+            let grad = cols.writes();
+            let y = lane_classes::<T, I>(isa, h.targets, r0, valid, h.ignore_index);
+            let mut w_y = [T::ONE; MAX_LANES];
+            if let Some(w) = h.weight {
+                for (j, wj) in w_y[..valid].iter_mut().enumerate() {
+                    if let Some(t) = h.target(r0 + j, classes) {
+                        *wj = w[t];
+                    }
+                }
+            }
+            // SAFETY: the array holds MAX_LANES >= LANES values.
+            let w_y = unsafe { V::<T, I>::load(isa, w_y.as_ptr()) };
+            let ignored = y.lt(zero);
+            let (sw, g) = lane_weights::<T, I>(isa, h.sample_weight, &h.scale, grad, r0, valid);
+            // SAFETY: the driver hands over `classes` columns (and an output when `grad`).
+            unsafe {
+                let mut m = V::<T, I>::splat(isa, T::NEG_INFINITY);
+                let mut x_y = zero;
+                let mut class = zero;
+                for k in 0..classes {
+                    let x = cols.x(isa, k);
+                    m = m.max(x);
+                    x_y = V::<T, I>::select(y.eq(class), x, x_y);
+                    class = class.add(one);
+                }
+                let _ = m;
+                if grad {
+                    let hit = zero.sub(g.mul(w_y));
+                    let mut class = zero;
+                    for k in 0..classes {
+                        V::<T, I>::select(y.eq(class), hit, zero).store(cols.out(k));
+                        class = class.add(one);
+                    }
+                }
+                V::<T, I>::select(ignored, zero, zero.sub(sw.mul(w_y).mul(x_y)))
+            }
+        }
+    }
+
+    /// One NLL call with the kernel `kernel` makes: the partial result, the per-sample losses
+    /// (for `none`) and the gradient (when `grad`), as bits.
+    fn nll_bits<'a, T: Float, K: RowKernel<T>>(
+        x: &[T],
+        layout: Layout,
+        targets: Targets<'a>,
+        target_shape: &'a [usize],
+        opts: &'a ClassOptions<'a, T>,
+        grad: bool,
+        kernel: impl FnOnce(HardTargets<'a, T>) -> K,
+    ) -> Vec<u64> {
+        let mut out = vec![T::NAN; if grad { layout.len() } else { 0 }];
+        let mut losses = vec![T::NAN; layout.rows()];
+        let io = if grad {
+            Io::ReadWrite {
+                input: x,
+                out: &mut out,
+            }
+        } else {
+            Io::Read(x)
+        };
+        let none = opts.reduction == Reduction::None;
+        let losses_out = none.then_some(&mut losses[..]);
+        let p =
+            hard_target_loss(io, layout, targets, target_shape, opts, losses_out, kernel).unwrap();
+        let mut bits = vec![p.loss_sum.to_bits(), p.denominator.to_bits()];
+        let as_bits = |v: &T| v.to_f64().to_bits();
+        if none {
+            bits.extend(losses.iter().map(as_bits));
+        }
+        bits.extend(out.iter().map(as_bits));
+        bits
+    }
+
+    fn nll_kernel_matches_the_legacy_path<T: Float>() {
+        for layout in layouts() {
+            let rows = layout.rows();
+            let x: Vec<T> = values(layout.len(), 13, 9.0)
+                .iter()
+                .map(|&v| T::from_f64(v))
+                .collect();
+            let mut t64: Vec<i64> = (0..rows)
+                .map(|r| ((r * 5 + 1) % layout.classes) as i64)
+                .collect();
+            t64[rows / 3] = -100;
+            let t32: Vec<i32> = t64.iter().map(|&t| t as i32).collect();
+            let w: Vec<T> = (0..layout.classes)
+                .map(|k| T::from_f64(0.25 + (k % 5) as f64 * 0.375))
+                .collect();
+            let sw: Vec<T> = (0..rows)
+                .map(|r| T::from_f64(0.5 + (r % 7) as f64 * 0.125))
+                .collect();
+            let g: Vec<T> = (0..rows)
+                .map(|r| T::from_f64(1.0 - (r % 3) as f64 * 0.7))
+                .collect();
+            let shape = [rows];
+            for weight in [None, Some(&w[..])] {
+                for sample_weight in [None, Some(&sw[..])] {
+                    for (reduction, grad_output) in [
+                        (Reduction::Mean, GradOutput::Scalar(1.5)),
+                        (Reduction::Sum, GradOutput::Scalar(-0.75)),
+                        (Reduction::None, GradOutput::Scalar(1.0)),
+                        (Reduction::None, GradOutput::PerSample(&g[..])),
+                    ] {
+                        let opts = ClassOptions {
+                            weight,
+                            sample_weight,
+                            ignore_index: -100,
+                            reduction,
+                            label_smoothing: 0.0,
+                            grad_output,
+                        };
+                        for grad in [false, true] {
+                            for targets in [Targets::I64(&t64), Targets::I32(&t32)] {
+                                at_every_level(|level| {
+                                    let new = nll_bits(
+                                        &x,
+                                        layout,
+                                        targets,
+                                        &shape,
+                                        &opts,
+                                        grad,
+                                        |hard| Nll { hard },
+                                    );
+                                    let old = nll_bits(
+                                        &x,
+                                        layout,
+                                        targets,
+                                        &shape,
+                                        &opts,
+                                        grad,
+                                        |hard| LegacyNll { hard },
+                                    );
+                                    assert_eq!(
+                                        new,
+                                        old,
+                                        "{level} {layout:?} {reduction:?} grad {grad} weights {} {}",
+                                        weight.is_some(),
+                                        sample_weight.is_some()
+                                    );
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nll_kernel_matches_the_legacy_path_bit_for_bit() {
+        let _g = exclusive();
+        nll_kernel_matches_the_legacy_path::<f32>();
+        nll_kernel_matches_the_legacy_path::<f64>();
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cross_entropy;
 pub mod log_loss;
 pub mod softmax;
 
+mod lanes;
 mod rows;
 mod stats;
 #[cfg(test)]

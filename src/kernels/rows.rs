@@ -20,7 +20,8 @@ use std::ops::Range;
 
 use crate::error::XentError;
 use crate::float::Float;
-use crate::kernels::stats::{V, load_upto, map_row, store_upto};
+use crate::kernels::lanes::{Columns, V};
+use crate::kernels::stats::{load_upto, map_row, store_upto};
 use crate::kernels::{Layout, RawIn, RawOut};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
@@ -33,9 +34,6 @@ pub(crate) const TILE_ROWS: usize = 32;
 
 /// With the class axis last, rows of at most this many classes are processed by columns.
 pub(crate) const MAX_SMALL_CLASSES: usize = 32;
-
-/// The most lanes of a lane group: a pair of AVX-512 vectors of `f32` (see [`Paired`]).
-pub(crate) const MAX_LANES: usize = 32;
 
 /// Rows of at least this many bytes get the next row's input prefetched while they are
 /// computed ([`Ptrs::ahead`]). A long row is read twice (its maximum, then its exponentials
@@ -99,72 +97,6 @@ impl<T> Ptrs<T> {
     }
 }
 
-/// A group of `LANES` rows laid out by columns: class `c` of lane `j` of the inputs sits at
-/// `c * class_stride + j`, of the output at `c * out_stride + j`. `x2` and `out` are null
-/// when unused; `out` may equal `x` (same contract as [`Ptrs`]).
-#[derive(Clone, Copy)]
-pub(crate) struct Columns<T> {
-    x: *const T,
-    x2: *const T,
-    out: *mut T,
-    class_stride: usize,
-    out_stride: usize,
-}
-
-impl<T: Float> Columns<T> {
-    #[inline(always)]
-    unsafe fn load<I: Isa>(&self, isa: I, base: *const T, c: usize) -> V<T, I> {
-        // SAFETY: the driver built these strides for `classes` columns of LANES lanes.
-        unsafe { V::<T, I>::load(isa, base.add(c * self.class_stride)) }
-    }
-
-    /// Column `c` of the input.
-    ///
-    /// # Safety
-    /// `c` must be below the number of classes.
-    #[inline(always)]
-    pub(crate) unsafe fn x<I: Isa>(&self, isa: I, c: usize) -> V<T, I> {
-        // SAFETY: see the function's contract.
-        unsafe { self.load(isa, self.x, c) }
-    }
-
-    /// Column `c` of the second input, which must be present.
-    ///
-    /// # Safety
-    /// `c` must be below the number of classes.
-    #[inline(always)]
-    pub(crate) unsafe fn x2<I: Isa>(&self, isa: I, c: usize) -> V<T, I> {
-        // SAFETY: see the function's contract.
-        unsafe { self.load(isa, self.x2, c) }
-    }
-
-    /// Whether an output is written.
-    #[inline(always)]
-    pub(crate) fn writes(&self) -> bool {
-        !self.out.is_null()
-    }
-
-    /// Where column `c` of the output starts (LANES contiguous values).
-    ///
-    /// # Safety
-    /// `c` must be below the number of classes and the output present.
-    #[inline(always)]
-    pub(crate) unsafe fn out(&self, c: usize) -> *mut T {
-        // SAFETY: see the function's contract.
-        unsafe { self.out.add(c * self.out_stride) }
-    }
-
-    /// Class `c` of lane `j` of the input.
-    ///
-    /// # Safety
-    /// `c` below the number of classes, `j` below LANES.
-    #[inline(always)]
-    pub(crate) unsafe fn x_at(&self, c: usize, j: usize) -> T {
-        // SAFETY: see the function's contract.
-        unsafe { *self.x.add(c * self.class_stride + j) }
-    }
-}
-
 /// The column-major buffers of one tile: input, second input and output, `len` values each.
 struct Tile<T> {
     buf: Vec<T>,
@@ -199,21 +131,21 @@ impl<T: Float> Tile<T> {
         // g < stride <= len keeps every offset inside its buffer of the tile, except with no
         // classes at all (an empty tile), where nothing is read or written through them:
         // `wrapping_add` keeps that pointer arithmetic defined.
-        Columns {
-            x: base.wrapping_add(g),
-            x2: if p.x2.is_null() {
+        Columns::new(
+            base.wrapping_add(g),
+            if p.x2.is_null() {
                 std::ptr::null()
             } else {
                 base.wrapping_add(len + g)
             },
-            out: if p.out.is_null() {
+            if p.out.is_null() {
                 std::ptr::null_mut()
             } else {
                 base.wrapping_add(2 * len + g)
             },
-            class_stride: stride,
-            out_stride: stride,
-        }
+            stride,
+            stride,
+        )
     }
 }
 

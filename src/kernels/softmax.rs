@@ -9,10 +9,10 @@
 use crate::error::XentError;
 use crate::float::Float;
 use crate::interrupt;
-use crate::kernels::rows::{Columns, MAX_LANES, Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
+use crate::kernels::lanes::{Columns, MAX_LANES, V, from_f64_lanes, to_f64_lanes};
+use crate::kernels::rows::{Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
 use crate::kernels::stats::{
-    ColumnSum, V, col_max, col_sum_exp, from_f64_lanes, load_upto, map_row, row_max, row_sum_exp,
-    store_upto, to_f64_lanes,
+    ColumnSum, col_max, col_sum_exp, load_upto, map_row, row_max, row_sum_exp, store_upto,
 };
 use crate::kernels::{Io, Layout, RawIn, RawOut, check_len};
 use crate::simd::{Isa, Vector};

@@ -5,11 +5,8 @@
 
 use crate::float::Float;
 use crate::interrupt;
-use crate::kernels::rows::{Columns, MAX_LANES};
+use crate::kernels::lanes::{Columns, V};
 use crate::simd::{Isa, Vector};
-
-/// This element type's vector for instruction set `I`.
-pub(crate) type V<T, I> = <T as Float>::Vec<I>;
 
 /// Number of f32/f64 vectors summed in the element precision before widening to f64 when
 /// summing down columns.
@@ -363,38 +360,4 @@ impl<T: Float, I: Isa> ColumnSum<T, I> {
             None => self.part,
         }
     }
-}
-
-/// Copies the lanes of `v` into an array of f64.
-#[inline(always)]
-pub(crate) fn to_f64_lanes<T: Float, I: Isa>(v: V<T, I>, out: &mut [f64; MAX_LANES]) {
-    let mut tmp = [T::ZERO; MAX_LANES];
-    // SAFETY: `tmp` holds MAX_LANES >= LANES values.
-    unsafe { v.store(tmp.as_mut_ptr()) };
-    for (o, t) in out.iter_mut().zip(&tmp[..V::<T, I>::LANES]) {
-        *o = t.to_f64();
-    }
-}
-
-/// A vector holding `values[j]` (rounded to `T`) in lane `j`.
-#[inline(always)]
-pub(crate) fn from_f64_lanes<T: Float, I: Isa>(isa: I, values: &[f64; MAX_LANES]) -> V<T, I> {
-    let mut tmp = [T::ZERO; MAX_LANES];
-    for (t, &v) in tmp.iter_mut().zip(values) {
-        *t = T::from_f64(v);
-    }
-    // SAFETY: `tmp` holds MAX_LANES >= LANES values.
-    unsafe { V::<T, I>::load(isa, tmp.as_ptr()) }
-}
-
-/// A vector of ones in the first `k` lanes and zeros after.
-#[inline(always)]
-pub(crate) fn live_lanes<T: Float, I: Isa>(isa: I, k: usize) -> V<T, I> {
-    if k >= V::<T, I>::LANES {
-        return V::<T, I>::splat(isa, T::ONE);
-    }
-    let mut tmp = [T::ZERO; MAX_LANES];
-    tmp[..k].fill(T::ONE);
-    // SAFETY: `tmp` holds MAX_LANES >= LANES values.
-    unsafe { V::<T, I>::load(isa, tmp.as_ptr()) }
 }

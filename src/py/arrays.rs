@@ -52,6 +52,15 @@ pub(crate) fn float_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<
     .into())
 }
 
+/// NumPy's name for the dtype of `T`, for messages (`Float` is `f32` or `f64` only).
+pub(crate) fn float_name<T: Float>() -> &'static str {
+    if std::mem::size_of::<T>() == 4 {
+        "float32"
+    } else {
+        "float64"
+    }
+}
+
 /// `obj` as an array of `T`, else a `TypeError` naming `what`.
 pub(crate) fn typed<'py, T: Element + Float>(
     obj: &Bound<'py, PyAny>,
@@ -60,7 +69,7 @@ pub(crate) fn typed<'py, T: Element + Float>(
     obj.cast::<PyArrayDyn<T>>().cloned().map_err(|_| {
         XentError::Type(format!(
             "{what} must be a {} array like the input, got dtype {}",
-            T::NAME,
+            float_name::<T>(),
             dtype_name(obj)
         ))
         .into()

@@ -18,7 +18,7 @@ use crate::kernels::cross_entropy::{self as ce, ClassOptions};
 use crate::kernels::{GradOutput, Io, Layout, Partial, Reduction};
 use crate::py::arrays::{
     Axis, FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array,
-    layout, output, readonly, slice, slice_mut, typed, uninit, without_axis,
+    float_name, layout, output, readonly, slice, slice_mut, typed, uninit, without_axis,
 };
 use crate::py::gil::detached;
 
@@ -339,7 +339,7 @@ fn class_target<'py, T: Float + Element>(
     let Ok(soft) = target.cast::<PyArrayDyn<T>>() else {
         return Err(XentError::Type(format!(
             "target must hold integer class indices or {} class probabilities, got dtype {}",
-            T::NAME,
+            float_name::<T>(),
             dtype_name(target)
         ))
         .into());
@@ -349,14 +349,14 @@ fn class_target<'py, T: Float + Element>(
             "target has the shape of class indices {} but a floating dtype ({}); \
              cast it to integers, e.g. target.astype(np.int64)",
             format_index(sample_shape),
-            T::NAME
+            float_name::<T>()
         ))
         .into());
     }
     if loss == ClassLoss::Nll {
         return Err(XentError::Type(format!(
             "nll_loss needs integer class indices, got dtype {}",
-            T::NAME
+            float_name::<T>()
         ))
         .into());
     }

@@ -15,7 +15,7 @@
 //! within a few ULP over their whole domain (see the tests below, which compare against the
 //! float64 and libm references).
 
-use super::Vector;
+use super::{Isa, Lane, Level, Vector, WithIsa};
 
 /// Evaluates `c[0] + x c[1] + x^2 c[2] + ...` by Horner's rule.
 #[inline(always)]
@@ -95,9 +95,8 @@ pub fn exp_f64<V: Vector<Elem = f64>>(x: V) -> V {
 #[inline(always)]
 fn ln_reduce<V: Vector>(x: V, min_positive: V::Elem, scale: (V::Elem, V::Elem)) -> (V, V)
 where
-    V::Elem: crate::float::Float,
+    V::Elem: Lane,
 {
-    use crate::float::Float;
     let one = splat(x, V::Elem::ONE);
     let tiny = x.lt(splat(x, min_positive));
     let xs = V::select(tiny, x.mul(splat(x, scale.0)), x);
@@ -113,9 +112,8 @@ where
 #[inline(always)]
 fn ln_finish<V: Vector>(x: V, ln_mantissa: V, e: V, ln2: (V::Elem, V::Elem)) -> V
 where
-    V::Elem: crate::float::Float,
+    V::Elem: Lane,
 {
-    use crate::float::Float;
     let zero = splat(x, V::Elem::ZERO);
     let r = e.mul_add(splat(x, ln2.0), ln_mantissa.add(e.mul(splat(x, ln2.1))));
     let r = V::select(x.lt(zero), splat(x, V::Elem::NAN), r);
@@ -192,24 +190,35 @@ pub fn ln_f64<V: Vector<Elem = f64>>(x: V) -> V {
     )
 }
 
-/// `ln(1 + u)` for `u >= -1`, accurate for tiny `u`.
+/// `ln(1 + u)` for `u >= -1`, accurate for tiny `u`, in single precision.
 #[inline(always)]
-pub fn ln_1p<V: Vector>(u: V) -> V
+pub fn ln_1p_f32<V: Vector<Elem = f32>>(u: V) -> V {
+    let w = u.add(splat(u, 1.0));
+    ln_1p_corrected(u, w, ln_f32(w))
+}
+
+/// `ln(1 + u)` for `u >= -1`, accurate for tiny `u`, in double precision.
+#[inline(always)]
+pub fn ln_1p_f64<V: Vector<Elem = f64>>(u: V) -> V {
+    let w = u.add(splat(u, 1.0));
+    ln_1p_corrected(u, w, ln_f64(w))
+}
+
+/// `ln(1 + u)` from `w = 1 + u` rounded and `lw = ln w`.
+#[inline(always)]
+fn ln_1p_corrected<V: Vector>(u: V, w: V, lw: V) -> V
 where
-    V::Elem: crate::float::Float,
+    V::Elem: Lane,
 {
-    use crate::float::Float;
     let one = splat(u, V::Elem::ONE);
-    let w = u.add(one);
     // w = 1 + u rounded; (u - (w - 1)) / w corrects ln(w) for that rounding to first order.
     let correction = u.sub(w.sub(one)).div(w);
-    let lw = V::Elem::ln(w);
     // Where w is 0 or inf (or u is NaN) the correction is NaN and ln(w) is the answer.
     V::select(correction.is_nan(), lw, lw.add(correction))
 }
 
 /// `ln(1 + u)` for `u` in `[0, 1]` in single precision: the softplus of binary cross-entropy
-/// on logits, `ln(1 + e^-|x|)`, without the division and special cases of [`ln_1p`] (only
+/// on logits, `ln(1 + e^-|x|)`, without the division and special cases of [`ln_1p_f32`] (only
 /// NaN is handled: it propagates). Below 1/2 the polynomial of `ln(1 + f)` takes `f = u`
 /// itself; from 1/2 on, `1 + u = 2 (1 + f)` with `f = (u - 1)/2` in `[-1/4, 0]`, computed
 /// exactly, so no rounding of `1 + u` needs correcting. Within 1 ULP (0.93 at worst over every
@@ -255,9 +264,15 @@ pub enum Func {
 ///
 /// # Panics
 /// If `x` and `out` differ in length.
-pub fn evaluate<T: crate::float::Float>(level: super::Level, func: Func, x: &[T], out: &mut [T]) {
+pub fn evaluate<T: Evaluable>(level: Level, func: Func, x: &[T], out: &mut [T]) {
     assert_eq!(x.len(), out.len(), "evaluate needs equal lengths");
-    super::dispatch_at(level, Evaluate { func, x, out });
+    T::evaluate(level, func, x, out);
+}
+
+/// The element types [`evaluate`] runs on, each with its vector functions.
+pub trait Evaluable: Lane {
+    /// See [`evaluate`]; `x` and `out` have equal lengths.
+    fn evaluate(level: Level, func: Func, x: &[Self], out: &mut [Self]);
 }
 
 struct Evaluate<'a, T> {
@@ -266,38 +281,52 @@ struct Evaluate<'a, T> {
     out: &'a mut [T],
 }
 
-impl<T: crate::float::Float> super::WithIsa for Evaluate<'_, T> {
-    type Output = ();
+/// [`Evaluable`] for one element type: its vector type on an instruction set, and its
+/// function for each [`Func`].
+macro_rules! evaluable {
+    ($t:ty, $vec:ident, $exp:ident, $ln:ident, $ln_1p:ident, $ln_1p_unit:ident) => {
+        impl Evaluable for $t {
+            fn evaluate(level: Level, func: Func, x: &[Self], out: &mut [Self]) {
+                super::dispatch_at(level, Evaluate { func, x, out });
+            }
+        }
 
-    #[inline(always)]
-    fn run<I: super::Isa>(self, isa: I) {
-        type V<T, I> = <T as crate::float::Float>::Vec<I>;
-        #[inline(always)]
-        fn apply<T: crate::float::Float, W: Vector<Elem = T>>(func: Func, v: W) -> W {
-            match func {
-                Func::Exp => T::exp(v),
-                Func::Ln => T::ln(v),
-                Func::Ln1p => T::ln_1p(v),
-                Func::Ln1pUnit => T::ln_1p_unit(v),
+        impl WithIsa for Evaluate<'_, $t> {
+            type Output = ();
+
+            #[inline(always)]
+            fn run<I: Isa>(self, isa: I) {
+                #[inline(always)]
+                fn apply<W: Vector<Elem = $t>>(func: Func, v: W) -> W {
+                    match func {
+                        Func::Exp => $exp(v),
+                        Func::Ln => $ln(v),
+                        Func::Ln1p => $ln_1p(v),
+                        Func::Ln1pUnit => $ln_1p_unit(v),
+                    }
+                }
+                let lanes = I::$vec::LANES;
+                let n = self.x.len();
+                let full = n - n % lanes;
+                let (src, dst) = (self.x.as_ptr(), self.out.as_mut_ptr());
+                for i in (0..full).step_by(lanes) {
+                    // SAFETY: i + lanes <= full <= n for both slices.
+                    unsafe { apply(self.func, I::$vec::load(isa, src.add(i))).store(dst.add(i)) }
+                }
+                if full < n {
+                    // SAFETY: n - full < lanes values remain in both slices.
+                    unsafe {
+                        let v = I::$vec::load_partial(isa, src.add(full), n - full, 1.0);
+                        apply(self.func, v).store_partial(dst.add(full), n - full)
+                    }
+                }
             }
         }
-        let lanes = V::<T, I>::LANES;
-        let n = self.x.len();
-        let full = n - n % lanes;
-        let (src, dst) = (self.x.as_ptr(), self.out.as_mut_ptr());
-        for i in (0..full).step_by(lanes) {
-            // SAFETY: i + lanes <= full <= n for both slices.
-            unsafe { apply(self.func, V::<T, I>::load(isa, src.add(i))).store(dst.add(i)) }
-        }
-        if full < n {
-            // SAFETY: n - full < lanes values remain in both slices.
-            unsafe {
-                let v = V::<T, I>::load_partial(isa, src.add(full), n - full, T::ONE);
-                apply(self.func, v).store_partial(dst.add(full), n - full)
-            }
-        }
-    }
+    };
 }
+
+evaluable!(f32, F32, exp_f32, ln_f32, ln_1p_f32, ln_1p_unit_f32);
+evaluable!(f64, F64, exp_f64, ln_f64, ln_1p_f64, ln_1p_f64);
 
 #[cfg(test)]
 mod tests {

@@ -24,11 +24,10 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-use std::fmt;
+use std::fmt::{self, Debug};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::XentError;
-use crate::float::Float;
 
 pub use pair::{Pair, Paired};
 pub use scalar::Scalar;
@@ -37,6 +36,68 @@ pub use scalar::Scalar;
 pub use avx2::Avx2;
 #[cfg(target_arch = "x86_64")]
 pub use avx512::Avx512;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A lane element: what the vector code needs of a scalar, `f32` or `f64`. The kernels'
+/// [`Float`](crate::float::Float) adds each type's vectors and vector math on top.
+pub trait Lane:
+    sealed::Sealed + Copy + Debug + Default + PartialOrd + Send + Sync + 'static
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// +inf.
+    const INFINITY: Self;
+    /// -inf.
+    const NEG_INFINITY: Self;
+    /// A quiet NaN.
+    const NAN: Self;
+
+    /// Widens to `f64` exactly.
+    fn to_f64(self) -> f64;
+    /// Rounds an `f64` to this type.
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Lane for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const INFINITY: Self = f32::INFINITY;
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    const NAN: Self = f32::NAN;
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Lane for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const INFINITY: Self = f64::INFINITY;
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    const NAN: Self = f64::NAN;
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
 
 /// An instruction set, as a zero-sized token whose existence proves CPU support.
 pub trait Isa: Copy + Send + Sync + 'static {
@@ -56,7 +117,7 @@ pub trait Isa: Copy + Send + Sync + 'static {
 /// operand is NaN, so `lo.max(x)` propagates a NaN `x`.
 pub trait Vector: Copy + Send + Sync {
     /// The element type.
-    type Elem: Float;
+    type Elem: Lane;
     /// The instruction set this vector belongs to.
     type Isa: Isa;
     /// Accumulator of float64 lanes that holds a widened copy of this vector.
@@ -323,19 +384,26 @@ mod tests {
         lanes
     }
 
-    impl<T: Float> WithIsa for Transpose<'_, T> {
-        type Output = (usize, usize);
+    /// Transposes with the vector type `$vec` of `$t`.
+    macro_rules! transpose {
+        ($t:ty, $vec:ident) => {
+            impl WithIsa for Transpose<'_, $t> {
+                type Output = (usize, usize);
 
-        #[inline(always)]
-        fn run<I: Isa>(self, isa: I) -> (usize, usize) {
-            (
-                transpose_with::<T::Vec<I>>(isa, self.m),
-                transpose_with::<T::Vec<Paired<I>>>(Paired::new(isa), self.paired),
-            )
-        }
+                #[inline(always)]
+                fn run<I: Isa>(self, isa: I) -> (usize, usize) {
+                    (
+                        transpose_with::<I::$vec>(isa, self.m),
+                        transpose_with::<<Paired<I> as Isa>::$vec>(Paired::new(isa), self.paired),
+                    )
+                }
+            }
+        };
     }
+    transpose!(f32, F32);
+    transpose!(f64, F64);
 
-    fn is_transposed<T: Float>(m: &[T], lanes: usize, level: Level) {
+    fn is_transposed<T: Lane>(m: &[T], lanes: usize, level: Level) {
         for i in 0..lanes {
             for j in 0..lanes {
                 assert_eq!(m[i * lanes + j].to_f64(), (j * lanes + i) as f64, "{level}");
@@ -343,7 +411,10 @@ mod tests {
         }
     }
 
-    fn check<T: Float>() {
+    fn check<T: Lane>()
+    where
+        for<'a> Transpose<'a, T>: WithIsa<Output = (usize, usize)>,
+    {
         for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
             let count = |n: usize| (0..n).map(|i| T::from_f64(i as f64)).collect::<Vec<T>>();
             let (mut m, mut paired) = (count(256), count(1024));
