@@ -88,3 +88,26 @@ def test_hard_targets_without_classes_all_ignored() -> None:
     np.testing.assert_array_equal(xent_rs.cross_entropy(x, t, reduction="none"), np.zeros(3))
     assert xent_rs.cross_entropy(x, t, reduction="sum") == 0.0
     assert np.isnan(xent_rs.cross_entropy(x, t))  # nothing counted
+
+
+def test_scalar_binary_weights_equal_their_full_broadcast_bit_for_bit() -> None:
+    """A scalar or (1,) weight/pos_weight (laid out by one fill per chunk) gives the bits of
+    the same value broadcast to the input's full shape, across chunk boundaries."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1000, 7)).astype(np.float32)
+    t = (rng.random(x.shape) < 0.5).astype(np.float32)
+    full = np.full(x.shape, 1.7, np.float32)
+    want = xent_rs.binary_cross_entropy_with_logits(
+        x, t, weight=full, pos_weight=full * 2, reduction="none", return_grad=True
+    )
+    for w in (np.float32(1.7), np.array([1.7], np.float32)):
+        got = xent_rs.binary_cross_entropy_with_logits(
+            x, t, weight=w, pos_weight=w * 2, reduction="none", return_grad=True
+        )
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    p = 1 / (1 + np.exp(-x))
+    np.testing.assert_array_equal(
+        xent_rs.binary_cross_entropy(p, t, weight=np.float32(1.7), reduction="none"),
+        xent_rs.binary_cross_entropy(p, t, weight=full, reduction="none"),
+    )

@@ -53,6 +53,12 @@ impl<T: Float> Broadcast<'_, T> {
         if self.repeat == 1 && start % len + n <= len {
             return self.values[start % len..].as_ptr();
         }
+        if len == 1 {
+            // A scalar (or shape (1,)) operand: one fill, where the loop below would copy one
+            // value per step (5x the cost of the whole unweighted call).
+            buf[..n].fill(self.values[0]);
+            return buf.as_ptr();
+        }
         let mut pos = 0;
         let mut i = start;
         while pos < n {
