@@ -366,8 +366,7 @@ class _ClassAccumulator(Accumulator):
         sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
         # One native pass: the loss sum, the mean's denominator and the per-sample losses.
         p = self._partial(x, t, w, sw, return_losses)
-        losses = None if p.losses is None else p.losses.astype(result_dtype, copy=False)
-        return p.loss_sum, p.denominator, p.count, losses
+        return p.loss_sum, p.denominator, p.count, _half_losses(p.losses, result_dtype)
 
 
 class CrossEntropyAccumulator(_ClassAccumulator):
@@ -535,8 +534,7 @@ class _BinaryAccumulator(Accumulator):
             raise ValueError(f"target size {t.shape} must be the same as input size {x.shape}")
         w = self._element_weight(x, sample_weight, work)
         p = self._partial(x, t, w, work, return_losses)
-        losses = None if p.losses is None else p.losses.astype(result_dtype, copy=False)
-        return p.loss_sum, p.denominator, p.count, losses
+        return p.loss_sum, p.denominator, p.count, _half_losses(p.losses, result_dtype)
 
 
 class BinaryCrossEntropyAccumulator(_BinaryAccumulator):
