@@ -767,17 +767,19 @@ def _message(call: Any) -> tuple[type[BaseException], str]:
 
 
 def test_every_path_refuses_an_option_in_the_same_words() -> None:
-    """The core, the CuPy backend's checks (no GPU needed), the accumulators and
-    ``xent_rs.dask`` give the same exception and text for the same bad option."""
+    """The core, the spec every front end builds its options with (the CuPy backend's too;
+    no GPU needed), the accumulators and ``xent_rs.dask`` give the same exception and text
+    for the same bad option."""
     pytest.importorskip("dask")
     import xent_rs.dask
-    from xent_rs import _cupy, _spec
+    from xent_rs import _spec
 
     x, t = np.zeros((4, 3)), np.array([0, 1, 2, 0])
     bad_reduction = {
         _message(lambda: xent_rs.cross_entropy(x, t, reduction="foo")),
         _message(lambda: xent_rs.dask.cross_entropy(x, t, reduction="foo")),
-        _message(lambda: _cupy._check_reduction("foo")),
+        _message(lambda: _spec.reduction("foo")),
+        _message(lambda: _spec.class_loss("cross_entropy", reduction="foo")),
     }
     assert bad_reduction == {(ValueError, 'reduction must be "none", "mean" or "sum", got "foo"')}
     bad_smoothing = {

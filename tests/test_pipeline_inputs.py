@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_same_bits
 
 import xent_rs
-from xent_rs import _arrays, _scoring, streaming
+from xent_rs import _backend, _scoring, streaming
 
 Array = npt.NDArray[Any]
 FLOATS = (np.float32, np.float64)
@@ -254,9 +254,9 @@ def test_log_loss_takes_probabilities_and_labels_as_they_are() -> None:
     p = _arrays_of(np.float64)["p"]
     assert _scoring.probabilities(p)[0] is p
     t = np.arange(8)
-    assert _arrays.native(t) is t
-    assert _arrays.native(swapped(t)).dtype.isnative
-    assert _arrays.native(misaligned(t)).flags.aligned
+    assert _backend.native(t) is t
+    assert _backend.native(swapped(t)).dtype.isnative
+    assert _backend.native(misaligned(t)).flags.aligned
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

@@ -1,12 +1,16 @@
-"""The GPU backend: the public functions for CuPy arrays, with the CPU path's semantics.
+"""The GPU core: the native core's functions for CuPy arrays, with the CPU path's semantics.
 
-``xent_rs._functional`` routes a call here when its arrays are CuPy arrays; CuPy is imported
-only then. The row-wise operations (the softmax family, cross entropy, NLL) are one fused CUDA
-kernel each, compiled once (NVRTC, cached by CuPy) from ``cuda/rows.cu``: a row is handled by
-one thread, a group of lanes of a warp or a whole block depending on its length and layout;
-its maximum and sum of exponentials come from one online pass accumulated in float64, and the
-loss and the gradient are written by the same kernel (the gradient possibly over the logits).
-The binary losses are CuPy elementwise and reduction kernels calling the device functions of
+``xent_rs._backend`` sends a call here when its arrays are CuPy arrays (CuPy is imported only
+then), converted as for the CPU core; every function here takes the arguments of its
+namesake in ``xent_rs._core`` and returns what it returns (a reduced loss as a 0-d device
+array instead of a Python float, so that nothing waits for the device).
+
+The row-wise operations (the softmax family, cross entropy, NLL) are one fused CUDA kernel
+each, compiled once (NVRTC, cached by CuPy) from ``cuda/rows.cu``: a row is handled by one
+thread, a group of lanes of a warp or a whole block depending on its length and layout; its
+maximum and sum of exponentials come from one online pass accumulated in float64, and the loss
+and the gradient are written by the same kernel (the gradient possibly over the logits). The
+binary losses are CuPy elementwise and reduction kernels calling the device functions of
 ``cuda/binary.cuh``; ``xent_rs._cuda`` names every kernel and its source. Everything that can
 fail is checked before any output is written; the checks of class indices and probabilities
 read one index back from the device.
@@ -18,19 +22,11 @@ import importlib
 import math
 import operator
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from xent_rs import _arrays, _cuda, _spec
-
-if TYPE_CHECKING:
-    from xent_rs._functional import Reduction
-
-FLOAT16 = _arrays.FLOAT16
-FLOAT32 = _arrays.FLOAT32
-FLOAT64 = _arrays.FLOAT64
-NATIVE = _arrays.NATIVE
+from xent_rs import _cuda
 
 _BLOCK = 256
 #: Threads per block for a few rows of at least ``_BLOCK_ROW`` values (when registers allow).
@@ -98,63 +94,8 @@ def _ptr(a: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# arguments
+# checks
 # ---------------------------------------------------------------------------------------------
-
-
-def _as_cupy(obj: Any, name: str) -> Any:
-    """A CuPy array (array-likes such as lists are copied to the device)."""
-    cp = _cp()
-    if isinstance(obj, cp.ndarray):
-        return obj
-    host = np.asarray(obj)
-    if host.dtype.kind not in "biufc":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {host.dtype}")
-    return cp.asarray(host)
-
-
-def _contiguous(a: Any, dtype: Any) -> Any:
-    return a.astype(dtype, order="C", copy=False)
-
-
-def _float_input(obj: Any, name: str = "input") -> tuple[Any, np.dtype[Any]]:
-    """The input as a C-contiguous float32/float64 CuPy array, and the result dtype."""
-    a = _as_cupy(obj, name)
-    dtype = np.dtype(a.dtype)
-    if dtype in NATIVE:
-        return _contiguous(a, dtype), dtype
-    if dtype == FLOAT16:
-        return _contiguous(a, FLOAT32), dtype
-    if dtype.kind in "biu":
-        return _contiguous(a, FLOAT64), FLOAT64
-    raise TypeError(
-        f"{name} must be a real floating (or integer) array, got dtype {dtype}; "
-        "complex, object and string arrays are not supported"
-    )
-
-
-def _like(obj: Any, dtype: np.dtype[Any], name: str) -> Any:
-    """A secondary float argument (weights, targets) as a C-contiguous ``dtype`` array."""
-    a = _as_cupy(obj, name)
-    if a.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
-    return _contiguous(a, dtype)
-
-
-def _class_target(obj: Any, dtype: np.dtype[Any]) -> Any:
-    """A multiclass target: integers keep their dtype, floats become ``dtype``."""
-    a = _as_cupy(obj, "target")
-    kind = a.dtype.kind
-    if kind in "iu":
-        return _contiguous(a, a.dtype)
-    if kind == "f":
-        return _contiguous(a, dtype)
-    if kind == "b":
-        raise TypeError("target must hold integer class indices or class probabilities, got bool")
-    raise TypeError(
-        f"target must hold integer class indices or floating class probabilities, "
-        f"got dtype {a.dtype}"
-    )
 
 
 def _axis(shape: tuple[int, ...], axis: int) -> int:
@@ -180,10 +121,6 @@ def _geometry(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
     return rows, classes, inner
 
 
-def _check_reduction(reduction: str) -> str:
-    return _spec.reduction(reduction)
-
-
 def _output_form(obj: Any, what: str, dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
     """Checks an output buffer's type, dtype (``dtype``), shape and layout."""
     cp = _cp()
@@ -196,11 +133,16 @@ def _output_form(obj: Any, what: str, dtype: np.dtype[Any], shape: tuple[int, ..
         raise ValueError(f"{what} must be C-contiguous")
 
 
+def _address(a: Any) -> int:
+    """The device address of ``a``'s data."""
+    return int(a.data.ptr)
+
+
 def _output(obj: Any, what: str, x: Any) -> bool:
     """Checks an output buffer for input ``x``; returns whether it is ``x`` itself."""
     _output_form(obj, what, x.dtype, x.shape)
     nbytes = x.nbytes
-    a, b = x.data.ptr, obj.data.ptr
+    a, b = _address(x), _address(obj)
     if a != b and nbytes > 0 and a < b + nbytes and b < a + nbytes:
         raise ValueError(
             f"{what} overlaps the input; pass the input itself to write in place, "
@@ -209,27 +151,13 @@ def _output(obj: Any, what: str, x: Any) -> bool:
     return bool(a == b and nbytes > 0)
 
 
-def _refuse_overlap(out: Any, converted: Any, original: Any, name: str) -> None:
-    """``_arrays.refuse_overlap`` for CuPy arrays."""
-    _arrays.refuse_overlap(out, converted, original, name, xp=_cp(), address=_device_address)
-
-
-def _device_address(a: Any) -> int:
-    return int(a.data.ptr)
-
-
-def _upstream(
-    grad_output: Any, reduction: str, loss_shape: tuple[int, ...], dtype: np.dtype[Any]
-) -> tuple[float, Any]:
-    """The upstream gradient as ``(scalar, per-sample array or None)``, checked."""
-    if grad_output is None:
+def _upstream(g: Any, reduction: str, loss_shape: tuple[int, ...]) -> tuple[float, Any]:
+    """The converted upstream gradient (a float, an array or ``None``) as ``(scalar,
+    per-sample array or None)``, checked against the loss's shape."""
+    if g is None:
         return 1.0, None
-    ndim = getattr(grad_output, "ndim", None)
-    if ndim is None:
-        ndim = np.ndim(grad_output)
-    if reduction != "none" and ndim == 0:
-        return float(grad_output), None
-    g = _like(grad_output, dtype, "grad_output")
+    if isinstance(g, float):
+        return g, None
     if reduction != "none":
         raise ValueError(f"grad_output must be a scalar for a reduced loss, got shape {g.shape}")
     if g.shape != loss_shape:
@@ -256,35 +184,21 @@ def _position(flat: int, shape: tuple[int, ...]) -> str:
     return str(tuple(int(i) for i in np.unravel_index(flat, shape)))
 
 
-def _restore(result: Any, dtype: np.dtype[Any]) -> Any:
-    """Casts a float32 result back to float16 (the only dtype computed in another one)."""
-    return result.astype(dtype) if dtype == FLOAT16 else result
-
-
 # ---------------------------------------------------------------------------------------------
 # softmax family
 # ---------------------------------------------------------------------------------------------
 
 
-def _normalize(x: Any, axis: int, out: Any, log: bool) -> Any:
-    cp = _cp()
-    _arrays.uses_cupy(x, out)
-    a, dtype = _float_input(x)
-    if out is not None:
-        _refuse_overlap(out, a, x, "out")
-    if dtype == FLOAT16 and out is not None:
-        _output_form(out, "out", dtype, a.shape)
-        cp.copyto(out, _normalize(a, axis, None, log).astype(dtype))
-        return out
+def _normalize(a: Any, axis: int, out: Any, log: bool) -> Any:
     ax = _axis(a.shape, axis)
     if out is None:
-        dest = cp.empty_like(a)
+        dest = _cp().empty_like(a)
     else:
         _output(out, "out", a)
         dest = out
     rows, classes, inner = _geometry(a.shape, ax)
     _launch_row("xent_softmax", a.dtype, rows, classes, inner, (a, dest), (np.int32(log),))
-    return _restore(dest, dtype)
+    return dest
 
 
 def _launch_row(
@@ -319,128 +233,44 @@ def _launch_row(
     kernel((grid,), (threads,), (*args, *sizes, np.int32(group), *extra))
 
 
-def log_softmax(x: Any, axis: int = -1, *, out: Any = None) -> Any:
-    """Log-softmax of a CuPy array along ``axis`` (see :func:`xent_rs.log_softmax`).
-
-    Parameters
-    ----------
-    x : cupy.ndarray
-        Logits.
-    axis : int, default -1
-        The class axis.
-    out : cupy.ndarray, optional
-        A C-contiguous array of ``x``'s shape and dtype to write into (may be ``x``).
-
-    Returns
-    -------
-    cupy.ndarray
-        Log-probabilities with ``x``'s shape and dtype.
-    """
+def log_softmax(x: Any, axis: int, out: Any = None) -> Any:
+    """``_core.log_softmax``: log-probabilities of ``x`` along ``axis`` (into ``out``)."""
     return _normalize(x, axis, out, log=True)
 
 
-def softmax(x: Any, axis: int = -1, *, out: Any = None) -> Any:
-    """Softmax of a CuPy array along ``axis`` (see :func:`xent_rs.softmax`).
-
-    Parameters
-    ----------
-    x : cupy.ndarray
-        Logits.
-    axis : int, default -1
-        The class axis.
-    out : cupy.ndarray, optional
-        A C-contiguous array of ``x``'s shape and dtype to write into (may be ``x``).
-
-    Returns
-    -------
-    cupy.ndarray
-        Probabilities with ``x``'s shape and dtype.
-    """
+def softmax(x: Any, axis: int, out: Any = None) -> Any:
+    """``_core.softmax``: probabilities of ``x`` along ``axis`` (into ``out``)."""
     return _normalize(x, axis, out, log=False)
 
 
-def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
-    """``log(sum(exp(x)))`` of a CuPy array along ``axis`` (see :func:`xent_rs.logsumexp`).
-
-    Parameters
-    ----------
-    x : cupy.ndarray
-        Values.
-    axis : int, default -1
-        The axis to reduce.
-    keepdims : bool, default False
-        Keep ``axis`` with length 1.
-
-    Returns
-    -------
-    cupy.ndarray
-        ``x``'s dtype; 0-d for a 1-D input without ``keepdims``.
-    """
-    cp = _cp()
-    a, dtype = _float_input(x)
-    ax = _axis(a.shape, axis)
-    rows, classes, inner = _geometry(a.shape, ax)
-    dest = cp.empty(a.shape[:ax] + a.shape[ax + 1 :], dtype=a.dtype)
-    _launch_row("xent_logsumexp", a.dtype, rows, classes, inner, (a, dest))
-    result = _restore(dest, dtype)
-    if keepdims:
-        return cp.expand_dims(result, axis)
-    return result
+def logsumexp(x: Any, axis: int) -> Any:
+    """``_core.logsumexp``: ``log(sum(exp(x)))`` along ``axis``."""
+    ax = _axis(x.shape, axis)
+    rows, classes, inner = _geometry(x.shape, ax)
+    dest = _cp().empty(x.shape[:ax] + x.shape[ax + 1 :], dtype=x.dtype)
+    _launch_row("xent_logsumexp", x.dtype, rows, classes, inner, (x, dest))
+    return dest
 
 
-def _backward(grad_output: Any, output: Any, axis: int, log: bool) -> Any:
-    cp = _cp()
-    _arrays.uses_cupy(grad_output, output)
-    y, dtype = _float_input(output, "output")
-    g = _like(grad_output, y.dtype, "grad_output")
+def _backward(g: Any, y: Any, axis: int, log: bool) -> Any:
     ax = _axis(y.shape, axis)
     if g.shape != y.shape:
         raise ValueError(f"grad_output has shape {g.shape} but output has shape {y.shape}")
-    dest = cp.empty_like(y)
+    dest = _cp().empty_like(y)
     rows, classes, inner = _geometry(y.shape, ax)
     _launch_row(
         "xent_softmax_backward", y.dtype, rows, classes, inner, (g, y, dest), (np.int32(log),)
     )
-    return _restore(dest, dtype)
+    return dest
 
 
-def log_softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
-    """VJP of :func:`log_softmax` on CuPy arrays: ``g - exp(output) * sum(g)``.
-
-    Parameters
-    ----------
-    grad_output : cupy.ndarray
-        The upstream gradient, with ``output``'s shape.
-    output : cupy.ndarray
-        ``log_softmax(x, axis)``.
-    axis : int, default -1
-        The class axis.
-
-    Returns
-    -------
-    cupy.ndarray
-        The gradient with respect to ``x``, in ``output``'s dtype.
-    """
+def log_softmax_backward(grad_output: Any, output: Any, axis: int) -> Any:
+    """``_core.log_softmax_backward``: ``g - exp(output) * sum(g)`` along ``axis``."""
     return _backward(grad_output, output, axis, log=True)
 
 
-def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
-    """VJP of :func:`softmax` on CuPy arrays: ``output * (g - sum(g * output))``.
-
-    Parameters
-    ----------
-    grad_output : cupy.ndarray
-        The upstream gradient, with ``output``'s shape.
-    output : cupy.ndarray
-        ``softmax(x, axis)``.
-    axis : int, default -1
-        The class axis.
-
-    Returns
-    -------
-    cupy.ndarray
-        The gradient with respect to ``x``, in ``output``'s dtype.
-    """
+def softmax_backward(grad_output: Any, output: Any, axis: int) -> Any:
+    """``_core.softmax_backward``: ``output * (g - sum(g * output))`` along ``axis``."""
     return _backward(grad_output, output, axis, log=False)
 
 
@@ -475,39 +305,23 @@ def _hard_denominator(t: Any, w: Any, sw: Any, ignore_index: int) -> Any:
 
 
 def _class_loss(
-    input: Any,
-    target: Any,
-    *,
+    x: Any,
+    t: Any,
     axis: int,
-    weight: Any,
-    sample_weight: Any,
+    w: Any,
+    sw: Any,
     ignore_index: int,
     reduction: str,
-    label_smoothing: float,
+    eps: float,
     return_grad: bool,
-    grad_output: Any,
+    g: Any,
     grad_out: Any,
     nll: bool,
 ) -> Any:
     cp = _cp()
-    _arrays.uses_cupy(input, target, weight, sample_weight, grad_output, grad_out)
-    x, dtype = _float_input(input)
     work = np.dtype(x.dtype)
-    half_out = None
-    if grad_out is not None and return_grad:
-        _refuse_overlap(grad_out, x, input, "grad_out")
-    if dtype == FLOAT16 and grad_out is not None and return_grad:
-        _output_form(grad_out, "grad_out", dtype, x.shape)
-        half_out, grad_out = grad_out, None
-    t = _class_target(target, work)
-    w = None if weight is None else _like(weight, work, "weight")
-    sw = None if sample_weight is None else _like(sample_weight, work, "sample_weight")
-    ignore_index = _spec.ignore_index(ignore_index)
-    eps = float(label_smoothing)
-
     shape = tuple(x.shape)
     ax = _axis(shape, axis)
-    _check_reduction(reduction)
     sample_shape = shape[:ax] + shape[ax + 1 :]
     hard = t.dtype.kind in "iu"
 
@@ -543,7 +357,7 @@ def _class_loss(
         )
     if grad_out is not None and not return_grad:
         raise ValueError("grad_out is only used with return_grad=True")
-    gscalar, go = _upstream(grad_output, reduction, sample_shape, work)
+    gscalar, go = _upstream(g, reduction, sample_shape)
     if grad_out is not None:
         _output(grad_out, "grad_out", x)
         for other in (t, w, sw, go):  # the CPU path's borrow check refuses these too
@@ -552,13 +366,12 @@ def _class_loss(
                     "grad_out overlaps another argument (a target, weight or grad_output "
                     "array) that this call reads; pass a separate array"
                 )
-    _spec.label_smoothing(eps)
 
     # Everything below the checks writes.
     denom = None
     if hard:
         _check_targets(t, classes, ignore_index)
-        t = _contiguous(t, np.int64)
+        t = t.astype(np.int64, order="C", copy=False)
         if reduction == "mean":
             denom = _hard_denominator(t, w, sw, ignore_index)
     elif reduction == "mean":
@@ -597,65 +410,41 @@ def _class_loss(
                 denom = cp.zeros((), dtype=cp.float64)
 
     if reduction == "none":
-        loss = _restore(rowloss.astype(work), dtype)
+        loss = rowloss.astype(work)
     else:
         total = rowloss.sum()
         if reduction == "mean":  # nothing counted: NaN, whatever the sum (as on the CPU)
             total = cp.where(denom == 0, cp.nan, total / denom)
-        loss = total.astype(dtype)
-    if not return_grad:
-        return loss
-    assert grad is not None
-    if dtype == FLOAT16:
-        grad = grad.astype(dtype)
-        if half_out is not None:
-            cp.copyto(half_out, grad)
-            grad = half_out
-    return loss, grad
+        loss = total.astype(work)
+    return (loss, grad) if return_grad else loss
 
 
 def cross_entropy(
     input: Any,
     target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    return_grad: bool = False,
-    grad_output: Any = None,
-    grad_out: Any = None,
+    axis: int,
+    weight: Any,
+    sample_weight: Any,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    return_grad: bool,
+    grad_output: Any,
+    grad_out: Any,
 ) -> Any:
-    """Cross entropy of CuPy logits (see :func:`xent_rs.cross_entropy`).
-
-    Parameters
-    ----------
-    input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing
-        As in :func:`xent_rs.cross_entropy`, with CuPy arrays.
-    return_grad, grad_output, grad_out
-        As in :func:`xent_rs.cross_entropy`; ``grad_out`` may be ``input`` itself.
-
-    Returns
-    -------
-    loss : cupy.ndarray
-        0-d for ``mean``/``sum``, per sample for ``none``, in ``input``'s dtype.
-    grad : cupy.ndarray
-        Only with ``return_grad=True``.
-    """
+    """``_core.cross_entropy`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
     return _class_loss(
         input,
         target,
-        axis=axis,
-        weight=weight,
-        sample_weight=sample_weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        return_grad=return_grad,
-        grad_output=grad_output,
-        grad_out=grad_out,
+        axis,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        return_grad,
+        grad_output,
+        grad_out,
         nll=False,
     )
 
@@ -663,40 +452,27 @@ def cross_entropy(
 def nll_loss(
     input: Any,
     target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    return_grad: bool = False,
-    grad_output: Any = None,
+    axis: int,
+    weight: Any,
+    sample_weight: Any,
+    ignore_index: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: Any,
 ) -> Any:
-    """Negative log-likelihood of CuPy log-probabilities (see :func:`xent_rs.nll_loss`).
-
-    Parameters
-    ----------
-    input, target, axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output
-        As in :func:`xent_rs.nll_loss`, with CuPy arrays.
-
-    Returns
-    -------
-    loss : cupy.ndarray
-    grad : cupy.ndarray
-        Only with ``return_grad=True``.
-    """
+    """``_core.nll_loss`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
     return _class_loss(
         input,
         target,
-        axis=axis,
-        weight=weight,
-        sample_weight=sample_weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=0.0,
-        return_grad=return_grad,
-        grad_output=grad_output,
-        grad_out=None,
+        axis,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        0.0,
+        return_grad,
+        grad_output,
+        None,
         nll=True,
     )
 
@@ -706,20 +482,23 @@ def nll_loss(
 # ---------------------------------------------------------------------------------------------
 
 
-def _broadcast(operand: Any, shape: tuple[int, ...], dtype: np.dtype[Any], name: str) -> Any:
-    """A weight as a (read-only) view broadcast to ``shape``, or ``None``."""
-    if operand is None:
+def _broadcast(values: Any, repeat: int, shape: tuple[int, ...]) -> Any:
+    """A weight given as distinct values and a repeat count (``_backend.broadcast``) as a
+    read-only view of ``shape``: flat element ``i`` reads ``values[(i // repeat) % len]``."""
+    if values is None:
         return None
-    cp = _cp()
-    w = _like(operand, dtype, name)
-    padded = (1,) * (len(shape) - w.ndim) + tuple(w.shape)
-    if w.ndim > len(shape) or any(
-        have not in (1, want) for have, want in zip(padded, shape, strict=True)
-    ):
-        raise ValueError(
-            f"{name} of shape {w.shape} does not broadcast against the input's shape {shape}"
-        )
-    return cp.broadcast_to(w, shape)
+    # The values vary along a run of axes: the trailing ones whose sizes multiply to
+    # ``repeat`` are constant, the run before them multiplies to the values' length.
+    last, product = len(shape), 1
+    while last > 0 and product < repeat:
+        last -= 1
+        product *= shape[last]
+    first, length = last, 1
+    while first > 0 and length < values.size:
+        first -= 1
+        length *= shape[first]
+    view = (1,) * first + tuple(shape[first:last]) + (1,) * (len(shape) - last)
+    return _cp().broadcast_to(values.reshape(view), shape)
 
 
 def _check_probabilities(p: Any) -> None:
@@ -735,27 +514,19 @@ def _check_probabilities(p: Any) -> None:
 
 
 def _binary_loss(
-    input: Any,
-    target: Any,
-    weight: Any,
-    pos_weight: Any,
+    x: Any,
+    t: Any,
+    w: Any,
+    pw: Any,
     reduction: str,
     return_grad: bool,
-    grad_output: Any,
+    g: Any,
     logits: bool,
 ) -> Any:
     cp = _cp()
-    _arrays.uses_cupy(input, target, weight, pos_weight, grad_output)
-    x, dtype = _float_input(input)
     work = np.dtype(x.dtype)
     shape = tuple(x.shape)
-    t = _like(target, work, "target")
-    if t.shape != shape:
-        raise ValueError(f"target size {tuple(t.shape)} must be the same as input size {shape}")
-    w = _broadcast(weight, shape, work, "weight")
-    pw = _broadcast(pos_weight, shape, work, "pos_weight")
-    _check_reduction(reduction)
-    gscalar, go = _upstream(grad_output, reduction, shape, work)
+    gscalar, go = _upstream(g, reduction, shape)
     if not logits:
         _check_probabilities(x)
 
@@ -766,11 +537,10 @@ def _binary_loss(
     loss: Any
     if reduction == "none":
         if return_grad:
-            g = go if go is not None else work.type(gscalar)
-            loss, grad = _elementwise(_cuda.binary(*form, "none_grad"))(*args, g)
+            upstream = go if go is not None else work.type(gscalar)
+            loss, grad = _elementwise(_cuda.binary(*form, "none_grad"))(*args, upstream)
         else:
             loss = _elementwise(_cuda.binary(*form, "none"))(*args)
-        loss = _restore(loss, dtype)
     else:
         if n == 0:
             total = cp.zeros((), dtype=cp.float64)
@@ -778,65 +548,40 @@ def _binary_loss(
             total = _reduction(_cuda.binary_sum(*form))(*args)
         if reduction == "mean":
             total = total / float(n)
-        loss = total.astype(dtype)
+        loss = total.astype(work)
         if return_grad:
             scale = gscalar if reduction == "sum" else (gscalar / n if n else 0.0)
             grad = _elementwise(_cuda.binary(*form, "grad"))(*args, work.type(scale))
-    if not return_grad:
-        return loss
-    return loss, _restore(grad, dtype)
+    return (loss, grad) if return_grad else loss
 
 
 def binary_cross_entropy(
     input: Any,
     target: Any,
-    *,
-    weight: Any = None,
-    reduction: Reduction = "mean",
-    return_grad: bool = False,
-    grad_output: Any = None,
+    weight: Any,
+    weight_repeat: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: Any,
 ) -> Any:
-    """Binary cross entropy of CuPy probabilities (see :func:`xent_rs.binary_cross_entropy`).
-
-    Parameters
-    ----------
-    input, target, weight, reduction, return_grad, grad_output
-        As in :func:`xent_rs.binary_cross_entropy`, with CuPy arrays.
-
-    Returns
-    -------
-    loss : cupy.ndarray
-    grad : cupy.ndarray
-        Only with ``return_grad=True``.
-    """
-    return _binary_loss(
-        input, target, weight, None, reduction, return_grad, grad_output, logits=False
-    )
+    """``_core.binary_cross_entropy`` on the device."""
+    w = _broadcast(weight, weight_repeat, tuple(input.shape))
+    return _binary_loss(input, target, w, None, reduction, return_grad, grad_output, logits=False)
 
 
 def binary_cross_entropy_with_logits(
     input: Any,
     target: Any,
-    *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: Reduction = "mean",
-    return_grad: bool = False,
-    grad_output: Any = None,
+    weight: Any,
+    weight_repeat: int,
+    pos_weight: Any,
+    pos_weight_repeat: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: Any,
 ) -> Any:
-    """Binary cross entropy of CuPy logits (see :func:`xent_rs.binary_cross_entropy_with_logits`).
-
-    Parameters
-    ----------
-    input, target, weight, pos_weight, reduction, return_grad, grad_output
-        As in :func:`xent_rs.binary_cross_entropy_with_logits`, with CuPy arrays.
-
-    Returns
-    -------
-    loss : cupy.ndarray
-    grad : cupy.ndarray
-        Only with ``return_grad=True``.
-    """
-    return _binary_loss(
-        input, target, weight, pos_weight, reduction, return_grad, grad_output, logits=True
-    )
+    """``_core.binary_cross_entropy_with_logits`` on the device."""
+    shape = tuple(input.shape)
+    w = _broadcast(weight, weight_repeat, shape)
+    pw = _broadcast(pos_weight, pos_weight_repeat, shape)
+    return _binary_loss(input, target, w, pw, reduction, return_grad, grad_output, logits=True)

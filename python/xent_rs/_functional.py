@@ -1,68 +1,19 @@
 """The public functions: the softmax family and the cross-entropy losses.
 
-Each function converts its arguments once (see ``_arrays``), hands them to the native core
-``xent_rs._core`` (which releases the GIL and runs on a private thread pool), and gives the
-results the input's dtype. CuPy arrays are routed to the GPU backend ``xent_rs._cupy``.
+Each function builds the call's checked options (``xent_rs._spec``) and hands them with its
+arrays to the backend (``xent_rs._backend``), which picks NumPy's or CuPy's core from the
+arrays, converts each argument once, runs the core (on the CPU: ``xent_rs._core``, which
+releases the GIL and runs on a private thread pool) and gives the results the input's dtype.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from xent_rs import _arrays, _core
-
-Reduction = Literal["none", "mean", "sum"]
-
-_F32 = _arrays.FLOAT32
-
-
-def _cupy() -> Any:
-    from xent_rs import _cupy
-
-    return _cupy
-
-
-def _restore(result: Any, dtype: np.dtype[Any]) -> Any:
-    """Casts a float32 result back to float16 (the only dtype computed in another one)."""
-    return result.astype(dtype) if dtype == _arrays.FLOAT16 else result
-
-
-def _loss(value: Any, dtype: np.dtype[Any]) -> Any:
-    """A reduced loss as a NumPy scalar of ``dtype``; an array loss in ``dtype``."""
-    if isinstance(value, float):
-        return dtype.type(value)
-    return _restore(value, dtype)
-
-
-def _finish(result: Any, dtype: np.dtype[Any], grad_out: Any) -> Any:
-    """Shapes the core's ``loss`` or ``(loss, grad)`` for the caller."""
-    if type(result) is float:
-        return dtype.type(result)
-    if not isinstance(result, tuple):
-        return _loss(result, dtype)
-    loss, grad = result
-    if dtype == _arrays.FLOAT16:
-        grad = grad.astype(dtype)
-        if grad_out is not None:
-            np.copyto(grad_out, grad)
-            grad = grad_out
-    return _loss(loss, dtype), grad
-
-
-def _half_output(out: Any, x: np.ndarray, dtype: np.dtype[Any], name: str) -> None:
-    """Checks an ``out``/``grad_out`` for a float16 input, which is computed in float32 and
-    copied into it afterwards: the same rules as the core applies to other dtypes."""
-    if isinstance(out, np.ndarray) and not out.dtype.isnative:
-        raise TypeError(_arrays.non_native_output(name, out.dtype))
-    if not isinstance(out, np.ndarray) or out.dtype != dtype:
-        got = getattr(out, "dtype", type(out).__name__)
-        raise TypeError(f"{name} must be a {dtype} array like the input, got {got}")
-    if out.shape != x.shape:
-        raise ValueError(f"{name} has shape {out.shape} but the input has shape {x.shape}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"{name} must be a writable C-contiguous array")
+from xent_rs import _backend, _spec
+from xent_rs._spec import Reduction
 
 
 def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
@@ -97,17 +48,7 @@ def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any
     >>> xent_rs.log_softmax(x)
     array([   0., -999.])
     """
-    if _arrays.is_cupy(x):
-        return _cupy().log_softmax(x, axis, out=out)
-    a, dtype = _arrays.float_input(x)
-    if out is not None:
-        _arrays.refuse_masked(out, "out")
-        _arrays.refuse_overlap(out, a, x, "out")
-    if dtype == _arrays.FLOAT16 and out is not None:
-        _half_output(out, a, dtype, "out")
-        np.copyto(out, _core.log_softmax(a, axis).astype(dtype))
-        return out
-    return _restore(_core.log_softmax(a, axis, out), dtype)
+    return _backend.normalize("log_softmax", x, axis, out)
 
 
 def softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
@@ -133,17 +74,7 @@ def softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
     >>> xent_rs.softmax(np.array([1000.0, 1.0, 1000.0]))
     array([0.5, 0. , 0.5])
     """
-    if _arrays.is_cupy(x):
-        return _cupy().softmax(x, axis, out=out)
-    a, dtype = _arrays.float_input(x)
-    if out is not None:
-        _arrays.refuse_masked(out, "out")
-        _arrays.refuse_overlap(out, a, x, "out")
-    if dtype == _arrays.FLOAT16 and out is not None:
-        _half_output(out, a, dtype, "out")
-        np.copyto(out, _core.softmax(a, axis).astype(dtype))
-        return out
-    return _restore(_core.softmax(a, axis, out), dtype)
+    return _backend.normalize("softmax", x, axis, out)
 
 
 def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
@@ -170,13 +101,7 @@ def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
     >>> float(xent_rs.logsumexp(np.array([1000.0, 1000.0])))  # 1000 + log(2)
     1000.6931471805599
     """
-    if _arrays.is_cupy(x):
-        return _cupy().logsumexp(x, axis, keepdims=keepdims)
-    a, dtype = _arrays.float_input(x)
-    result = _restore(_core.logsumexp(a, axis), dtype)
-    if keepdims:
-        return np.expand_dims(result, axis)
-    return result[()] if result.ndim == 0 else result
+    return _backend.logsumexp(x, axis, keepdims)
 
 
 def log_softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
@@ -203,11 +128,7 @@ def log_softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
     >>> xent_rs.log_softmax_backward(np.array([1.0, 0.0]), y)
     array([ 0.5, -0.5])
     """
-    if _arrays.uses_cupy(grad_output, output):
-        return _cupy().log_softmax_backward(grad_output, output, axis)
-    y, dtype = _arrays.float_input(output, "output")
-    g = _arrays.like(grad_output, y.dtype, "grad_output")
-    return _restore(_core.log_softmax_backward(g, y, axis), dtype)
+    return _backend.backward("log_softmax_backward", grad_output, output, axis)
 
 
 def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
@@ -234,11 +155,7 @@ def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
     >>> xent_rs.softmax_backward(np.array([1.0, 0.0]), p)
     array([ 0.25, -0.25])
     """
-    if _arrays.uses_cupy(grad_output, output):
-        return _cupy().softmax_backward(grad_output, output, axis)
-    y, dtype = _arrays.float_input(output, "output")
-    g = _arrays.like(grad_output, y.dtype, "grad_output")
-    return _restore(_core.softmax_backward(g, y, axis), dtype)
+    return _backend.backward("softmax_backward", grad_output, output, axis)
 
 
 def cross_entropy(
@@ -311,58 +228,15 @@ def cross_entropy(
     array([[ 0.5 , -0.5 ],
            [-0.25,  0.25]])
     """
-    plain = (
-        weight is None
-        and sample_weight is None
-        and grad_output is None
-        and grad_out is None
-        and _arrays.plain_labels(input, target)
+    spec = _spec.class_loss(
+        "cross_entropy",
+        axis=axis,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        return_grad=return_grad,
     )
-    if not plain and _arrays.uses_cupy(input, target, weight, sample_weight, grad_output, grad_out):
-        return _cupy().cross_entropy(
-            input,
-            target,
-            axis=axis,
-            weight=weight,
-            sample_weight=sample_weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            return_grad=return_grad,
-            grad_output=grad_output,
-            grad_out=grad_out,
-        )
-    if plain:
-        x, dtype, t, w, sw, g, core_grad_out = input, input.dtype, target, None, None, None, None
-    else:
-        x, dtype = _arrays.float_input(input)
-        work = x.dtype
-        if grad_out is not None and return_grad:
-            _arrays.refuse_masked(grad_out, "grad_out")
-            _arrays.refuse_overlap(grad_out, x, input, "grad_out")
-        if dtype == _arrays.FLOAT16 and grad_out is not None and return_grad:
-            _half_output(grad_out, x, dtype, "grad_out")
-            core_grad_out = None
-        else:
-            core_grad_out = grad_out
-        t = _arrays.class_target(target, work)
-        w = None if weight is None else _arrays.like(weight, work, "weight")
-        sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
-        g = _arrays.upstream(grad_output, reduction, work)
-    result = _core.cross_entropy(
-        x,
-        t,
-        axis,
-        w,
-        sw,
-        ignore_index,  # checked by the core: an integer, not a float or a bool
-        reduction,
-        float(label_smoothing),
-        bool(return_grad),
-        g,
-        core_grad_out,
-    )
-    return _finish(result, dtype, grad_out if core_grad_out is None else None)
+    return _backend.class_loss(spec, input, target, weight, sample_weight, grad_output, grad_out)
 
 
 def nll_loss(
@@ -405,35 +279,14 @@ def nll_loss(
     >>> float(xent_rs.nll_loss(np.log(np.array([[0.25, 0.75]])), np.array([1])))
     0.2876820724517809
     """
-    plain = (
-        weight is None
-        and sample_weight is None
-        and grad_output is None
-        and _arrays.plain_labels(input, target)
+    spec = _spec.class_loss(
+        "nll_loss",
+        axis=axis,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        return_grad=return_grad,
     )
-    if not plain and _arrays.uses_cupy(input, target, weight, sample_weight, grad_output):
-        return _cupy().nll_loss(
-            input,
-            target,
-            axis=axis,
-            weight=weight,
-            sample_weight=sample_weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            return_grad=return_grad,
-            grad_output=grad_output,
-        )
-    if plain:
-        x, dtype, t, w, sw, g = input, input.dtype, target, None, None, None
-    else:
-        x, dtype = _arrays.float_input(input)
-        work = x.dtype
-        t = _arrays.class_target(target, work)
-        w = None if weight is None else _arrays.like(weight, work, "weight")
-        sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
-        g = _arrays.upstream(grad_output, reduction, work)
-    result = _core.nll_loss(x, t, axis, w, sw, ignore_index, reduction, bool(return_grad), g)
-    return _finish(result, dtype, None)
+    return _backend.class_loss(spec, input, target, weight, sample_weight, grad_output, None)
 
 
 def binary_cross_entropy(
@@ -478,29 +331,8 @@ def binary_cross_entropy(
     >>> round(float(loss), 9)  # (100 + log 2) / 2: the log term is clamped at -100
     50.34657359
     """
-    if _arrays.uses_cupy(input, target, weight, grad_output):
-        return _cupy().binary_cross_entropy(
-            input,
-            target,
-            weight=weight,
-            reduction=reduction,
-            return_grad=return_grad,
-            grad_output=grad_output,
-        )
-    x, dtype = _arrays.float_input(input)
-    work = x.dtype
-    t = _binary_target(target, x)
-    w, w_repeat = _arrays.broadcast(weight, x.shape, work, "weight")
-    result = _core.binary_cross_entropy(
-        x,
-        t,
-        w,
-        w_repeat,
-        reduction,
-        bool(return_grad),
-        _arrays.upstream(grad_output, reduction, work),
-    )
-    return _finish(result, dtype, None)
+    spec = _spec.binary_loss("binary_cross_entropy", reduction=reduction, return_grad=return_grad)
+    return _backend.binary_loss(spec, input, target, weight, None, grad_output)
 
 
 def binary_cross_entropy_with_logits(
@@ -549,37 +381,7 @@ def binary_cross_entropy_with_logits(
     ...     np.array([-1000.0, 0.0]), np.array([0.0, 1.0]), reduction="none")
     array([0.        , 0.69314718])
     """
-    if _arrays.uses_cupy(input, target, weight, pos_weight, grad_output):
-        return _cupy().binary_cross_entropy_with_logits(
-            input,
-            target,
-            weight=weight,
-            pos_weight=pos_weight,
-            reduction=reduction,
-            return_grad=return_grad,
-            grad_output=grad_output,
-        )
-    x, dtype = _arrays.float_input(input)
-    work = x.dtype
-    t = _binary_target(target, x)
-    w, w_repeat = _arrays.broadcast(weight, x.shape, work, "weight")
-    pw, pw_repeat = _arrays.broadcast(pos_weight, x.shape, work, "pos_weight")
-    result = _core.binary_cross_entropy_with_logits(
-        x,
-        t,
-        w,
-        w_repeat,
-        pw,
-        pw_repeat,
-        reduction,
-        bool(return_grad),
-        _arrays.upstream(grad_output, reduction, work),
+    spec = _spec.binary_loss(
+        "binary_cross_entropy_with_logits", reduction=reduction, return_grad=return_grad
     )
-    return _finish(result, dtype, None)
-
-
-def _binary_target(target: Any, x: np.ndarray) -> np.ndarray:
-    t = _arrays.like(target, x.dtype, "target")
-    if t.shape != x.shape:
-        raise ValueError(f"target size {t.shape} must be the same as input size {x.shape}")
-    return t
+    return _backend.binary_loss(spec, input, target, weight, pos_weight, grad_output)

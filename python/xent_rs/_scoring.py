@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from xent_rs import _arrays, _core, _errors, _functional
+from xent_rs import _backend, _core, _errors, _functional
 
 
 def log_loss(
@@ -72,13 +72,13 @@ def log_loss(
     if y_proba is None:
         raise TypeError("log_loss() missing required argument: 'y_proba'")
     p, eps = probabilities(y_proba)
-    y = _arrays.to_ndarray(y_true, "y_true")
+    y = _backend.to_ndarray(y_true, "y_true")
     if labels is not None:
-        _arrays.refuse_masked(labels, "labels")
+        _backend.refuse_masked(labels, "labels")
     sw = sample_weights(sample_weight, p.dtype)
     check_lengths(p.shape[0], y, sw)
     if y.dtype.kind in "iu":
-        y = _arrays.native(y)  # integer labels go to the core as they are
+        y = _backend.native(y)  # integer labels go to the core as they are
     elif y.ndim == 1 and y.dtype.kind != "b":
         check_label_type(y_true, y)
     if from_logits:
@@ -110,7 +110,7 @@ def sample_weights(sample_weight: Any, dtype: np.dtype[Any]) -> np.ndarray | Non
     """scikit-learn's per-sample weights: 1-D, in the probabilities' dtype."""
     if sample_weight is None:
         return None
-    sw = _arrays.like(sample_weight, dtype, "sample_weight")
+    sw: np.ndarray = _backend.like(_backend.NUMPY, sample_weight, dtype, "sample_weight")
     if sw.ndim != 1:
         raise ValueError(
             f"Sample weights must be 1D array or scalar, got {sw.ndim}D array instead."
@@ -179,22 +179,22 @@ def work_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype probabilities of ``dtype`` are scored in: float32 for float16, float64 for
     integers and booleans, any other float as it is, in native byte order."""
     if dtype.kind != "f":
-        return _arrays.FLOAT64
+        return _backend.FLOAT64
     if dtype.itemsize == 2:
-        return _arrays.FLOAT32
+        return _backend.FLOAT32
     return np.dtype(dtype.type)
 
 
 def probabilities(y_proba: Any) -> tuple[np.ndarray, float]:
     """``y_proba`` as a C-contiguous, aligned float array in native byte order (NumPy's
     rules; no copy when it already is one) and its clipping ``eps``."""
-    p = _arrays.to_ndarray(y_proba, "y_proba")
+    p = _backend.to_ndarray(y_proba, "y_proba")
     dtype = p.dtype
     if dtype.kind not in "fiub":
         raise TypeError(f"y_proba must be a real numeric array, got dtype {dtype}")
-    eps = float(np.finfo(dtype if dtype.kind == "f" else _arrays.FLOAT64).eps)
-    native = dtype is _arrays.FLOAT32 or dtype is _arrays.FLOAT64
-    if not (native and type(p) is np.ndarray and _arrays.is_ready(p)):
+    eps = float(np.finfo(dtype if dtype.kind == "f" else _backend.FLOAT64).eps)
+    native = dtype is _backend.FLOAT32 or dtype is _backend.FLOAT64
+    if not (native and type(p) is np.ndarray and _backend.is_ready(p)):
         p = np.require(p, work_dtype(dtype), ("C_CONTIGUOUS", "ALIGNED", "ENSUREARRAY"))
     if p.ndim == 0 or p.ndim > 2:
         raise ValueError(f"y_proba must be 1-D or 2-D, got an array of shape {p.shape}")

@@ -1,16 +1,24 @@
-"""The rules of the losses' options, and their messages, in one place.
+"""The contract of every public loss: its options, their checks and their messages.
 
-The native core checks every option of a call itself (it must: it is the last line before
-memory is touched), in the same words. The Python front ends that check an option before the
-core sees it (the CuPy backend, the accumulators' constructors, ``xent_rs.dask`` before it
-builds its graph) take the check and its message from here, so that every path refuses the same
-values with the same exception and the same text.
+Each call of a loss is described by one frozen options object built here (:class:`ClassLoss`
+for the multiclass losses, :class:`BinaryLoss` for the element-wise ones, :class:`KlDiv`),
+checked once when it is built. The NumPy functions, the CuPy backend, the streaming
+accumulators, ``xent_rs.dask`` and the command line all build theirs through the functions of
+this module, so that every front end refuses the same values with the same exception and the
+same words. The builders are cached on their (hashable) arguments: the common call, with the
+same options as the previous one, costs one dictionary lookup.
+
+The native core checks every option again (it is the last line before memory is touched), in
+the same words.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -19,8 +27,161 @@ import numpy as np
 REDUCTIONS = ("none", "mean", "sum")
 #: What an accumulator can return (per-sample losses come from ``update``).
 ACCUMULATOR_REDUCTIONS = ("mean", "sum")
+#: ``kl_div``'s reductions: torch's three and ``batchmean``.
+KL_REDUCTIONS = ("none", "mean", "sum", "batchmean")
 
 Reduction = Literal["none", "mean", "sum"]
+
+#: The multiclass losses (classes along an axis, class-index or probability targets).
+ClassLossName = Literal["cross_entropy", "nll_loss", "focal_loss"]
+#: The element-wise losses (one target per input element).
+BinaryLossName = Literal[
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "binary_focal_loss_with_logits"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassLoss:
+    """The checked options of one multiclass loss call.
+
+    ``reduction`` is one of torch's three for a one-shot call, ``mean`` or ``sum`` for an
+    accumulator (``accumulator=True`` in :func:`class_loss`). Options a loss does not have
+    keep their neutral value (``label_smoothing=0`` for ``nll_loss``...).
+    """
+
+    loss: ClassLossName
+    axis: int = -1
+    ignore_index: int = -100
+    reduction: str = "mean"
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+    softcap: float | None = None
+    gamma: float = 0.0
+    return_grad: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryLoss:
+    """The checked options of one element-wise loss call."""
+
+    loss: BinaryLossName
+    reduction: str = "mean"
+    gamma: float = 0.0
+    alpha: float | None = None
+    return_grad: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KlDiv:
+    """The checked options of one ``kl_div`` call."""
+
+    reduction: str = "mean"
+    log_target: bool = False
+    return_grad: bool = False
+
+
+def class_loss(
+    loss: ClassLossName,
+    *,
+    axis: Any = -1,
+    ignore_index: Any = -100,
+    reduction: Any = "mean",
+    label_smoothing: Any = 0.0,
+    z_loss: Any = 0.0,
+    softcap: Any = None,
+    gamma: Any = 0.0,
+    return_grad: Any = False,
+    accumulator: bool = False,
+) -> ClassLoss:
+    """The options of a ``cross_entropy``, ``nll_loss`` or ``focal_loss`` call, checked."""
+    key = (loss, axis, ignore_index, reduction, label_smoothing, z_loss, softcap, gamma)
+    try:
+        return _class_loss_cached(*key, bool(return_grad), accumulator)
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+    return _class_loss(*key, bool(return_grad), accumulator)
+
+
+def _class_loss(
+    loss: ClassLossName,
+    axis: Any,
+    ignore: Any,
+    reduction_: Any,
+    label_smoothing_: Any,
+    z_loss_: Any,
+    softcap_: Any,
+    gamma_: Any,
+    return_grad: bool,
+    accumulator: bool,
+) -> ClassLoss:
+    return ClassLoss(
+        loss=loss,
+        axis=operator.index(axis),  # a float axis is a TypeError, as NumPy's
+        ignore_index=ignore_index(ignore),
+        reduction=accumulator_reduction(reduction_) if accumulator else reduction(reduction_),
+        label_smoothing=label_smoothing(label_smoothing_),
+        z_loss=z_loss(z_loss_),
+        softcap=softcap(softcap_),
+        gamma=gamma(gamma_),
+        return_grad=return_grad,
+    )
+
+
+_class_loss_cached = lru_cache(maxsize=64, typed=True)(_class_loss)
+
+
+def binary_loss(
+    loss: BinaryLossName,
+    *,
+    reduction: Any = "mean",
+    gamma: Any = 0.0,
+    alpha: Any = None,
+    return_grad: Any = False,
+    accumulator: bool = False,
+) -> BinaryLoss:
+    """The options of an element-wise loss call, checked."""
+    key = (loss, reduction, gamma, alpha)
+    try:
+        return _binary_loss_cached(*key, bool(return_grad), accumulator)
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+    return _binary_loss(*key, bool(return_grad), accumulator)
+
+
+def _binary_loss(
+    loss: BinaryLossName,
+    reduction_: Any,
+    gamma_: Any,
+    alpha_: Any,
+    return_grad: bool,
+    accumulator: bool,
+) -> BinaryLoss:
+    return BinaryLoss(
+        loss=loss,
+        reduction=accumulator_reduction(reduction_) if accumulator else reduction(reduction_),
+        gamma=gamma(gamma_),
+        alpha=alpha(alpha_),
+        return_grad=return_grad,
+    )
+
+
+_binary_loss_cached = lru_cache(maxsize=64, typed=True)(_binary_loss)
+
+
+def kl_div(*, reduction: Any = "mean", log_target: Any = False, return_grad: Any = False) -> KlDiv:
+    """The options of a ``kl_div`` call, checked."""
+    if not isinstance(reduction, str) or reduction not in KL_REDUCTIONS:
+        raise ValueError(
+            f'reduction must be "none", "mean", "sum" or "batchmean" for kl_div, got "{reduction}"'
+        )
+    return KlDiv(reduction=reduction, log_target=bool(log_target), return_grad=bool(return_grad))
+
+
+# ---------------------------------------------------------------------------------------------
+# one option each: the rules and the messages
+# ---------------------------------------------------------------------------------------------
 
 
 def reduction(value: Any) -> Reduction:
@@ -42,17 +203,55 @@ def accumulator_reduction(value: Any) -> Literal["mean", "sum"]:
     return "mean" if value == "mean" else "sum"
 
 
-def label_smoothing(value: Any) -> float:
-    """``label_smoothing``: a real number in ``[0, 1]`` (the core's message; like the core, a
-    bool is read as 0 or 1)."""
+def _real(value: Any, name: str) -> float:
+    """A real number (NumPy's too; like the core, a bool reads as 0 or 1)."""
     if not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"label_smoothing must be a real number, got {type(value).__name__} {value!r}"
-        )
-    eps = float(value)
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def label_smoothing(value: Any) -> float:
+    """``label_smoothing``: a real number in ``[0, 1]`` (the core's message)."""
+    eps = _real(value, "label_smoothing")
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
     return eps
+
+
+def z_loss(value: Any) -> float:
+    """``z_loss``: a finite real number ``>= 0``."""
+    s = _real(value, "z_loss")
+    if not (s >= 0.0 and math.isfinite(s)):
+        raise ValueError(f"z_loss must be a finite number >= 0, got {s}")
+    return s
+
+
+def softcap(value: Any) -> float | None:
+    """``softcap``: ``None`` (off) or a finite real number ``> 0``."""
+    if value is None:
+        return None
+    c = _real(value, "softcap")
+    if not (c > 0.0 and math.isfinite(c)):
+        raise ValueError(f"softcap must be None or a finite number > 0, got {c}")
+    return c
+
+
+def gamma(value: Any) -> float:
+    """A focal loss's ``gamma``: a finite real number ``>= 0``."""
+    g = _real(value, "gamma")
+    if not (g >= 0.0 and math.isfinite(g)):
+        raise ValueError(f"gamma must be a finite number >= 0, got {g}")
+    return g
+
+
+def alpha(value: Any) -> float | None:
+    """The binary focal loss's ``alpha``: ``None`` (no class balance) or a number in [0, 1]."""
+    if value is None:
+        return None
+    a = _real(value, "alpha")
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"alpha must be None or between 0.0 and 1.0, got {a}")
+    return a
 
 
 def ignore_index(value: Any) -> int:

@@ -26,6 +26,7 @@ imports it, nothing else in ``xent_rs`` does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from xent_rs import _arrays, _functional, _spec, streaming
+from xent_rs import _backend, _spec, streaming
 
 __all__ = [
     "accumulate",
@@ -46,6 +47,7 @@ __all__ = [
 
 Reduction = Literal["none", "mean", "sum"]
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_F64 = np.dtype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,9 +173,9 @@ class _Layout:
 
 def _as_dask(value: Any, name: str, like: Any = None) -> Any:
     if isinstance(value, da.Array):
-        _arrays.refuse_masked(value._meta, name)  # blocks of numpy.ma arrays (dask.array.ma)
+        _backend.refuse_masked(value._meta, name)  # blocks of numpy.ma arrays (dask.array.ma)
         return value
-    array = _arrays.to_ndarray(value, name)
+    array = _backend.to_ndarray(value, name)
     if like is not None and array.ndim >= 1 and array.shape[0] == like.shape[0]:
         return da.from_array(array, chunks=like.chunks[:1] + array.shape[1:])
     return da.from_array(array, chunks=array.shape or ())
@@ -326,8 +328,7 @@ def _block_call(
     x: np.ndarray,
     t: np.ndarray,
     *rest: Any,
-    fn: str,
-    options: dict[str, Any],
+    template: streaming.Accumulator,
     has_sw: bool,
     has_go: bool,
     has_den: bool,
@@ -341,26 +342,20 @@ def _block_call(
     sw = rest_list.pop(0) if has_sw else None
     go = rest_list.pop(0) if has_go else None
     den = rest_list.pop(0) if has_den else None
-    function = getattr(_functional, fn)
-    kwargs = {name: streaming._aligned(value) for name, value in options.items()}
-    if sw is not None and fn in ("cross_entropy", "nll_loss"):
-        kwargs["sample_weight"] = sw
-    elif sw is not None:  # binary losses: per-row (or full-shape) weights times ``weight``
-        sw = np.asarray(sw)
-        if sw.ndim == 1 and x.ndim > 1:
-            sw = sw.reshape(sw.shape + (1,) * (x.ndim - 1))
-        weight = kwargs.get("weight")
-        kwargs["weight"] = sw if weight is None else np.multiply(weight, sw)
-    if not want_grad:
-        return np.asarray(function(x, t, reduction="none", **kwargs))
-    if reduction == "none":
-        _, grad = function(x, t, reduction="none", return_grad=True, grad_output=go, **kwargs)
-    else:
+    if want_grad and reduction != "none":
         if den is not None:
             d = float(den)
             scale = scale / d if d != 0.0 else 0.0
-        _, grad = function(x, t, reduction="sum", return_grad=True, grad_output=scale, **kwargs)
-    return np.asarray(grad)
+        reduction, go = "sum", scale
+    assert isinstance(template, (streaming._ClassAccumulator, streaming._BinaryAccumulator))
+    spec = dataclasses.replace(template.spec, reduction=reduction, return_grad=want_grad)
+    if isinstance(spec, _spec.ClassLoss):
+        result = _backend.class_loss(spec, x, t, template.weight, sw, go, None)
+    else:  # per-row (or full-shape) weights times ``weight``, multiplied in float64
+        assert isinstance(template, streaming._BinaryAccumulator)
+        w = _backend.element_weight(template.weight, sw, x.shape, _F64)
+        result = _backend.binary_loss(spec, x, t, w, template.pos_weight, go)
+    return np.asarray(result[1] if want_grad else result)
 
 
 def _template_reduction(reduction: str) -> str:
@@ -371,9 +366,8 @@ def _template_reduction(reduction: str) -> str:
 
 
 def _blockwise(
-    fn: str,
+    template: streaming.Accumulator,
     layout: _Layout,
-    options: dict[str, Any],
     *,
     want_grad: bool,
     reduction: str,
@@ -399,7 +393,7 @@ def _blockwise(
                 f'grad_output must be a scalar for reduction "{reduction}", got shape '
                 f"{np.shape(grad_output)}"
             )
-        _arrays.refuse_masked(grad_output, "grad_output")
+        _backend.refuse_masked(grad_output, "grad_output")
         scale = float(grad_output)
     if denominator is not None:
         args += [denominator, ""]
@@ -411,8 +405,7 @@ def _blockwise(
         dtype=dtype,
         concatenate=True,
         meta=np.empty((0,) * len(out_ind), dtype=dtype),
-        fn=fn,
-        options=options,
+        template=template,
         has_sw=layout.sw is not None,
         has_go=has_go,
         has_den=denominator is not None,
@@ -428,10 +421,8 @@ def _blockwise(
 
 
 def _loss(
-    fn: str,
     template: streaming.Accumulator,
     layout: _Layout,
-    options: dict[str, Any],
     reduction: str,
     return_grad: bool,
     grad_output: Any,
@@ -439,11 +430,11 @@ def _loss(
 ) -> Any:
     dtype = _result_dtype(layout.x.dtype)
     if reduction == "none":
-        losses = _blockwise(fn, layout, options, want_grad=False, reduction="none")
+        losses = _blockwise(template, layout, want_grad=False, reduction="none")
         if not return_grad:
             return losses
         grad = _blockwise(
-            fn, layout, options, want_grad=True, reduction="none", grad_output=grad_output
+            template, layout, want_grad=True, reduction="none", grad_output=grad_output
         )
         return losses, grad
     acc = _accumulate(template, layout, split_every)
@@ -456,9 +447,8 @@ def _loss(
             dask.delayed(_denominator, pure=False)(acc), shape=(), dtype=np.float64
         )
     grad = _blockwise(
-        fn,
+        template,
         layout,
-        options,
         want_grad=True,
         reduction=reduction,
         grad_output=grad_output,
@@ -527,15 +517,7 @@ def cross_entropy(
         reduction=_template_reduction(reduction),
     )
     layout = _Layout(input, target, sample_weight, kind="class", axis=axis)
-    options = {
-        "axis": axis,
-        "weight": template.weight,
-        "ignore_index": ignore_index,
-        "label_smoothing": label_smoothing,
-    }
-    return _loss(
-        "cross_entropy", template, layout, options, reduction, return_grad, grad_output, split_every
-    )
+    return _loss(template, layout, reduction, return_grad, grad_output, split_every)
 
 
 def nll_loss(
@@ -569,10 +551,7 @@ def nll_loss(
     layout = _Layout(input, target, sample_weight, kind="class", axis=axis)
     if layout.kind == "soft":
         raise TypeError(f"nll_loss needs integer class indices, got dtype {layout.t.dtype}")
-    options = {"axis": axis, "weight": template.weight, "ignore_index": ignore_index}
-    return _loss(
-        "nll_loss", template, layout, options, reduction, return_grad, grad_output, split_every
-    )
+    return _loss(template, layout, reduction, return_grad, grad_output, split_every)
 
 
 def binary_cross_entropy(
@@ -606,17 +585,7 @@ def binary_cross_entropy(
     )
     layout = _Layout(input, target, sample_weight, kind="binary")
     layout.check_constant(template.weight, "weight")
-    options = {"weight": template.weight}
-    return _loss(
-        "binary_cross_entropy",
-        template,
-        layout,
-        options,
-        reduction,
-        return_grad,
-        grad_output,
-        split_every,
-    )
+    return _loss(template, layout, reduction, return_grad, grad_output, split_every)
 
 
 def binary_cross_entropy_with_logits(
@@ -651,17 +620,7 @@ def binary_cross_entropy_with_logits(
     layout = _Layout(input, target, sample_weight, kind="binary")
     layout.check_constant(template.weight, "weight")
     layout.check_constant(template.pos_weight, "pos_weight")
-    options = {"weight": template.weight, "pos_weight": template.pos_weight}
-    return _loss(
-        "binary_cross_entropy_with_logits",
-        template,
-        layout,
-        options,
-        reduction,
-        return_grad,
-        grad_output,
-        split_every,
-    )
+    return _loss(template, layout, reduction, return_grad, grad_output, split_every)
 
 
 def log_loss(

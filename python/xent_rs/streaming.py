@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from xent_rs import _arrays, _core, _errors, _scoring, _spec
+from xent_rs import _backend, _core, _errors, _scoring, _spec
 
 __all__ = [
     "Accumulator",
@@ -126,7 +126,8 @@ class Accumulator:
     count: int
 
     def __init__(self, reduction: str) -> None:
-        self.reduction = _spec.accumulator_reduction(reduction)
+        # Checked by the subclass (its options come from ``_spec``): "mean" or "sum".
+        self.reduction = "mean" if reduction == "mean" else "sum"
         self._loss = ExactSum()
         self._denominator = ExactSum()
         self.count = 0
@@ -304,69 +305,45 @@ def _option_array(value: Any, name: str) -> np.ndarray | None:
     """A weight given to a constructor, kept as float64 (converted per chunk)."""
     if value is None:
         return None
-    a = _arrays.to_ndarray(value, name)
+    a = _backend.to_ndarray(value, name)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     return np.array(a, dtype=np.float64)
 
 
-def _as(value: np.ndarray | None, dtype: np.dtype[Any]) -> np.ndarray | None:
-    """A constructor's weight in a chunk's dtype (aligned: it may have been unpickled)."""
-    # np.require keeps a 0-d weight 0-d (np.ascontiguousarray makes it 1-D), so that the core
-    # refuses it as the one-shot functions do.
-    return None if value is None else np.require(value, dtype, ("C_CONTIGUOUS", "ALIGNED"))
-
-
 class _ClassAccumulator(Accumulator):
     """Cross entropy and NLL: classes along ``axis``, hard (or, for CE, soft) targets."""
 
-    _soft_allowed = True
-
-    def __init__(
-        self,
-        *,
-        axis: int,
-        weight: Any,
-        ignore_index: int,
-        label_smoothing: float,
-        reduction: str,
-    ) -> None:
-        super().__init__(reduction)
-        self.axis = int(axis)
+    def __init__(self, spec: _spec.ClassLoss, weight: Any) -> None:
+        super().__init__(spec.reduction)
+        self.spec = spec
         self.weight = _option_array(weight, "weight")
-        self.ignore_index = _spec.ignore_index(ignore_index)
-        self.label_smoothing = _spec.label_smoothing(label_smoothing)
+
+    @property
+    def axis(self) -> int:
+        """The class axis of every chunk."""
+        return self.spec.axis
+
+    @property
+    def ignore_index(self) -> int:
+        """The target value that counts for nothing."""
+        return self.spec.ignore_index
 
     def _options(self) -> dict[str, Any]:
         return {
             "axis": self.axis,
             "weight": self.weight,
             "ignore_index": self.ignore_index,
-            "label_smoothing": self.label_smoothing,
             "reduction": self.reduction,
         }
-
-    def _partial(
-        self,
-        x: np.ndarray,
-        t: np.ndarray,
-        w: np.ndarray | None,
-        sw: np.ndarray | None,
-        return_losses: bool,
-    ) -> _core.Partial:
-        raise NotImplementedError
 
     def _score(
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
     ) -> tuple[float, float, int, np.ndarray | None]:
-        x, result_dtype = _arrays.float_input(input)
-        work = x.dtype
-        t = _arrays.class_target(target, work)
-        w = _as(self.weight, work)
-        sw = None if sample_weight is None else _arrays.like(sample_weight, work, "sample_weight")
         # One native pass: the loss sum, the mean's denominator and the per-sample losses.
-        p = self._partial(x, t, w, sw, return_losses)
-        return p.loss_sum, p.denominator, p.count, _half_losses(p.losses, result_dtype)
+        return _backend.class_partial(
+            self.spec, input, target, self.weight, sample_weight, return_losses
+        )
 
 
 class CrossEntropyAccumulator(_ClassAccumulator):
@@ -408,25 +385,23 @@ class CrossEntropyAccumulator(_ClassAccumulator):
         label_smoothing: float = 0.0,
         reduction: str = "mean",
     ) -> None:
-        super().__init__(
+        spec = _spec.class_loss(
+            "cross_entropy",
             axis=axis,
-            weight=weight,
             ignore_index=ignore_index,
             label_smoothing=label_smoothing,
             reduction=reduction,
+            accumulator=True,
         )
+        super().__init__(spec, weight)
 
-    def _partial(
-        self,
-        x: np.ndarray,
-        t: np.ndarray,
-        w: np.ndarray | None,
-        sw: np.ndarray | None,
-        return_losses: bool,
-    ) -> _core.Partial:
-        return _core.cross_entropy_partial(
-            x, t, self.axis, w, sw, self.ignore_index, self.label_smoothing, return_losses
-        )
+    @property
+    def label_smoothing(self) -> float:
+        """The label smoothing of every chunk."""
+        return self.spec.label_smoothing
+
+    def _options(self) -> dict[str, Any]:
+        return {**super()._options(), "label_smoothing": self.label_smoothing}
 
 
 class NLLLossAccumulator(_ClassAccumulator):
@@ -463,78 +438,34 @@ class NLLLossAccumulator(_ClassAccumulator):
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
-        super().__init__(
+        spec = _spec.class_loss(
+            "nll_loss",
             axis=axis,
-            weight=weight,
             ignore_index=ignore_index,
-            label_smoothing=0.0,
             reduction=reduction,
+            accumulator=True,
         )
-
-    def _options(self) -> dict[str, Any]:
-        options = super()._options()
-        del options["label_smoothing"]
-        return options
-
-    def _partial(
-        self,
-        x: np.ndarray,
-        t: np.ndarray,
-        w: np.ndarray | None,
-        sw: np.ndarray | None,
-        return_losses: bool,
-    ) -> _core.Partial:
-        return _core.nll_loss_partial(x, t, self.axis, w, sw, self.ignore_index, return_losses)
+        super().__init__(spec, weight)
 
 
 class _BinaryAccumulator(Accumulator):
-    """Binary cross entropy (on probabilities or logits): one loss per element."""
+    """The element-wise losses: one loss per element."""
 
-    def __init__(self, *, weight: Any, reduction: str) -> None:
-        super().__init__(reduction)
+    def __init__(self, spec: _spec.BinaryLoss, weight: Any, pos_weight: Any = None) -> None:
+        super().__init__(spec.reduction)
+        self.spec = spec
         self.weight = _option_array(weight, "weight")
+        self.pos_weight = _option_array(pos_weight, "pos_weight")
 
     def _options(self) -> dict[str, Any]:
         return {"weight": self.weight, "reduction": self.reduction}
 
-    def _element_weight(
-        self, x: np.ndarray, sample_weight: Any, work: np.dtype[Any]
-    ) -> np.ndarray | None:
-        """The chunk's weight: the constructor's ``weight`` times the per-row weights."""
-        w = _as(self.weight, work)
-        if sample_weight is None:
-            return w
-        sw = _arrays.like(sample_weight, work, "sample_weight")
-        if sw.ndim == 1 and x.ndim >= 1:
-            if sw.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"sample_weight of shape {sw.shape} must hold one weight per row of the "
-                    f"input of shape {x.shape}"
-                )
-            sw = sw.reshape(sw.shape + (1,) * (x.ndim - 1))
-        return sw if w is None else np.multiply(w, sw)
-
-    def _partial(
-        self,
-        x: np.ndarray,
-        t: np.ndarray,
-        w: np.ndarray | None,
-        work: np.dtype[Any],
-        return_losses: bool,
-    ) -> _core.Partial:
-        raise NotImplementedError
-
     def _score(
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
     ) -> tuple[float, float, int, np.ndarray | None]:
-        x, result_dtype = _arrays.float_input(input)
-        work = x.dtype
-        t = _arrays.like(target, work, "target")
-        if t.shape != x.shape:
-            raise ValueError(f"target size {t.shape} must be the same as input size {x.shape}")
-        w = self._element_weight(x, sample_weight, work)
-        p = self._partial(x, t, w, work, return_losses)
-        return p.loss_sum, p.denominator, p.count, _half_losses(p.losses, result_dtype)
+        return _backend.binary_partial(
+            self.spec, input, target, self.weight, sample_weight, self.pos_weight, return_losses
+        )
 
 
 class BinaryCrossEntropyAccumulator(_BinaryAccumulator):
@@ -567,18 +498,8 @@ class BinaryCrossEntropyAccumulator(_BinaryAccumulator):
     """
 
     def __init__(self, *, weight: Any = None, reduction: str = "mean") -> None:
-        super().__init__(weight=weight, reduction=reduction)
-
-    def _partial(
-        self,
-        x: np.ndarray,
-        t: np.ndarray,
-        w: np.ndarray | None,
-        work: np.dtype[Any],
-        return_losses: bool,
-    ) -> _core.Partial:
-        values, repeat = _arrays.broadcast(w, x.shape, work, "weight")
-        return _core.binary_cross_entropy_partial(x, t, values, repeat, return_losses)
+        spec = _spec.binary_loss("binary_cross_entropy", reduction=reduction, accumulator=True)
+        super().__init__(spec, weight)
 
 
 class BinaryCrossEntropyWithLogitsAccumulator(_BinaryAccumulator):
@@ -607,28 +528,13 @@ class BinaryCrossEntropyWithLogitsAccumulator(_BinaryAccumulator):
     def __init__(
         self, *, weight: Any = None, pos_weight: Any = None, reduction: str = "mean"
     ) -> None:
-        super().__init__(weight=weight, reduction=reduction)
-        self.pos_weight = _option_array(pos_weight, "pos_weight")
+        spec = _spec.binary_loss(
+            "binary_cross_entropy_with_logits", reduction=reduction, accumulator=True
+        )
+        super().__init__(spec, weight, pos_weight)
 
     def _options(self) -> dict[str, Any]:
-        options = super()._options()
-        options["pos_weight"] = self.pos_weight
-        return options
-
-    def _partial(
-        self,
-        x: np.ndarray,
-        t: np.ndarray,
-        w: np.ndarray | None,
-        work: np.dtype[Any],
-        return_losses: bool,
-    ) -> _core.Partial:
-        values, repeat = _arrays.broadcast(w, x.shape, work, "weight")
-        pos_weight = _as(self.pos_weight, work)
-        pw, pw_repeat = _arrays.broadcast(pos_weight, x.shape, work, "pos_weight")
-        return _core.binary_cross_entropy_with_logits_partial(
-            x, t, values, repeat, pw, pw_repeat, return_losses
-        )
+        return {**super()._options(), "pos_weight": self.pos_weight}
 
 
 class LogLossAccumulator(Accumulator):
@@ -767,12 +673,12 @@ class LogLossAccumulator(Accumulator):
     def _score(
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
     ) -> tuple[float, float, int, np.ndarray | None]:
-        y = _arrays.to_ndarray(target, "y_true")
+        y = _backend.to_ndarray(target, "y_true")
         if y.dtype.kind in "iu":
-            y = _arrays.native(y)  # integer labels go to the core as they are
+            y = _backend.native(y)  # integer labels go to the core as they are
         elif y.ndim == 1 and y.dtype.kind != "b":
             _scoring.check_label_type(target, y)
-        raw = _arrays.to_ndarray(input, "y_proba")
+        raw = _backend.to_ndarray(input, "y_proba")
         if raw.dtype.kind not in "fiub":
             raise TypeError(
                 f"y_proba must be a real numeric array, got dtype {raw.dtype} (update() takes "
@@ -792,7 +698,7 @@ class LogLossAccumulator(Accumulator):
         p, eps = _scoring.probabilities(raw)
         if self.from_logits:
             total, weight_sum, n, losses = self._score_logits(p, y, sw, columns, return_losses)
-            return total, weight_sum, n, _half_losses(losses, raw.dtype)
+            return total, weight_sum, n, _backend.half_losses(losses, raw.dtype)
         codes = self._codes(y, columns, check_range=False)
         total, weight_sum, normalized, in_range = _log_loss_pass(p, codes, sw, eps)
         if not in_range:
@@ -812,7 +718,7 @@ class LogLossAccumulator(Accumulator):
             losses = -np.log(picked)
             if sw is not None:
                 losses = losses * sw
-        return total, weight_sum, n, _half_losses(losses, raw.dtype)
+        return total, weight_sum, n, _backend.half_losses(losses, raw.dtype)
 
     def _score_logits(
         self,
@@ -827,7 +733,9 @@ class LogLossAccumulator(Accumulator):
         # One native pass each: the loss sum and, when asked, the per-sample losses.
         if x.ndim == 1:
             t = codes.astype(x.dtype)
-            values, repeat = _arrays.broadcast(sw, x.shape, x.dtype, "sample_weight")
+            values, repeat = _backend.broadcast(
+                _backend.NUMPY, sw, x.shape, x.dtype, "sample_weight"
+            )
             p = _core.binary_cross_entropy_with_logits_partial(
                 x, t, values, repeat, None, 1, return_losses
             )
@@ -839,14 +747,6 @@ class LogLossAccumulator(Accumulator):
         if math.isnan(p.loss_sum) and bool(np.isnan(x).any()):
             raise ValueError("Input contains NaN.")
         return p.loss_sum, denominator, n, p.losses
-
-
-def _half_losses(losses: np.ndarray | None, dtype: np.dtype[Any]) -> np.ndarray | None:
-    """Per-sample losses of a float16 input, computed in float32, as float16 (as the other
-    accumulators return them)."""
-    if losses is None or dtype != _arrays.FLOAT16:
-        return losses
-    return losses.astype(dtype)
 
 
 def _log_loss_pass(
