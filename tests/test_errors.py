@@ -779,7 +779,7 @@ def test_every_path_refuses_an_option_in_the_same_words() -> None:
         _message(lambda: xent_rs.cross_entropy(x, t, reduction="foo")),
         _message(lambda: xent_rs.dask.cross_entropy(x, t, reduction="foo")),
         _message(lambda: _spec.reduction("foo")),
-        _message(lambda: _spec.class_loss("cross_entropy", reduction="foo")),
+        _message(lambda: _spec.cross_entropy(reduction="foo")),
     }
     assert bad_reduction == {(ValueError, 'reduction must be "none", "mean" or "sum", got "foo"')}
     bad_smoothing = {

@@ -11,6 +11,7 @@ the GIL released while it runs). Semantics follow ``torch.nn.functional``; see
 (dtype('float32'), (2, 3))
 """
 
+from xent_rs import streaming as _streaming
 from xent_rs._core import (
     __version__,  # Cargo.toml's version, compiled into the native module
     get_num_threads,
@@ -30,37 +31,27 @@ from xent_rs._functional import (
     softmax_backward,
 )
 from xent_rs._scoring import log_loss
-from xent_rs.streaming import (
-    Accumulator,
-    BinaryCrossEntropyAccumulator,
-    BinaryCrossEntropyWithLogitsAccumulator,
-    CrossEntropyAccumulator,
-    LogLossAccumulator,
-    NLLLossAccumulator,
-    accumulator,
-)
+from xent_rs.streaming import *  # noqa: F403 (the accumulators: streaming.__all__)
 
 __all__ = [
-    "Accumulator",
-    "BinaryCrossEntropyAccumulator",
-    "BinaryCrossEntropyWithLogitsAccumulator",
-    "CrossEntropyAccumulator",
-    "LogLossAccumulator",
-    "NLLLossAccumulator",
-    "__version__",
-    "accumulator",
+    # the softmax family
+    "log_softmax",
+    "softmax",
+    "logsumexp",
+    "log_softmax_backward",
+    "softmax_backward",
+    # the losses
+    "cross_entropy",
+    "nll_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
-    "cross_entropy",
-    "get_num_threads",
-    "get_output_cache",
     "log_loss",
-    "log_softmax",
-    "log_softmax_backward",
-    "logsumexp",
-    "nll_loss",
+    # the native core's settings
+    "__version__",
     "set_num_threads",
+    "get_num_threads",
     "set_output_cache",
-    "softmax",
-    "softmax_backward",
+    "get_output_cache",
+    # the streaming accumulators
+    *_streaming.__all__,
 ]

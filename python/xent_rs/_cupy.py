@@ -62,30 +62,22 @@ def _raw(name: str, dtype: np.dtype[Any]) -> Any:
     return _module().get_function(_cuda.row_name(name, _CTYPES[dtype]))
 
 
+def _kernel(kind: str, spec: _cuda.Elementwise | _cuda.Reduction) -> Any:
+    """A CuPy ``ElementwiseKernel`` or ``ReductionKernel`` from ``spec`` (whose fields are
+    its keyword arguments), with ``cuda/binary.cuh`` as preamble."""
+    arguments = spec._asdict()
+    del arguments["bindings"]
+    return getattr(_cp(), kind)(**arguments, preamble=_cuda.source(_cuda.BINARY))
+
+
 @cache
 def _elementwise(spec: _cuda.Elementwise) -> Any:
-    return _cp().ElementwiseKernel(
-        spec.in_params,
-        spec.out_params,
-        spec.operation,
-        spec.name,
-        preamble=_cuda.source(_cuda.BINARY),
-    )
+    return _kernel("ElementwiseKernel", spec)
 
 
 @cache
 def _reduction(spec: _cuda.Reduction) -> Any:
-    return _cp().ReductionKernel(
-        spec.in_params,
-        spec.out_params,
-        spec.map_expr,
-        spec.reduce_expr,
-        spec.post_map_expr,
-        spec.identity,
-        spec.name,
-        reduce_type=spec.reduce_type,
-        preamble=_cuda.source(_cuda.BINARY),
-    )
+    return _kernel("ReductionKernel", spec)
 
 
 def _ptr(a: Any) -> Any:
@@ -434,19 +426,9 @@ def cross_entropy(
 ) -> Any:
     """``_core.cross_entropy`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
     return _class_loss(
-        input,
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        return_grad,
-        grad_output,
-        grad_out,
-        nll=False,
-    )
+        input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
+        return_grad, grad_output, grad_out, nll=False,
+    )  # fmt: skip
 
 
 def nll_loss(
@@ -462,19 +444,9 @@ def nll_loss(
 ) -> Any:
     """``_core.nll_loss`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
     return _class_loss(
-        input,
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index,
-        reduction,
-        0.0,
-        return_grad,
-        grad_output,
-        None,
-        nll=True,
-    )
+        input, target, axis, weight, sample_weight, ignore_index, reduction, 0.0, return_grad,
+        grad_output, None, nll=True,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

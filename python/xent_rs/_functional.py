@@ -136,23 +136,20 @@ def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
 
     Parameters
     ----------
-    grad_output : array_like
-        The upstream gradient ``g``, with ``output``'s shape.
+    grad_output, axis
+        As in :func:`log_softmax_backward`.
     output : array_like
         ``softmax(x, axis)``.
-    axis : int, default -1
-        The class axis used in the forward pass.
 
     Returns
     -------
     ndarray
-        The gradient with respect to ``x``, in ``output``'s dtype.
+        As :func:`log_softmax_backward`'s.
 
     Examples
     --------
     >>> import numpy as np, xent_rs
-    >>> p = xent_rs.softmax(np.array([0.0, 0.0]))
-    >>> xent_rs.softmax_backward(np.array([1.0, 0.0]), p)
+    >>> xent_rs.softmax_backward(np.array([1.0, 0.0]), np.array([0.5, 0.5]))
     array([ 0.25, -0.25])
     """
     return _backend.backward("softmax_backward", grad_output, output, axis)
@@ -228,13 +225,8 @@ def cross_entropy(
     array([[ 0.5 , -0.5 ],
            [-0.25,  0.25]])
     """
-    spec = _spec.class_loss(
-        "cross_entropy",
-        axis=axis,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        return_grad=return_grad,
+    spec = _spec.cross_entropy(
+        axis, ignore_index, reduction, label_smoothing, 0.0, None, return_grad
     )
     return _backend.class_loss(spec, input, target, weight, sample_weight, grad_output, grad_out)
 
@@ -279,13 +271,7 @@ def nll_loss(
     >>> float(xent_rs.nll_loss(np.log(np.array([[0.25, 0.75]])), np.array([1])))
     0.2876820724517809
     """
-    spec = _spec.class_loss(
-        "nll_loss",
-        axis=axis,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        return_grad=return_grad,
-    )
+    spec = _spec.nll_loss(axis, ignore_index, reduction, return_grad)
     return _backend.class_loss(spec, input, target, weight, sample_weight, grad_output, None)
 
 
@@ -331,7 +317,7 @@ def binary_cross_entropy(
     >>> round(float(loss), 9)  # (100 + log 2) / 2: the log term is clamped at -100
     50.34657359
     """
-    spec = _spec.binary_loss("binary_cross_entropy", reduction=reduction, return_grad=return_grad)
+    spec = _spec.binary_cross_entropy(reduction, return_grad)
     return _backend.binary_loss(spec, input, target, weight, None, grad_output)
 
 
@@ -356,17 +342,11 @@ def binary_cross_entropy_with_logits(
         Logits.
     target : array_like
         Targets with ``input``'s shape.
-    weight : array_like, optional
-        Weights broadcast against ``input``.
     pos_weight : array_like, optional
         Weight of the positive class, broadcast against ``input`` (usually shape ``(C,)`` for
         classes along the last axis).
-    reduction : {"mean", "sum", "none"}, default "mean"
-        ``mean`` divides by the number of elements.
-    return_grad : bool, default False
-        Also return the gradient with respect to ``input``.
-    grad_output : float or array_like, optional
-        As in :func:`cross_entropy` (per element for ``none``).
+    weight, reduction, return_grad, grad_output
+        As in :func:`binary_cross_entropy`.
 
     Returns
     -------
@@ -381,7 +361,5 @@ def binary_cross_entropy_with_logits(
     ...     np.array([-1000.0, 0.0]), np.array([0.0, 1.0]), reduction="none")
     array([0.        , 0.69314718])
     """
-    spec = _spec.binary_loss(
-        "binary_cross_entropy_with_logits", reduction=reduction, return_grad=return_grad
-    )
+    spec = _spec.binary_cross_entropy_with_logits(reduction, return_grad)
     return _backend.binary_loss(spec, input, target, weight, pos_weight, grad_output)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ ACCUMULATOR_REDUCTIONS = ("mean", "sum")
 KL_REDUCTIONS = ("none", "mean", "sum", "batchmean")
 
 Reduction = Literal["none", "mean", "sum"]
+_T = TypeVar("_T")
 
 #: The multiclass losses (classes along an axis, class-index or probability targets).
 ClassLossName = Literal["cross_entropy", "nll_loss", "focal_loss"]
@@ -80,33 +81,43 @@ class KlDiv:
     return_grad: bool = False
 
 
-def class_loss(
-    loss: ClassLossName,
-    *,
-    axis: Any = -1,
-    ignore_index: Any = -100,
-    reduction: Any = "mean",
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
-    softcap: Any = None,
-    gamma: Any = 0.0,
-    return_grad: Any = False,
-    accumulator: bool = False,
-) -> ClassLoss:
-    """The options of a ``cross_entropy``, ``nll_loss`` or ``focal_loss`` call, checked."""
-    key = (loss, axis, ignore_index, reduction, label_smoothing, z_loss, softcap, gamma)
+# ---------------------------------------------------------------------------------------------
+# the builders: one per public loss
+# ---------------------------------------------------------------------------------------------
+
+#: Options objects already built, by the builder's arguments (bounded: cleared when full).
+_BUILT: dict[tuple[Any, ...], Any] = {}
+_MAX_BUILT = 256
+
+
+def _built(build: Callable[..., _T], *key: Any) -> _T:
+    """``build(*key)``, from the cache when these arguments were seen before: the common call
+    repeats its options, and then costs one dictionary lookup. Unhashable arguments (which
+    the checks refuse) are built, not cached."""
+    full = (build, *key)
     try:
-        return _class_loss_cached(*key, bool(return_grad), accumulator)
-    except TypeError as e:
-        if "unhashable" not in str(e):
-            raise
-    return _class_loss(*key, bool(return_grad), accumulator)
+        found: _T = _BUILT[full]
+        return found
+    except KeyError:
+        pass
+    except TypeError:
+        return build(*key)
+    spec: _T = build(*key)
+    if len(_BUILT) >= _MAX_BUILT:
+        _BUILT.clear()
+    _BUILT[full] = spec
+    return spec
 
 
-def _class_loss(
+def _reduction_for(value: Any, accumulator: bool) -> str:
+    return accumulator_reduction(value) if accumulator else reduction(value)
+
+
+def _class(
     loss: ClassLossName,
     axis: Any,
     ignore: Any,
+    ignore_type: type,
     reduction_: Any,
     label_smoothing_: Any,
     z_loss_: Any,
@@ -119,7 +130,7 @@ def _class_loss(
         loss=loss,
         axis=operator.index(axis),  # a float axis is a TypeError, as NumPy's
         ignore_index=ignore_index(ignore),
-        reduction=accumulator_reduction(reduction_) if accumulator else reduction(reduction_),
+        reduction=_reduction_for(reduction_, accumulator),
         label_smoothing=label_smoothing(label_smoothing_),
         z_loss=z_loss(z_loss_),
         softcap=softcap(softcap_),
@@ -128,29 +139,53 @@ def _class_loss(
     )
 
 
-_class_loss_cached = lru_cache(maxsize=64, typed=True)(_class_loss)
-
-
-def binary_loss(
-    loss: BinaryLossName,
-    *,
+def cross_entropy(
+    axis: Any = -1,
+    ignore_index: Any = -100,
     reduction: Any = "mean",
-    gamma: Any = 0.0,
-    alpha: Any = None,
+    label_smoothing: Any = 0.0,
+    z_loss: Any = 0.0,
+    softcap: Any = None,
     return_grad: Any = False,
     accumulator: bool = False,
-) -> BinaryLoss:
-    """The options of an element-wise loss call, checked."""
-    key = (loss, reduction, gamma, alpha)
-    try:
-        return _binary_loss_cached(*key, bool(return_grad), accumulator)
-    except TypeError as e:
-        if "unhashable" not in str(e):
-            raise
-    return _binary_loss(*key, bool(return_grad), accumulator)
+) -> ClassLoss:
+    """The options of a ``cross_entropy`` call (or accumulator), checked."""
+    return _built(  # type(ignore_index) in the key: True == 1, but only 1 is a class index
+        _class, "cross_entropy", axis, ignore_index, type(ignore_index), reduction,
+        label_smoothing, z_loss, softcap, 0.0, bool(return_grad), accumulator,
+    )  # fmt: skip
 
 
-def _binary_loss(
+def nll_loss(
+    axis: Any = -1,
+    ignore_index: Any = -100,
+    reduction: Any = "mean",
+    return_grad: Any = False,
+    accumulator: bool = False,
+) -> ClassLoss:
+    """The options of an ``nll_loss`` call (or accumulator), checked."""
+    return _built(
+        _class, "nll_loss", axis, ignore_index, type(ignore_index), reduction, 0.0, 0.0, None,
+        0.0, bool(return_grad), accumulator,
+    )  # fmt: skip
+
+
+def focal_loss(
+    axis: Any = -1,
+    gamma: Any = 2.0,
+    ignore_index: Any = -100,
+    reduction: Any = "mean",
+    return_grad: Any = False,
+    accumulator: bool = False,
+) -> ClassLoss:
+    """The options of a ``focal_loss`` call (or accumulator), checked."""
+    return _built(
+        _class, "focal_loss", axis, ignore_index, type(ignore_index), reduction, 0.0, 0.0,
+        None, gamma, bool(return_grad), accumulator,
+    )  # fmt: skip
+
+
+def _binary(
     loss: BinaryLossName,
     reduction_: Any,
     gamma_: Any,
@@ -160,23 +195,59 @@ def _binary_loss(
 ) -> BinaryLoss:
     return BinaryLoss(
         loss=loss,
-        reduction=accumulator_reduction(reduction_) if accumulator else reduction(reduction_),
+        reduction=_reduction_for(reduction_, accumulator),
         gamma=gamma(gamma_),
         alpha=alpha(alpha_),
         return_grad=return_grad,
     )
 
 
-_binary_loss_cached = lru_cache(maxsize=64, typed=True)(_binary_loss)
+def binary_cross_entropy(
+    reduction: Any = "mean", return_grad: Any = False, accumulator: bool = False
+) -> BinaryLoss:
+    """The options of a ``binary_cross_entropy`` call (or accumulator), checked."""
+    loss = "binary_cross_entropy"
+    return _built(_binary, loss, reduction, 0.0, None, bool(return_grad), accumulator)
 
 
-def kl_div(*, reduction: Any = "mean", log_target: Any = False, return_grad: Any = False) -> KlDiv:
-    """The options of a ``kl_div`` call, checked."""
-    if not isinstance(reduction, str) or reduction not in KL_REDUCTIONS:
+def binary_cross_entropy_with_logits(
+    reduction: Any = "mean", return_grad: Any = False, accumulator: bool = False
+) -> BinaryLoss:
+    """The options of a ``binary_cross_entropy_with_logits`` call (or accumulator), checked."""
+    loss = "binary_cross_entropy_with_logits"
+    return _built(_binary, loss, reduction, 0.0, None, bool(return_grad), accumulator)
+
+
+def binary_focal_loss_with_logits(
+    gamma: Any = 2.0,
+    alpha: Any = 0.25,
+    reduction: Any = "mean",
+    return_grad: Any = False,
+    accumulator: bool = False,
+) -> BinaryLoss:
+    """The options of a ``binary_focal_loss_with_logits`` call (or accumulator), checked."""
+    loss = "binary_focal_loss_with_logits"
+    return _built(_binary, loss, reduction, gamma, alpha, bool(return_grad), accumulator)
+
+
+def _kl_div(reduction_: Any, log_target: bool, return_grad: bool, accumulator: bool) -> KlDiv:
+    if not isinstance(reduction_, str) or reduction_ not in KL_REDUCTIONS:
         raise ValueError(
-            f'reduction must be "none", "mean", "sum" or "batchmean" for kl_div, got "{reduction}"'
+            f'reduction must be "none", "mean", "sum" or "batchmean" for kl_div, got "{reduction_}"'
         )
-    return KlDiv(reduction=reduction, log_target=bool(log_target), return_grad=bool(return_grad))
+    if accumulator:
+        _reduction_for(reduction_, accumulator)
+    return KlDiv(reduction=reduction_, log_target=log_target, return_grad=return_grad)
+
+
+def kl_div(
+    reduction: Any = "mean",
+    log_target: Any = False,
+    return_grad: Any = False,
+    accumulator: bool = False,
+) -> KlDiv:
+    """The options of a ``kl_div`` call (or accumulator), checked."""
+    return _built(_kl_div, reduction, bool(log_target), bool(return_grad), accumulator)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,48 +281,45 @@ def _real(value: Any, name: str) -> float:
     return float(value)
 
 
+def _bounded(
+    value: Any, name: str, low: float, high: float | None = None, *, above: bool = False
+) -> float:
+    """A real number in ``[low, high]``, or finite and ``>= low`` (``> low`` with ``above``),
+    with the message that says so."""
+    v = _real(value, name)
+    if high is not None:
+        if not low <= v <= high:
+            raise ValueError(f"{name} must be between {low} and {high}, got {v}")
+    elif not ((v > low if above else v >= low) and math.isfinite(v)):
+        raise ValueError(
+            f"{name} must be a finite number {'>' if above else '>='} {low:g}, got {v}"
+        )
+    return v
+
+
 def label_smoothing(value: Any) -> float:
     """``label_smoothing``: a real number in ``[0, 1]`` (the core's message)."""
-    eps = _real(value, "label_smoothing")
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
-    return eps
+    return _bounded(value, "label_smoothing", 0.0, 1.0)
 
 
 def z_loss(value: Any) -> float:
     """``z_loss``: a finite real number ``>= 0``."""
-    s = _real(value, "z_loss")
-    if not (s >= 0.0 and math.isfinite(s)):
-        raise ValueError(f"z_loss must be a finite number >= 0, got {s}")
-    return s
+    return _bounded(value, "z_loss", 0.0)
 
 
 def softcap(value: Any) -> float | None:
     """``softcap``: ``None`` (off) or a finite real number ``> 0``."""
-    if value is None:
-        return None
-    c = _real(value, "softcap")
-    if not (c > 0.0 and math.isfinite(c)):
-        raise ValueError(f"softcap must be None or a finite number > 0, got {c}")
-    return c
+    return None if value is None else _bounded(value, "softcap", 0.0, above=True)
 
 
 def gamma(value: Any) -> float:
     """A focal loss's ``gamma``: a finite real number ``>= 0``."""
-    g = _real(value, "gamma")
-    if not (g >= 0.0 and math.isfinite(g)):
-        raise ValueError(f"gamma must be a finite number >= 0, got {g}")
-    return g
+    return _bounded(value, "gamma", 0.0)
 
 
 def alpha(value: Any) -> float | None:
     """The binary focal loss's ``alpha``: ``None`` (no class balance) or a number in [0, 1]."""
-    if value is None:
-        return None
-    a = _real(value, "alpha")
-    if not 0.0 <= a <= 1.0:
-        raise ValueError(f"alpha must be None or between 0.0 and 1.0, got {a}")
-    return a
+    return None if value is None else _bounded(value, "alpha", 0.0, 1.0)
 
 
 def ignore_index(value: Any) -> int:

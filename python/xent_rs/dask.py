@@ -27,14 +27,16 @@ imports it, nothing else in ``xent_rs`` does.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 
-from xent_rs import _backend, _spec, streaming
+from xent_rs import _backend, _functional, _spec, streaming
 
 __all__ = [
     "accumulate",
@@ -45,7 +47,7 @@ __all__ = [
     "nll_loss",
 ]
 
-Reduction = Literal["none", "mean", "sum"]
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _F64 = np.dtype(np.float64)
 
@@ -457,20 +459,54 @@ def _loss(
     return loss, grad
 
 
-def cross_entropy(
-    input: Any,
-    target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    return_grad: bool = False,
-    grad_output: Any = None,
-    split_every: int | None = None,
-) -> Any:
+def _lazy(
+    name: str, accumulator: type[streaming.Accumulator], kind: str, doc: str
+) -> Callable[..., Any]:
+    """The dask twin of the public function ``name``: its parameters (less ``grad_out``; plus
+    per-row ``sample_weight`` for the element-wise losses, and ``split_every``), the options
+    handed to ``accumulator``, which checks them (``_spec``) and scores the blocks."""
+    public = inspect.signature(getattr(_functional, name))
+    params = [p for p in public.parameters.values() if p.name != "grad_out"]
+    if "sample_weight" not in public.parameters:
+        at = [p.name for p in params].index("reduction")
+        params.insert(at, inspect.Parameter("sample_weight", _KEYWORD, default=None))
+    params.append(inspect.Parameter("split_every", _KEYWORD, default=None))
+    signature = public.replace(parameters=params)
+    options = [n for n in inspect.signature(accumulator).parameters if n != "reduction"]
+
+    def lazy(*args: Any, **kwargs: Any) -> Any:
+        call = signature.bind(*args, **kwargs)
+        call.apply_defaults()
+        given = call.arguments
+        reduction = given["reduction"]
+        template = accumulator(
+            reduction=_template_reduction(reduction), **{n: given[n] for n in options}
+        )
+        axis = template.axis if isinstance(template, streaming._ClassAccumulator) else None
+        layout = _Layout(
+            given["input"], given["target"], given["sample_weight"], kind=kind, axis=axis
+        )
+        if layout.kind == "soft" and isinstance(template, streaming.NLLLossAccumulator):
+            raise TypeError(f"nll_loss needs integer class indices, got dtype {layout.t.dtype}")
+        for constant in ("weight", "pos_weight"):
+            if kind == "binary":
+                layout.check_constant(getattr(template, constant, None), constant)
+        return _loss(
+            template, layout, reduction, given["return_grad"], given["grad_output"],
+            given["split_every"],
+        )  # fmt: skip
+
+    lazy.__signature__ = signature  # type: ignore[attr-defined]
+    lazy.__name__ = lazy.__qualname__ = name
+    lazy.__module__ = __name__
+    lazy.__doc__ = doc
+    return lazy
+
+
+cross_entropy = _lazy(
+    "cross_entropy",
+    streaming.CrossEntropyAccumulator,
+    "class",
     """:func:`xent_rs.cross_entropy` on dask arrays, lazily.
 
     Parameters
@@ -508,31 +544,14 @@ def cross_entropy(
     >>> want = xent_rs.cross_entropy(logits, labels)
     >>> bool(np.isclose(loss.compute(), want, rtol=1e-12))
     True
-    """
-    template = streaming.CrossEntropyAccumulator(
-        axis=axis,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=_template_reduction(reduction),
-    )
-    layout = _Layout(input, target, sample_weight, kind="class", axis=axis)
-    return _loss(template, layout, reduction, return_grad, grad_output, split_every)
+    """,
+)
 
 
-def nll_loss(
-    input: Any,
-    target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    return_grad: bool = False,
-    grad_output: Any = None,
-    split_every: int | None = None,
-) -> Any:
+nll_loss = _lazy(
+    "nll_loss",
+    streaming.NLLLossAccumulator,
+    "class",
     """:func:`xent_rs.nll_loss` on dask arrays, lazily (see :func:`cross_entropy`).
 
     Examples
@@ -541,30 +560,14 @@ def nll_loss(
     >>> logp = da.from_array(np.log([[0.25, 0.75], [0.5, 0.5]]), chunks=(1, 2))
     >>> xent_rs.dask.nll_loss(logp, np.array([1, 0]), reduction="none").compute()
     array([0.28768207, 0.69314718])
-    """
-    template = streaming.NLLLossAccumulator(
-        axis=axis,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=_template_reduction(reduction),
-    )
-    layout = _Layout(input, target, sample_weight, kind="class", axis=axis)
-    if layout.kind == "soft":
-        raise TypeError(f"nll_loss needs integer class indices, got dtype {layout.t.dtype}")
-    return _loss(template, layout, reduction, return_grad, grad_output, split_every)
+    """,
+)
 
 
-def binary_cross_entropy(
-    input: Any,
-    target: Any,
-    *,
-    weight: Any = None,
-    sample_weight: Any = None,
-    reduction: Reduction = "mean",
-    return_grad: bool = False,
-    grad_output: Any = None,
-    split_every: int | None = None,
-) -> Any:
+binary_cross_entropy = _lazy(
+    "binary_cross_entropy",
+    streaming.BinaryCrossEntropyAccumulator,
+    "binary",
     """:func:`xent_rs.binary_cross_entropy` on dask arrays, lazily.
 
     ``weight`` is a NumPy constant broadcast against every block (it may not vary along an
@@ -579,27 +582,14 @@ def binary_cross_entropy(
     >>> loss = xent_rs.dask.binary_cross_entropy(p, np.array([[1.0, 1.0], [0.0, 0.0]]))
     >>> round(float(loss.compute()), 6)
     0.4287
-    """
-    template = streaming.BinaryCrossEntropyAccumulator(
-        weight=weight, reduction=_template_reduction(reduction)
-    )
-    layout = _Layout(input, target, sample_weight, kind="binary")
-    layout.check_constant(template.weight, "weight")
-    return _loss(template, layout, reduction, return_grad, grad_output, split_every)
+    """,
+)
 
 
-def binary_cross_entropy_with_logits(
-    input: Any,
-    target: Any,
-    *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    sample_weight: Any = None,
-    reduction: Reduction = "mean",
-    return_grad: bool = False,
-    grad_output: Any = None,
-    split_every: int | None = None,
-) -> Any:
+binary_cross_entropy_with_logits = _lazy(
+    "binary_cross_entropy_with_logits",
+    streaming.BinaryCrossEntropyWithLogitsAccumulator,
+    "binary",
     """:func:`xent_rs.binary_cross_entropy_with_logits` on dask arrays, lazily.
 
     ``weight`` and ``pos_weight`` are NumPy constants (see :func:`binary_cross_entropy`).
@@ -611,16 +601,8 @@ def binary_cross_entropy_with_logits(
     >>> loss = xent_rs.dask.binary_cross_entropy_with_logits(x, da.ones((4, 3), chunks=2))
     >>> round(float(loss.compute()), 6)  # log(2)
     0.693147
-    """
-    template = streaming.BinaryCrossEntropyWithLogitsAccumulator(
-        weight=weight,
-        pos_weight=pos_weight,
-        reduction=_template_reduction(reduction),
-    )
-    layout = _Layout(input, target, sample_weight, kind="binary")
-    layout.check_constant(template.weight, "weight")
-    layout.check_constant(template.pos_weight, "pos_weight")
-    return _loss(template, layout, reduction, return_grad, grad_output, split_every)
+    """,
+)
 
 
 def log_loss(

@@ -318,16 +318,8 @@ class _ClassAccumulator(Accumulator):
         super().__init__(spec.reduction)
         self.spec = spec
         self.weight = _option_array(weight, "weight")
-
-    @property
-    def axis(self) -> int:
-        """The class axis of every chunk."""
-        return self.spec.axis
-
-    @property
-    def ignore_index(self) -> int:
-        """The target value that counts for nothing."""
-        return self.spec.ignore_index
+        self.axis = spec.axis
+        self.ignore_index = spec.ignore_index
 
     def _options(self) -> dict[str, Any]:
         return {
@@ -385,20 +377,11 @@ class CrossEntropyAccumulator(_ClassAccumulator):
         label_smoothing: float = 0.0,
         reduction: str = "mean",
     ) -> None:
-        spec = _spec.class_loss(
-            "cross_entropy",
-            axis=axis,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            reduction=reduction,
-            accumulator=True,
+        spec = _spec.cross_entropy(
+            axis, ignore_index, reduction, label_smoothing, 0.0, None, accumulator=True
         )
         super().__init__(spec, weight)
-
-    @property
-    def label_smoothing(self) -> float:
-        """The label smoothing of every chunk."""
-        return self.spec.label_smoothing
+        self.label_smoothing = spec.label_smoothing
 
     def _options(self) -> dict[str, Any]:
         return {**super()._options(), "label_smoothing": self.label_smoothing}
@@ -409,12 +392,8 @@ class NLLLossAccumulator(_ClassAccumulator):
 
     Parameters
     ----------
-    axis : int, default -1
-        The class axis of every chunk.
-    weight : array_like, optional
-        Per-class weights, shape ``(C,)``.
-    ignore_index : int, default -100
-        Targets equal to this count for nothing.
+    axis, weight, ignore_index
+        As in :class:`CrossEntropyAccumulator`.
     reduction : {"mean", "sum"}, default "mean"
         ``mean`` divides by ``Σ weight[y]·sample_weight`` over the non-ignored targets of every
         chunk seen.
@@ -438,13 +417,7 @@ class NLLLossAccumulator(_ClassAccumulator):
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
-        spec = _spec.class_loss(
-            "nll_loss",
-            axis=axis,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            accumulator=True,
-        )
+        spec = _spec.nll_loss(axis, ignore_index, reduction, accumulator=True)
         super().__init__(spec, weight)
 
 
@@ -498,7 +471,7 @@ class BinaryCrossEntropyAccumulator(_BinaryAccumulator):
     """
 
     def __init__(self, *, weight: Any = None, reduction: str = "mean") -> None:
-        spec = _spec.binary_loss("binary_cross_entropy", reduction=reduction, accumulator=True)
+        spec = _spec.binary_cross_entropy(reduction, accumulator=True)
         super().__init__(spec, weight)
 
 
@@ -528,9 +501,7 @@ class BinaryCrossEntropyWithLogitsAccumulator(_BinaryAccumulator):
     def __init__(
         self, *, weight: Any = None, pos_weight: Any = None, reduction: str = "mean"
     ) -> None:
-        spec = _spec.binary_loss(
-            "binary_cross_entropy_with_logits", reduction=reduction, accumulator=True
-        )
+        spec = _spec.binary_cross_entropy_with_logits(reduction, accumulator=True)
         super().__init__(spec, weight, pos_weight)
 
     def _options(self) -> dict[str, Any]:
