@@ -12,10 +12,14 @@ __all__ = [
     "binary_cross_entropy_partial",
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy_with_logits_partial",
+    "binary_focal_loss_with_logits",
+    "binary_focal_loss_with_logits_partial",
     "cross_entropy",
     "cross_entropy_partial",
     "get_num_threads",
     "get_output_cache",
+    "kl_div",
+    "kl_div_partial",
     "log_loss",
     "log_softmax",
     "log_softmax_backward",
@@ -82,6 +86,25 @@ def binary_cross_entropy_with_logits(
     return_grad: bool,
     grad_output: float | np.ndarray | None,
 ) -> Any: ...
+def binary_focal_loss_with_logits(
+    input: np.ndarray,
+    target: np.ndarray,
+    gamma: float,
+    alpha: float | None,
+    weight: np.ndarray | None,
+    weight_repeat: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: float | np.ndarray | None,
+) -> Any: ...
+def kl_div(
+    input: np.ndarray,
+    target: np.ndarray,
+    reduction: str,
+    log_target: bool,
+    return_grad: bool,
+    grad_output: float | np.ndarray | None,
+) -> Any: ...
 
 @final
 class Partial:
@@ -129,6 +152,22 @@ def binary_cross_entropy_with_logits_partial(
     weight_repeat: int,
     pos_weight: np.ndarray | None,
     pos_weight_repeat: int,
+    return_losses: bool,
+) -> Partial: ...
+def binary_focal_loss_with_logits_partial(
+    input: np.ndarray,
+    target: np.ndarray,
+    gamma: float,
+    alpha: float | None,
+    weight: np.ndarray | None,
+    weight_repeat: int,
+    return_losses: bool,
+) -> Partial: ...
+def kl_div_partial(
+    input: np.ndarray,
+    target: np.ndarray,
+    log_target: bool,
+    batchmean: bool,
     return_losses: bool,
 ) -> Partial: ...
 

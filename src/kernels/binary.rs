@@ -1,5 +1,5 @@
-//! Binary cross entropy on probabilities and on logits, element by element, with the
-//! gradient from the same pass.
+//! Binary cross entropy on probabilities and on logits, and the binary focal loss on logits,
+//! element by element, with the gradient from the same pass.
 //!
 //! torch's formulas, with `w` the weight and `pw` the positive-class weight:
 //!
@@ -8,9 +8,12 @@
 //!                grad = g w (p - t) / max(p (1-p), 1e-12f)
 //! logits         loss = w [ (1-t) x + (1 + (pw-1) t) (ln(1 + e^-|x|) + max(-x, 0)) ]
 //!                grad = g w [ (pw t + 1 - t) sigmoid(x) - pw t ]
+//! focal          loss = w a ce q^γ      (torchvision's sigmoid_focal_loss, see [`Focal`])
 //! ```
 //!
-//! `mean` divides by the number of elements. Weights broadcast against the input as a
+//! `mean` divides by the number of elements. The element-wise driver ([`pointwise`]) is
+//! shared with the other element-wise losses ([`kl_div`](crate::kernels::kl_div)): it loads,
+//! weights, scales, stores and sums around one loss's [`Terms`]. Weights broadcast against the input as a
 //! [`Broadcast`]: the common NumPy broadcasts (a scalar, a trailing `(C,)`, `(N, 1)`,
 //! `(C, 1, 1)`, the full shape) are all of the form "value `(i / repeat) % len` for flat
 //! element `i`".
@@ -109,7 +112,8 @@ pub fn binary_cross_entropy<T: Float>(
         ));
     }
     check_probabilities(&io, shape)?;
-    run(io, target, opts, losses, false)
+    let n = io.len() as f64;
+    pointwise(io, target, opts, losses, Probabilities, n)
 }
 
 /// Binary cross entropy of logits `io`; see [`binary_cross_entropy`].
@@ -119,7 +123,8 @@ pub fn binary_cross_entropy_with_logits<T: Float>(
     opts: &BinaryOptions<'_, T>,
     losses: Option<&mut [T]>,
 ) -> Result<Partial, XentError> {
-    run(io, target, opts, losses, true)
+    let n = io.len() as f64;
+    pointwise(io, target, opts, losses, Logits, n)
 }
 
 /// Refuses probabilities outside `[0, 1]` (NaN included), naming the first one.
@@ -179,12 +184,48 @@ impl<T: Float> WithIsa for InUnitRange<'_, T> {
     }
 }
 
-fn run<T: Float>(
+/// The per-element arithmetic of one element-wise loss; [`pointwise`] does the rest.
+pub(crate) trait Terms<T: Float>: Sync {
+    /// Loss and unscaled gradient (with respect to `x`) of inputs `x` with targets `t`, and
+    /// positive-class weights `pw` when the call has them. Must be `#[inline(always)]`: it is
+    /// compiled into the driver's instruction set.
+    fn terms<I: Isa>(&self, x: V<T, I>, t: V<T, I>, pw: Option<V<T, I>>) -> (V<T, I>, V<T, I>);
+}
+
+/// BCE on probabilities.
+struct Probabilities;
+
+impl<T: Float> Terms<T> for Probabilities {
+    #[inline(always)]
+    fn terms<I: Isa>(&self, p: V<T, I>, t: V<T, I>, _: Option<V<T, I>>) -> (V<T, I>, V<T, I>) {
+        probability_terms::<T, I>(p, t)
+    }
+}
+
+/// BCE on logits, with or without `pos_weight`.
+struct Logits;
+
+impl<T: Float> Terms<T> for Logits {
+    #[inline(always)]
+    fn terms<I: Isa>(&self, x: V<T, I>, t: V<T, I>, pw: Option<V<T, I>>) -> (V<T, I>, V<T, I>) {
+        match pw {
+            None => logit_terms::<T, I>(x, t),
+            Some(pw) => weighted_logit_terms::<T, I>(x, t, pw),
+        }
+    }
+}
+
+/// Runs an element-wise loss over `io` (the input, and the gradient unless [`Io::Read`]) and
+/// `target`, both of `n` elements: `opts.weight` multiplies loss and gradient, the gradient
+/// is scaled by the upstream gradient (divided by `denominator` for `mean`), per-element
+/// losses go to `losses` for [`Reduction::None`]. Returns the loss sum and `denominator`.
+pub(crate) fn pointwise<T: Float, K: Terms<T>>(
     mut io: Io<'_, T>,
     target: &[T],
     opts: &BinaryOptions<'_, T>,
     losses: Option<&mut [T]>,
-    logits: bool,
+    kind: K,
+    denominator: f64,
 ) -> Result<Partial, XentError> {
     let n = io.len();
     check_len("the target", target.len(), n)?;
@@ -212,8 +253,8 @@ fn run<T: Float>(
         _ => {}
     }
     let grad_scale = match (opts.grad_output, opts.reduction) {
-        (GradOutput::Scalar(_), Reduction::Mean) if n == 0 => Some(0.0),
-        (GradOutput::Scalar(g), Reduction::Mean) => Some(g / n as f64),
+        (GradOutput::Scalar(_), Reduction::Mean) if denominator == 0.0 => Some(0.0),
+        (GradOutput::Scalar(g), Reduction::Mean) => Some(g / denominator),
         (GradOutput::Scalar(g), _) => Some(g),
         (GradOutput::PerSample(_), _) => None,
     };
@@ -225,7 +266,7 @@ fn run<T: Float>(
         losses: losses.map(RawOut::new),
         opts: *opts,
         grad_scale,
-        logits,
+        kind,
     };
     let blocks = parallel::blocks(n, 1, CHUNK);
     let sums = parallel::map_blocks(blocks, n, |range| {
@@ -233,12 +274,12 @@ fn run<T: Float>(
     })?;
     Ok(Partial {
         loss_sum: pairwise_sum(&sums),
-        denominator: n as f64,
+        denominator,
     })
 }
 
 /// One call's buffers and options.
-struct Job<'a, T> {
+struct Job<'a, T, K> {
     x: RawIn<T>,
     target: RawIn<T>,
     grad: Option<RawOut<T>>,
@@ -246,15 +287,15 @@ struct Job<'a, T> {
     opts: BinaryOptions<'a, T>,
     /// The uniform upstream gradient factor, or `None` when it is per element.
     grad_scale: Option<f64>,
-    logits: bool,
+    kind: K,
 }
 
-struct JobBlock<'j, 'a, T> {
-    job: &'j Job<'a, T>,
+struct JobBlock<'j, 'a, T, K> {
+    job: &'j Job<'a, T, K>,
     range: std::ops::Range<usize>,
 }
 
-impl<T: Float> WithIsa for JobBlock<'_, '_, T> {
+impl<T: Float, K: Terms<T>> WithIsa for JobBlock<'_, '_, T, K> {
     type Output = f64;
 
     #[inline(always)]
@@ -292,16 +333,8 @@ impl<T: Float> WithIsa for JobBlock<'_, '_, T> {
                 unsafe {
                     let x = load_upto(isa, job.x.ptr().add(at), k, T::ZERO);
                     let t = load_upto(isa, job.target.ptr().add(at), k, T::ZERO);
-                    let (mut loss, mut grad) = if job.logits {
-                        if pw.is_null() {
-                            logit_terms::<T, I>(x, t, zero, one)
-                        } else {
-                            let pw = load_upto(isa, pw.add(i), k, T::ONE);
-                            weighted_logit_terms::<T, I>(x, t, pw, zero, one)
-                        }
-                    } else {
-                        probability_terms::<T, I>(x, t, zero, one)
-                    };
+                    let pw = (!pw.is_null()).then(|| load_upto(isa, pw.add(i), k, T::ONE));
+                    let (mut loss, mut grad) = job.kind.terms(x, t, pw);
                     if !w.is_null() {
                         let w = load_upto(isa, w.add(i), k, T::ZERO);
                         loss = loss.mul(w);
@@ -341,13 +374,12 @@ fn bce_epsilon<T: Float>() -> T {
 
 /// Loss and unscaled gradient of BCE on probabilities `p` with targets `t`.
 #[inline(always)]
-fn probability_terms<T: Float, I: Isa>(
-    p: V<T, I>,
-    t: V<T, I>,
-    zero: V<T, I>,
-    one: V<T, I>,
-) -> (V<T, I>, V<T, I>) {
+fn probability_terms<T: Float, I: Isa>(p: V<T, I>, t: V<T, I>) -> (V<T, I>, V<T, I>) {
     let isa = p.isa();
+    let (zero, one) = (
+        V::<T, I>::splat(isa, T::ZERO),
+        V::<T, I>::splat(isa, T::ONE),
+    );
     let floor = V::<T, I>::splat(isa, T::from_f64(-100.0));
     let lp = floor.max(T::ln(p));
     let l1p = floor.max(T::ln_1p(zero.sub(p)));
@@ -365,16 +397,9 @@ fn probability_terms<T: Float, I: Isa>(
 /// rounded before the sum (no fused multiply-add): for very negative `x` the two terms
 /// cancel, and only that order cancels them as torch does (see [`weighted_logit_terms`]).
 #[inline(always)]
-fn logit_terms<T: Float, I: Isa>(
-    x: V<T, I>,
-    t: V<T, I>,
-    zero: V<T, I>,
-    one: V<T, I>,
-) -> (V<T, I>, V<T, I>) {
-    let e = T::exp(zero.sub(x.abs()));
-    let softplus_neg = T::ln_1p_unit(e).add(zero.max(zero.sub(x)));
-    let sigmoid = V::<T, I>::select(x.lt(zero), e, one).div(one.add(e));
-    (one.sub(t).mul(x).add(softplus_neg), sigmoid.sub(t))
+fn logit_terms<T: Float, I: Isa>(x: V<T, I>, t: V<T, I>) -> (V<T, I>, V<T, I>) {
+    let s = Sigmoid::<T, I>::of(x);
+    (s.bce(x, t), s.p.sub(t))
 }
 
 /// Loss and unscaled gradient of BCE on logits `x` with targets `t` and `pos_weight` `pw`.
@@ -390,18 +415,195 @@ fn weighted_logit_terms<T: Float, I: Isa>(
     x: V<T, I>,
     t: V<T, I>,
     pw: V<T, I>,
-    zero: V<T, I>,
-    one: V<T, I>,
 ) -> (V<T, I>, V<T, I>) {
-    let e = T::exp(zero.sub(x.abs()));
-    let softplus_neg = T::ln_1p_unit(e).add(zero.max(zero.sub(x)));
-    let sigmoid = V::<T, I>::select(x.lt(zero), e, one).div(one.add(e));
+    let one = V::<T, I>::splat(x.isa(), T::ONE);
+    let Sigmoid {
+        p: sigmoid,
+        softplus_neg,
+        ..
+    } = Sigmoid::<T, I>::of(x);
     let pt = pw.mul(t);
     let coef = pw.sub(one).mul(t).add(one);
     (
         one.sub(t).mul(x).add(coef.mul(softplus_neg)),
         pt.add(one).sub(t).mul(sigmoid).sub(pt),
     )
+}
+
+/// What BCE on logits and the focal loss share, from one `e^-|x|`.
+struct Sigmoid<T: Float, I: Isa> {
+    /// `σ(x)`.
+    p: V<T, I>,
+    /// `1 - σ(x)`, without the cancellation of the subtraction for large `x`.
+    q: V<T, I>,
+    /// `softplus(-x) = ln(1 + e^-|x|) + max(-x, 0)`.
+    softplus_neg: V<T, I>,
+}
+
+impl<T: Float, I: Isa> Sigmoid<T, I> {
+    #[inline(always)]
+    fn of(x: V<T, I>) -> Self {
+        let isa = x.isa();
+        let (zero, one) = (
+            V::<T, I>::splat(isa, T::ZERO),
+            V::<T, I>::splat(isa, T::ONE),
+        );
+        let e = T::exp(zero.sub(x.abs()));
+        let negative = x.lt(zero);
+        let p = V::<T, I>::select(negative, e, one).div(one.add(e));
+        Sigmoid {
+            p,
+            // For x < 0, p <= 1/2 and 1 - p is exact to an ulp; for x >= 0,
+            // 1 - p = e / (1 + e) = e p, with no second division.
+            q: V::<T, I>::select(negative, one.sub(p), e.mul(p)),
+            softplus_neg: T::ln_1p_unit(e).add(zero.max(zero.sub(x))),
+        }
+    }
+
+    /// BCE on logits, `(1-t) x + softplus(-x)`, in torch's order (see [`logit_terms`]).
+    #[inline(always)]
+    fn bce(&self, x: V<T, I>, t: V<T, I>) -> V<T, I> {
+        let one = V::<T, I>::splat(x.isa(), T::ONE);
+        one.sub(t).mul(x).add(self.softplus_neg)
+    }
+}
+
+/// Options of the binary focal loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FocalOptions {
+    /// The focusing exponent `γ`: finite and `>= 0`; 0 is BCE.
+    pub gamma: f64,
+    /// The weight `α` of the positive class (`1 - α` of the negative), in `[0, 1]`; `None`
+    /// weights neither.
+    pub alpha: Option<f64>,
+}
+
+/// Binary focal loss of logits `io` (torchvision's `sigmoid_focal_loss`), per element:
+///
+/// ```text
+/// p = σ(x), ce = BCE-with-logits(x, t), q = 1 - p_t = p (1-t) + (1-p) t
+/// loss = w a ce q^γ,   a = α t + (1-α)(1-t)   (1 without α)
+/// grad = g w a [ (p - t) q^γ + ce γ q^(γ-1) p (1-p) (1-2t) ]
+/// ```
+///
+/// `q` is a sum of non-negative products (for `t` in `[0, 1]`) of `p` and `1 - p`, both
+/// computed from `e^-|x|` without cancellation, so the loss and gradient are finite for
+/// every finite logit. `opts.pos_weight` must be `None`. Otherwise as
+/// [`binary_cross_entropy_with_logits`].
+pub fn binary_focal_loss_with_logits<T: Float>(
+    io: Io<'_, T>,
+    target: &[T],
+    focal: &FocalOptions,
+    opts: &BinaryOptions<'_, T>,
+    losses: Option<&mut [T]>,
+) -> Result<Partial, XentError> {
+    if opts.pos_weight.is_some() {
+        return Err(XentError::Value(
+            "binary_focal_loss_with_logits has no pos_weight".into(),
+        ));
+    }
+    let kind = Focal::new(focal)?;
+    let n = io.len() as f64;
+    pointwise(io, target, opts, losses, kind, n)
+}
+
+/// Integral exponents up to this many are powers by repeated multiplication (exact to a few
+/// ulps, and the common `γ = 2` a square); others go through `exp(γ ln q)`.
+const MAX_INTEGER_GAMMA: f64 = 16.0;
+
+/// The focal loss's terms, with its options checked and cast to `T`.
+#[derive(Clone, Copy)]
+struct Focal<T> {
+    power: Power<T>,
+    /// `α` and `1 - α`.
+    alpha: Option<(T, T)>,
+}
+
+/// How `q^γ` is computed.
+#[derive(Clone, Copy)]
+enum Power<T> {
+    /// `γ` integral, at most [`MAX_INTEGER_GAMMA`].
+    Integer(u32),
+    /// Any other `γ > 0`.
+    General(T),
+}
+
+impl<T: Float> Focal<T> {
+    fn new(o: &FocalOptions) -> Result<Self, XentError> {
+        if !(o.gamma.is_finite() && o.gamma >= 0.0) {
+            return Err(XentError::Value(format!(
+                "gamma must be a finite number >= 0, got {:?}",
+                o.gamma
+            )));
+        }
+        if let Some(a) = o.alpha
+            && !(0.0..=1.0).contains(&a)
+        {
+            return Err(XentError::Value(format!(
+                "alpha must lie in [0, 1] or be None, got {a:?}"
+            )));
+        }
+        let power = if o.gamma.fract() == 0.0 && o.gamma <= MAX_INTEGER_GAMMA {
+            Power::Integer(o.gamma as u32)
+        } else {
+            Power::General(T::from_f64(o.gamma))
+        };
+        Ok(Focal {
+            power,
+            alpha: o.alpha.map(|a| (T::from_f64(a), T::from_f64(1.0 - a))),
+        })
+    }
+}
+
+impl<T: Float> Terms<T> for Focal<T> {
+    #[inline(always)]
+    fn terms<I: Isa>(&self, x: V<T, I>, t: V<T, I>, _: Option<V<T, I>>) -> (V<T, I>, V<T, I>) {
+        let isa = x.isa();
+        let (zero, one) = (
+            V::<T, I>::splat(isa, T::ZERO),
+            V::<T, I>::splat(isa, T::ONE),
+        );
+        let s = Sigmoid::<T, I>::of(x);
+        let ce = s.bce(x, t);
+        let not_t = one.sub(t);
+        let q = s.p.mul(not_t).add(s.q.mul(t));
+        // d q / d x = p (1-p) (1-2t).
+        let dq = s.p.mul(s.q).mul(not_t.sub(t));
+        let (mut loss, mut grad) = match self.power {
+            // BCE itself (bit for bit): no derivative term, whose 0 * ce is NaN at ce = inf.
+            Power::Integer(0) => (ce, s.p.sub(t)),
+            Power::Integer(k) => {
+                // q^(k-1) first: the derivative's factor, with no division by q.
+                let mut lower = one;
+                for _ in 1..k {
+                    lower = lower.mul(q);
+                }
+                let power = lower.mul(q);
+                let slope = V::<T, I>::splat(isa, T::from_f64(k as f64))
+                    .mul(lower)
+                    .mul(dq);
+                (ce.mul(power), power.mul(s.p.sub(t)).add(ce.mul(slope)))
+            }
+            Power::General(gamma) => {
+                let gamma = V::<T, I>::splat(isa, gamma);
+                let power = T::exp(gamma.mul(T::ln(q)));
+                // γ q^(γ-1) dq as γ q^γ (dq / q): q^(γ-1) is infinite at q = 0 for γ < 1,
+                // while |dq| <= p (1-p) <= min(p, 1-p) <= q for t in [0, 1], so the ratio
+                // stays in [-1, 1]; at q = 0 the term is 0 (q^γ is).
+                let ratio = V::<T, I>::select(q.eq(zero), zero, dq.div(q));
+                let slope = gamma.mul(power).mul(ratio);
+                (ce.mul(power), power.mul(s.p.sub(t)).add(ce.mul(slope)))
+            }
+        };
+        if let Some((a, not_a)) = self.alpha {
+            let a = V::<T, I>::splat(isa, a)
+                .mul(t)
+                .add(V::<T, I>::splat(isa, not_a).mul(not_t));
+            loss = loss.mul(a);
+            grad = grad.mul(a);
+        }
+        (loss, grad)
+    }
 }
 
 #[cfg(test)]
@@ -553,6 +755,250 @@ mod tests {
             let err = binary_cross_entropy(Io::Read(&p), &[0.0; 100], &[10, 10], &opts, None);
             match err {
                 Err(XentError::Value(m)) => assert!(m.contains("(4, 2)"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// The float64 reference of the focal loss and its unscaled gradient for one element,
+    /// written independently of the kernel: `1 - p_t` from `p` and `1 - p` each computed
+    /// on its own side, the gradient by the chain rule through torch's `pow`.
+    fn focal_reference(x: f64, t: f64, gamma: f64, alpha: Option<f64>) -> (f64, f64) {
+        let p = if x >= 0.0 {
+            1.0 / (1.0 + (-x).exp())
+        } else {
+            x.exp() / (1.0 + x.exp())
+        };
+        let not_p = if x >= 0.0 {
+            (-x).exp() / (1.0 + (-x).exp())
+        } else {
+            1.0 / (1.0 + x.exp())
+        };
+        let ce = (1.0 - t) * x + (-x.abs()).exp().ln_1p() + (-x).max(0.0);
+        let q = p * (1.0 - t) + not_p * t;
+        let a = alpha.map_or(1.0, |a| a * t + (1.0 - a) * (1.0 - t));
+        let dq = p * not_p * (1.0 - 2.0 * t);
+        let slope = if gamma == 0.0 || q == 0.0 {
+            0.0
+        } else {
+            gamma * q.powf(gamma - 1.0) * dq
+        };
+        (
+            a * ce * q.powf(gamma),
+            a * ((p - t) * q.powf(gamma) + ce * slope),
+        )
+    }
+
+    #[test]
+    fn focal_matches_reference_with_weights_and_every_power() {
+        let _g = exclusive();
+        let (rows, cols) = (41, 13);
+        let n = rows * cols;
+        let x = values(n, 11, 30.0);
+        let soft = values(n, 12, 1.0);
+        let w: Vec<f64> = (0..cols).map(|c| 0.5 + c as f64 * 0.25).collect();
+        for (gamma, alpha) in [
+            (2.0, Some(0.25)),
+            (0.0, None),
+            (1.0, Some(1.0)),
+            (3.0, Some(0.6)),
+            (0.5, None),
+            (2.7, Some(0.0)),
+        ] {
+            for hard in [true, false] {
+                let t: Vec<f64> = soft
+                    .iter()
+                    .map(|v| {
+                        if hard {
+                            (v > &0.0) as u8 as f64
+                        } else {
+                            v.abs()
+                        }
+                    })
+                    .collect();
+                let focal = FocalOptions { gamma, alpha };
+                let mut opts = options(
+                    Some(Broadcast {
+                        values: &w,
+                        repeat: 1,
+                    }),
+                    None,
+                    Reduction::Sum,
+                );
+                opts.grad_output = GradOutput::Scalar(2.0);
+                let mut want = 0.0;
+                let mut want_grad = vec![0.0; n];
+                for i in 0..n {
+                    let (l, g) = focal_reference(x[i], t[i], gamma, alpha);
+                    want += w[i % cols] * l;
+                    want_grad[i] = 2.0 * w[i % cols] * g;
+                }
+                at_every_level(|level| {
+                    let what = format!("{level} gamma {gamma} alpha {alpha:?} hard {hard}");
+                    let mut grad = vec![0.0; n];
+                    let io = Io::ReadWrite {
+                        input: &x,
+                        out: &mut grad,
+                    };
+                    let got = binary_focal_loss_with_logits(io, &t, &focal, &opts, None)
+                        .unwrap()
+                        .reduce(opts.reduction);
+                    assert_close(got, want, 1e-12, &what);
+                    for (i, (g, w)) in grad.iter().zip(&want_grad).enumerate() {
+                        assert_close(*g, *w, 1e-12, &format!("{what} grad {i}"));
+                    }
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn focal_gradient_matches_finite_differences() {
+        let _g = exclusive();
+        let x = values(64, 13, 8.0);
+        let t: Vec<f64> = values(64, 14, 1.0).iter().map(|v| v.abs()).collect();
+        for (gamma, alpha) in [(2.0, Some(0.25)), (0.5, None), (3.0, Some(0.7))] {
+            let focal = FocalOptions { gamma, alpha };
+            let opts = options(None, None, Reduction::Sum);
+            let loss = |x: &[f64]| {
+                binary_focal_loss_with_logits(Io::Read(x), &t, &focal, &opts, None)
+                    .unwrap()
+                    .loss_sum
+            };
+            let mut grad = vec![0.0; 64];
+            let io = Io::ReadWrite {
+                input: &x,
+                out: &mut grad,
+            };
+            binary_focal_loss_with_logits(io, &t, &focal, &opts, None).unwrap();
+            for i in 0..64 {
+                let h = 1e-6 * (1.0 + x[i].abs());
+                let (mut up, mut down) = (x.clone(), x.clone());
+                up[i] += h;
+                down[i] -= h;
+                let fd = 2.0 * (loss(&up) - loss(&down)) / (2.0 * h);
+                assert_close(grad[i], fd, 1e-6, &format!("gamma {gamma} element {i}"));
+            }
+        }
+    }
+
+    #[test]
+    fn focal_with_gamma_zero_and_no_alpha_is_bce_bit_for_bit() {
+        let _g = exclusive();
+        let n = 999;
+        let x = values(n, 15, 50.0);
+        let t: Vec<f64> = values(n, 16, 1.0).iter().map(|v| v.abs()).collect();
+        let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+        let tf: Vec<f32> = t.iter().map(|v| *v as f32).collect();
+        let focal = FocalOptions {
+            gamma: 0.0,
+            alpha: None,
+        };
+        at_every_level(|level| {
+            let opts = BinaryOptions {
+                weight: None,
+                pos_weight: None,
+                reduction: Reduction::None,
+                grad_output: GradOutput::Scalar(1.0),
+            };
+            let run = |focal_loss: bool| {
+                let (mut losses, mut grad) = (vec![0f32; n], vec![0f32; n]);
+                let io = Io::ReadWrite {
+                    input: &xf,
+                    out: &mut grad,
+                };
+                let p = if focal_loss {
+                    binary_focal_loss_with_logits(io, &tf, &focal, &opts, Some(&mut losses))
+                } else {
+                    binary_cross_entropy_with_logits(io, &tf, &opts, Some(&mut losses))
+                };
+                (p.unwrap().loss_sum.to_bits(), losses, grad)
+            };
+            let (focal_run, bce_run) = (run(true), run(false));
+            assert_eq!(focal_run.0, bce_run.0, "{level}");
+            for i in 0..n {
+                assert_eq!(focal_run.1[i].to_bits(), bce_run.1[i].to_bits(), "{level}");
+                assert_eq!(focal_run.2[i].to_bits(), bce_run.2[i].to_bits(), "{level}");
+            }
+        });
+    }
+
+    #[test]
+    fn focal_is_finite_for_extreme_logits() {
+        let _g = exclusive();
+        let mut x = vec![0.0f32, 1e-30, -1e-30, f32::MAX, -f32::MAX];
+        for e in -3..39 {
+            x.push(10f32.powi(e));
+            x.push(-(10f32.powi(e)));
+        }
+        let n = x.len();
+        for (gamma, alpha) in [(2.0, Some(0.25)), (0.3, None), (5.0, Some(0.5))] {
+            for tv in [0.0f32, 1.0, 0.3] {
+                let t = vec![tv; n];
+                let focal = FocalOptions { gamma, alpha };
+                let opts = BinaryOptions {
+                    weight: None,
+                    pos_weight: None,
+                    reduction: Reduction::None,
+                    grad_output: GradOutput::Scalar(1.0),
+                };
+                at_every_level(|level| {
+                    let (mut losses, mut grad) = (vec![0f32; n], vec![0f32; n]);
+                    let io = Io::ReadWrite {
+                        input: &x,
+                        out: &mut grad,
+                    };
+                    binary_focal_loss_with_logits(io, &t, &focal, &opts, Some(&mut losses))
+                        .unwrap();
+                    for i in 0..n {
+                        let what = format!("{level} gamma {gamma} t {tv} x {}", x[i]);
+                        assert!(losses[i].is_finite() && losses[i] >= 0.0, "{what}");
+                        assert!(grad[i].is_finite(), "{what}: {}", grad[i]);
+                        // A hard target on the right side of a huge logit: nothing to learn.
+                        if tv != 0.3 && x[i].abs() > 200.0 && (x[i] > 0.0) == (tv == 1.0) {
+                            assert_eq!((losses[i], grad[i]), (0.0, 0.0), "{what}");
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn focal_options_are_checked() {
+        let opts = options(None, None, Reduction::Sum);
+        let x = [0.5; 4];
+        for (gamma, alpha, want) in [
+            (-1.0, None, "gamma must be a finite number >= 0, got -1.0"),
+            (
+                f64::NAN,
+                None,
+                "gamma must be a finite number >= 0, got NaN",
+            ),
+            (
+                f64::INFINITY,
+                None,
+                "gamma must be a finite number >= 0, got inf",
+            ),
+            (
+                2.0,
+                Some(1.5),
+                "alpha must lie in [0, 1] or be None, got 1.5",
+            ),
+            (
+                2.0,
+                Some(-0.1),
+                "alpha must lie in [0, 1] or be None, got -0.1",
+            ),
+            (
+                2.0,
+                Some(f64::NAN),
+                "alpha must lie in [0, 1] or be None, got NaN",
+            ),
+        ] {
+            let focal = FocalOptions { gamma, alpha };
+            match binary_focal_loss_with_logits(Io::Read(&x), &x, &focal, &opts, None) {
+                Err(XentError::Value(m)) => assert_eq!(m, want),
                 other => panic!("{other:?}"),
             }
         }

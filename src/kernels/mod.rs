@@ -1,10 +1,12 @@
-//! The kernels: the softmax family, cross entropy, NLL and binary cross entropy.
+//! The kernels: the softmax family, cross entropy, NLL, binary cross entropy, the binary
+//! focal loss and the KL divergence.
 //!
 //! Every public kernel takes slices, a [`Layout`] and options, checks that they fit, and
 //! returns `Result<_, XentError>` before writing anything when they do not.
 
 pub mod binary;
 pub mod cross_entropy;
+pub mod kl_div;
 pub mod log_loss;
 pub mod softmax;
 

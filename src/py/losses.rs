@@ -1,5 +1,5 @@
 //! Bindings of the losses: cross entropy, NLL, binary cross entropy (on probabilities and on
-//! logits). Each returns the loss (a Python float when reduced, an array for `none`) or, with
+//! logits), the binary focal loss on logits and the KL divergence. Each returns the loss (a Python float when reduced, an array for `none`) or, with
 //! `return_grad`, `(loss, grad)`. Each also has a `*_partial` twin for the streaming
 //! accumulators: the same pass, returning a [`PartialResult`] (the loss sum, the `mean`
 //! denominator, the number of loss terms and optionally the per-sample losses), never reduced.
@@ -13,8 +13,9 @@ use pyo3::types::{PyBool, PyFloat, PyTuple};
 
 use crate::error::{XentError, format_index};
 use crate::float::Float;
-use crate::kernels::binary::{self, BinaryOptions, Broadcast};
+use crate::kernels::binary::{self, BinaryOptions, Broadcast, FocalOptions};
 use crate::kernels::cross_entropy::{self as ce, ClassOptions};
+use crate::kernels::kl_div::{self as kl, KlOptions};
 use crate::kernels::{GradOutput, Io, Layout, Partial, Reduction};
 use crate::py::arrays::{
     Axis, FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array,
@@ -590,7 +591,7 @@ pub(crate) fn binary_cross_entropy<'py>(
         reduction,
         return_grad,
         grad_output,
-        logits: false,
+        kind: BinaryKind::Probabilities,
     };
     binary_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
 }
@@ -614,7 +615,7 @@ pub(crate) fn binary_cross_entropy_partial<'py>(
         reduction: partial_reduction(return_losses),
         return_grad: false,
         grad_output: None,
-        logits: false,
+        kind: BinaryKind::Probabilities,
     };
     binary_call(py, input, &args)?.partial(py)
 }
@@ -646,7 +647,7 @@ pub(crate) fn binary_cross_entropy_with_logits<'py>(
         reduction,
         return_grad,
         grad_output,
-        logits: true,
+        kind: BinaryKind::Logits,
     };
     binary_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
 }
@@ -676,7 +677,67 @@ pub(crate) fn binary_cross_entropy_with_logits_partial<'py>(
         reduction: partial_reduction(return_losses),
         return_grad: false,
         grad_output: None,
-        logits: true,
+        kind: BinaryKind::Logits,
+    };
+    binary_call(py, input, &args)?.partial(py)
+}
+
+/// `binary_focal_loss_with_logits(...)`: torchvision's `sigmoid_focal_loss`; `alpha=None`
+/// weights neither class; `weight` is given as its distinct values and a repeat count (see
+/// [`Broadcast`]).
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, gamma, alpha, weight, weight_repeat, reduction, return_grad, grad_output
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_focal_loss_with_logits<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    gamma: f64,
+    alpha: Option<f64>,
+    weight: Option<&Bound<'py, PyAny>>,
+    weight_repeat: usize,
+    reduction: &str,
+    return_grad: bool,
+    grad_output: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let args = BinaryArgs {
+        target,
+        weight: weight.map(|w| (w, weight_repeat)),
+        pos_weight: None,
+        reduction,
+        return_grad,
+        grad_output,
+        kind: BinaryKind::Focal(FocalOptions { gamma, alpha }),
+    };
+    binary_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
+}
+
+/// `binary_focal_loss_with_logits_partial(...)`: the sum-reduced
+/// [`binary_focal_loss_with_logits`] pass, never reduced (per-element losses too with
+/// `return_losses`).
+#[pyfunction]
+#[pyo3(signature = (input, target, gamma, alpha, weight, weight_repeat, return_losses))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_focal_loss_with_logits_partial<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    gamma: f64,
+    alpha: Option<f64>,
+    weight: Option<&Bound<'py, PyAny>>,
+    weight_repeat: usize,
+    return_losses: bool,
+) -> PyResult<PartialResult> {
+    let args = BinaryArgs {
+        target,
+        weight: weight.map(|w| (w, weight_repeat)),
+        pos_weight: None,
+        reduction: partial_reduction(return_losses),
+        return_grad: false,
+        grad_output: None,
+        kind: BinaryKind::Focal(FocalOptions { gamma, alpha }),
     };
     binary_call(py, input, &args)?.partial(py)
 }
@@ -700,7 +761,15 @@ struct BinaryArgs<'a, 'py> {
     reduction: &'a str,
     return_grad: bool,
     grad_output: Option<&'a Bound<'py, PyAny>>,
-    logits: bool,
+    kind: BinaryKind,
+}
+
+/// Which binary loss.
+#[derive(Clone, Copy)]
+enum BinaryKind {
+    Probabilities,
+    Logits,
+    Focal(FocalOptions),
 }
 
 /// A broadcast operand's values as a 1-D array of dtype `T`.
@@ -784,19 +853,167 @@ fn binary_loss<'py, T: Float + Element>(
             },
         };
         let n = input.len();
-        if args.logits {
-            detached(py, n, || {
+        match args.kind {
+            BinaryKind::Logits => detached(py, n, || {
                 binary::binary_cross_entropy_with_logits(io, target, &opts, loss_out)
-            })?
-        } else {
-            detached(py, n, || {
+            })?,
+            BinaryKind::Probabilities => detached(py, n, || {
                 binary::binary_cross_entropy(io, target, &shape, &opts, loss_out)
-            })?
+            })?,
+            BinaryKind::Focal(focal) => detached(py, n, || {
+                binary::binary_focal_loss_with_logits(io, target, &focal, &opts, loss_out)
+            })?,
         }
     };
     Ok(Scored {
         partial,
         count: shape.iter().product(),
+        losses: losses.map(Bound::into_any),
+        grad: grad.map(Bound::into_any),
+    })
+}
+
+/// `kl_div(...)`: torch's `kl_div` of log-probabilities `input` from `target`
+/// (log-probabilities with `log_target`); `reduction` is `"none"`, `"mean"` (over elements),
+/// `"sum"` or `"batchmean"` (over `input.shape[0]`; a 0-d input is its own batch of one, as
+/// torch's sum).
+#[pyfunction]
+#[pyo3(signature = (input, target, reduction, log_target, return_grad, grad_output))]
+pub(crate) fn kl_div<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    reduction: &str,
+    log_target: bool,
+    return_grad: bool,
+    grad_output: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (reduction, batchmean) = kl_reduction(reduction)?;
+    let args = KlArgs {
+        target,
+        reduction,
+        batchmean,
+        log_target,
+        return_grad,
+        grad_output,
+    };
+    kl_call(py, input, &args)?.one_shot(py, reduction)
+}
+
+/// `kl_div_partial(...)`: the sum-reduced [`kl_div`] pass, never reduced (per-element losses
+/// too with `return_losses`); its denominator is the batch size with `batchmean`, else the
+/// number of elements.
+#[pyfunction]
+#[pyo3(signature = (input, target, log_target, batchmean, return_losses))]
+pub(crate) fn kl_div_partial<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    log_target: bool,
+    batchmean: bool,
+    return_losses: bool,
+) -> PyResult<PartialResult> {
+    let args = KlArgs {
+        target,
+        reduction: Reduction::parse(partial_reduction(return_losses))?,
+        batchmean,
+        log_target,
+        return_grad: false,
+        grad_output: None,
+    };
+    kl_call(py, input, &args)?.partial(py)
+}
+
+/// `kl_div`'s reduction: the kernel's, and whether `mean` is `batchmean`.
+fn kl_reduction(name: &str) -> PyResult<(Reduction, bool)> {
+    match name {
+        "batchmean" => Ok((Reduction::Mean, true)),
+        "none" | "mean" | "sum" => Ok((Reduction::parse(name)?, false)),
+        _ => Err(XentError::Value(format!(
+            "reduction must be \"none\", \"mean\", \"sum\" or \"batchmean\", got {name:?}"
+        ))
+        .into()),
+    }
+}
+
+struct KlArgs<'a, 'py> {
+    target: &'a Bound<'py, PyAny>,
+    reduction: Reduction,
+    batchmean: bool,
+    log_target: bool,
+    return_grad: bool,
+    grad_output: Option<&'a Bound<'py, PyAny>>,
+}
+
+/// A `kl_div` call, dispatched on the input's dtype.
+fn kl_call<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    args: &KlArgs<'_, 'py>,
+) -> PyResult<Scored<'py>> {
+    match float_array(input, "input")? {
+        FloatArray::F32(x) => kl_loss(py, &x, args),
+        FloatArray::F64(x) => kl_loss(py, &x, args),
+    }
+}
+
+fn kl_loss<'py, T: Float + Element>(
+    py: Python<'py>,
+    x: &Bound<'py, PyArrayDyn<T>>,
+    args: &KlArgs<'_, 'py>,
+) -> PyResult<Scored<'py>> {
+    let shape = x.shape().to_vec();
+    let target = typed::<T>(args.target, "target")?;
+    if target.shape() != shape.as_slice() {
+        return Err(XentError::Shape(format!(
+            "target shape {} must match input shape {}",
+            format_index(target.shape()),
+            format_index(&shape)
+        ))
+        .into());
+    }
+    let count: usize = shape.iter().product();
+    // torch divides `batchmean` by `input.size(0)` except for a 0-d input, which it sums.
+    let denominator = match (args.batchmean, shape.first()) {
+        (true, Some(&batch)) => batch as f64,
+        (true, None) => 1.0,
+        (false, _) => count as f64,
+    };
+    let upstream = upstream::<T>(args.grad_output, args.reduction, &shape)?;
+    let losses = (args.reduction == Reduction::None)
+        .then(|| uninit::<T>(py, &shape))
+        .transpose()?;
+    let grad = args
+        .return_grad
+        .then(|| uninit::<T>(py, &shape))
+        .transpose()?;
+    let partial = {
+        let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
+        let (input, target) = (slice(&xr)?, slice(&tr)?);
+        let opts = KlOptions {
+            log_target: args.log_target,
+            reduction: args.reduction,
+            denominator,
+            grad_output: match &upstream {
+                Upstream::Scalar(g) => GradOutput::Scalar(*g),
+                Upstream::Array(a) => GradOutput::PerSample(slice(a)?),
+            },
+        };
+        let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
+        let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
+        let mut grad_rw = grad.as_ref().map(|g| g.readwrite());
+        let io = match grad_rw.as_mut() {
+            None => Io::Read(input),
+            Some(rw) => Io::ReadWrite {
+                input,
+                out: slice_mut(rw)?,
+            },
+        };
+        detached(py, count, || kl::kl_div(io, target, &opts, loss_out))?
+    };
+    Ok(Scored {
+        partial,
+        count,
         losses: losses.map(Bound::into_any),
         grad: grad.map(Bound::into_any),
     })

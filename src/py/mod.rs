@@ -119,6 +119,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_class::<losses::PartialResult>()?;
+    m.add_function(wrap_pyfunction!(losses::binary_focal_loss_with_logits, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        losses::binary_focal_loss_with_logits_partial,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(losses::kl_div, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::kl_div_partial, m)?)?;
     m.add_function(wrap_pyfunction!(scoring::log_loss, m)?)?;
     m.add_class::<scoring::Summary>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
