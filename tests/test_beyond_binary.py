@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DIR, TESTS_DIR, GoldenCase, assert_golden_close, assert_same_files
 
-from xent_rs import _arrays, _core
+from xent_rs import _backend, _core
 
 BEYOND_DIR = TESTS_DIR / "golden-beyond"
 SHARED_BEYOND_DIR = SHARED_DIR / "golden-beyond"
@@ -67,7 +67,7 @@ def focal(
     grad_output: Any = None,
 ) -> Any:
     """``_core.binary_focal_loss_with_logits`` with SPEC.md's defaults and a broadcast weight."""
-    w, repeat = _arrays.broadcast(weight, x.shape, x.dtype, "weight")
+    w, repeat = _backend.broadcast(_backend.NUMPY, weight, x.shape, x.dtype, "weight")
     return _core.binary_focal_loss_with_logits(
         x, t, gamma, alpha, w, repeat, reduction, return_grad, grad_output
     )

@@ -22,7 +22,10 @@ from xent_rs._core import (
 from xent_rs._functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    binary_focal_loss_with_logits,
     cross_entropy,
+    focal_loss,
+    kl_div,
     log_softmax,
     log_softmax_backward,
     logsumexp,
@@ -43,8 +46,11 @@ __all__ = [
     # the losses
     "cross_entropy",
     "nll_loss",
+    "focal_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "binary_focal_loss_with_logits",
+    "kl_div",
     "log_loss",
     # the native core's settings
     "__version__",

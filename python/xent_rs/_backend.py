@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from xent_rs import _core
-from xent_rs._spec import BinaryLoss, ClassLoss
+from xent_rs._spec import BinaryLoss, ClassLoss, KlDiv
 
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
@@ -517,19 +517,20 @@ def _class_core(
         return core.nll_loss(
             x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.return_grad, g
         )
+    if spec.loss == "focal_loss":
+        return core.focal_loss(
+            x, t, spec.axis, spec.gamma, w, sw, spec.ignore_index, spec.reduction,
+            spec.return_grad, g, grad_out,
+        )  # fmt: skip
+    if spec.z_loss == 0.0 and spec.softcap is None:  # as before the options existed
+        return core.cross_entropy(
+            x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.label_smoothing,
+            spec.return_grad, g, grad_out,
+        )  # fmt: skip
     return core.cross_entropy(
-        x,
-        t,
-        spec.axis,
-        w,
-        sw,
-        spec.ignore_index,
-        spec.reduction,
-        spec.label_smoothing,
-        spec.return_grad,
-        g,
-        grad_out,
-    )
+        x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.label_smoothing,
+        spec.return_grad, g, grad_out, spec.z_loss, spec.softcap,
+    )  # fmt: skip
 
 
 def class_partial(
@@ -551,10 +552,19 @@ def class_partial(
     sw = optional(NUMPY, sample_weight, work, "sample_weight")
     if spec.loss == "nll_loss":
         p = _core.nll_loss_partial(x, t, spec.axis, w, sw, spec.ignore_index, return_losses)
-    else:
+    elif spec.loss == "focal_loss":
+        p = _core.focal_loss_partial(
+            x, t, spec.axis, spec.gamma, w, sw, spec.ignore_index, return_losses
+        )
+    elif spec.z_loss == 0.0 and spec.softcap is None:
         p = _core.cross_entropy_partial(
             x, t, spec.axis, w, sw, spec.ignore_index, spec.label_smoothing, return_losses
         )
+    else:
+        p = _core.cross_entropy_partial(
+            x, t, spec.axis, w, sw, spec.ignore_index, spec.label_smoothing, return_losses,
+            spec.z_loss, spec.softcap,
+        )  # fmt: skip
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)
 
 
@@ -589,6 +599,10 @@ def binary_loss(
     core = ns.core
     if spec.loss == "binary_cross_entropy":
         result = core.binary_cross_entropy(x, t, w, w_repeat, spec.reduction, spec.return_grad, g)
+    elif spec.loss == "binary_focal_loss_with_logits":
+        result = core.binary_focal_loss_with_logits(
+            x, t, spec.gamma, spec.alpha, w, w_repeat, spec.reduction, spec.return_grad, g
+        )
     else:
         pw, pw_repeat = broadcast(ns, pos_weight, shape, work, "pos_weight")
         result = core.binary_cross_entropy_with_logits(
@@ -636,9 +650,36 @@ def binary_partial(
     values, repeat = broadcast(NUMPY, w, shape, work, "weight")
     if spec.loss == "binary_cross_entropy":
         p = _core.binary_cross_entropy_partial(x, t, values, repeat, return_losses)
+    elif spec.loss == "binary_focal_loss_with_logits":
+        p = _core.binary_focal_loss_with_logits_partial(
+            x, t, spec.gamma, spec.alpha, values, repeat, return_losses
+        )
     else:
         pw, pw_repeat = broadcast(NUMPY, pos_weight, shape, work, "pos_weight")
         p = _core.binary_cross_entropy_with_logits_partial(
             x, t, values, repeat, pw, pw_repeat, return_losses
         )
+    return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)
+
+
+def kl_div(spec: KlDiv, input: Any, target: Any, grad_output: Any) -> Any:
+    """``kl_div`` and, with ``spec.return_grad``, its gradient."""
+    ns = namespace(input, target, grad_output)
+    x, dtype = float_input(ns, input)
+    work = x.dtype
+    t = like(ns, target, work, "target")
+    g = upstream(ns, grad_output, spec.reduction, work)
+    result = ns.core.kl_div(x, t, spec.reduction, spec.log_target, spec.return_grad, g)
+    return _finish(ns, result, dtype, None)
+
+
+def kl_div_partial(
+    spec: KlDiv, input: Any, target: Any, return_losses: bool
+) -> tuple[float, float, int, Any]:
+    """The core's partial result of ``kl_div`` over one chunk (NumPy): the ``batchmean``
+    denominator counts rows, ``mean``'s elements."""
+    x, dtype = float_input(NUMPY, input)
+    t = like(NUMPY, target, x.dtype, "target")
+    batchmean = spec.reduction == "batchmean"
+    p = _core.kl_div_partial(x, t, spec.log_target, batchmean, return_losses)
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)

@@ -8,7 +8,7 @@ releases the GIL and runs on a private thread pool) and gives the results the in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -165,6 +165,8 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
     return_grad: bool = False,
     grad_output: Any = None,
     grad_out: np.ndarray | None = None,
@@ -198,6 +200,13 @@ def cross_entropy(
         of samples (soft), like torch; with nothing counted it is NaN and the gradient zero.
     label_smoothing : float, default 0.0
         In ``[0, 1]``: mixes the target with the uniform distribution (torch's formula).
+    z_loss : float, default 0.0
+        ``s >= 0``: each sample's loss gains ``s * w[y] * lse**2`` (``s * lse**2`` for soft
+        targets), ``lse`` the logsumexp of its (capped) logits: PaLM's auxiliary loss that
+        keeps the logits' normaliser near 1 (Liger Kernel's ``lse_square_scale``).
+    softcap : float, optional
+        ``c > 0``: the logits become ``c * tanh(x / c)`` before anything else (Gemma 2's logit
+        soft-capping); the gradient goes through the cap. ``None`` (default) leaves them.
     return_grad : bool, default False
         Also return the gradient with respect to ``input``.
     grad_output : float or array_like, optional
@@ -226,7 +235,7 @@ def cross_entropy(
            [-0.25,  0.25]])
     """
     spec = _spec.cross_entropy(
-        axis, ignore_index, reduction, label_smoothing, 0.0, None, return_grad
+        axis, ignore_index, reduction, label_smoothing, z_loss, softcap, return_grad
     )
     return _backend.class_loss(spec, input, target, weight, sample_weight, grad_output, grad_out)
 
@@ -273,6 +282,60 @@ def nll_loss(
     """
     spec = _spec.nll_loss(axis, ignore_index, reduction, return_grad)
     return _backend.class_loss(spec, input, target, weight, sample_weight, grad_output, None)
+
+
+def focal_loss(
+    input: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    gamma: float = 2.0,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+    grad_out: np.ndarray | None = None,
+) -> Any:
+    """Multiclass (softmax) focal loss of logits and class indices, optionally with its gradient.
+
+    Lin et al.'s focal loss on the softmax: with ``p`` the probability of the target class,
+    each sample's loss is ``-w[y] * (1 - p)**gamma * log p``, which down-weights the samples
+    the model already gets right. ``1 - p`` is computed as ``-expm1(log p)``, without
+    cancellation near ``p = 1``. ``gamma = 0`` is exactly :func:`cross_entropy`; the loss and
+    its gradient come from one fused pass.
+
+    Parameters
+    ----------
+    input : array_like
+        Logits, with the classes along ``axis``.
+    target : array_like
+        Integer class indices with ``input``'s shape minus ``axis``.
+    gamma : float, default 2.0
+        The focusing exponent, ``>= 0``.
+    axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output, grad_out
+        As in :func:`cross_entropy` (``mean`` divides by the summed weight of the counted
+        samples).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        A NumPy scalar of ``input``'s dtype, or per-sample losses for ``none``.
+    grad : ndarray
+        Only with ``return_grad=True``.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> x, y = np.array([[2.0, 0.0], [0.0, 0.0]]), np.array([0, 0])
+    >>> bool(xent_rs.focal_loss(x, y, gamma=2.0) < xent_rs.cross_entropy(x, y))
+    True
+    >>> bool(xent_rs.focal_loss(x, y, gamma=0.0) == xent_rs.cross_entropy(x, y))
+    True
+    """
+    spec = _spec.focal_loss(axis, gamma, ignore_index, reduction, return_grad)
+    return _backend.class_loss(spec, input, target, weight, sample_weight, grad_output, grad_out)
 
 
 def binary_cross_entropy(
@@ -363,3 +426,100 @@ def binary_cross_entropy_with_logits(
     """
     spec = _spec.binary_cross_entropy_with_logits(reduction, return_grad)
     return _backend.binary_loss(spec, input, target, weight, pos_weight, grad_output)
+
+
+def binary_focal_loss_with_logits(
+    input: Any,
+    target: Any,
+    *,
+    gamma: float = 2.0,
+    alpha: float | None = 0.25,
+    weight: Any = None,
+    reduction: Reduction = "mean",
+    return_grad: bool = False,
+    grad_output: Any = None,
+) -> Any:
+    """Binary (sigmoid) focal loss of logits, RetinaNet's, optionally with its gradient.
+
+    torchvision's ``sigmoid_focal_loss``: with ``p = sigmoid(x)`` and ``p_t = p y + (1 - p)
+    (1 - y)``, each element's loss is ``ce * (1 - p_t)**gamma``, ``ce`` the binary cross entropy
+    of the logit, times ``alpha y + (1 - alpha) (1 - y)`` unless ``alpha`` is ``None``, times
+    ``weight``. Finite for any logit; the loss and its gradient come from one fused pass.
+
+    Parameters
+    ----------
+    input : array_like
+        Logits.
+    target : array_like
+        Targets with ``input``'s shape (usually 0 or 1).
+    gamma : float, default 2.0
+        The focusing exponent, ``>= 0``.
+    alpha : float or None, default 0.25
+        The weight of the positive class, in ``[0, 1]`` (``1 - alpha`` for the negative
+        class); ``None`` for none.
+    weight, reduction, return_grad, grad_output
+        As in :func:`binary_cross_entropy` (``mean`` is over the elements; torchvision's
+        default reduction is ``"none"``).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+    grad : ndarray
+        Only with ``return_grad=True``.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> x, y = np.array([3.0, -1.0]), np.array([1.0, 1.0])
+    >>> loss = xent_rs.binary_focal_loss_with_logits(x, y, gamma=0.0, alpha=None)
+    >>> bool(np.isclose(loss, xent_rs.binary_cross_entropy_with_logits(x, y)))
+    True
+    """
+    spec = _spec.binary_focal_loss_with_logits(gamma, alpha, reduction, return_grad)
+    return _backend.binary_loss(spec, input, target, weight, None, grad_output)
+
+
+def kl_div(
+    input: Any,
+    target: Any,
+    *,
+    reduction: Literal["none", "mean", "sum", "batchmean"] = "mean",
+    log_target: bool = False,
+    return_grad: bool = False,
+    grad_output: Any = None,
+) -> Any:
+    """Kullback-Leibler divergence of log-probabilities from a target, with its gradient.
+
+    ``torch.nn.functional.kl_div``: ``input`` holds log-probabilities, ``target``
+    probabilities (log-probabilities with ``log_target=True``); pointwise
+    ``t * (log t - input)``, 0 where ``t = 0`` (``exp(t) * (t - input)`` with ``log_target``).
+
+    Parameters
+    ----------
+    input : array_like
+        Log-probabilities.
+    target : array_like
+        Probabilities (or log-probabilities) with ``input``'s shape.
+    reduction : {"mean", "batchmean", "sum", "none"}, default "mean"
+        ``mean`` divides by the number of elements (torch's, which is not the divergence per
+        sample), ``batchmean`` by ``input.shape[0]`` (the divergence per sample).
+    log_target : bool, default False
+        ``target`` holds log-probabilities.
+    return_grad, grad_output
+        As in :func:`cross_entropy` (per element for ``none``).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+    grad : ndarray
+        Only with ``return_grad=True``: the gradient with respect to ``input``.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_rs
+    >>> p, q = np.array([[0.5, 0.5]]), np.array([[0.9, 0.1]])
+    >>> round(float(xent_rs.kl_div(np.log(q), p, reduction="batchmean")), 6)  # KL(p || q)
+    0.510826
+    """
+    spec = _spec.kl_div(reduction, log_target, return_grad)
+    return _backend.kl_div(spec, input, target, grad_output)

@@ -231,12 +231,11 @@ def binary_focal_loss_with_logits(
 
 
 def _kl_div(reduction_: Any, log_target: bool, return_grad: bool, accumulator: bool) -> KlDiv:
-    if not isinstance(reduction_, str) or reduction_ not in KL_REDUCTIONS:
-        raise ValueError(
-            f'reduction must be "none", "mean", "sum" or "batchmean" for kl_div, got "{reduction_}"'
-        )
-    if accumulator:
-        _reduction_for(reduction_, accumulator)
+    allowed = ("mean", "sum", "batchmean") if accumulator else KL_REDUCTIONS
+    if not isinstance(reduction_, str) or reduction_ not in allowed:
+        names = ", ".join(f'"{r}"' for r in allowed[:-1])
+        where = " for an accumulator" if accumulator else ""
+        raise ValueError(f'reduction must be {names} or "{allowed[-1]}"{where}, got "{reduction_}"')
     return KlDiv(reduction=reduction_, log_target=log_target, return_grad=return_grad)
 
 

@@ -13,6 +13,7 @@ error naming the file and the problem, and exit status 1; bad usage gives exit s
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -35,8 +36,11 @@ LOSSES = (
     "log_loss",
     "cross_entropy",
     "nll_loss",
+    "focal_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "binary_focal_loss_with_logits",
+    "kl_div",
 )
 _ALIASES = {"ce": "cross_entropy", "nll": "nll_loss", "bce": "binary_cross_entropy"}
 _CHUNK_BYTES = 32 << 20  # default chunk: about 32 MiB of predictions
@@ -404,8 +408,10 @@ def _parser() -> argparse.ArgumentParser:
         default="log_loss",
         metavar="LOSS",
         help="log_loss (default: probabilities, scikit-learn's), cross_entropy (logits), "
-        "nll_loss (log-probabilities), binary_cross_entropy (probabilities; "
-        "with --from-logits: binary_cross_entropy_with_logits)",
+        "nll_loss (log-probabilities), focal_loss (logits), binary_cross_entropy "
+        "(probabilities; with --from-logits: binary_cross_entropy_with_logits), "
+        "binary_focal_loss_with_logits (logits), kl_div (log-probabilities against target "
+        "probabilities)",
     )
     score.add_argument(
         "--from-logits",
@@ -433,7 +439,23 @@ def _parser() -> argparse.ArgumentParser:
         "--ignore-index", type=int, default=None, help="label to skip (default -100)"
     )
     score.add_argument("--label-smoothing", type=float, default=None)
-    score.add_argument("--reduction", choices=("mean", "sum"), default="mean")
+    score.add_argument("--z-loss", type=float, default=None, help="z-loss scale (cross_entropy)")
+    score.add_argument(
+        "--softcap", type=float, default=None, help="logit soft-capping value (cross_entropy)"
+    )
+    score.add_argument(
+        "--gamma", type=float, default=None, help="focusing exponent (focal losses; default 2)"
+    )
+    score.add_argument(
+        "--alpha",
+        default=None,
+        help="positive-class weight in [0, 1], or none (binary_focal_loss_with_logits; "
+        "default 0.25)",
+    )
+    score.add_argument(
+        "--log-target", action="store_true", help="TARGET holds log-probabilities (kl_div)"
+    )
+    score.add_argument("--reduction", choices=("mean", "sum", "batchmean"), default="mean")
     score.add_argument("--chunk-rows", type=int, metavar="N", help="rows per chunk")
     score.add_argument("--per-row", metavar="OUT.npy", help="write the per-row losses here")
     score.add_argument("--json", action="store_true", help="print one JSON object")
@@ -490,49 +512,68 @@ def _numbers(text: str | None, what: str) -> np.ndarray | None:
         raise UsageError(f"{what} must be comma-separated numbers or a .npy file") from None
 
 
+#: The flags that set an accumulator option, by option (``None``: the flag was not given).
+_OPTION_FLAGS = {
+    "axis": "--axis",
+    "weight": "--class-weight",
+    "pos_weight": "--pos-weight",
+    "ignore_index": "--ignore-index",
+    "label_smoothing": "--label-smoothing",
+    "z_loss": "--z-loss",
+    "softcap": "--softcap",
+    "gamma": "--gamma",
+    "alpha": "--alpha",
+    "log_target": "--log-target",
+    "labels": "--labels",
+}
+
+
+def _option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The accumulator options the command line gives (only the flags that were given)."""
+    given: dict[str, Any] = {
+        "axis": None if args.axis == -1 else args.axis,
+        "weight": _numbers(args.class_weight, "--class-weight"),
+        "pos_weight": _numbers(args.pos_weight, "--pos-weight"),
+        "ignore_index": args.ignore_index,
+        "label_smoothing": args.label_smoothing,
+        "z_loss": args.z_loss,
+        "softcap": args.softcap,
+        "gamma": args.gamma,
+        "alpha": _alpha(args.alpha),
+        "log_target": True if args.log_target else None,
+        "labels": None if args.labels is None else _parse_labels(args.labels),
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _alpha(text: str | None) -> float | str | None:
+    if text is None:
+        return None
+    if text.lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--alpha must be a number in [0, 1] or none, got {text!r}") from None
+
+
 def _accumulator(loss: str, args: argparse.Namespace) -> streaming.Accumulator:
-    class_losses = ("cross_entropy", "nll_loss")
-    if args.ignore_index is not None and loss not in class_losses:
-        raise UsageError(f"--ignore-index applies to cross_entropy and nll_loss, not {loss}")
-    if args.label_smoothing is not None and loss != "cross_entropy":
-        raise UsageError(f"--label-smoothing applies to cross_entropy, not {loss}")
-    if args.labels is not None and loss != "log_loss":
-        raise UsageError(f"--labels applies to log_loss, not {loss}")
-    if args.pos_weight is not None and loss != "binary_cross_entropy_with_logits":
-        raise UsageError("--pos-weight applies to binary_cross_entropy with --from-logits")
-    if args.class_weight is not None and loss == "log_loss":
-        raise UsageError("--class-weight does not apply to log_loss")
-    if args.axis != -1 and loss not in class_losses:
-        raise UsageError(f"--axis applies to cross_entropy and nll_loss, not {loss}")
-    class_weight = _numbers(args.class_weight, "--class-weight")
+    """The loss's accumulator with the options of the flags; a flag the loss has no option
+    for is a usage error, and so is a value its options refuse (``_spec``'s message)."""
+    cls = streaming.accumulator_class(loss)
+    accepted = inspect.signature(cls).parameters
+    options = _option_values(args)
+    for name in options:
+        if name not in accepted:
+            raise UsageError(f"{_OPTION_FLAGS[name]} does not apply to {loss}")
+    if options.get("alpha") == "none":
+        options["alpha"] = None
     if loss == "log_loss":
-        if args.reduction == "sum":
-            normalize = False
-        else:
-            normalize = True
-        labels = None if args.labels is None else _parse_labels(args.labels)
-        return streaming.LogLossAccumulator(
-            labels, normalize=normalize, from_logits=bool(args.from_logits)
-        )
-    if loss in class_losses:
-        options: dict[str, Any] = {
-            "axis": args.axis,
-            "weight": class_weight,
-            "ignore_index": -100 if args.ignore_index is None else args.ignore_index,
-            "reduction": args.reduction,
-        }
-        if loss == "cross_entropy":
-            options["label_smoothing"] = args.label_smoothing or 0.0
-        return streaming.accumulator(loss, **options)
-    if loss == "binary_cross_entropy":
-        return streaming.BinaryCrossEntropyAccumulator(
-            weight=class_weight, reduction=args.reduction
-        )
-    return streaming.BinaryCrossEntropyWithLogitsAccumulator(
-        weight=class_weight,
-        pos_weight=_numbers(args.pos_weight, "--pos-weight"),
-        reduction=args.reduction,
-    )
+        options["normalize"] = args.reduction != "sum"
+        options["from_logits"] = bool(args.from_logits)
+    else:
+        options["reduction"] = args.reduction
+    return cls(**options)
 
 
 def _parse_labels(text: str) -> np.ndarray:
@@ -559,8 +600,7 @@ def _print_report(report: ScoreReport, as_json: bool, stream: TextIO) -> None:
                 data[key] = None if math.isnan(data[key]) else str(data[key])
         stream.write(json.dumps(data) + "\n")
         return
-    what = "mean" if report.reduction == "mean" else "sum"
-    stream.write(f"{report.loss} ({what}): {report.value:.10g}\n")
+    stream.write(f"{report.loss} ({report.reduction}): {report.value:.10g}\n")
     stream.write(
         f"rows: {report.rows:,} in {report.chunks} chunk{'s' if report.chunks != 1 else ''}"
         f" of up to {report.chunk_rows:,}\n"
@@ -582,6 +622,8 @@ def _score_command(args: argparse.Namespace) -> int:
         raise UsageError(_one_line(exc)) from None
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise UsageError("--chunk-rows must be at least 1")
+    if args.weight is not None and isinstance(acc, streaming.KLDivAccumulator):
+        raise UsageError("--weight does not apply to kl_div (it has no weights)")
     if args.per_row is not None:
         # --per-row is truncated before the inputs are read: naming an input would destroy it.
         for spec in (args.pred, args.target, args.weight):

@@ -42,7 +42,10 @@ __all__ = [
     "accumulate",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "binary_focal_loss_with_logits",
     "cross_entropy",
+    "focal_loss",
+    "kl_div",
     "log_loss",
     "nll_loss",
 ]
@@ -349,9 +352,15 @@ def _block_call(
             d = float(den)
             scale = scale / d if d != 0.0 else 0.0
         reduction, go = "sum", scale
-    assert isinstance(template, (streaming._ClassAccumulator, streaming._BinaryAccumulator))
+    assert isinstance(
+        template,
+        (streaming._ClassAccumulator, streaming._BinaryAccumulator, streaming.KLDivAccumulator),
+    )
     spec = dataclasses.replace(template.spec, reduction=reduction, return_grad=want_grad)
-    if isinstance(spec, _spec.ClassLoss):
+    if isinstance(spec, _spec.KlDiv):
+        result = _backend.kl_div(spec, x, t, go)
+    elif isinstance(spec, _spec.ClassLoss):
+        assert isinstance(template, streaming._ClassAccumulator)
         result = _backend.class_loss(spec, x, t, template.weight, sw, go, None)
     else:  # per-row (or full-shape) weights times ``weight``, multiplied in float64
         assert isinstance(template, streaming._BinaryAccumulator)
@@ -360,10 +369,10 @@ def _block_call(
     return np.asarray(result[1] if want_grad else result)
 
 
-def _template_reduction(reduction: str) -> str:
+def _template_reduction(reduction: str, kl: bool) -> str:
     """The accumulator reduction for a call's ``reduction`` (``none`` sums no differently);
-    anything else than torch's three is the functions' ``ValueError``."""
-    checked = _spec.reduction(reduction)
+    a reduction the one-shot function refuses is its ``ValueError``."""
+    checked = _spec.kl_div(reduction).reduction if kl else _spec.reduction(reduction)
     return "mean" if checked == "none" else checked
 
 
@@ -467,7 +476,8 @@ def _lazy(
     handed to ``accumulator``, which checks them (``_spec``) and scores the blocks."""
     public = inspect.signature(getattr(_functional, name))
     params = [p for p in public.parameters.values() if p.name != "grad_out"]
-    if "sample_weight" not in public.parameters:
+    kl = accumulator is streaming.KLDivAccumulator  # no weights at all
+    if "sample_weight" not in public.parameters and not kl:
         at = [p.name for p in params].index("reduction")
         params.insert(at, inspect.Parameter("sample_weight", _KEYWORD, default=None))
     params.append(inspect.Parameter("split_every", _KEYWORD, default=None))
@@ -480,21 +490,24 @@ def _lazy(
         given = call.arguments
         reduction = given["reduction"]
         template = accumulator(
-            reduction=_template_reduction(reduction), **{n: given[n] for n in options}
+            reduction=_template_reduction(reduction, kl), **{n: given[n] for n in options}
         )
         axis = template.axis if isinstance(template, streaming._ClassAccumulator) else None
-        layout = _Layout(
-            given["input"], given["target"], given["sample_weight"], kind=kind, axis=axis
-        )
-        if layout.kind == "soft" and isinstance(template, streaming.NLLLossAccumulator):
-            raise TypeError(f"nll_loss needs integer class indices, got dtype {layout.t.dtype}")
+        sample_weight = given.get("sample_weight")
+        layout = _Layout(given["input"], given["target"], sample_weight, kind=kind, axis=axis)
+        if layout.kind == "soft" and name != "cross_entropy":
+            raise TypeError(f"{name} needs integer class indices, got dtype {layout.t.dtype}")
         for constant in ("weight", "pos_weight"):
             if kind == "binary":
                 layout.check_constant(getattr(template, constant, None), constant)
-        return _loss(
-            template, layout, reduction, given["return_grad"], given["grad_output"],
-            given["split_every"],
-        )  # fmt: skip
+        grad_output, return_grad = given["grad_output"], given["return_grad"]
+        if reduction == "batchmean":  # blocks may split the rows' elements: sum, then divide
+            rows = layout.x.shape[0] if layout.x.ndim else 1
+            template = accumulator(reduction="sum", **{n: given[n] for n in options})
+            scale = 1.0 if grad_output is None else float(grad_output)
+            result = _loss(template, layout, "sum", return_grad, scale / rows, given["split_every"])
+            return (result[0] / rows, result[1]) if return_grad else result / rows
+        return _loss(template, layout, reduction, return_grad, grad_output, given["split_every"])
 
     lazy.__signature__ = signature  # type: ignore[attr-defined]
     lazy.__name__ = lazy.__qualname__ = name
@@ -601,6 +614,62 @@ binary_cross_entropy_with_logits = _lazy(
     >>> loss = xent_rs.dask.binary_cross_entropy_with_logits(x, da.ones((4, 3), chunks=2))
     >>> round(float(loss.compute()), 6)  # log(2)
     0.693147
+    """,
+)
+
+
+focal_loss = _lazy(
+    "focal_loss",
+    streaming.FocalLossAccumulator,
+    "class",
+    """:func:`xent_rs.focal_loss` on dask arrays, lazily (see :func:`cross_entropy`).
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent_rs, xent_rs.dask
+    >>> logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> x = da.from_array(logits, chunks=(2, 2))
+    >>> loss = xent_rs.dask.focal_loss(x, np.array([0, 1, 1]), gamma=2.0)
+    >>> bool(np.isclose(loss.compute(), xent_rs.focal_loss(logits, np.array([0, 1, 1]))))
+    True
+    """,
+)
+
+
+binary_focal_loss_with_logits = _lazy(
+    "binary_focal_loss_with_logits",
+    streaming.BinaryFocalLossWithLogitsAccumulator,
+    "binary",
+    """:func:`xent_rs.binary_focal_loss_with_logits` on dask arrays, lazily.
+
+    ``weight`` is a NumPy constant, per-row weights are ``sample_weight`` (see
+    :func:`binary_cross_entropy`).
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent_rs, xent_rs.dask
+    >>> logits, y = np.array([[3.0, -1.0], [0.5, 2.0]]), np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> loss = xent_rs.dask.binary_focal_loss_with_logits(da.from_array(logits, chunks=1), y)
+    >>> bool(np.isclose(loss.compute(), xent_rs.binary_focal_loss_with_logits(logits, y)))
+    True
+    """,
+)
+
+
+kl_div = _lazy(
+    "kl_div",
+    streaming.KLDivAccumulator,
+    "binary",
+    """:func:`xent_rs.kl_div` on dask arrays, lazily; ``batchmean`` divides by the number of
+    rows of the whole input.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent_rs.dask
+    >>> logq = da.from_array(np.log([[0.9, 0.1], [0.5, 0.5]]), chunks=1)
+    >>> p = np.array([[0.5, 0.5], [0.5, 0.5]])
+    >>> round(float(xent_rs.dask.kl_div(logq, p, reduction="batchmean").compute()), 6)
+    0.255413
     """,
 )
 

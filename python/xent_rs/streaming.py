@@ -30,6 +30,7 @@ True
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import warnings
 from typing import Any, Literal, TypeVar, overload
@@ -42,10 +43,14 @@ __all__ = [
     "Accumulator",
     "BinaryCrossEntropyAccumulator",
     "BinaryCrossEntropyWithLogitsAccumulator",
+    "BinaryFocalLossWithLogitsAccumulator",
     "CrossEntropyAccumulator",
+    "FocalLossAccumulator",
+    "KLDivAccumulator",
     "LogLossAccumulator",
     "NLLLossAccumulator",
     "accumulator",
+    "accumulator_class",
 ]
 
 _Self = TypeVar("_Self", bound="Accumulator")
@@ -114,7 +119,7 @@ class Accumulator:
 
     Attributes
     ----------
-    reduction : {"mean", "sum"}
+    reduction : {"mean", "sum", "batchmean"}
         What :meth:`result` returns.
     count : int
         The number of loss terms seen: the size of the ``reduction="none"`` output summed
@@ -122,12 +127,13 @@ class Accumulator:
         binary cross entropy), ignored targets included.
     """
 
-    reduction: Literal["mean", "sum"]
+    reduction: str
     count: int
 
     def __init__(self, reduction: str) -> None:
-        # Checked by the subclass (its options come from ``_spec``): "mean" or "sum".
-        self.reduction = "mean" if reduction == "mean" else "sum"
+        # Checked by the subclass (its options come from ``_spec``): "mean" or "sum" (or
+        # kl_div's "batchmean", a mean whose denominator counts rows).
+        self.reduction = reduction
         self._loss = ExactSum()
         self._denominator = ExactSum()
         self.count = 0
@@ -265,7 +271,8 @@ class Accumulator:
         raise NotImplementedError
 
     def _options(self) -> dict[str, Any]:
-        return {"reduction": self.reduction}
+        """The constructor's options, as the accumulator holds them (one attribute each)."""
+        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
 
     def _merge_extra(self, other: Accumulator) -> None:
         """Merges state beyond the two sums and the count (subclasses)."""
@@ -321,14 +328,6 @@ class _ClassAccumulator(Accumulator):
         self.axis = spec.axis
         self.ignore_index = spec.ignore_index
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "axis": self.axis,
-            "weight": self.weight,
-            "ignore_index": self.ignore_index,
-            "reduction": self.reduction,
-        }
-
     def _score(
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
     ) -> tuple[float, float, int, np.ndarray | None]:
@@ -349,7 +348,7 @@ class CrossEntropyAccumulator(_ClassAccumulator):
         Per-class weights, shape ``(C,)``.
     ignore_index : int, default -100
         Hard targets equal to this count for nothing (neither loss nor denominator).
-    label_smoothing : float, default 0.0
+    label_smoothing, z_loss, softcap
         As in :func:`xent_rs.cross_entropy`.
     reduction : {"mean", "sum"}, default "mean"
         What :meth:`result` returns. ``mean`` divides by ``Σ weight[y]·sample_weight`` over
@@ -375,16 +374,17 @@ class CrossEntropyAccumulator(_ClassAccumulator):
         weight: Any = None,
         ignore_index: int = -100,
         label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
         reduction: str = "mean",
     ) -> None:
         spec = _spec.cross_entropy(
-            axis, ignore_index, reduction, label_smoothing, 0.0, None, accumulator=True
+            axis, ignore_index, reduction, label_smoothing, z_loss, softcap, accumulator=True
         )
         super().__init__(spec, weight)
         self.label_smoothing = spec.label_smoothing
-
-    def _options(self) -> dict[str, Any]:
-        return {**super()._options(), "label_smoothing": self.label_smoothing}
+        self.z_loss = spec.z_loss
+        self.softcap = spec.softcap
 
 
 class NLLLossAccumulator(_ClassAccumulator):
@@ -421,6 +421,42 @@ class NLLLossAccumulator(_ClassAccumulator):
         super().__init__(spec, weight)
 
 
+class FocalLossAccumulator(_ClassAccumulator):
+    """Streaming :func:`xent_rs.focal_loss`: logits and class indices, chunk by chunk.
+
+    Parameters
+    ----------
+    axis, weight, ignore_index
+        As in :class:`CrossEntropyAccumulator`.
+    gamma : float, default 2.0
+        As in :func:`xent_rs.focal_loss`.
+    reduction : {"mean", "sum"}, default "mean"
+        As in :class:`NLLLossAccumulator`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.streaming import FocalLossAccumulator
+    >>> acc = FocalLossAccumulator(gamma=0.0)
+    >>> acc.update(np.zeros((2, 4)), np.array([0, 3]))
+    >>> round(acc.result(), 6)  # gamma = 0: cross entropy, log(4)
+    1.386294
+    """
+
+    def __init__(
+        self,
+        *,
+        axis: int = -1,
+        gamma: float = 2.0,
+        weight: Any = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        spec = _spec.focal_loss(axis, gamma, ignore_index, reduction, accumulator=True)
+        super().__init__(spec, weight)
+        self.gamma = spec.gamma
+
+
 class _BinaryAccumulator(Accumulator):
     """The element-wise losses: one loss per element."""
 
@@ -429,9 +465,6 @@ class _BinaryAccumulator(Accumulator):
         self.spec = spec
         self.weight = _option_array(weight, "weight")
         self.pos_weight = _option_array(pos_weight, "pos_weight")
-
-    def _options(self) -> dict[str, Any]:
-        return {"weight": self.weight, "reduction": self.reduction}
 
     def _score(
         self, input: Any, target: Any, sample_weight: Any, return_losses: bool
@@ -504,8 +537,80 @@ class BinaryCrossEntropyWithLogitsAccumulator(_BinaryAccumulator):
         spec = _spec.binary_cross_entropy_with_logits(reduction, accumulator=True)
         super().__init__(spec, weight, pos_weight)
 
-    def _options(self) -> dict[str, Any]:
-        return {**super()._options(), "pos_weight": self.pos_weight}
+
+class BinaryFocalLossWithLogitsAccumulator(_BinaryAccumulator):
+    """Streaming :func:`xent_rs.binary_focal_loss_with_logits`.
+
+    Parameters
+    ----------
+    gamma, alpha
+        As in :func:`xent_rs.binary_focal_loss_with_logits`.
+    weight, reduction
+        As in :class:`BinaryCrossEntropyAccumulator` (per-row weights are ``sample_weight``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.streaming import BinaryFocalLossWithLogitsAccumulator
+    >>> acc = BinaryFocalLossWithLogitsAccumulator(gamma=0.0, alpha=None)
+    >>> acc.update(np.zeros(2), np.array([1.0, 0.0]))
+    >>> round(acc.result(), 6)  # gamma = 0, no alpha: BCE with logits, log 2
+    0.693147
+    """
+
+    def __init__(
+        self,
+        *,
+        gamma: float = 2.0,
+        alpha: float | None = 0.25,
+        weight: Any = None,
+        reduction: str = "mean",
+    ) -> None:
+        spec = _spec.binary_focal_loss_with_logits(gamma, alpha, reduction, accumulator=True)
+        super().__init__(spec, weight)
+        self.gamma = spec.gamma
+        self.alpha = spec.alpha
+
+
+class KLDivAccumulator(Accumulator):
+    """Streaming :func:`xent_rs.kl_div`: log-probabilities and targets, chunk by chunk.
+
+    Parameters
+    ----------
+    reduction : {"mean", "batchmean", "sum"}, default "mean"
+        What :meth:`result` returns: ``mean`` divides by the number of elements seen,
+        ``batchmean`` by the number of rows (samples) seen.
+    log_target : bool, default False
+        As in :func:`xent_rs.kl_div`.
+
+    Notes
+    -----
+    ``update`` takes no ``sample_weight`` (``kl_div`` has no weights): passing one is a
+    ``TypeError``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent_rs.streaming import KLDivAccumulator
+    >>> acc = KLDivAccumulator(reduction="batchmean")
+    >>> acc.update(np.log([[0.9, 0.1]]), np.array([[0.5, 0.5]]))
+    >>> acc.update(np.log([[0.5, 0.5]]), np.array([[0.5, 0.5]]))
+    >>> round(acc.result(), 6)  # (KL(p || q) + 0) / 2 rows
+    0.255413
+    """
+
+    def __init__(self, *, reduction: str = "mean", log_target: bool = False) -> None:
+        spec = _spec.kl_div(reduction, log_target, accumulator=True)
+        super().__init__(spec.reduction)
+        self.spec = spec
+        self.log_target = spec.log_target
+
+    def _score(
+        self, input: Any, target: Any, sample_weight: Any, return_losses: bool
+    ) -> tuple[float, float, int, np.ndarray | None]:
+        if sample_weight is not None:
+            raise TypeError("kl_div takes no sample_weight (it has no weights)")
+        return _backend.kl_div_partial(self.spec, input, target, return_losses)
 
 
 class LogLossAccumulator(Accumulator):
@@ -579,9 +684,6 @@ class LogLossAccumulator(Accumulator):
                     stacklevel=2,
                 )
             self.labels = classes
-
-    def _options(self) -> dict[str, Any]:
-        return {"labels": self.labels, "normalize": self.normalize, "from_logits": self.from_logits}
 
     def _merge_extra(self, other: Accumulator) -> None:
         assert isinstance(other, LogLossAccumulator)
@@ -763,6 +865,9 @@ _BY_NAME: dict[str, type[Accumulator]] = {
     "nll_loss": NLLLossAccumulator,
     "binary_cross_entropy": BinaryCrossEntropyAccumulator,
     "binary_cross_entropy_with_logits": BinaryCrossEntropyWithLogitsAccumulator,
+    "focal_loss": FocalLossAccumulator,
+    "binary_focal_loss_with_logits": BinaryFocalLossWithLogitsAccumulator,
+    "kl_div": KLDivAccumulator,
     "log_loss": LogLossAccumulator,
 }
 
@@ -772,8 +877,8 @@ def accumulator(loss: str, **options: Any) -> Accumulator:
 
     Parameters
     ----------
-    loss : {"cross_entropy", "nll_loss", "binary_cross_entropy", \
-"binary_cross_entropy_with_logits", "log_loss"}
+    loss : {"cross_entropy", "nll_loss", "focal_loss", "binary_cross_entropy", \
+"binary_cross_entropy_with_logits", "binary_focal_loss_with_logits", "kl_div", "log_loss"}
         The loss.
     **options
         The accumulator's options (``weight=``, ``ignore_index=``, ``labels=``, ...).
@@ -785,10 +890,15 @@ def accumulator(loss: str, **options: Any) -> Accumulator:
     NLLLossAccumulator(axis=-1, weight=None, ignore_index=-100, reduction='sum'; count=0, \
 loss_sum=0.0, denominator=0.0)
     """
+    return accumulator_class(loss)(**options)
+
+
+def accumulator_class(loss: str) -> type[Accumulator]:
+    """The accumulator class of the loss named like its one-shot function (see
+    :func:`accumulator`)."""
     try:
-        cls = _BY_NAME[loss]
+        return _BY_NAME[loss]
     except KeyError:
         raise ValueError(
             f"unknown loss {loss!r}; expected one of {', '.join(sorted(_BY_NAME))}"
         ) from None
-    return cls(**options)
