@@ -27,10 +27,12 @@ from hypothesis import HealthCheck, settings
 TESTS_DIR = Path(__file__).resolve().parent
 GOLDEN_DIR = TESTS_DIR / "golden"
 GOLDEN_TRAINING_DIR = TESTS_DIR / "golden-training"
+GOLDEN_BEYOND_DIR = TESTS_DIR / "golden-beyond"
 REPO_ROOT = TESTS_DIR.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 SHARED_GOLDEN_DIR = SHARED_DIR / "golden"
 SHARED_GOLDEN_TRAINING_DIR = SHARED_DIR / "golden-training"
+SHARED_GOLDEN_BEYOND_DIR = SHARED_DIR / "golden-beyond"
 
 settings.register_profile(
     "xent",
@@ -77,6 +79,10 @@ LOSS_OPS = (
     "nll_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "focal_loss",
+    "binary_focal_loss_with_logits",
+    "kl_div",
+    "linear_cross_entropy",
 )
 SOFTMAX_OPS = ("log_softmax", "softmax")
 
@@ -100,6 +106,8 @@ class GoldenCase:
     expected: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
     expect_error: str | None = None
     note: str = ""
+    #: Inputs to convert before the call (``golden-beyond``: ``{"input": "bfloat16"}``).
+    cast: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_loss(self) -> bool:
@@ -111,17 +119,29 @@ class GoldenCase:
         return self.is_loss and self.kwargs.get("reduction", "mean") != "none"
 
     def copy_inputs(self) -> dict[str, np.ndarray[Any, Any]]:
-        """Fresh copies of the input arrays (a test may hand them to in-place code)."""
-        return {k: v.copy() for k, v in self.inputs.items()}
+        """Fresh copies of the input arrays (a test may hand them to in-place code), in the
+        dtype the case's ``cast`` names (bfloat16 from ``ml_dtypes``: the test skips without
+        it)."""
+        inputs = {k: v.copy() for k, v in self.inputs.items()}
+        for name, dtype in self.cast.items():
+            inputs[name] = inputs[name].astype(result_dtype(dtype))
+        return inputs
+
+
+def result_dtype(name: str) -> np.dtype[Any]:
+    """A case's dtype; ``bfloat16`` is ``ml_dtypes``' (the calling test skips without it)."""
+    if name == "bfloat16":
+        return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    return np.dtype(name)
 
 
 @cache
-def load_golden() -> tuple[GoldenCase, ...]:
-    """Every golden case, arrays loaded eagerly (``allow_pickle=False``)."""
-    with open(GOLDEN_DIR / "cases.json", encoding="utf-8") as fh:
+def load_golden(directory: Path = GOLDEN_DIR) -> tuple[GoldenCase, ...]:
+    """Every golden case of ``directory``, arrays loaded eagerly (``allow_pickle=False``)."""
+    with open(directory / "cases.json", encoding="utf-8") as fh:
         doc = json.load(fh)
     raw_cases: list[dict[str, Any]] = doc["cases"] if isinstance(doc, dict) else doc
-    with np.load(GOLDEN_DIR / "arrays.npz", allow_pickle=False) as npz:
+    with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     cases = []
     for c in raw_cases:
@@ -137,14 +157,20 @@ def load_golden() -> tuple[GoldenCase, ...]:
                 expected={name: arrays[key] for name, key in c.get("expected", {}).items()},
                 expect_error=c.get("expect_error"),
                 note=c.get("note", ""),
+                cast=dict(c.get("cast", {})),
             )
         )
     return tuple(cases)
 
 
-def golden_params(predicate: Any = None) -> list[Any]:
-    """``pytest.param`` objects (id = case id) for the golden cases matching ``predicate``."""
-    return [pytest.param(c, id=c.id) for c in load_golden() if predicate is None or predicate(c)]
+def golden_params(predicate: Any = None, directory: Path = GOLDEN_DIR) -> list[Any]:
+    """``pytest.param`` objects (id = case id) for the golden cases of ``directory`` matching
+    ``predicate``."""
+    return [
+        pytest.param(c, id=c.id)
+        for c in load_golden(directory)
+        if predicate is None or predicate(c)
+    ]
 
 
 # --------------------------------------------------------------------------------------------

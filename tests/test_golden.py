@@ -1,8 +1,11 @@
-"""Every golden case (tests/golden, produced by PyTorch and scikit-learn) through the public API.
+"""Every golden case through the public API: ``tests/golden`` (PyTorch and scikit-learn) and
+``tests/golden-beyond`` (the losses and options beyond the first release, PyTorch autograd in
+float64; its ``linear_cross_entropy`` cases are in ``test_linear.py``).
 
 Losses are called without and with ``return_grad``; the softmax family is checked forward and
 through its VJP; each case is also replayed with Fortran-ordered, strided and negative-stride
-inputs, which must give the C-contiguous results bit for bit.
+inputs, which must give the C-contiguous results bit for bit. bfloat16 cases (``cast``) need
+``ml_dtypes``.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import (
+    GOLDEN_BEYOND_DIR,
     GOLDEN_DIR,
     LAYOUTS,
+    SHARED_GOLDEN_BEYOND_DIR,
     SHARED_GOLDEN_DIR,
     GoldenCase,
     assert_golden_close,
     assert_same_bits,
     assert_same_files,
     golden_params,
+    result_dtype,
 )
 
 xent_rs: Any
@@ -36,7 +42,16 @@ needs_xent = pytest.mark.skipif(xent_rs is None, reason="xent_rs is not importab
 
 
 def _is_plain(case: GoldenCase) -> bool:
-    return case.expect_error is None and case.op != "log_loss"
+    return case.expect_error is None and case.op not in ("log_loss", "linear_cross_entropy")
+
+
+def _every(predicate: Any) -> list[Any]:
+    """The cases of both golden directories matching ``predicate``."""
+    return golden_params(predicate) + golden_params(predicate, GOLDEN_BEYOND_DIR)
+
+
+def _is_error(case: GoldenCase) -> bool:
+    return case.expect_error is not None and case.op != "linear_cross_entropy"
 
 
 def _split_grad_output(case: GoldenCase) -> tuple[dict[str, Any], Any]:
@@ -89,10 +104,10 @@ def _run(case: GoldenCase, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 @needs_xent
-@pytest.mark.parametrize("case", golden_params(_is_plain))
+@pytest.mark.parametrize("case", _every(_is_plain))
 def test_golden_case(case: GoldenCase) -> None:
     res = _run(case, case.copy_inputs())
-    dtype = np.dtype(case.dtype)
+    dtype = result_dtype(case.dtype)
     out = res["output"]
     in_shape = case.inputs["input"].shape
 
@@ -133,7 +148,7 @@ def test_golden_case(case: GoldenCase) -> None:
 
 @needs_xent
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-@pytest.mark.parametrize("case", golden_params(_is_plain))
+@pytest.mark.parametrize("case", _every(_is_plain))
 def test_golden_case_layouts_bitwise(case: GoldenCase, layout: str) -> None:
     base = _run(case, case.copy_inputs())
     convert: Callable[[Any], Any] = LAYOUTS[layout]
@@ -158,7 +173,7 @@ def test_golden_case_layouts_bitwise(case: GoldenCase, layout: str) -> None:
 
 
 @needs_xent
-@pytest.mark.parametrize("case", golden_params(lambda c: c.expect_error is not None))
+@pytest.mark.parametrize("case", _every(_is_error))
 def test_golden_error_case(case: GoldenCase) -> None:
     assert xent_rs is not None
     exc = getattr(builtins, case.expect_error or "")
@@ -221,6 +236,13 @@ def test_golden_log_loss_keywords(case: GoldenCase, keyword: str) -> None:
 @pytest.mark.skipif(not SHARED_GOLDEN_DIR.is_dir(), reason="../shared/golden is not present")
 def test_golden_copy_matches_shared() -> None:
     assert_same_files(GOLDEN_DIR, SHARED_GOLDEN_DIR)
+
+
+@pytest.mark.skipif(
+    not SHARED_GOLDEN_BEYOND_DIR.is_dir(), reason="../shared/golden-beyond is not present"
+)
+def test_golden_beyond_copy_matches_shared() -> None:
+    assert_same_files(GOLDEN_BEYOND_DIR, SHARED_GOLDEN_BEYOND_DIR)
 
 
 def test_golden_cases_load() -> None:
