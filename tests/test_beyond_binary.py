@@ -330,9 +330,9 @@ def test_partials_are_the_one_shot_pass(rng: np.random.Generator, return_losses:
 @pytest.mark.parametrize(
     ("gamma", "alpha", "message"),
     [
-        (-1.0, 0.25, "gamma must be a finite number >= 0, got -1.0"),
-        (math.nan, 0.25, "gamma must be a finite number >= 0, got NaN"),
-        (math.inf, 0.25, "gamma must be a finite number >= 0, got inf"),
+        (-1.0, 0.25, "gamma must be a finite number >= 0.0, got -1.0"),
+        (math.nan, 0.25, "gamma must be a finite number >= 0.0, got NaN"),
+        (math.inf, 0.25, "gamma must be a finite number >= 0.0, got inf"),
         (2.0, 1.5, "alpha must lie in [0, 1] or be None, got 1.5"),
         (2.0, -0.25, "alpha must lie in [0, 1] or be None, got -0.25"),
         (2.0, math.nan, "alpha must lie in [0, 1] or be None, got NaN"),

@@ -742,7 +742,7 @@ def test_errors_say_which_argument_is_at_fault_and_where() -> None:
 
     with pytest.raises(IndexError) as info:
         xent_rs.cross_entropy(np.zeros((3, 4)), np.array([[0], [5], [1]]).reshape(3))
-    assert _errors.argument_of(info.value) == "target"
+    assert getattr(info.value, "argument", None) == "target"
     assert _errors.position_of(info.value) == (1,)
     with pytest.raises(IndexError) as info:
         xent_rs.streaming.NLLLossAccumulator(axis=1).update(
@@ -794,6 +794,79 @@ def test_every_path_refuses_an_option_in_the_same_words() -> None:
             _message(lambda v=value: xent_rs.streaming.NLLLossAccumulator(ignore_index=v)),
         }
         assert len(got) == 1, got
+
+
+NEW_OPTIONS = [
+    # (public function, keyword, bad value, the core's call with that value)
+    ("cross_entropy", "z_loss", -1.0, lambda x, t, v: _core_ce(x, t, z_loss=v)),
+    ("cross_entropy", "z_loss", math.inf, lambda x, t, v: _core_ce(x, t, z_loss=v)),
+    ("cross_entropy", "softcap", 0.0, lambda x, t, v: _core_ce(x, t, softcap=v)),
+    ("cross_entropy", "softcap", math.nan, lambda x, t, v: _core_ce(x, t, softcap=v)),
+    ("focal_loss", "gamma", -0.5, lambda x, t, v: _core_focal(x, t, v)),
+    ("binary_focal_loss_with_logits", "gamma", -1.0, lambda x, t, v: _core_bfocal(x, v, 0.25)),
+    ("binary_focal_loss_with_logits", "alpha", 1.5, lambda x, t, v: _core_bfocal(x, 2.0, v)),
+]
+
+
+def _core_ce(x: Any, t: Any, z_loss: float = 0.0, softcap: float | None = None) -> Any:
+    args = (x, t, -1, None, None, -100, "mean", 0.0, False, None, None, z_loss, softcap)
+    return xent_rs._core.cross_entropy(*args)
+
+
+def _core_focal(x: Any, t: Any, gamma: float) -> Any:
+    return xent_rs._core.focal_loss(x, t, -1, gamma, None, None, -100, "mean", False, None, None)
+
+
+def _core_bfocal(x: Any, gamma: float, alpha: float) -> Any:
+    return xent_rs._core.binary_focal_loss_with_logits(
+        x, np.zeros_like(x), gamma, alpha, None, 1, "mean", False, None
+    )
+
+
+@pytest.mark.parametrize(("fn", "keyword", "value", "core"), NEW_OPTIONS)
+def test_new_options_are_refused_in_the_core_s_words_everywhere(
+    fn: str, keyword: str, value: float, core: Any
+) -> None:
+    """z_loss, softcap, gamma, alpha: the public function, its accumulator, its dask twin and
+    the native core give the same ValueError, naming the value."""
+    pytest.importorskip("dask")
+    import xent_rs.dask
+
+    x, t = np.zeros((4, 3)), np.array([0, 1, 2, 0])
+    target = t if fn != "binary_focal_loss_with_logits" else np.zeros((4, 3))
+    got = {
+        _message(lambda: getattr(xent_rs, fn)(x, target, **{keyword: value})),
+        _message(lambda: xent_rs.streaming.accumulator(fn, **{keyword: value})),
+        _message(lambda: getattr(xent_rs.dask, fn)(x, target, **{keyword: value})),
+        _message(lambda: core(x, t, value)),
+    }
+    assert len(got) == 1, got
+    ((kind, text),) = got
+    assert kind is ValueError
+    assert keyword in text and ("NaN" if math.isnan(value) else repr(value)) in text
+
+
+def test_kl_div_refuses_a_bad_reduction_and_mismatched_shapes() -> None:
+    x = np.log(np.full((2, 3), 1 / 3))
+    for call in (
+        lambda: xent_rs.kl_div(x, np.exp(x), reduction="avg"),
+        lambda: xent_rs.streaming.KLDivAccumulator(reduction="avg"),
+    ):
+        with pytest.raises(ValueError, match=r'reduction must be .*"batchmean".*got "avg"'):
+            call()
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 2\)|\(3, 2\).*\(2, 3\)"):
+        xent_rs.kl_div(x, np.ones((3, 2)) / 2)
+    with pytest.raises(TypeError, match="kl_div takes no sample_weight"):
+        xent_rs.streaming.KLDivAccumulator().update(x, np.exp(x), np.ones(2))
+
+
+def test_focal_loss_refuses_soft_targets_and_out_of_range_classes() -> None:
+    x = np.zeros((2, 3))
+    with pytest.raises(IndexError, match=r"target 3 at position \(1,\)") as info:
+        xent_rs.focal_loss(x, np.array([0, 3]))
+    assert getattr(info.value, "argument", None) == "target"
+    with pytest.raises(TypeError):
+        xent_rs.focal_loss(x, np.full((2, 3), 1 / 3))
 
 
 def test_counts_beyond_their_range_are_value_errors() -> None:

@@ -522,11 +522,6 @@ def _class_core(
             x, t, spec.axis, spec.gamma, w, sw, spec.ignore_index, spec.reduction,
             spec.return_grad, g, grad_out,
         )  # fmt: skip
-    if spec.z_loss == 0.0 and spec.softcap is None:  # as before the options existed
-        return core.cross_entropy(
-            x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.label_smoothing,
-            spec.return_grad, g, grad_out,
-        )  # fmt: skip
     return core.cross_entropy(
         x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.label_smoothing,
         spec.return_grad, g, grad_out, spec.z_loss, spec.softcap,
@@ -555,10 +550,6 @@ def class_partial(
     elif spec.loss == "focal_loss":
         p = _core.focal_loss_partial(
             x, t, spec.axis, spec.gamma, w, sw, spec.ignore_index, return_losses
-        )
-    elif spec.z_loss == 0.0 and spec.softcap is None:
-        p = _core.cross_entropy_partial(
-            x, t, spec.axis, w, sw, spec.ignore_index, spec.label_smoothing, return_losses
         )
     else:
         p = _core.cross_entropy_partial(

@@ -280,45 +280,52 @@ def _real(value: Any, name: str) -> float:
     return float(value)
 
 
-def _bounded(
-    value: Any, name: str, low: float, high: float | None = None, *, above: bool = False
-) -> float:
-    """A real number in ``[low, high]``, or finite and ``>= low`` (``> low`` with ``above``),
-    with the message that says so."""
-    v = _real(value, name)
-    if high is not None:
-        if not low <= v <= high:
-            raise ValueError(f"{name} must be between {low} and {high}, got {v}")
-    elif not ((v > low if above else v >= low) and math.isfinite(v)):
-        raise ValueError(
-            f"{name} must be a finite number {'>' if above else '>='} {low:g}, got {v}"
-        )
-    return v
+def _shown(v: float) -> str:
+    """A value as the core's messages show it (Rust's ``{:?}``: ``NaN``, ``inf``, ``1.5``)."""
+    return "NaN" if math.isnan(v) else repr(v)
 
 
 def label_smoothing(value: Any) -> float:
     """``label_smoothing``: a real number in ``[0, 1]`` (the core's message)."""
-    return _bounded(value, "label_smoothing", 0.0, 1.0)
+    eps = _real(value, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
+    return eps
+
+
+def _finite_at_least(value: Any, name: str, rule: str, ok: Callable[[float], bool]) -> float:
+    v = _real(value, name)
+    if not (ok(v) and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number {rule}, got {_shown(v)}")
+    return v
 
 
 def z_loss(value: Any) -> float:
-    """``z_loss``: a finite real number ``>= 0``."""
-    return _bounded(value, "z_loss", 0.0)
+    """``z_loss``: a finite real number ``>= 0`` (the core's message)."""
+    return _finite_at_least(value, "z_loss", ">= 0.0", lambda v: v >= 0.0)
 
 
 def softcap(value: Any) -> float | None:
-    """``softcap``: ``None`` (off) or a finite real number ``> 0``."""
-    return None if value is None else _bounded(value, "softcap", 0.0, above=True)
+    """``softcap``: ``None`` (off) or a finite real number ``> 0`` (the core's message)."""
+    if value is None:
+        return None
+    return _finite_at_least(value, "softcap", "> 0.0 (or None for no cap)", lambda v: v > 0.0)
 
 
 def gamma(value: Any) -> float:
-    """A focal loss's ``gamma``: a finite real number ``>= 0``."""
-    return _bounded(value, "gamma", 0.0)
+    """A focal loss's ``gamma``: a finite real number ``>= 0`` (the core's message)."""
+    return _finite_at_least(value, "gamma", ">= 0.0", lambda v: v >= 0.0)
 
 
 def alpha(value: Any) -> float | None:
-    """The binary focal loss's ``alpha``: ``None`` (no class balance) or a number in [0, 1]."""
-    return None if value is None else _bounded(value, "alpha", 0.0, 1.0)
+    """The binary focal loss's ``alpha``: ``None`` (no class balance) or a number in
+    ``[0, 1]`` (the core's message)."""
+    if value is None:
+        return None
+    a = _real(value, "alpha")
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1] or be None, got {_shown(a)}")
+    return a
 
 
 def ignore_index(value: Any) -> int:

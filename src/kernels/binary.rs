@@ -532,7 +532,7 @@ impl<T: Float> Focal<T> {
     fn new(o: &FocalOptions) -> Result<Self, XentError> {
         if !(o.gamma.is_finite() && o.gamma >= 0.0) {
             return Err(XentError::Value(format!(
-                "gamma must be a finite number >= 0, got {:?}",
+                "gamma must be a finite number >= 0.0, got {:?}",
                 o.gamma
             )));
         }
@@ -969,16 +969,16 @@ mod tests {
         let opts = options(None, None, Reduction::Sum);
         let x = [0.5; 4];
         for (gamma, alpha, want) in [
-            (-1.0, None, "gamma must be a finite number >= 0, got -1.0"),
+            (-1.0, None, "gamma must be a finite number >= 0.0, got -1.0"),
             (
                 f64::NAN,
                 None,
-                "gamma must be a finite number >= 0, got NaN",
+                "gamma must be a finite number >= 0.0, got NaN",
             ),
             (
                 f64::INFINITY,
                 None,
-                "gamma must be a finite number >= 0, got inf",
+                "gamma must be a finite number >= 0.0, got inf",
             ),
             (
                 2.0,
