@@ -1,6 +1,6 @@
 """Conversion of user arguments into what the native core accepts.
 
-The core takes C-contiguous float32/float64 NumPy arrays. Everything else (lists, float16,
+The core takes C-contiguous float32/float64/bfloat16 NumPy arrays. Everything else (lists, float16,
 integer and boolean arrays, Fortran-ordered, strided or negative-stride views, objects with
 ``__array__`` or ``__dlpack__``) is converted here, once, following NumPy's conventions.
 C-contiguous float32/float64 arrays pass through untouched: no copy.
@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from xent_rs import _bfloat16
 
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
@@ -147,8 +149,9 @@ def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any
     """The input as a C-contiguous, aligned float32/float64 array in native byte order, and
     the dtype results must have.
 
-    float16 computes in float32; integer and boolean inputs become float64 (NumPy's rule);
-    complex, object and string inputs are a ``TypeError``.
+    float16 computes in float32; bfloat16 (``ml_dtypes``) is read by the core as it is (see
+    ``_bfloat16``); integer and boolean inputs become float64 (NumPy's rule); complex, object
+    and string inputs are a ``TypeError``.
     """
     a = obj if type(obj) is np.ndarray else to_ndarray(obj, name)
     dtype = a.dtype
@@ -164,8 +167,11 @@ def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any
         return np.require(a, native, _READY), native
     if kind in "biu":
         return np.require(a, np.float64, _READY), FLOAT64
+    if kind == "V" and _bfloat16.is_bfloat16(dtype):
+        return _bfloat16.ready(a), dtype
     raise TypeError(
-        f"{name} must be a float16, float32 or float64 array (integers are read as float64), "
+        f"{name} must be a float16, bfloat16, float32 or float64 array (integers are read as "
+        f"float64), "
         f"got dtype {dtype}; complex, object, string and extended-precision arrays are not "
         "supported"
     )
@@ -220,7 +226,7 @@ def refuse_overlap(
 def like(obj: Any, dtype: np.dtype[Any], name: str) -> np.ndarray:
     """A secondary float argument (weights, soft targets) as C-contiguous, aligned ``dtype``."""
     a = to_ndarray(obj, name)
-    if a.dtype.kind not in "fiub":
+    if a.dtype.kind not in "fiub" and not _bfloat16.is_bfloat16(a.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     return np.require(a, dtype, _READY)
 
@@ -240,7 +246,7 @@ def class_target(obj: Any, dtype: np.dtype[Any]) -> np.ndarray:
     kind = a.dtype.kind
     if kind in "iu":
         return native(a)
-    if kind == "f":
+    if kind == "f" or _bfloat16.is_bfloat16(a.dtype):
         return np.require(a, dtype, _READY)
     if kind == "b":
         raise TypeError("target must hold integer class indices or class probabilities, got bool")

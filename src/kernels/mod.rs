@@ -8,8 +8,11 @@ pub mod cross_entropy;
 pub mod log_loss;
 pub mod softmax;
 
+#[cfg(test)]
+mod bf16;
 mod lanes;
 mod rows;
+mod stage;
 mod stats;
 #[cfg(test)]
 mod testing;
