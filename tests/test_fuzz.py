@@ -1592,7 +1592,7 @@ def invalid_misc(draw: st.DrawFn) -> Call:
         value = draw(st.sampled_from([-1, -(2**40), "2", 1.5, None]))
         return Call(what, (value,), {}, VE if isinstance(value, int) else TE, f"bytes={value!r}")
     if what == "accumulator":
-        name = draw(st.sampled_from(["bogus", "CrossEntropy", "kl_div", ""]))
+        name = draw(st.sampled_from(["bogus", "CrossEntropy", "kl_divergence", ""]))
         return Call("accumulator", (name,), {}, VE, "unknown loss")
     if what == "merge type":
         return Call("CrossEntropyAccumulator.merge", ("NLLLossAccumulator",), {}, TE,

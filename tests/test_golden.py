@@ -117,6 +117,8 @@ def test_golden_case(case: GoldenCase) -> None:
     if case.op in ("log_softmax", "softmax"):
         assert isinstance(out, np.ndarray)
         assert out.shape == in_shape
+        if "grad" not in case.expected:  # a forward-only case
+            return
         grad = res["grad"]
         assert isinstance(grad, np.ndarray)
         assert grad.dtype == dtype

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from xent_rs import _core
+from xent_rs import _bfloat16, _core
 from xent_rs._spec import BinaryLoss, ClassLoss, KlDiv
 
 FLOAT32 = np.dtype(np.float32)
@@ -225,8 +225,9 @@ def float_input(ns: Namespace, obj: Any, name: str = "input") -> tuple[Any, np.d
     """The input as a C-contiguous, aligned float32/float64 array in native byte order, and
     the dtype results must have.
 
-    float16 computes in float32; integer and boolean inputs become float64 (NumPy's rule);
-    complex, object and string inputs are a ``TypeError``.
+    float16 computes in float32; bfloat16 (``ml_dtypes``) is read by the core as it is (see
+    ``_bfloat16``); integer and boolean inputs become float64 (NumPy's rule); complex, object
+    and string inputs are a ``TypeError``.
     """
     a = obj if type(obj) is np.ndarray else ns.asarray(obj, name)
     dtype = np.dtype(a.dtype)
@@ -242,17 +243,19 @@ def float_input(ns: Namespace, obj: Any, name: str = "input") -> tuple[Any, np.d
         return ns.require(a, native_dtype), native_dtype
     if kind in "biu":
         return ns.require(a, FLOAT64), FLOAT64
+    if kind == "V" and _bfloat16.is_bfloat16(dtype):
+        return _bfloat16.ready(a), dtype
     raise TypeError(
-        f"{name} must be a float16, float32 or float64 array (integers are read as float64), "
-        f"got dtype {dtype}; complex, object, string and extended-precision arrays are not "
-        "supported"
+        f"{name} must be a float16, bfloat16, float32 or float64 array (integers are read as "
+        f"float64), got dtype {dtype}; complex, object, string and extended-precision arrays "
+        "are not supported"
     )
 
 
 def like(ns: Namespace, obj: Any, dtype: np.dtype[Any], name: str) -> Any:
     """A secondary float argument (weights, soft targets) as C-contiguous, aligned ``dtype``."""
     a = ns.asarray(obj, name)
-    if a.dtype.kind not in "fiub":
+    if a.dtype.kind not in "fiub" and not _bfloat16.is_bfloat16(a.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     return ns.require(a, dtype)
 
@@ -277,7 +280,7 @@ def class_target(ns: Namespace, obj: Any, dtype: np.dtype[Any]) -> Any:
     kind = a.dtype.kind
     if kind in "iu":
         return ns.require(a, a.dtype.newbyteorder("="))
-    if kind == "f":
+    if kind == "f" or _bfloat16.is_bfloat16(a.dtype):
         return ns.require(a, dtype)
     if kind == "b":
         raise TypeError("target must hold integer class indices or class probabilities, got bool")

@@ -1,4 +1,9 @@
-"""Type stubs of the private native module ``xent_rs._core`` (see ``src/py/``)."""
+"""Type stubs of the private native module ``xent_rs._core`` (see ``src/py/``).
+
+Float arrays are C-contiguous float32, float64 or bfloat16 (``ml_dtypes.bfloat16``, read
+natively and computed in float32); every float argument of a call (targets, weights,
+``grad_output``, ``out``/``grad_out``) has the input's dtype, and so do the results.
+"""
 
 from typing import Any, final
 

@@ -19,13 +19,14 @@
 //! element `i`".
 
 use crate::error::{XentError, unravel};
-use crate::float::Float;
+use crate::float::{Float, Storage};
 use crate::kernels::lanes::{V, live_lanes};
+use crate::kernels::stage::Stage;
 use crate::kernels::stats::{load_upto, store_upto};
 use crate::kernels::{GradOutput, Io, Partial, RawIn, RawOut, Reduction, check_len};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
-use crate::simd::{self, Isa, Vector, WithIsa};
+use crate::simd::{self, Isa, Lane, Vector, WithIsa};
 
 /// Elements per chunk for which broadcast operands are laid out contiguously.
 const CHUNK: usize = 512;
@@ -99,12 +100,12 @@ pub struct BinaryOptions<'a, T> {
 /// `shape` is the input's shape (for error positions). Per-element losses go to `losses` for
 /// [`Reduction::None`]; returns their sum and the `mean` denominator (the number of elements)
 /// whatever the reduction.
-pub fn binary_cross_entropy<T: Float>(
-    io: Io<'_, T>,
-    target: &[T],
+pub fn binary_cross_entropy<S: Storage>(
+    io: Io<'_, S>,
+    target: &[S],
     shape: &[usize],
-    opts: &BinaryOptions<'_, T>,
-    losses: Option<&mut [T]>,
+    opts: &BinaryOptions<'_, S::Compute>,
+    losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
     if opts.pos_weight.is_some() {
         return Err(XentError::Value(
@@ -117,19 +118,19 @@ pub fn binary_cross_entropy<T: Float>(
 }
 
 /// Binary cross entropy of logits `io`; see [`binary_cross_entropy`].
-pub fn binary_cross_entropy_with_logits<T: Float>(
-    io: Io<'_, T>,
-    target: &[T],
-    opts: &BinaryOptions<'_, T>,
-    losses: Option<&mut [T]>,
+pub fn binary_cross_entropy_with_logits<S: Storage>(
+    io: Io<'_, S>,
+    target: &[S],
+    opts: &BinaryOptions<'_, S::Compute>,
+    losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
     let n = io.len() as f64;
     pointwise(io, target, opts, losses, Logits, n)
 }
 
 /// Refuses probabilities outside `[0, 1]` (NaN included), naming the first one.
-fn check_probabilities<T: Float>(io: &Io<'_, T>, shape: &[usize]) -> Result<(), XentError> {
-    let x: &[T] = match io {
+fn check_probabilities<S: Storage>(io: &Io<'_, S>, shape: &[usize]) -> Result<(), XentError> {
+    let x: &[S] = match io {
         Io::Read(x) => x,
         Io::ReadWrite { input, .. } => input,
         Io::InPlace(x) => x,
@@ -143,45 +144,57 @@ fn check_probabilities<T: Float>(io: &Io<'_, T>, shape: &[usize]) -> Result<(), 
         }
         chunk
             .iter()
-            .position(|p| !(*p >= T::ZERO && *p <= T::ONE))
+            .map(|p| p.widen())
+            .position(|p| !(p >= Lane::ZERO && p <= Lane::ONE))
             .map(|i| start + i)
     })?;
     match bad.into_iter().flatten().next() {
         None => Ok(()),
         Some(i) => Err(XentError::Value(format!(
             "all elements of input should be between 0 and 1: got {:?} at position {}",
-            x[i],
+            x[i].widen(),
             crate::error::format_index(&unravel(i, shape))
         ))),
     }
 }
 
 /// Whether every value lies in `[0, 1]` (NaN does not).
-struct InUnitRange<'a, T> {
-    x: &'a [T],
+struct InUnitRange<'a, S> {
+    x: &'a [S],
 }
 
-impl<T: Float> WithIsa for InUnitRange<'_, T> {
+impl<S: Storage> WithIsa for InUnitRange<'_, S> {
     type Output = bool;
 
     #[inline(always)]
     fn run<I: Isa>(self, isa: I) -> bool {
-        let lanes = V::<T, I>::LANES;
-        let (zero, one) = (
-            V::<T, I>::splat(isa, T::ZERO),
-            V::<T, I>::splat(isa, T::ONE),
-        );
-        let mut bad = zero;
-        let n = self.x.len();
+        in_unit_range::<S::Compute, S, I>(isa, self.x)
+    }
+}
+
+/// [`InUnitRange`], with the compute type named.
+#[inline(always)]
+fn in_unit_range<T: Float, S: Storage<Compute = T>, I: Isa>(isa: I, x: &[S]) -> bool {
+    let lanes = V::<T, I>::LANES;
+    let (zero, one) = (
+        V::<T, I>::splat(isa, T::ZERO),
+        V::<T, I>::splat(isa, T::ONE),
+    );
+    let mut bad = zero;
+    let mut stage = Stage::<S>::new(true, CHUNK);
+    for chunk in x.chunks(CHUNK) {
+        let n = chunk.len();
+        // SAFETY: the chunk's n <= CHUNK values.
+        let p = unsafe { stage.read(isa, chunk.as_ptr(), n) };
         for i in (0..n).step_by(lanes) {
             // SAFETY: i < n values remain; padding lanes read as 0, which is in range.
-            let v = unsafe { load_upto(isa, self.x.as_ptr().add(i), lanes.min(n - i), T::ZERO) };
+            let v = unsafe { load_upto(isa, p.add(i), lanes.min(n - i), T::ZERO) };
             bad = bad.max(V::<T, I>::select(v.lt(zero), one, zero));
             bad = bad.max(V::<T, I>::select(one.lt(v), one, zero));
             bad = bad.max(V::<T, I>::select(v.is_nan(), one, zero));
         }
-        bad.reduce_max() == T::ZERO
     }
+    bad.reduce_max() == T::ZERO
 }
 
 /// The per-element arithmetic of one element-wise loss; [`pointwise`] does the rest.
@@ -219,11 +232,11 @@ impl<T: Float> Terms<T> for Logits {
 /// `target`, both of `n` elements: `opts.weight` multiplies loss and gradient, the gradient
 /// is scaled by the upstream gradient (divided by `denominator` for `mean`), per-element
 /// losses go to `losses` for [`Reduction::None`]. Returns the loss sum and `denominator`.
-pub(crate) fn pointwise<T: Float, K: Terms<T>>(
-    mut io: Io<'_, T>,
-    target: &[T],
-    opts: &BinaryOptions<'_, T>,
-    losses: Option<&mut [T]>,
+pub(crate) fn pointwise<S: Storage, K: Terms<S::Compute>>(
+    mut io: Io<'_, S>,
+    target: &[S],
+    opts: &BinaryOptions<'_, S::Compute>,
+    losses: Option<&mut [S]>,
     kind: K,
     denominator: f64,
 ) -> Result<Partial, XentError> {
@@ -279,90 +292,123 @@ pub(crate) fn pointwise<T: Float, K: Terms<T>>(
 }
 
 /// One call's buffers and options.
-struct Job<'a, T, K> {
-    x: RawIn<T>,
-    target: RawIn<T>,
-    grad: Option<RawOut<T>>,
-    losses: Option<RawOut<T>>,
-    opts: BinaryOptions<'a, T>,
+struct Job<'a, S: Storage, K> {
+    x: RawIn<S>,
+    target: RawIn<S>,
+    grad: Option<RawOut<S>>,
+    losses: Option<RawOut<S>>,
+    opts: BinaryOptions<'a, S::Compute>,
     /// The uniform upstream gradient factor, or `None` when it is per element.
     grad_scale: Option<f64>,
     kind: K,
 }
 
-struct JobBlock<'j, 'a, T, K> {
-    job: &'j Job<'a, T, K>,
+struct JobBlock<'j, 'a, S: Storage, K> {
+    job: &'j Job<'a, S, K>,
     range: std::ops::Range<usize>,
 }
 
-impl<T: Float, K: Terms<T>> WithIsa for JobBlock<'_, '_, T, K> {
+impl<S: Storage, K: Terms<S::Compute>> WithIsa for JobBlock<'_, '_, S, K> {
     type Output = f64;
 
     #[inline(always)]
     fn run<I: Isa>(self, isa: I) -> f64 {
-        let job = self.job;
-        let lanes = V::<T, I>::LANES;
-        let (zero, one) = (
-            V::<T, I>::splat(isa, T::ZERO),
-            V::<T, I>::splat(isa, T::ONE),
-        );
-        let uniform = V::<T, I>::splat(isa, T::from_f64(job.grad_scale.unwrap_or(0.0)));
-        let per_element = match (job.grad_scale, job.opts.grad_output) {
-            (None, GradOutput::PerSample(go)) => go.as_ptr(),
-            _ => std::ptr::null(),
+        job_block::<S::Compute, S, K, I>(isa, self.job, self.range)
+    }
+}
+
+/// [`JobBlock`], with the compute type named. Staged storage is widened a chunk at a time
+/// (input and target) into stack buffers, and the chunk's losses and gradient narrowed
+/// from them.
+#[inline(always)]
+fn job_block<T: Float, S: Storage<Compute = T>, K: Terms<T>, I: Isa>(
+    isa: I,
+    job: &Job<'_, S, K>,
+    range: std::ops::Range<usize>,
+) -> f64 {
+    let lanes = V::<T, I>::LANES;
+    let (zero, one) = (
+        V::<T, I>::splat(isa, T::ZERO),
+        V::<T, I>::splat(isa, T::ONE),
+    );
+    let uniform = V::<T, I>::splat(isa, T::from_f64(job.grad_scale.unwrap_or(0.0)));
+    let per_element = match (job.grad_scale, job.opts.grad_output) {
+        (None, GradOutput::PerSample(go)) => go.as_ptr(),
+        _ => std::ptr::null(),
+    };
+    let mut wbuf = [T::ZERO; CHUNK];
+    let mut pbuf = [T::ZERO; CHUNK];
+    let staged = |used: bool| Stage::<S>::new(used, CHUNK);
+    let (mut xs, mut ts) = (staged(true), staged(true));
+    let (mut ls, mut gs) = (staged(job.losses.is_some()), staged(job.grad.is_some()));
+    let mut acc = V::<T, I>::wide_zero(isa);
+    let mut start = range.start;
+    while start < range.end {
+        let n = CHUNK.min(range.end - start);
+        let w = match job.opts.weight {
+            Some(b) => b.chunk(start, n, &mut wbuf),
+            None => std::ptr::null(),
         };
-        let mut wbuf = [T::ZERO; CHUNK];
-        let mut pbuf = [T::ZERO; CHUNK];
-        let mut acc = V::<T, I>::wide_zero(isa);
-        let mut start = self.range.start;
-        while start < self.range.end {
-            let n = CHUNK.min(self.range.end - start);
-            let w = match job.opts.weight {
-                Some(b) => b.chunk(start, n, &mut wbuf),
-                None => std::ptr::null(),
-            };
-            let pw = match job.opts.pos_weight {
-                Some(b) => b.chunk(start, n, &mut pbuf),
-                None => std::ptr::null(),
-            };
-            for i in (0..n).step_by(lanes) {
-                let k = lanes.min(n - i);
-                let at = start + i;
-                // SAFETY: elements at .. at+k lie inside every per-element buffer and inside
-                // the chunk buffers; each element is written by this block only.
-                unsafe {
-                    let x = load_upto(isa, job.x.ptr().add(at), k, T::ZERO);
-                    let t = load_upto(isa, job.target.ptr().add(at), k, T::ZERO);
-                    let pw = (!pw.is_null()).then(|| load_upto(isa, pw.add(i), k, T::ONE));
-                    let (mut loss, mut grad) = job.kind.terms(x, t, pw);
-                    if !w.is_null() {
-                        let w = load_upto(isa, w.add(i), k, T::ZERO);
-                        loss = loss.mul(w);
-                        grad = grad.mul(w);
-                    }
-                    if let Some(out) = job.losses {
-                        store_upto(loss, out.ptr().add(at), k);
-                    }
-                    if k == lanes {
-                        acc = loss.wide_add(acc);
+        let pw = match job.opts.pos_weight {
+            Some(b) => b.chunk(start, n, &mut pbuf),
+            None => std::ptr::null(),
+        };
+        let losses = job
+            .losses
+            .map_or(std::ptr::null_mut(), |l| l.ptr().wrapping_add(start));
+        let grads = job
+            .grad
+            .map_or(std::ptr::null_mut(), |g| g.ptr().wrapping_add(start));
+        // SAFETY: elements start .. start+n lie inside every per-element buffer; each stage
+        // holds a chunk.
+        let (xp, tp) = unsafe {
+            (
+                xs.read(isa, job.x.ptr().add(start), n),
+                ts.read(isa, job.target.ptr().add(start), n),
+            )
+        };
+        let (lp, gp) = (ls.write(losses), gs.write(grads));
+        for i in (0..n).step_by(lanes) {
+            let k = lanes.min(n - i);
+            // SAFETY: elements i .. i+k of the chunk lie inside every per-element buffer (or
+            // stage) and inside the chunk buffers; each element is written by this block only.
+            unsafe {
+                let x = load_upto(isa, xp.add(i), k, T::ZERO);
+                let t = load_upto(isa, tp.add(i), k, T::ZERO);
+                let pw = (!pw.is_null()).then(|| load_upto(isa, pw.add(i), k, T::ONE));
+                let (mut loss, mut grad) = job.kind.terms(x, t, pw);
+                if !w.is_null() {
+                    let w = load_upto(isa, w.add(i), k, T::ZERO);
+                    loss = loss.mul(w);
+                    grad = grad.mul(w);
+                }
+                if !lp.is_null() {
+                    store_upto(loss, lp.add(i), k);
+                }
+                if k == lanes {
+                    acc = loss.wide_add(acc);
+                } else {
+                    let live = live_lanes::<T, I>(isa, k).eq(one);
+                    acc = V::<T, I>::select(live, loss, zero).wide_add(acc);
+                }
+                if !gp.is_null() {
+                    let scale = if per_element.is_null() {
+                        uniform
                     } else {
-                        let live = live_lanes::<T, I>(isa, k).eq(one);
-                        acc = V::<T, I>::select(live, loss, zero).wide_add(acc);
-                    }
-                    if let Some(g) = job.grad {
-                        let scale = if per_element.is_null() {
-                            uniform
-                        } else {
-                            load_upto(isa, per_element.add(at), k, T::ZERO)
-                        };
-                        store_upto(grad.mul(scale), g.ptr().add(at), k);
-                    }
+                        load_upto(isa, per_element.add(start + i), k, T::ZERO)
+                    };
+                    store_upto(grad.mul(scale), gp.add(i), k);
                 }
             }
-            start += n;
         }
-        V::<T, I>::wide_sum(acc)
+        // SAFETY: as above.
+        unsafe {
+            ls.flush(isa, losses, n);
+            gs.flush(isa, grads, n);
+        }
+        start += n;
     }
+    V::<T, I>::wide_sum(acc)
 }
 
 /// torch's clamp of the gradient's denominator `p (1 - p)`: the C++ `float` 1e-12, in `T`
@@ -490,19 +536,19 @@ pub struct FocalOptions {
 /// computed from `e^-|x|` without cancellation, so the loss and gradient are finite for
 /// every finite logit. `opts.pos_weight` must be `None`. Otherwise as
 /// [`binary_cross_entropy_with_logits`].
-pub fn binary_focal_loss_with_logits<T: Float>(
-    io: Io<'_, T>,
-    target: &[T],
+pub fn binary_focal_loss_with_logits<S: Storage>(
+    io: Io<'_, S>,
+    target: &[S],
     focal: &FocalOptions,
-    opts: &BinaryOptions<'_, T>,
-    losses: Option<&mut [T]>,
+    opts: &BinaryOptions<'_, S::Compute>,
+    losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
     if opts.pos_weight.is_some() {
         return Err(XentError::Value(
             "binary_focal_loss_with_logits has no pos_weight".into(),
         ));
     }
-    let kind = Focal::new(focal)?;
+    let kind = Focal::<S::Compute>::new(focal)?;
     let n = io.len() as f64;
     pointwise(io, target, opts, losses, kind, n)
 }

@@ -21,7 +21,7 @@
 use std::ops::Range;
 
 use crate::error::{XentError, unravel};
-use crate::float::Float;
+use crate::float::{Float, Storage};
 use crate::interrupt;
 use crate::kernels::lanes::{Columns, MAX_LANES, V, from_f64_lanes, live_lanes, to_f64_lanes};
 use crate::kernels::rows::{Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows};
@@ -33,7 +33,7 @@ use crate::kernels::{
 };
 use crate::parallel;
 use crate::reduce::{self, pairwise_sum};
-use crate::simd::{self, Isa, Vector, WithIsa};
+use crate::simd::{self, Isa, Lane, Vector, WithIsa};
 
 /// Options of the multiclass losses.
 #[derive(Clone, Copy, Debug)]
@@ -72,13 +72,13 @@ impl<T> ClassOptions<'_, T> {
 /// one class index per row (`target_shape` is used to report positions). For
 /// [`Reduction::None`] the per-sample losses go to `losses`. Returns the sum of the losses and
 /// the `mean` denominator (whatever the reduction): [`Partial::reduce`] gives the reduced loss.
-pub fn cross_entropy<T: Float>(
-    io: Io<'_, T>,
+pub fn cross_entropy<S: Storage>(
+    io: Io<'_, S>,
     layout: Layout,
     targets: Targets<'_>,
     target_shape: &[usize],
-    opts: &ClassOptions<'_, T>,
-    losses: Option<&mut [T]>,
+    opts: &ClassOptions<'_, S::Compute>,
+    losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
     hard_target_loss(io, layout, targets, target_shape, opts, losses, |hard| {
         HardTarget {
@@ -103,14 +103,14 @@ pub fn cross_entropy<T: Float>(
 /// The gradient is cross entropy's with `w_y` replaced by
 /// `G = w_y ((1-p)^gamma - gamma p (1-p)^(gamma-1) lp)`: the derivative of the loss by `lp`,
 /// times `d lp / d x = onehot(y) - p`.
-pub fn focal_loss<T: Float>(
-    io: Io<'_, T>,
+pub fn focal_loss<S: Storage>(
+    io: Io<'_, S>,
     layout: Layout,
     targets: Targets<'_>,
     target_shape: &[usize],
-    opts: &ClassOptions<'_, T>,
+    opts: &ClassOptions<'_, S::Compute>,
     gamma: f64,
-    losses: Option<&mut [T]>,
+    losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
     // Written so that NaN fails too.
     if !(gamma >= 0.0 && gamma.is_finite()) {
@@ -136,13 +136,13 @@ pub fn focal_loss<T: Float>(
 
 /// Negative log-likelihood of log-probabilities `io`: like [`cross_entropy`] without the
 /// softmax (and without label smoothing).
-pub fn nll_loss<T: Float>(
-    io: Io<'_, T>,
+pub fn nll_loss<S: Storage>(
+    io: Io<'_, S>,
     layout: Layout,
     targets: Targets<'_>,
     target_shape: &[usize],
-    opts: &ClassOptions<'_, T>,
-    losses: Option<&mut [T]>,
+    opts: &ClassOptions<'_, S::Compute>,
+    losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
     if opts.label_smoothing != 0.0 {
         return Err(XentError::Value("nll_loss has no label smoothing".into()));
@@ -155,13 +155,14 @@ pub fn nll_loss<T: Float>(
     })
 }
 
-/// Soft-target (class probability) cross entropy: `targets` has the logits' layout.
-pub fn cross_entropy_soft<T: Float>(
-    mut io: Io<'_, T>,
+/// Soft-target (class probability) cross entropy: `targets` has the logits' layout (and
+/// storage).
+pub fn cross_entropy_soft<S: Storage>(
+    mut io: Io<'_, S>,
     layout: Layout,
-    targets: &[T],
-    opts: &ClassOptions<'_, T>,
-    losses: Option<&mut [T]>,
+    targets: &[S],
+    opts: &ClassOptions<'_, S::Compute>,
+    losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
     check_len("the target", targets.len(), layout.len())?;
     let rows = layout.rows();
@@ -175,7 +176,7 @@ pub fn cross_entropy_soft<T: Float>(
         // `-(t * log_softmax(x)).sum(class_axis)` (the row kernel would compute 0 * log 0);
         // torch's mean over an input with no elements is NaN. There is no gradient to write.
         if let Some(out) = losses {
-            out.fill(T::ZERO);
+            out.fill(S::narrow(<S::Compute as Lane>::ZERO));
         }
         return Ok(Partial {
             loss_sum: 0.0,
@@ -203,14 +204,14 @@ pub fn cross_entropy_soft<T: Float>(
 
 /// The hard-target losses: checks, then runs the kernel `kernel` makes of the targets and
 /// weights (cross entropy's or NLL's).
-fn hard_target_loss<'a, T: Float, K: RowKernel<T>>(
-    mut io: Io<'_, T>,
+fn hard_target_loss<'a, S: Storage, K: RowKernel<S::Compute>>(
+    mut io: Io<'_, S>,
     layout: Layout,
     targets: Targets<'a>,
     target_shape: &'a [usize],
-    opts: &'a ClassOptions<'a, T>,
-    losses: Option<&mut [T]>,
-    kernel: impl FnOnce(HardTargets<'a, T>) -> K,
+    opts: &'a ClassOptions<'a, S::Compute>,
+    losses: Option<&mut [S]>,
+    kernel: impl FnOnce(HardTargets<'a, S::Compute>) -> K,
 ) -> Result<Partial, XentError> {
     check_len("the target", targets.len(), layout.rows())?;
     check_common(&io, layout, opts, losses.as_deref())?;
@@ -250,11 +251,11 @@ fn hard_target_loss<'a, T: Float, K: RowKernel<T>>(
 }
 
 /// Checks the options that do not depend on the targets.
-fn check_common<T: Float>(
-    io: &Io<'_, T>,
+fn check_common<S: Storage>(
+    io: &Io<'_, S>,
     layout: Layout,
-    opts: &ClassOptions<'_, T>,
-    losses: Option<&[T]>,
+    opts: &ClassOptions<'_, S::Compute>,
+    losses: Option<&[S]>,
 ) -> Result<(), XentError> {
     check_len("the input", io.len(), layout.len())?;
     if let Some(w) = opts.weight
@@ -308,11 +309,11 @@ fn check_common<T: Float>(
 
 /// Runs the kernel: the per-row losses go to `losses` when given, and their sum comes back
 /// with the `mean` denominator either way.
-fn finish<T: Float, K: RowKernel<T>>(
+fn finish<S: Storage, K: RowKernel<S::Compute>>(
     layout: Layout,
     kernel: &K,
-    buffers: RowBuffers<T>,
-    losses: Option<&mut [T]>,
+    buffers: RowBuffers<S>,
+    losses: Option<&mut [S]>,
     denominator: f64,
 ) -> Result<Partial, XentError> {
     let results = match losses {

@@ -13,7 +13,7 @@
 //! passes the denominator.
 
 use crate::error::XentError;
-use crate::float::Float;
+use crate::float::{Float, Storage};
 use crate::kernels::binary::{BinaryOptions, Terms, pointwise};
 use crate::kernels::lanes::V;
 use crate::kernels::{GradOutput, Io, Partial, Reduction};
@@ -36,11 +36,11 @@ pub struct KlOptions<'a, T> {
 /// KL divergence of log-probabilities `io` (gradient written unless [`Io::Read`]) from
 /// `target` (same length). Per-element losses go to `losses` for [`Reduction::None`];
 /// returns their sum and `opts.denominator` whatever the reduction.
-pub fn kl_div<T: Float>(
-    io: Io<'_, T>,
-    target: &[T],
-    opts: &KlOptions<'_, T>,
-    losses: Option<&mut [T]>,
+pub fn kl_div<S: Storage>(
+    io: Io<'_, S>,
+    target: &[S],
+    opts: &KlOptions<'_, S::Compute>,
+    losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
     let driver = BinaryOptions {
         weight: None,

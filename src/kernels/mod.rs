@@ -10,8 +10,11 @@ pub mod kl_div;
 pub mod log_loss;
 pub mod softmax;
 
+#[cfg(test)]
+mod bf16;
 mod lanes;
 mod rows;
+mod stage;
 mod stats;
 #[cfg(test)]
 mod testing;

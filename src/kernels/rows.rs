@@ -15,17 +15,24 @@
 //! Rows are cut into data-sized blocks run on the private pool; each block runs with the CPU's
 //! instruction set via [`crate::simd::dispatch`]. Each row yields one `f64` (a loss, a
 //! logsumexp, or nothing) that is stored per row or summed per block in row order.
+//!
+//! The buffers hold a [`Storage`]: the kernels' own float, read and written in place, or
+//! bfloat16, which each layout widens where it already copies (the tile, the strided span,
+//! the gathered row) or, for contiguous rows, into one row of scratch, and narrows back
+//! after the kernel ran ([`Stage`]). Kernels see `f32` either way, with the same lane groups
+//! and tiles: a bfloat16 result is the `f32` result on the same values, rounded.
 
 use std::ops::Range;
 
 use crate::error::XentError;
-use crate::float::Float;
-use crate::kernels::lanes::{Columns, V};
+use crate::float::{Float, Storage};
+use crate::kernels::lanes::{Columns, MAX_LANES, V};
+use crate::kernels::stage::Stage;
 use crate::kernels::stats::{load_upto, map_row, store_upto};
 use crate::kernels::{Layout, RawIn, RawOut};
 use crate::parallel;
 use crate::reduce::pairwise_sum;
-use crate::simd::{self, Isa, Paired, Vector, WithIsa};
+use crate::simd::{self, Isa, Lane, Paired, Vector, WithIsa};
 
 /// Rows per transposed tile; a multiple of every lane count. One lane group of a pair of
 /// AVX-512 vectors: transposing and computing alternate finely enough for the loads of one
@@ -125,7 +132,7 @@ impl<T: Float> Tile<T> {
     /// The lane group starting at lane `g` of the tile (classes `stride` apart), for a call
     /// whose buffers are `p` (a second input and an output only where the call has them).
     #[inline(always)]
-    fn group(&mut self, p: Ptrs<T>, g: usize, stride: usize) -> Columns<T> {
+    fn group<S>(&mut self, p: Ptrs<S>, g: usize, stride: usize) -> Columns<T> {
         let len = self.len;
         let base = self.buf.as_mut_ptr();
         // g < stride <= len keeps every offset inside its buffer of the tile, except with no
@@ -201,22 +208,22 @@ pub(crate) struct RowBuffers<T> {
 
 /// Runs `kernel` on every row of `layout`; returns the sum of the row results when asked to
 /// store or sum them (else 0).
-pub(crate) fn run_rows<T: Float, K: RowKernel<T>>(
+pub(crate) fn run_rows<S: Storage, K: RowKernel<S::Compute>>(
     layout: Layout,
     kernel: &K,
-    buffers: RowBuffers<T>,
-    results: RowResults<T>,
+    buffers: RowBuffers<S>,
+    results: RowResults<S>,
 ) -> Result<f64, XentError> {
     run_checked_rows(layout, kernel, buffers, results).map(|(sum, _)| sum)
 }
 
 /// [`run_rows`], also returning the sum of the blocks' [`RowKernel::check_rows`] values, or
 /// the error of the first block whose check fails.
-pub(crate) fn run_checked_rows<T: Float, K: RowKernel<T>>(
+pub(crate) fn run_checked_rows<S: Storage, K: RowKernel<S::Compute>>(
     layout: Layout,
     kernel: &K,
-    buffers: RowBuffers<T>,
-    results: RowResults<T>,
+    buffers: RowBuffers<S>,
+    results: RowResults<S>,
 ) -> Result<(f64, f64), XentError> {
     let rows = layout.rows();
     if rows == 0 {
@@ -264,25 +271,25 @@ const STREAM_BYTES: usize = 16 << 20;
 /// Whether kernels may write the output of a call with non-temporal stores: when it is large
 /// (it would not stay in the caches anyway, and a normal store first reads each line it
 /// writes) and not the input itself (whose lines the kernel has just read).
-fn stream_output<T: Float>(buffers: &RowBuffers<T>, elements: usize) -> bool {
+fn stream_output<S: Storage>(buffers: &RowBuffers<S>, elements: usize) -> bool {
     buffers.out.is_some_and(|out| {
         !std::ptr::eq(out.ptr().cast_const(), buffers.x.ptr())
-            && elements * std::mem::size_of::<T>() >= STREAM_BYTES
+            && elements * std::mem::size_of::<S>() >= STREAM_BYTES
     })
 }
 
 /// One block of rows, run with one instruction set.
-struct Block<'k, T, K> {
+struct Block<'k, S, K> {
     layout: Layout,
     kernel: &'k K,
-    buffers: RowBuffers<T>,
-    results: RowResults<T>,
+    buffers: RowBuffers<S>,
+    results: RowResults<S>,
     range: Range<usize>,
     by_rows: bool,
     stream: bool,
 }
 
-impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
+impl<S: Storage, K: RowKernel<S::Compute>> WithIsa for Block<'_, S, K> {
     type Output = f64;
 
     #[inline(always)]
@@ -307,30 +314,41 @@ impl<T: Float, K: RowKernel<T>> WithIsa for Block<'_, T, K> {
 
 /// Stores or sums row results. Lane results are summed lane-wise in f64 and reduced once
 /// at the end of the block.
-struct Accumulator<T: Float, I: Isa> {
-    results: RowResults<T>,
+struct Accumulator<S: Storage, I: Isa> {
+    results: RowResults<S>,
     sum: f64,
-    lanes: <V<T, I> as Vector>::Wide,
+    lanes: <V<S::Compute, I> as Vector>::Wide,
 }
 
-impl<T: Float, I: Isa> Accumulator<T, I> {
-    fn new(isa: I, results: RowResults<T>) -> Self {
+impl<S: Storage, I: Isa> Accumulator<S, I> {
+    fn new(isa: I, results: RowResults<S>) -> Self {
         Accumulator {
             results,
             sum: 0.0,
-            lanes: V::<T, I>::wide_zero(isa),
+            lanes: V::<S::Compute, I>::wide_zero(isa),
         }
     }
 
     /// Takes the results of the `valid` rows from `r0` on, one per lane (padding lanes are 0).
     #[inline(always)]
-    fn push_lanes(&mut self, r0: usize, valid: usize, values: V<T, I>) {
+    fn push_lanes(&mut self, r0: usize, valid: usize, values: V<S::Compute, I>) {
         match self.results {
             RowResults::Discard => {}
             // SAFETY: rows r0 .. r0+valid belong to this block; each is stored by it only.
             RowResults::Store(out) => {
-                // SAFETY: as above.
-                unsafe { store_upto(values, out.ptr().add(r0), valid) };
+                let to = out.ptr().wrapping_add(r0);
+                match S::in_place_mut(to) {
+                    // SAFETY: as above.
+                    Some(to) => unsafe { store_upto(values, to, valid) },
+                    None => {
+                        let mut wide = [<S::Compute as Lane>::ZERO; MAX_LANES];
+                        // SAFETY: `valid` values fit in `wide`; as above for `to`.
+                        unsafe {
+                            store_upto(values, wide.as_mut_ptr(), valid);
+                            S::narrow_n(values.isa(), wide.as_ptr(), to, valid);
+                        }
+                    }
+                }
                 self.lanes = values.wide_add(self.lanes);
             }
             RowResults::Sum => self.lanes = values.wide_add(self.lanes),
@@ -343,8 +361,10 @@ impl<T: Float, I: Isa> Accumulator<T, I> {
             RowResults::Discard => {}
             // SAFETY: `r` is a row of this block; each row is stored by one block only.
             RowResults::Store(out) => {
+                // Rounded to the kernels' float first, as a result computed in it would be.
+                let v = S::narrow(<S::Compute as Lane>::from_f64(value));
                 // SAFETY: as above.
-                unsafe { out.ptr().add(r).write(T::from_f64(value)) };
+                unsafe { out.ptr().add(r).write(v) };
                 self.sum += value;
             }
             RowResults::Sum => self.sum += value,
@@ -353,12 +373,12 @@ impl<T: Float, I: Isa> Accumulator<T, I> {
 
     /// The block's sum.
     fn total(self) -> f64 {
-        self.sum + V::<T, I>::wide_sum(self.lanes)
+        self.sum + V::<S::Compute, I>::wide_sum(self.lanes)
     }
 }
 
-impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
-    fn base(&self) -> Ptrs<T> {
+impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
+    fn base(&self) -> Ptrs<S> {
         Ptrs {
             x: self.buffers.x.ptr(),
             x2: self.buffers.x2.map_or(std::ptr::null(), |b| b.ptr()),
@@ -370,45 +390,75 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
 
     /// Contiguous rows, one at a time, each handed the next row of the block to prefetch when
     /// rows are long.
+    ///
+    /// Staged storage widens each row into one row of scratch, which the kernel overwrites
+    /// with its output (in place, as kernels allow) before it is narrowed into the output.
     #[inline(always)]
-    fn run_by_rows<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, Paired<I>>) {
+    fn run_by_rows<I: Isa>(&self, isa: I, acc: &mut Accumulator<S, Paired<I>>) {
         let classes = self.layout.classes;
         let base = self.base();
-        let prefetch = classes * std::mem::size_of::<T>() >= PREFETCH_ROW_BYTES;
+        let prefetch = S::IN_PLACE && classes * std::mem::size_of::<S>() >= PREFETCH_ROW_BYTES;
+        let mut x = Stage::<S>::new(true, classes);
+        let mut x2 = Stage::<S>::new(!base.x2.is_null(), classes);
         for r in self.range.clone() {
             // SAFETY: row r spans elements r*C .. (r+1)*C of every buffer.
-            let mut p = unsafe { base.add(r * classes) };
+            let p = unsafe { base.add(r * classes) };
+            // SAFETY: as above; each stage holds a row.
+            let mut row = unsafe {
+                Ptrs {
+                    x: x.read(isa, p.x, classes),
+                    x2: x2.read(isa, p.x2, classes),
+                    out: x.write(p.out),
+                    stream: p.stream && S::IN_PLACE,
+                    ahead: std::ptr::null(),
+                }
+            };
             if prefetch && r + 1 < self.range.end {
                 // SAFETY: row r + 1 is in the block, so in the input.
-                p.ahead = unsafe { p.x.add(classes) };
+                row.ahead = S::in_place(unsafe { p.x.add(classes) }).unwrap_or(std::ptr::null());
             }
-            acc.push(r, self.kernel.row(isa, r, p, classes));
+            acc.push(r, self.kernel.row(isa, r, row, classes));
+            // SAFETY: as above.
+            unsafe { x.flush(isa, p.out, classes) };
         }
     }
 
     /// Few classes, class axis last: `TILE_ROWS` rows at a time are transposed into a tile of
     /// columns (a vector transpose per vector of rows), processed in lane groups of a
     /// [`Paired`] vector, and transposed back.
+    ///
+    /// Staged storage widens the tile's rows into scratch before they are transposed, and
+    /// narrows the rows transposed back from the tile's output.
     #[inline(always)]
-    fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, Paired<I>>) {
+    fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<S, Paired<I>>) {
         let classes = self.layout.classes;
         let pair = Paired::new(isa);
-        let lanes = V::<T, Paired<I>>::LANES;
+        let lanes = V::<S::Compute, Paired<I>>::LANES;
         let base = self.base();
         let mut tile = Tile::new(classes * TILE_ROWS);
+        let mut x = Stage::<S>::new(true, classes * TILE_ROWS);
+        let mut x2 = Stage::<S>::new(!base.x2.is_null(), classes * TILE_ROWS);
         for r0 in self.range.clone().step_by(TILE_ROWS) {
             let n = TILE_ROWS.min(self.range.end - r0);
             // SAFETY: rows r0 .. r0+n lie inside every buffer.
             let p = unsafe { base.add(r0 * classes) };
             let (tx, tx2) = tile.inputs();
             // The rest of the block's rows may be read too (and then ignored): no other
-            // thread writes them, and this one writes them only later.
-            let readable = (self.range.end - r0) * classes;
-            // SAFETY: the block's rows from r0 on are readable at p.x (and p.x2).
+            // thread writes them, and this one writes them only later. Scratch holds the
+            // tile's rows only.
+            let readable = if S::IN_PLACE {
+                (self.range.end - r0) * classes
+            } else {
+                n * classes
+            };
+            // SAFETY: the block's rows from r0 on are readable at p.x (and p.x2); the stages
+            // hold a tile's rows.
             unsafe {
-                transpose_in::<T, I>(isa, p.x, tx, n, readable, classes);
+                let from = x.read(isa, p.x, n * classes);
+                transpose_in::<S::Compute, I>(isa, from, tx, n, readable, classes);
                 if !p.x2.is_null() {
-                    transpose_in::<T, I>(isa, p.x2, tx2, n, readable, classes);
+                    let from = x2.read(isa, p.x2, n * classes);
+                    transpose_in::<S::Compute, I>(isa, from, tx2, n, readable, classes);
                 }
             }
             for g in (0..n).step_by(lanes) {
@@ -418,8 +468,13 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
                 acc.push_lanes(r0 + g, valid, values);
             }
             if !p.out.is_null() {
-                // SAFETY: n rows of `classes` values are writable at p.out.
-                unsafe { transpose_out::<T, I>(isa, tile.output(), p.out, n, classes) };
+                // The input is in the tile by now: its stage is free for the output.
+                let to = x.write(p.out);
+                // SAFETY: n rows of `classes` values are writable at p.out, and fit the stage.
+                unsafe {
+                    transpose_out::<S::Compute, I>(isa, tile.output(), to, n, classes);
+                    x.flush(isa, p.out, n * classes);
+                }
             }
         }
     }
@@ -430,12 +485,12 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
     /// classes as integers (the lane groups count them in the element type, exact in float32
     /// only up to 2^24).
     #[inline(always)]
-    fn run_gathered<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, Paired<I>>) {
+    fn run_gathered<I: Isa>(&self, isa: I, acc: &mut Accumulator<S, Paired<I>>) {
         let Layout { classes, inner, .. } = self.layout;
         let base = self.base();
         let scratch = |used: bool| {
             if used {
-                vec![T::ZERO; classes]
+                vec![<S::Compute as Lane>::ZERO; classes]
             } else {
                 Vec::new()
             }
@@ -456,9 +511,13 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             }
             let row = Ptrs {
                 x: x.as_ptr(),
-                x2: if p.x2.is_null() { p.x2 } else { x2.as_ptr() },
+                x2: if p.x2.is_null() {
+                    std::ptr::null()
+                } else {
+                    x2.as_ptr()
+                },
                 out: if p.out.is_null() {
-                    p.out
+                    std::ptr::null_mut()
                 } else {
                     out.as_mut_ptr()
                 },
@@ -469,7 +528,7 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             if !p.out.is_null() {
                 for (c, v) in out.iter().enumerate() {
                     // SAFETY: as above, for the output.
-                    unsafe { p.out.add(c * inner).write(*v) };
+                    unsafe { p.out.add(c * inner).write(S::narrow(*v)) };
                 }
             }
         }
@@ -480,16 +539,16 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
     /// classes lie `inner` values apart in memory, often a large power of two, which would map
     /// every class of a lane group onto the same cache set.
     #[inline(always)]
-    fn run_strided<I: Isa>(&self, isa: I, acc: &mut Accumulator<T, Paired<I>>) {
+    fn run_strided<I: Isa>(&self, isa: I, acc: &mut Accumulator<S, Paired<I>>) {
         let Layout { classes, inner, .. } = self.layout;
         let pair = Paired::new(isa);
-        let lanes = V::<T, Paired<I>>::LANES;
+        let lanes = V::<S::Compute, Paired<I>>::LANES;
         let base = self.base();
         let span = (STRIDED_TILE / classes.max(1)).clamp(lanes, STRIDED_SPAN) / lanes * lanes;
         // The tile's classes lie `pitch` values apart: an odd number of cache lines, so that
         // they spread over the L1 cache's sets (a pitch of 1536 f32 puts every other class in
         // the same few sets: W5 `log_softmax` +20 %).
-        let line = 64 / std::mem::size_of::<T>();
+        let line = 64 / std::mem::size_of::<S::Compute>();
         let pitch = (span.div_ceil(line) | 1) * line;
         let mut tile = Tile::new(classes * pitch);
         let mut r = self.range.start;
@@ -502,9 +561,9 @@ impl<T: Float, K: RowKernel<T>> Block<'_, T, K> {
             let (tx, tx2) = tile.inputs();
             // SAFETY: as above, for the inputs.
             unsafe {
-                copy_span_in(p.x, inner, tx, pitch, width, classes);
+                copy_span_in(isa, p.x, inner, tx, pitch, width, classes);
                 if !p.x2.is_null() {
-                    copy_span_in(p.x2, inner, tx2, pitch, width, classes);
+                    copy_span_in(isa, p.x2, inner, tx2, pitch, width, classes);
                 }
             }
             for g in (0..width).step_by(lanes) {
@@ -545,54 +604,54 @@ const STRIDED_SPAN: usize = 2048;
 /// Values a strided tile aims to hold (per buffer), to stay in the L2 cache.
 const STRIDED_TILE: usize = 32768;
 
-/// Copies the values `src[c * stride]` of every class `c` into `row`.
+/// Copies (widens) the values `src[c * stride]` of every class `c` into `row`.
 ///
 /// # Safety
 /// `src + c * stride` must be readable for every `c < row.len()`.
 #[inline(always)]
-unsafe fn gather<T: Float>(src: *const T, stride: usize, row: &mut [T]) {
+unsafe fn gather<S: Storage>(src: *const S, stride: usize, row: &mut [S::Compute]) {
     for (c, v) in row.iter_mut().enumerate() {
         // SAFETY: see the function's contract.
-        *v = unsafe { *src.add(c * stride) };
+        *v = unsafe { *src.add(c * stride) }.widen();
     }
 }
 
-/// Copies `width` positions of each of `classes` rows `stride` apart into `tile`, `span` apart,
-/// zero-filling each row of the tile past `width`.
+/// Copies (widens) `width` positions of each of `classes` rows `stride` apart into `tile`,
+/// `span` apart, zero-filling each row of the tile past `width`.
 ///
 /// # Safety
 /// `src + c * stride` must be readable for `width` values for every class `c`.
 #[inline(always)]
-unsafe fn copy_span_in<T: Float>(
-    src: *const T,
+unsafe fn copy_span_in<S: Storage, I: Isa>(
+    isa: I,
+    src: *const S,
     stride: usize,
-    tile: &mut [T],
+    tile: &mut [S::Compute],
     span: usize,
     width: usize,
     classes: usize,
 ) {
     for c in 0..classes {
         let row = &mut tile[c * span..(c + 1) * span];
-        // SAFETY: see the function's contract.
-        let from = unsafe { std::slice::from_raw_parts(src.add(c * stride), width) };
-        row[..width].copy_from_slice(from);
-        row[width..].fill(T::ZERO);
+        // SAFETY: see the function's contract; the tile's row holds `span >= width` values.
+        unsafe { S::widen_n(isa, src.add(c * stride), row.as_mut_ptr(), width) };
+        row[width..].fill(<S::Compute as Lane>::ZERO);
     }
 }
 
 /// The inverse of [`copy_span_in`] for an output tile. With `stream`, whole aligned vectors go
 /// out with non-temporal stores (see [`map_row`]): a large output is then not read into the
-/// caches before it is overwritten.
+/// caches before it is overwritten. Staged storage is narrowed with plain stores.
 ///
 /// # Safety
 /// `dst + c * stride` must be writable for `width` values for every class `c`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn copy_span_out<T: Float, I: Isa>(
+unsafe fn copy_span_out<S: Storage, I: Isa>(
     isa: I,
-    tile: &[T],
+    tile: &[S::Compute],
     span: usize,
-    dst: *mut T,
+    dst: *mut S,
     stride: usize,
     width: usize,
     classes: usize,
@@ -602,12 +661,11 @@ unsafe fn copy_span_out<T: Float, I: Isa>(
         let from = &tile[c * span..c * span + width];
         // SAFETY: see the function's contract.
         let to = unsafe { dst.add(c * stride) };
-        if stream {
+        match S::in_place_mut(to) {
             // SAFETY: see the function's contract.
-            unsafe { map_row(isa, from.as_ptr(), to, width, true, |v| v) };
-        } else {
+            Some(to) if stream => unsafe { map_row(isa, from.as_ptr(), to, width, true, |v| v) },
             // SAFETY: see the function's contract.
-            unsafe { std::slice::from_raw_parts_mut(to, width) }.copy_from_slice(from);
+            _ => unsafe { S::narrow_n(isa, from.as_ptr(), to, width) },
         }
     }
 }

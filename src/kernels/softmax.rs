@@ -7,7 +7,7 @@
 //! for a row of `-inf`, `+inf` for a row holding `+inf`, NaN for a row holding NaN.
 
 use crate::error::XentError;
-use crate::float::Float;
+use crate::float::{Float, Storage};
 use crate::interrupt;
 use crate::kernels::lanes::{Columns, MAX_LANES, V, from_f64_lanes, to_f64_lanes};
 use crate::kernels::rows::{Ptrs, RowBuffers, RowKernel, RowResults, run_rows};
@@ -18,16 +18,20 @@ use crate::kernels::{Io, Layout, RawIn, RawOut, check_len};
 use crate::simd::{Isa, Vector};
 
 /// Writes `log_softmax(x)` along the class axis of `layout`.
-pub fn log_softmax<T: Float>(io: Io<'_, T>, layout: Layout) -> Result<(), XentError> {
+pub fn log_softmax<S: Storage>(io: Io<'_, S>, layout: Layout) -> Result<(), XentError> {
     normalize(io, layout, &Normalize { log: true })
 }
 
 /// Writes `softmax(x)` along the class axis of `layout`.
-pub fn softmax<T: Float>(io: Io<'_, T>, layout: Layout) -> Result<(), XentError> {
+pub fn softmax<S: Storage>(io: Io<'_, S>, layout: Layout) -> Result<(), XentError> {
     normalize(io, layout, &Normalize { log: false })
 }
 
-fn normalize<T: Float>(mut io: Io<'_, T>, layout: Layout, k: &Normalize) -> Result<(), XentError> {
+fn normalize<S: Storage>(
+    mut io: Io<'_, S>,
+    layout: Layout,
+    k: &Normalize,
+) -> Result<(), XentError> {
     check_len("the input", io.len(), layout.len())?;
     if !io.writes() {
         return Err(XentError::Value(
@@ -45,7 +49,7 @@ fn normalize<T: Float>(mut io: Io<'_, T>, layout: Layout, k: &Normalize) -> Resu
 }
 
 /// Writes `logsumexp(x)` along the class axis of `layout`, one value per row, into `out`.
-pub fn logsumexp<T: Float>(x: &[T], layout: Layout, out: &mut [T]) -> Result<(), XentError> {
+pub fn logsumexp<S: Storage>(x: &[S], layout: Layout, out: &mut [S]) -> Result<(), XentError> {
     check_len("the input", x.len(), layout.len())?;
     check_len("the output", out.len(), layout.rows())?;
     let buffers = RowBuffers {
@@ -64,31 +68,31 @@ pub fn logsumexp<T: Float>(x: &[T], layout: Layout, out: &mut [T]) -> Result<(),
 
 /// Writes the vector-Jacobian product of `log_softmax`: `g - exp(y) Σ g`, where
 /// `y = log_softmax(x)` is `output` and `g` is `grad`.
-pub fn log_softmax_backward<T: Float>(
-    grad: &[T],
-    output: &[T],
+pub fn log_softmax_backward<S: Storage>(
+    grad: &[S],
+    output: &[S],
     layout: Layout,
-    out: &mut [T],
+    out: &mut [S],
 ) -> Result<(), XentError> {
     backward(grad, output, layout, out, Backward { log: true })
 }
 
 /// Writes the vector-Jacobian product of `softmax`: `y (g - Σ g y)`, where `y = softmax(x)`
 /// is `output` and `g` is `grad`.
-pub fn softmax_backward<T: Float>(
-    grad: &[T],
-    output: &[T],
+pub fn softmax_backward<S: Storage>(
+    grad: &[S],
+    output: &[S],
     layout: Layout,
-    out: &mut [T],
+    out: &mut [S],
 ) -> Result<(), XentError> {
     backward(grad, output, layout, out, Backward { log: false })
 }
 
-fn backward<T: Float>(
-    grad: &[T],
-    output: &[T],
+fn backward<S: Storage>(
+    grad: &[S],
+    output: &[S],
     layout: Layout,
-    out: &mut [T],
+    out: &mut [S],
     k: Backward,
 ) -> Result<(), XentError> {
     check_len("grad_output", grad.len(), layout.len())?;

@@ -1,25 +1,119 @@
 //! Extraction of NumPy arrays at the edge: dtype dispatch, contiguity, shapes, outputs.
 //!
-//! The Python layer hands over C-contiguous float32/float64 arrays; everything is still
-//! checked here, so the private module cannot be misused into undefined behaviour.
+//! The Python layer hands over C-contiguous float32/float64/bfloat16 arrays; everything is
+//! still checked here, so the private module cannot be misused into undefined behaviour.
+//!
+//! bfloat16 is `ml_dtypes.bfloat16`, a NumPy dtype that NumPy itself does not define: it is
+//! recognised by its name (so `ml_dtypes` is never imported to look at other arrays), its
+//! dtype object remembered, and arrays of it read and made as [`Bf16`].
+
+use std::borrow::Cow;
 
 use numpy::{
-    Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    Element, PyArrayDescr, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
     PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 use super::allocator;
 use crate::error::{XentError, format_index};
-use crate::float::Float;
+use crate::float::{Bf16, Storage};
 use crate::kernels::{Layout, Targets};
 
-/// A float32 or float64 array: the one dtype dispatch of every entry point.
+/// A float32, float64 or bfloat16 array: the one dtype dispatch of every entry point.
 pub(crate) enum FloatArray<'py> {
     /// float32.
     F32(Bound<'py, PyArrayDyn<f32>>),
     /// float64.
     F64(Bound<'py, PyArrayDyn<f64>>),
+    /// bfloat16 (`ml_dtypes.bfloat16`), computed in float32.
+    Bf16(Bound<'py, PyArrayDyn<Bf16>>),
+}
+
+/// A dtype the entry points take: a NumPy element that the kernels store.
+pub(crate) trait Dtype: Element + Storage {
+    /// NumPy's name for it, for messages.
+    const NAME: &'static str;
+
+    /// A reduced loss (a float64 sum or mean) as the Python float handed back for this dtype,
+    /// which the Python layer makes a scalar of the dtype: unchanged where that rounds it
+    /// once, as a computation in the dtype would.
+    fn reduced(v: f64) -> f64 {
+        v
+    }
+}
+
+impl Dtype for f32 {
+    const NAME: &'static str = "float32";
+}
+
+impl Dtype for f64 {
+    const NAME: &'static str = "float64";
+}
+
+impl Dtype for Bf16 {
+    const NAME: &'static str = "bfloat16";
+
+    /// Rounded to float32, the type bfloat16 is computed in, then to bfloat16 (exact in the
+    /// float): rounding the float64 value to bfloat16 at once would differ where float32
+    /// lands on a tie.
+    fn reduced(v: f64) -> f64 {
+        Bf16::narrow(v as f32).widen() as f64
+    }
+}
+
+/// The bfloat16 dtype object, from the first bfloat16 array seen.
+static BFLOAT16: PyOnceLock<Py<PyArrayDescr>> = PyOnceLock::new();
+
+/// Whether `dtype` is `ml_dtypes.bfloat16` (by name and size: a user-defined NumPy dtype).
+fn is_bfloat16(dtype: &Bound<'_, PyArrayDescr>) -> bool {
+    dtype.kind() == b'V'
+        && dtype.itemsize() == 2
+        && dtype
+            .getattr("name")
+            .and_then(|n| n.extract::<String>())
+            .is_ok_and(|n| n == "bfloat16")
+}
+
+// SAFETY: `Bf16` is a transparent `u16`, plain data like the bfloat16 it describes (2 bytes,
+// any bit pattern valid), and `get_dtype` describes exactly that.
+unsafe impl Element for Bf16 {
+    const IS_COPY: bool = true;
+
+    /// The bfloat16 dtype remembered from an input. Arrays of it are only made, and only
+    /// looked for, once an input of that dtype was seen ([`float_array`]); before that no
+    /// bfloat16 array exists in this process, and `ml_dtypes` is asked for it.
+    fn get_dtype(py: Python<'_>) -> Bound<'_, PyArrayDescr> {
+        if let Some(d) = BFLOAT16.get(py) {
+            return d.bind(py).clone();
+        }
+        py.import("ml_dtypes")
+            .and_then(|m| m.getattr("bfloat16"))
+            .and_then(|t| PyArrayDescr::new(py, &t))
+            .inspect(|d| {
+                let _ = BFLOAT16.set(py, d.clone().unbind());
+            })
+            // Without ml_dtypes no array is of this dtype: an opaque 2-byte dtype that none
+            // matches.
+            .or_else(|_| PyArrayDescr::new(py, "V2"))
+            .unwrap_or_else(|_| PyArrayDescr::object(py))
+    }
+
+    fn clone_ref(&self, _py: Python<'_>) -> Self {
+        *self
+    }
+}
+
+/// `values` as the kernels' float: borrowed when they already are, else widened into a copy
+/// (only for the small operands: per-class and per-sample weights, a per-sample upstream
+/// gradient, broadcast values).
+pub(crate) fn widened<S: Storage>(values: &[S]) -> Cow<'_, [S::Compute]> {
+    match S::in_place(values.as_ptr()) {
+        // SAFETY: `S` is its compute type: the same values, borrowed for as long.
+        Some(p) => Cow::Borrowed(unsafe { std::slice::from_raw_parts(p, values.len()) }),
+        None => Cow::Owned(values.iter().map(|v| v.widen()).collect()),
+    }
 }
 
 /// The NumPy dtype name of `obj` (for messages), saying so when it is not in native byte
@@ -45,24 +139,28 @@ pub(crate) fn float_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<
     if let Ok(a) = obj.cast::<PyArrayDyn<f64>>() {
         return Ok(FloatArray::F64(a.clone()));
     }
+    if let Ok(a) = obj.cast::<PyUntypedArray>()
+        && is_bfloat16(&a.dtype())
+    {
+        let _ = BFLOAT16.set(obj.py(), a.dtype().unbind());
+        if let Ok(a) = obj.cast::<PyArrayDyn<Bf16>>() {
+            return Ok(FloatArray::Bf16(a.clone()));
+        }
+    }
     Err(XentError::Type(format!(
-        "{what} must be a float16, float32 or float64 array, got dtype {}",
+        "{what} must be a float16, bfloat16, float32 or float64 array, got dtype {}",
         dtype_name(obj)
     ))
     .into())
 }
 
-/// NumPy's name for the dtype of `T`, for messages (`Float` is `f32` or `f64` only).
-pub(crate) fn float_name<T: Float>() -> &'static str {
-    if std::mem::size_of::<T>() == 4 {
-        "float32"
-    } else {
-        "float64"
-    }
+/// NumPy's name for the dtype of `T`, for messages.
+pub(crate) fn float_name<T: Dtype>() -> &'static str {
+    T::NAME
 }
 
 /// `obj` as an array of `T`, else a `TypeError` naming `what`.
-pub(crate) fn typed<'py, T: Element + Float>(
+pub(crate) fn typed<'py, T: Dtype>(
     obj: &Bound<'py, PyAny>,
     what: &str,
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
@@ -203,7 +301,7 @@ pub(crate) enum Output<'py, T: Element> {
 /// (`TypeError`), the input's shape, C-contiguous, aligned, writable, and either the input
 /// itself or not overlapping it (`ValueError`). Unlike an input, an output that is none of
 /// these cannot be converted: it is written in place.
-pub(crate) fn output<'py, T: Element + Float>(
+pub(crate) fn output<'py, T: Dtype>(
     obj: &Bound<'py, PyAny>,
     what: &str,
     input: &Bound<'py, PyArrayDyn<T>>,

@@ -5,6 +5,8 @@
 //! accumulators: the same pass, returning a [`PartialResult`] (the loss sum, the `mean`
 //! denominator, the number of loss terms and optionally the per-sample losses), never reduced.
 
+use std::borrow::Cow;
+
 use numpy::{
     Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods, npyffi,
 };
@@ -13,14 +15,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyTuple};
 
 use crate::error::{XentError, format_index};
-use crate::float::Float;
 use crate::kernels::binary::{self, BinaryOptions, Broadcast, FocalOptions};
 use crate::kernels::cross_entropy::{self as ce, ClassOptions};
 use crate::kernels::kl_div::{self as kl, KlOptions};
 use crate::kernels::{GradOutput, Io, Layout, Partial, Reduction};
 use crate::py::arrays::{
-    Axis, FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array,
-    float_name, layout, output, readonly, slice, slice_mut, typed, uninit, without_axis,
+    Axis, Dtype, FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name,
+    float_array, float_name, layout, output, readonly, slice, slice_mut, typed, uninit, widened,
+    without_axis,
 };
 use crate::py::gil::detached;
 
@@ -307,6 +309,8 @@ struct Scored<'py> {
     count: usize,
     losses: Option<Bound<'py, PyAny>>,
     grad: Option<Bound<'py, PyAny>>,
+    /// The input dtype's [`Dtype::reduced`].
+    reduced: fn(f64) -> f64,
 }
 
 impl<'py> Scored<'py> {
@@ -315,7 +319,7 @@ impl<'py> Scored<'py> {
     fn one_shot(self, py: Python<'py>, reduction: Reduction) -> PyResult<Bound<'py, PyAny>> {
         let loss = match self.losses {
             Some(l) => l,
-            None => PyFloat::new(py, self.partial.reduce(reduction)).into_any(),
+            None => PyFloat::new(py, (self.reduced)(self.partial.reduce(reduction))).into_any(),
         };
         result(py, loss, self.grad)
     }
@@ -340,6 +344,7 @@ fn class_call<'py>(
     match float_array(input, "input")? {
         FloatArray::F32(x) => class_loss(py, &x, args),
         FloatArray::F64(x) => class_loss(py, &x, args),
+        FloatArray::Bf16(x) => class_loss(py, &x, args),
     }
 }
 
@@ -413,7 +418,7 @@ enum Target<'py, T: Element> {
     Soft(PyReadonlyArrayDyn<'py, T>),
 }
 
-fn class_target<'py, T: Float + Element>(
+fn class_target<'py, T: Dtype>(
     target: &Bound<'py, PyAny>,
     shape: &[usize],
     sample_shape: &[usize],
@@ -479,7 +484,7 @@ fn class_target<'py, T: Float + Element>(
 }
 
 /// A per-class or per-sample weight array of dtype `T` and shape `want`.
-fn weight_array<'py, T: Float + Element>(
+fn weight_array<'py, T: Dtype>(
     obj: Option<&Bound<'py, PyAny>>,
     what: &str,
     want: &[usize],
@@ -498,7 +503,32 @@ enum Upstream<'py, T: Element> {
     Array(PyReadonlyArrayDyn<'py, T>),
 }
 
-fn upstream<'py, T: Float + Element>(
+/// The upstream gradient's values as the kernels read them.
+enum UpstreamValues<'a, T: Clone> {
+    Scalar(f64),
+    /// Widened to the kernels' float where the input's dtype is narrower.
+    Array(Cow<'a, [T]>),
+}
+
+impl<T: Dtype> Upstream<'_, T> {
+    fn values(&self) -> PyResult<UpstreamValues<'_, T::Compute>> {
+        Ok(match self {
+            Upstream::Scalar(g) => UpstreamValues::Scalar(*g),
+            Upstream::Array(a) => UpstreamValues::Array(widened(slice(a)?)),
+        })
+    }
+}
+
+impl<T: Clone> UpstreamValues<'_, T> {
+    fn grad_output(&self) -> GradOutput<'_, T> {
+        match self {
+            UpstreamValues::Scalar(g) => GradOutput::Scalar(*g),
+            UpstreamValues::Array(a) => GradOutput::PerSample(a),
+        }
+    }
+}
+
+fn upstream<'py, T: Dtype>(
     obj: Option<&Bound<'py, PyAny>>,
     reduction: Reduction,
     loss_shape: &[usize],
@@ -540,7 +570,7 @@ fn result<'py>(
     }
 }
 
-fn class_loss<'py, T: Float + Element>(
+fn class_loss<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &ClassArgs<'_, 'py>,
@@ -583,19 +613,16 @@ fn class_loss<'py, T: Float + Element>(
     };
 
     let partial = {
-        let w = weight.as_ref().map(slice).transpose()?;
-        let sw = sample_weight.as_ref().map(slice).transpose()?;
-        let grad_output = match &upstream {
-            Upstream::Scalar(g) => GradOutput::Scalar(*g),
-            Upstream::Array(a) => GradOutput::PerSample(slice(a)?),
-        };
+        let w = weight.as_ref().map(slice).transpose()?.map(widened);
+        let sw = sample_weight.as_ref().map(slice).transpose()?.map(widened);
+        let g = upstream.values()?;
         let opts = ClassOptions {
-            weight: w,
-            sample_weight: sw,
+            weight: w.as_deref(),
+            sample_weight: sw.as_deref(),
             ignore_index: args.ignore_index,
             reduction,
             label_smoothing: args.label_smoothing,
-            grad_output,
+            grad_output: g.grad_output(),
             z_loss: args.z_loss,
             softcap: args.softcap,
         };
@@ -643,19 +670,20 @@ fn class_loss<'py, T: Float + Element>(
         count: sample_shape.iter().product(),
         losses: losses.map(Bound::into_any),
         grad: grad.map(Bound::into_any),
+        reduced: T::reduced,
     })
 }
 
 /// One multiclass-loss kernel call, with everything extracted.
-struct Call<'a, 'py, T: Element> {
+struct Call<'a, 'py, T: Dtype> {
     layout: Layout,
     target: &'a Target<'py, T>,
-    opts: &'a ClassOptions<'a, T>,
+    opts: &'a ClassOptions<'a, T::Compute>,
     loss: ClassLoss,
     gamma: f64,
 }
 
-impl<T: Float + Element> Call<'_, '_, T> {
+impl<T: Dtype> Call<'_, '_, T> {
     fn run(&self, py: Python<'_>, io: Io<'_, T>, losses: Option<&mut [T]>) -> PyResult<Partial> {
         let (layout, opts) = (self.layout, self.opts);
         match self.target {
@@ -865,6 +893,7 @@ fn binary_call<'py>(
     match float_array(input, "input")? {
         FloatArray::F32(x) => binary_loss(py, &x, args),
         FloatArray::F64(x) => binary_loss(py, &x, args),
+        FloatArray::Bf16(x) => binary_loss(py, &x, args),
     }
 }
 
@@ -887,7 +916,7 @@ enum BinaryKind {
 }
 
 /// A broadcast operand's values as a 1-D array of dtype `T`.
-fn broadcast_values<'py, T: Float + Element>(
+fn broadcast_values<'py, T: Dtype>(
     operand: Option<(&Bound<'py, PyAny>, usize)>,
     what: &str,
 ) -> PyResult<Option<(PyReadonlyArrayDyn<'py, T>, usize)>> {
@@ -904,21 +933,27 @@ fn broadcast_values<'py, T: Float + Element>(
     Ok(Some((readonly(&a, what)?, repeat)))
 }
 
-/// The kernel's view of an extracted broadcast operand.
-fn as_broadcast<'a, T: Float + Element>(
+/// A broadcast operand's values as the kernels' float, and its repeat count.
+type WidenedBroadcast<'a, T> = Option<(Cow<'a, [T]>, usize)>;
+
+/// An extracted broadcast operand's values as the kernels' float, and its repeat count.
+fn broadcast_widened<'a, T: Dtype>(
     b: &'a Option<(PyReadonlyArrayDyn<'_, T>, usize)>,
-) -> PyResult<Option<Broadcast<'a, T>>> {
+) -> PyResult<WidenedBroadcast<'a, T::Compute>> {
     b.as_ref()
-        .map(|(a, repeat)| {
-            Ok(Broadcast {
-                values: slice(a)?,
-                repeat: *repeat,
-            })
-        })
+        .map(|(a, repeat)| Ok((widened(slice(a)?), *repeat)))
         .transpose()
 }
 
-fn binary_loss<'py, T: Float + Element>(
+/// The kernel's view of a widened broadcast operand.
+fn as_broadcast<'a, T: Clone>(b: &'a WidenedBroadcast<'_, T>) -> Option<Broadcast<'a, T>> {
+    b.as_ref().map(|(values, repeat)| Broadcast {
+        values,
+        repeat: *repeat,
+    })
+}
+
+fn binary_loss<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &BinaryArgs<'_, 'py>,
@@ -947,14 +982,13 @@ fn binary_loss<'py, T: Float + Element>(
     let partial = {
         let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
         let (input, target) = (slice(&xr)?, slice(&tr)?);
+        let (w, pw) = (broadcast_widened(&weight)?, broadcast_widened(&pos_weight)?);
+        let g = upstream.values()?;
         let opts = BinaryOptions {
-            weight: as_broadcast(&weight)?,
-            pos_weight: as_broadcast(&pos_weight)?,
+            weight: as_broadcast(&w),
+            pos_weight: as_broadcast(&pw),
             reduction,
-            grad_output: match &upstream {
-                Upstream::Scalar(g) => GradOutput::Scalar(*g),
-                Upstream::Array(a) => GradOutput::PerSample(slice(a)?),
-            },
+            grad_output: g.grad_output(),
         };
         let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
         let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
@@ -984,6 +1018,7 @@ fn binary_loss<'py, T: Float + Element>(
         count: shape.iter().product(),
         losses: losses.map(Bound::into_any),
         grad: grad.map(Bound::into_any),
+        reduced: T::reduced,
     })
 }
 
@@ -1068,10 +1103,11 @@ fn kl_call<'py>(
     match float_array(input, "input")? {
         FloatArray::F32(x) => kl_loss(py, &x, args),
         FloatArray::F64(x) => kl_loss(py, &x, args),
+        FloatArray::Bf16(x) => kl_loss(py, &x, args),
     }
 }
 
-fn kl_loss<'py, T: Float + Element>(
+fn kl_loss<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &KlArgs<'_, 'py>,
@@ -1104,14 +1140,12 @@ fn kl_loss<'py, T: Float + Element>(
     let partial = {
         let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
         let (input, target) = (slice(&xr)?, slice(&tr)?);
+        let g = upstream.values()?;
         let opts = KlOptions {
             log_target: args.log_target,
             reduction: args.reduction,
             denominator,
-            grad_output: match &upstream {
-                Upstream::Scalar(g) => GradOutput::Scalar(*g),
-                Upstream::Array(a) => GradOutput::PerSample(slice(a)?),
-            },
+            grad_output: g.grad_output(),
         };
         let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
         let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
@@ -1128,6 +1162,7 @@ fn kl_loss<'py, T: Float + Element>(
     Ok(Scored {
         partial,
         count,
+        reduced: T::reduced,
         losses: losses.map(Bound::into_any),
         grad: grad.map(Bound::into_any),
     })

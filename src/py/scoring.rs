@@ -1,12 +1,14 @@
 //! Binding of the log-loss scoring pass.
 
-use numpy::{Element, PyArray1, PyArrayDyn, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use crate::error::XentError;
 use crate::float::Float;
 use crate::kernels::log_loss::{Probabilities, log_loss as score};
-use crate::py::arrays::{FloatArray, TargetArray, dtype_name, float_array, readonly, slice, typed};
+use crate::py::arrays::{
+    Dtype, FloatArray, TargetArray, dtype_name, float_array, readonly, slice, typed,
+};
 use crate::py::gil::detached;
 
 /// What one log-loss pass found (`xent_rs._core.LogLossSummary`).
@@ -47,10 +49,15 @@ pub(crate) fn log_loss<'py>(
     match float_array(proba, "y_proba")? {
         FloatArray::F32(p) => typed_log_loss(py, &p, labels, sample_weight, eps, sum_rtol),
         FloatArray::F64(p) => typed_log_loss(py, &p, labels, sample_weight, eps, sum_rtol),
+        // scikit-learn's log_loss has no bfloat16 (the Python layer computes it in float32).
+        FloatArray::Bf16(_) => Err(XentError::Type(
+            "y_proba must be a float32 or float64 array, got dtype bfloat16".into(),
+        )
+        .into()),
     }
 }
 
-fn typed_log_loss<'py, T: Float + Element>(
+fn typed_log_loss<'py, T: Float + Dtype>(
     py: Python<'py>,
     p: &Bound<'py, PyArrayDyn<T>>,
     labels: &Bound<'py, PyAny>,

@@ -1,14 +1,14 @@
 //! Bindings of the softmax family.
 
-use numpy::{Element, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use crate::error::XentError;
-use crate::float::Float;
+use crate::float::Bf16;
 use crate::kernels::{Io, Layout, softmax as k};
 use crate::py::arrays::{
-    Axis, FloatArray, Output, borrow_output, check_shape, float_array, layout, output, readonly,
-    slice, slice_mut, typed, uninit, without_axis,
+    Axis, Dtype, FloatArray, Output, borrow_output, check_shape, float_array, layout, output,
+    readonly, slice, slice_mut, typed, uninit, without_axis,
 };
 use crate::py::gil::detached;
 
@@ -26,6 +26,7 @@ pub(crate) fn log_softmax<'py>(
     match float_array(x, "input")? {
         FloatArray::F32(a) => normalize(py, &a, axis, out, k::log_softmax::<f32>),
         FloatArray::F64(a) => normalize(py, &a, axis, out, k::log_softmax::<f64>),
+        FloatArray::Bf16(a) => normalize(py, &a, axis, out, k::log_softmax::<Bf16>),
     }
 }
 
@@ -41,10 +42,11 @@ pub(crate) fn softmax<'py>(
     match float_array(x, "input")? {
         FloatArray::F32(a) => normalize(py, &a, axis, out, k::softmax::<f32>),
         FloatArray::F64(a) => normalize(py, &a, axis, out, k::softmax::<f64>),
+        FloatArray::Bf16(a) => normalize(py, &a, axis, out, k::softmax::<Bf16>),
     }
 }
 
-fn normalize<'py, T: Float + Element>(
+fn normalize<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     axis: Axis,
@@ -81,7 +83,7 @@ pub(crate) fn logsumexp<'py>(
     x: &Bound<'py, PyAny>,
     axis: Axis,
 ) -> PyResult<Bound<'py, PyAny>> {
-    fn typed_lse<'py, T: Float + Element>(
+    fn typed_lse<'py, T: Dtype>(
         py: Python<'py>,
         x: &Bound<'py, PyArrayDyn<T>>,
         axis: Axis,
@@ -101,6 +103,7 @@ pub(crate) fn logsumexp<'py>(
     match float_array(x, "input")? {
         FloatArray::F32(a) => typed_lse(py, &a, axis),
         FloatArray::F64(a) => typed_lse(py, &a, axis),
+        FloatArray::Bf16(a) => typed_lse(py, &a, axis),
     }
 }
 
@@ -117,6 +120,7 @@ pub(crate) fn log_softmax_backward<'py>(
     match float_array(output, "output")? {
         FloatArray::F32(y) => backward(py, grad_output, &y, axis, k::log_softmax_backward::<f32>),
         FloatArray::F64(y) => backward(py, grad_output, &y, axis, k::log_softmax_backward::<f64>),
+        FloatArray::Bf16(y) => backward(py, grad_output, &y, axis, k::log_softmax_backward::<Bf16>),
     }
 }
 
@@ -131,10 +135,11 @@ pub(crate) fn softmax_backward<'py>(
     match float_array(output, "output")? {
         FloatArray::F32(y) => backward(py, grad_output, &y, axis, k::softmax_backward::<f32>),
         FloatArray::F64(y) => backward(py, grad_output, &y, axis, k::softmax_backward::<f64>),
+        FloatArray::Bf16(y) => backward(py, grad_output, &y, axis, k::softmax_backward::<Bf16>),
     }
 }
 
-fn backward<'py, T: Float + Element>(
+fn backward<'py, T: Dtype>(
     py: Python<'py>,
     grad_output: &Bound<'py, PyAny>,
     y: &Bound<'py, PyArrayDyn<T>>,

@@ -35,6 +35,56 @@ impl Isa for Avx2 {
         // SAFETY: SSE is part of x86-64.
         unsafe { _mm_sfence() }
     }
+
+    /// Eight values per step: zero-extend to 32 bits, shift into the upper half.
+    #[inline(always)]
+    unsafe fn widen_bf16(self, src: *const u16, dst: *mut f32, n: usize) {
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: values i .. i+8 lie inside both buffers (the caller's contract); the
+            // token proves the CPU has the instructions.
+            unsafe {
+                let h = _mm_loadu_si128(src.add(i).cast());
+                let w = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h));
+                _mm256_storeu_ps(dst.add(i), _mm256_castsi256_ps(w));
+            }
+            i += 8;
+        }
+        // SAFETY: the rest of both buffers.
+        unsafe { super::bf16::widen_each(src.add(i), dst.add(i), n - i) }
+    }
+
+    /// Eight values per step: round to nearest even on the bits (NaN to the quiet NaN of its
+    /// sign), then pack the lanes to 16 bits (no saturation: each is at most 0xffff).
+    #[inline(always)]
+    unsafe fn narrow_bf16(self, src: *const f32, dst: *mut u16, n: usize) {
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: values i .. i+8 lie inside both buffers (the caller's contract); the
+            // token proves the CPU has the instructions.
+            unsafe {
+                let x = _mm256_loadu_ps(src.add(i));
+                let b = _mm256_castps_si256(x);
+                let high = _mm256_srli_epi32::<16>(b);
+                let odd = _mm256_and_si256(high, _mm256_set1_epi32(1));
+                let bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
+                let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(b, bias));
+                let quiet = _mm256_or_si256(
+                    _mm256_and_si256(high, _mm256_set1_epi32(0x8000)),
+                    _mm256_set1_epi32(0x7fc0),
+                );
+                let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+                let r = _mm256_blendv_epi8(rounded, quiet, nan);
+                // packus works within 128-bit halves: [r0..r3 r0..r3 | r4..r7 r4..r7];
+                // quadwords 0 and 2 hold the eight results in order.
+                let packed = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi32(r, r));
+                _mm_storeu_si128(dst.add(i).cast(), _mm256_castsi256_si128(packed));
+            }
+            i += 8;
+        }
+        // SAFETY: the rest of both buffers.
+        unsafe { super::bf16::narrow_each(src.add(i), dst.add(i), n - i) }
+    }
 }
 
 /// Eight `f32` lanes.

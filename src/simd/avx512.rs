@@ -39,6 +39,53 @@ impl Isa for Avx512 {
         // SAFETY: SSE is part of x86-64.
         unsafe { _mm_sfence() }
     }
+
+    /// Sixteen values per step: zero-extend to 32 bits, shift into the upper half.
+    #[inline(always)]
+    unsafe fn widen_bf16(self, src: *const u16, dst: *mut f32, n: usize) {
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: values i .. i+16 lie inside both buffers (the caller's contract); the
+            // token proves the CPU has the instructions.
+            unsafe {
+                let h = _mm256_loadu_si256(src.add(i).cast());
+                let w = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
+                _mm512_storeu_ps(dst.add(i), _mm512_castsi512_ps(w));
+            }
+            i += 16;
+        }
+        // SAFETY: the rest of both buffers.
+        unsafe { super::bf16::widen_each(src.add(i), dst.add(i), n - i) }
+    }
+
+    /// Sixteen values per step: round to nearest even on the bits (NaN to the quiet NaN of
+    /// its sign), then `vpmovdw` keeps the lower halves of the shifted lanes.
+    #[inline(always)]
+    unsafe fn narrow_bf16(self, src: *const f32, dst: *mut u16, n: usize) {
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: values i .. i+16 lie inside both buffers (the caller's contract); the
+            // token proves the CPU has the instructions.
+            unsafe {
+                let x = _mm512_loadu_ps(src.add(i));
+                let b = _mm512_castps_si512(x);
+                let high = _mm512_srli_epi32::<16>(b);
+                let odd = _mm512_and_si512(high, _mm512_set1_epi32(1));
+                let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+                let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
+                let quiet = _mm512_or_si512(
+                    _mm512_and_si512(high, _mm512_set1_epi32(0x8000)),
+                    _mm512_set1_epi32(0x7fc0),
+                );
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                let r = _mm512_mask_blend_epi32(nan, rounded, quiet);
+                _mm256_storeu_si256(dst.add(i).cast(), _mm512_cvtepi32_epi16(r));
+            }
+            i += 16;
+        }
+        // SAFETY: the rest of both buffers.
+        unsafe { super::bf16::narrow_each(src.add(i), dst.add(i), n - i) }
+    }
 }
 
 /// Sixteen `f32` lanes.

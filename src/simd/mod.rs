@@ -15,6 +15,7 @@
 //! very same code one lane at a time, so it is the scalar twin the vector paths are tested
 //! against.
 
+pub mod bf16;
 pub mod math;
 mod pair;
 mod scalar;
@@ -109,6 +110,27 @@ pub trait Isa: Copy + Send + Sync + 'static {
     /// Orders every earlier [`Vector::stream`] store before any later store, so that the
     /// values are visible to whoever is told, afterwards, that they were written.
     fn fence(self) {}
+
+    /// Widens `n` bfloat16 values (their bits) at `src` to `f32` at `dst` (exact; see
+    /// [`bf16`]). One value at a time unless the instruction set has a vector version.
+    ///
+    /// # Safety
+    /// `src` must be readable and `dst` writable for `n` values.
+    #[inline(always)]
+    unsafe fn widen_bf16(self, src: *const u16, dst: *mut f32, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { bf16::widen_each(src, dst, n) }
+    }
+
+    /// Rounds `n` `f32` values at `src` to bfloat16 bits at `dst` (see [`bf16::narrow`]).
+    ///
+    /// # Safety
+    /// `src` must be readable and `dst` writable for `n` values.
+    #[inline(always)]
+    unsafe fn narrow_bf16(self, src: *const f32, dst: *mut u16, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { bf16::narrow_each(src, dst, n) }
+    }
 }
 
 /// A SIMD vector of `LANES` floats of type `Elem`.
@@ -494,6 +516,65 @@ mod tests {
     fn transposes_are_transposes() {
         check::<f32>();
         check::<f64>();
+    }
+
+    /// Widens then narrows with one instruction set, from offset 1 so that the vector loops
+    /// start unaligned and end in a tail.
+    struct Convert<'a> {
+        bits: &'a [u16],
+        floats: &'a [f32],
+        widened: &'a mut [f32],
+        narrowed: &'a mut [u16],
+    }
+
+    impl WithIsa for Convert<'_> {
+        type Output = ();
+
+        fn run<I: Isa>(self, isa: I) {
+            let (n, m) = (self.bits.len() - 1, self.floats.len() - 1);
+            // SAFETY: every buffer holds n + 1 (or m + 1) values.
+            unsafe {
+                isa.widen_bf16(
+                    self.bits.as_ptr().add(1),
+                    self.widened.as_mut_ptr().add(1),
+                    n,
+                );
+                isa.narrow_bf16(
+                    self.floats.as_ptr().add(1),
+                    self.narrowed.as_mut_ptr().add(1),
+                    m,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_bfloat16_widens_and_a_dense_sweep_narrows_as_the_reference() {
+        let bits: Vec<u16> = (0..=0xffffu16).collect();
+        let floats = bf16::tests::sweep();
+        let want: Vec<u16> = floats.iter().map(|&x| bf16::tests::reference(x)).collect();
+        for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
+            let mut widened = vec![0f32; bits.len()];
+            let mut narrowed = vec![0u16; floats.len()];
+            // The first value is converted by the scalar twin, the rest by `level`.
+            widened[0] = bf16::widen(bits[0]);
+            narrowed[0] = bf16::narrow(floats[0]);
+            dispatch_at(
+                level,
+                Convert {
+                    bits: &bits,
+                    floats: &floats,
+                    widened: &mut widened,
+                    narrowed: &mut narrowed,
+                },
+            );
+            for (&h, w) in bits.iter().zip(&widened) {
+                assert_eq!(w.to_bits(), (h as u32) << 16, "{level}: widen {h:#06x}");
+            }
+            for ((x, got), want) in floats.iter().zip(&narrowed).zip(&want) {
+                assert_eq!(got, want, "{level}: narrow {:#010x}", x.to_bits());
+            }
+        }
     }
 
     #[test]

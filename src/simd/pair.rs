@@ -28,6 +28,18 @@ impl<I: Isa> Isa for Paired<I> {
     fn fence(self) {
         self.0.fence();
     }
+
+    #[inline(always)]
+    unsafe fn widen_bf16(self, src: *const u16, dst: *mut f32, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.widen_bf16(src, dst, n) }
+    }
+
+    #[inline(always)]
+    unsafe fn narrow_bf16(self, src: *const f32, dst: *mut u16, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.narrow_bf16(src, dst, n) }
+    }
 }
 
 /// Lanes `0 .. V::LANES` in `lo`, the rest in `hi`.
