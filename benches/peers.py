@@ -30,6 +30,10 @@ import numpy as np
 IGNORE_INDEX = -100
 LABEL_SMOOTHING = 0.1
 IGNORED_FRACTION = 0.1
+Z_LOSS = 1e-4  # PaLM's z-loss scale
+SOFTCAP = 30.0  # Gemma 2's final-logit cap
+GAMMA = 2.0  # the focal losses' usual gamma
+ALPHA = 0.25  # RetinaNet's alpha
 
 # op id -> label printed in the tables.
 OPS: dict[str, str] = {
@@ -50,12 +54,30 @@ OPS: dict[str, str] = {
     "acc_update": "CrossEntropyAccumulator.update [W1: class weights]",
     "ce_none": "CE fwd (none) [W1: class weights]",
     "acc_update_losses": "CrossEntropyAccumulator.update(return_losses=True) [W1: weights]",
+    "ce_z_fwdbwd": f"CE + z_loss={Z_LOSS:g} fwd+grad",
+    "ce_cap_fwdbwd": f"CE softcap={SOFTCAP:g} fwd+grad",
+    "focal_fwdbwd": f"focal_loss gamma={GAMMA:g} fwd+grad",
+    "bfocal_fwdbwd": f"binary_focal_loss_with_logits gamma={GAMMA:g} alpha={ALPHA:g} fwd+grad",
+    "kl_fwdbwd": "kl_div(log_softmax(x), probabilities) batchmean fwd+grad",
+    "ce_f16_fwd": "CE fwd, float16 input",
+    "ce_bf16_fwd": "CE fwd, bfloat16 input",
 }
 
-# Accumulator ops and the one-shot op each mirrors (same arrays, same options): the report
-# gives their ratio, which should stay near 1 (one native pass either way).
-ACC_MIRRORS: dict[str, str] = {"acc_update": "ce_sum", "acc_update_losses": "ce_none"}
+# xent_rs ops timed against another xent_rs op on the same arrays, with the largest ratio
+# allowed: an accumulator's update against the one-shot call it mirrors (one native pass
+# either way), an option against the plain call, bfloat16 against float16.
+MIRRORS: dict[str, tuple[str, float]] = {
+    "acc_update": ("ce_sum", 1.25),
+    "acc_update_losses": ("ce_none", 1.25),
+    "ce_z_fwdbwd": ("ce_fwdbwd", 1.10),
+    "ce_cap_fwdbwd": ("ce_fwdbwd", 1.5),
+    "ce_bf16_fwd": ("ce_f16_fwd", 1.0),
+}
 ACC_OPS = ("ce_sum", "acc_update", "ce_none", "acc_update_losses")
+#: The options of cross entropy beyond the first release, and the focal losses.
+OPTION_OPS = ("ce_z_fwdbwd", "ce_cap_fwdbwd")
+FOCAL_OPS = ("focal_fwdbwd", "bfocal_fwdbwd")
+HALF_OPS = ("ce_f16_fwd", "ce_bf16_fwd")
 
 # The op whose torch result a variant is checked against (torch has no grad_out=).
 REF_OP: dict[str, str] = {"ce_fwdbwd_buf": "ce_fwdbwd", "ce_fwdbwd_inplace": "ce_fwdbwd"}
@@ -79,6 +101,13 @@ OP_SHORT: dict[str, str] = {
     "acc_update": "acc update",
     "ce_none": "CE none",
     "acc_update_losses": "acc update+losses",
+    "ce_z_fwdbwd": "z-loss f+g",
+    "ce_cap_fwdbwd": "softcap f+g",
+    "focal_fwdbwd": "focal f+g",
+    "bfocal_fwdbwd": "bin. focal f+g",
+    "kl_fwdbwd": "kl_div f+g",
+    "ce_f16_fwd": "CE f16",
+    "ce_bf16_fwd": "CE bf16",
 }
 
 CE_OPS = (
@@ -135,10 +164,17 @@ def workloads(quick: bool) -> list[Workload]:
             "ce",
             (1_048_576 // div, 10),
             -1,
-            CE_OPS + LOG_LOSS_OPS + ACC_OPS,
+            CE_OPS + LOG_LOSS_OPS + ACC_OPS + FOCAL_OPS,
         ),
-        ("W2", "mid-C", "ce", (65_536 // div, 1_000), -1, CE_OPS + LOG_LOSS_OPS + ACC_OPS),
-        ("W3", "LLM vocab", "ce", (2_048 // div, 32_000), -1, CE_OPS),
+        (
+            "W2",
+            "mid-C",
+            "ce",
+            (65_536 // div, 1_000),
+            -1,
+            CE_OPS + LOG_LOSS_OPS + ACC_OPS + OPTION_OPS + FOCAL_OPS + ("kl_fwdbwd",) + HALF_OPS,
+        ),
+        ("W3", "LLM vocab", "ce", (2_048 // div, 32_000), -1, CE_OPS + OPTION_OPS),
         ("W4", "big vocab", "ce", (512 // div, 128_256), -1, CE_OPS),
         ("W5", "segmentation NCHW", "ce", (16 // div or 1, 21, 256, 256), 1, CE_OPS),
         (
@@ -152,6 +188,7 @@ def workloads(quick: bool) -> list[Workload]:
                 "bce_logits_fwdbwd",
                 "bce_prob_fwd",
                 "bce_prob_fwdbwd",
+                "bfocal_fwdbwd",
                 *LOG_LOSS_OPS,
             ),
         ),
@@ -265,6 +302,32 @@ class Data:
         return e
 
     @functools.cached_property
+    def logp(self) -> np.ndarray:
+        """log_softmax(x) along the class axis, float32 (``kl_div``'s input)."""
+        import scipy.special
+
+        return scipy.special.log_softmax(self.x, axis=self.axis).astype(np.float32)
+
+    @functools.cached_property
+    def kl_target(self) -> np.ndarray:
+        """``kl_div``'s target: the probabilities of the rows in reverse order (another
+        distribution than ``exp(logp)``'s, so that the divergence is not 0)."""
+        return np.ascontiguousarray(self.proba[::-1])
+
+    @functools.cached_property
+    def x16(self) -> np.ndarray:
+        return self.x.astype(np.float16)
+
+    @functools.cached_property
+    def xbf16(self) -> np.ndarray | None:
+        """``x`` in bfloat16, or ``None`` without ``ml_dtypes``."""
+        try:
+            import ml_dtypes
+        except ImportError:
+            return None
+        return self.x.astype(ml_dtypes.bfloat16)
+
+    @functools.cached_property
     def log_loss_y(self) -> np.ndarray:
         return self.t_int if self.wl.kind == "binary" else self.y
 
@@ -284,6 +347,12 @@ def floor_bytes(op: str, wl: Workload) -> int:
     y = wl.n_elements // wl.n_classes * 8 if kind == "ce" else wl.n_elements * 8
     if op.startswith("log_loss"):
         return x + y
+    if op in HALF_OPS:
+        return x // 2 + y
+    if op in ("bfocal_fwdbwd", "kl_fwdbwd"):
+        return 3 * x
+    if op in OPTION_OPS or op == "focal_fwdbwd":
+        return 2 * x + y
     if kind == "ce":
         if op in ("ce_fwd", "ce_sum", "acc_update"):
             return x + y
@@ -428,6 +497,71 @@ def np_bce(p: np.ndarray, t: np.ndarray, grad: bool) -> np.floating | tuple[np.f
     return loss, g
 
 
+def np_ce_option_fwdbwd(
+    x: np.ndarray, y: np.ndarray, z: float, cap: float | None
+) -> tuple[np.floating, np.ndarray]:
+    """Mean CE with z-loss and soft-capping, and its gradient, as a NumPy user writes it:
+    cap with ``tanh``, one log-softmax buffer, the chain rule by hand."""
+    n = y.size
+    yk = y[:, None]
+    c = None if cap is None else np.tanh(x / np.float32(cap))
+    xc = x if c is None else np.float32(cap) * c
+    m = xc.max(axis=1, keepdims=True)
+    g = np.exp(xc - m)
+    s = g.sum(axis=1, keepdims=True)
+    lse = np.log(s) + m
+    loss = np.mean(lse[:, 0] - np.take_along_axis(xc, yk, 1)[:, 0] + z * lse[:, 0] ** 2)
+    g /= s
+    g *= (1 + 2 * z * lse) / np.float32(n)
+    np.put_along_axis(g, yk, np.take_along_axis(g, yk, 1) - np.float32(1 / n), 1)
+    if c is not None:
+        g *= 1 - c * c
+    return np.float32(loss), g
+
+
+def np_focal_fwdbwd(x: np.ndarray, y: np.ndarray, gamma: float) -> tuple[np.floating, Any]:
+    """Mean softmax focal loss and its gradient in NumPy (one log-softmax buffer)."""
+    import scipy.special
+
+    n = y.size
+    yk = y[:, None]
+    lp = scipy.special.log_softmax(x, axis=1)
+    lpy = np.take_along_axis(lp, yk, 1)
+    py = np.exp(lpy)
+    q = -np.expm1(lpy)
+    loss = np.mean(-(q**gamma) * lpy)
+    coef = (q**gamma - gamma * py * q ** (gamma - 1) * lpy) / np.float32(n)
+    g = np.exp(lp, out=lp)
+    g *= coef
+    np.put_along_axis(g, yk, np.take_along_axis(g, yk, 1) - coef, 1)
+    return np.float32(loss), g
+
+
+def np_bfocal_fwdbwd(
+    x: np.ndarray, t: np.ndarray, gamma: float, alpha: float
+) -> tuple[np.floating, np.ndarray]:
+    """Mean sigmoid focal loss (torchvision's) and its gradient in NumPy."""
+    import scipy.special
+
+    p = scipy.special.expit(x)
+    ce = np.logaddexp(np.float32(0), x) - x * t
+    q = p * (1 - t) + (1 - p) * t  # 1 - p_t
+    a = alpha * t + (1 - alpha) * (1 - t)
+    qg = q**gamma
+    loss = np.mean(a * ce * qg)
+    g = a * ((p - t) * qg + ce * gamma * q ** (gamma - 1) * p * (1 - p) * (1 - 2 * t))
+    g *= np.float32(1 / x.size)
+    return np.float32(loss), g
+
+
+def np_kl_fwdbwd(logq: np.ndarray, p: np.ndarray) -> tuple[np.floating, np.ndarray]:
+    """``kl_div(logq, p, reduction="batchmean")`` and its gradient in NumPy."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(p) - logq), 0)
+    n = logq.shape[0]
+    return np.float32(terms.sum(dtype=np.float64) / n), p * np.float32(-1 / n)
+
+
 # --------------------------------------------------------------------------- builders
 
 
@@ -438,6 +572,9 @@ def _copy_setup(dst: np.ndarray, src: np.ndarray) -> Callable[[], None]:
 def build_xent_rs(xr: Any, op: str, d: Data) -> Call | None:
     """xent_rs on the workload's NumPy arrays (None where the op does not apply)."""
     ax, kind = d.axis, d.wl.kind
+    beyond = _beyond_xent_rs(xr, op, d)
+    if beyond is not None or op in BEYOND_OPS:
+        return beyond
     if op.startswith("log_loss"):
         if not hasattr(xr, "log_loss"):
             return None
@@ -499,6 +636,34 @@ def build_xent_rs(xr: Any, op: str, d: Data) -> Call | None:
     return None
 
 
+BEYOND_OPS = (*OPTION_OPS, *FOCAL_OPS, "kl_fwdbwd", *HALF_OPS)
+
+
+def _beyond_xent_rs(xr: Any, op: str, d: Data) -> Call | None:
+    """The losses and options beyond the first release (None where xent_rs lacks them)."""
+    if op not in BEYOND_OPS or not hasattr(xr, "focal_loss"):
+        return None
+    x, y, t = d.x, d.y, d.t
+    ce = xr.cross_entropy
+    if op == "ce_z_fwdbwd":
+        return Call(lambda: ce(x, y, z_loss=Z_LOSS, return_grad=True))
+    if op == "ce_cap_fwdbwd":
+        return Call(lambda: ce(x, y, softcap=SOFTCAP, return_grad=True))
+    if op == "focal_fwdbwd":
+        return Call(lambda: xr.focal_loss(x, y, gamma=GAMMA, return_grad=True))
+    if op == "bfocal_fwdbwd":
+        bf = xr.binary_focal_loss_with_logits
+        return Call(lambda: bf(x, t, gamma=GAMMA, alpha=ALPHA, return_grad=True))
+    if op == "kl_fwdbwd":
+        logp, target = d.logp, d.kl_target
+        return Call(lambda: xr.kl_div(logp, target, reduction="batchmean", return_grad=True))
+    if op == "ce_f16_fwd":
+        x16 = d.x16
+        return Call(lambda: ce(x16, y))
+    xb = d.xbf16
+    return None if xb is None else Call(lambda: ce(xb, y))
+
+
 def _accumulator_call(xr: Any, op: str, d: Data) -> Call | None:
     """A streaming accumulator's ``update`` or the one-shot call it mirrors; W1 with the
     class weights, the other workloads without."""
@@ -517,6 +682,20 @@ def _accumulator_call(xr: Any, op: str, d: Data) -> Call | None:
 def build_numpy(op: str, d: Data) -> Call | None:
     """The NumPy/SciPy references (see the module docstring)."""
     ax, kind = d.axis, d.wl.kind
+    x, t = d.x, d.t
+    if op == "ce_z_fwdbwd":
+        return Call(lambda: np_ce_option_fwdbwd(x, d.y, Z_LOSS, None))
+    if op == "ce_cap_fwdbwd":
+        return Call(lambda: np_ce_option_fwdbwd(x, d.y, 0.0, SOFTCAP))
+    if op == "focal_fwdbwd":
+        return Call(lambda: np_focal_fwdbwd(x, d.y, GAMMA))
+    if op == "bfocal_fwdbwd":
+        return Call(lambda: np_bfocal_fwdbwd(x, t, GAMMA, ALPHA))
+    if op == "kl_fwdbwd":
+        logp, target = d.logp, d.kl_target
+        return Call(lambda: np_kl_fwdbwd(logp, target))
+    if op in HALF_OPS:
+        return None  # xent_rs against itself (MIRRORS)
     if kind == "ce":
         x, y = d.x, d.y
         if op == "ce_fwd":
@@ -581,6 +760,9 @@ def build_torch(torch: Any, op: str, d: Data) -> Call | None:
 
         return call
 
+    beyond = _beyond_torch(torch, op, d, fwdbwd)
+    if beyond is not None or op in BEYOND_OPS:
+        return beyond
     if kind == "ce":
         tx, ty = torch.from_numpy(d.x), torch.from_numpy(d.y)
         if op == "ce_fwd":
@@ -630,7 +812,53 @@ def build_torch(torch: Any, op: str, d: Data) -> Call | None:
     return None
 
 
-JAX_OPS = ("ce_fwd", "ce_fwdbwd", "log_softmax", "bce_logits_fwd", "bce_logits_fwdbwd")
+def _beyond_torch(
+    torch: Any, op: str, d: Data, fwdbwd: Callable[[Any, Callable[[], Any]], Any]
+) -> Call | None:
+    """The compositions a torch user writes for the losses torch lacks (with autograd), and
+    ``F.kl_div``."""
+    if op not in BEYOND_OPS or op in HALF_OPS:
+        return None
+    F = torch.nn.functional
+    leaf = torch.from_numpy(d.x).requires_grad_(True)
+    ty, tt = torch.from_numpy(d.y), torch.from_numpy(d.t)
+
+    def z_loss() -> Any:
+        return F.cross_entropy(leaf, ty) + Z_LOSS * torch.logsumexp(leaf, 1).pow(2).mean()
+
+    def softcap() -> Any:
+        return F.cross_entropy(SOFTCAP * torch.tanh(leaf / SOFTCAP), ty)
+
+    def focal() -> Any:
+        lp = F.log_softmax(leaf, 1).gather(1, ty[:, None]).squeeze(1)
+        return (-((1 - lp.exp()).pow(GAMMA)) * lp).mean()
+
+    def bfocal() -> Any:  # torchvision.ops.sigmoid_focal_loss
+        p = torch.sigmoid(leaf)
+        ce = F.binary_cross_entropy_with_logits(leaf, tt, reduction="none")
+        p_t = p * tt + (1 - p) * (1 - tt)
+        loss = ce * (1 - p_t) ** GAMMA
+        return ((ALPHA * tt + (1 - ALPHA) * (1 - tt)) * loss).mean()
+
+    if op == "kl_fwdbwd":
+        kl_leaf = torch.from_numpy(d.logp).requires_grad_(True)
+        tp = torch.from_numpy(d.kl_target)
+        return Call(fwdbwd(kl_leaf, lambda: F.kl_div(kl_leaf, tp, reduction="batchmean")))
+    fn = {"ce_z_fwdbwd": z_loss, "ce_cap_fwdbwd": softcap, "focal_fwdbwd": focal}.get(op, bfocal)
+    return Call(fwdbwd(leaf, fn))
+
+
+JAX_OPS = (
+    "ce_fwd",
+    "ce_fwdbwd",
+    "log_softmax",
+    "bce_logits_fwd",
+    "bce_logits_fwdbwd",
+    "ce_z_fwdbwd",
+    "ce_cap_fwdbwd",
+    "focal_fwdbwd",
+    "bfocal_fwdbwd",
+)
 
 
 def build_jax(op: str, d: Data) -> Call | None:
@@ -645,10 +873,31 @@ def build_jax(op: str, d: Data) -> Call | None:
     import optax
 
     ax, kind = d.axis, d.wl.kind
-    if kind == "ce":
+    if op in ("ce_z_fwdbwd", "ce_cap_fwdbwd", "focal_fwdbwd"):
+
+        def loss(x: Any, y: Any) -> Any:
+            if op == "ce_cap_fwdbwd":
+                x = SOFTCAP * jnp.tanh(x / SOFTCAP)
+            ce = optax.softmax_cross_entropy_with_integer_labels(x, y)
+            if op == "ce_z_fwdbwd":
+                return (ce + Z_LOSS * jax.nn.logsumexp(x, axis=1) ** 2).mean()
+            if op == "focal_fwdbwd":
+                return (-((-jnp.expm1(-ce)) ** GAMMA) * -ce).mean()
+            return ce.mean()
+
+        f = jax.jit(jax.value_and_grad(loss))
+        args: tuple[Any, ...] = (jnp.asarray(d.x), jnp.asarray(d.y.astype(np.int32)))
+    elif op == "bfocal_fwdbwd":
+
+        def bfocal(x: Any, t: Any) -> Any:
+            return optax.sigmoid_focal_loss(x, t, alpha=ALPHA, gamma=GAMMA).mean()
+
+        f = jax.jit(jax.value_and_grad(bfocal))
+        args = (jnp.asarray(d.x), jnp.asarray(d.t))
+    elif kind == "ce":
         if op == "log_softmax":
             f = jax.jit(functools.partial(jax.nn.log_softmax, axis=ax))
-            args: tuple[Any, ...] = (jnp.asarray(d.x),)
+            args = (jnp.asarray(d.x),)
         else:
 
             def ce(x: Any, y: Any) -> Any:
