@@ -270,9 +270,7 @@ def nll_loss(
 
     Returns
     -------
-    loss : scalar or ndarray
-    grad : ndarray
-        Only with ``return_grad=True``.
+    loss, grad : as :func:`cross_entropy`'s (``grad`` only with ``return_grad=True``)
 
     Examples
     --------
@@ -413,9 +411,8 @@ def binary_cross_entropy_with_logits(
 
     Returns
     -------
-    loss : scalar or ndarray
-    grad : ndarray
-        Only with ``return_grad=True``.
+    loss, grad
+        As :func:`binary_cross_entropy`'s.
 
     Examples
     --------
@@ -463,9 +460,8 @@ def binary_focal_loss_with_logits(
 
     Returns
     -------
-    loss : scalar or ndarray
-    grad : ndarray
-        Only with ``return_grad=True``.
+    loss, grad
+        As :func:`binary_cross_entropy`'s.
 
     Examples
     --------

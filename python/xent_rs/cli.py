@@ -32,16 +32,8 @@ from xent_rs._files import DataError, Source, open_source, same_file
 
 __all__ = ["ScoreReport", "main", "score_files"]
 
-LOSSES = (
-    "log_loss",
-    "cross_entropy",
-    "nll_loss",
-    "focal_loss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "binary_focal_loss_with_logits",
-    "kl_div",
-)
+#: What ``--loss`` names: every loss with an accumulator, ``log_loss`` first (the default).
+LOSSES = ("log_loss", *(name for name in streaming.LOSSES if name != "log_loss"))
 _ALIASES = {"ce": "cross_entropy", "nll": "nll_loss", "bce": "binary_cross_entropy"}
 _CHUNK_BYTES = 32 << 20  # default chunk: about 32 MiB of predictions
 

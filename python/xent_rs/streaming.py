@@ -872,6 +872,10 @@ _BY_NAME: dict[str, type[Accumulator]] = {
 }
 
 
+#: The losses with an accumulator, by the name of their one-shot function.
+LOSSES = tuple(_BY_NAME)
+
+
 def accumulator(loss: str, **options: Any) -> Accumulator:
     """A new accumulator for the loss named like its one-shot function.
 
