@@ -311,6 +311,10 @@ impl<T: Float, K: Terms<T>> WithIsa for JobBlock<'_, '_, T, K> {
             (None, GradOutput::PerSample(go)) => go.as_ptr(),
             _ => std::ptr::null(),
         };
+        // The buffers' pointers in locals: read through `job` they are reloaded after every
+        // store to an output (which the compiler cannot tell apart from `job`).
+        let (xs, ts) = (job.x.ptr(), job.target.ptr());
+        let (losses, grads) = (job.losses.map(RawOut::ptr), job.grad.map(RawOut::ptr));
         let mut wbuf = [T::ZERO; CHUNK];
         let mut pbuf = [T::ZERO; CHUNK];
         let mut acc = V::<T, I>::wide_zero(isa);
@@ -331,17 +335,24 @@ impl<T: Float, K: Terms<T>> WithIsa for JobBlock<'_, '_, T, K> {
                 // SAFETY: elements at .. at+k lie inside every per-element buffer and inside
                 // the chunk buffers; each element is written by this block only.
                 unsafe {
-                    let x = load_upto(isa, job.x.ptr().add(at), k, T::ZERO);
-                    let t = load_upto(isa, job.target.ptr().add(at), k, T::ZERO);
-                    let pw = (!pw.is_null()).then(|| load_upto(isa, pw.add(i), k, T::ONE));
+                    let x = load_upto(isa, xs.add(at), k, T::ZERO);
+                    let t = load_upto(isa, ts.add(at), k, T::ZERO);
+                    // An `if`, not `bool::then` with a closure: a closure is not
+                    // `#[inline(always)]`, and one left out of line would run its load
+                    // outside the instruction set's code.
+                    let pw = if pw.is_null() {
+                        None
+                    } else {
+                        Some(load_upto(isa, pw.add(i), k, T::ONE))
+                    };
                     let (mut loss, mut grad) = job.kind.terms(x, t, pw);
                     if !w.is_null() {
                         let w = load_upto(isa, w.add(i), k, T::ZERO);
                         loss = loss.mul(w);
                         grad = grad.mul(w);
                     }
-                    if let Some(out) = job.losses {
-                        store_upto(loss, out.ptr().add(at), k);
+                    if let Some(out) = losses {
+                        store_upto(loss, out.add(at), k);
                     }
                     if k == lanes {
                         acc = loss.wide_add(acc);
@@ -349,13 +360,13 @@ impl<T: Float, K: Terms<T>> WithIsa for JobBlock<'_, '_, T, K> {
                         let live = live_lanes::<T, I>(isa, k).eq(one);
                         acc = V::<T, I>::select(live, loss, zero).wide_add(acc);
                     }
-                    if let Some(g) = job.grad {
+                    if let Some(g) = grads {
                         let scale = if per_element.is_null() {
                             uniform
                         } else {
                             load_upto(isa, per_element.add(at), k, T::ZERO)
                         };
-                        store_upto(grad.mul(scale), g.ptr().add(at), k);
+                        store_upto(grad.mul(scale), g.add(at), k);
                     }
                 }
             }
