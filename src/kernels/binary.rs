@@ -375,7 +375,14 @@ fn job_block<T: Float, S: Storage<Compute = T>, K: Terms<T>, I: Isa>(
             unsafe {
                 let x = load_upto(isa, xp.add(i), k, T::ZERO);
                 let t = load_upto(isa, tp.add(i), k, T::ZERO);
-                let pw = (!pw.is_null()).then(|| load_upto(isa, pw.add(i), k, T::ONE));
+                // An `if`, not `bool::then` with a closure: a closure is not
+                // `#[inline(always)]`, and one left out of line would run its load outside
+                // the instruction set's code.
+                let pw = if pw.is_null() {
+                    None
+                } else {
+                    Some(load_upto(isa, pw.add(i), k, T::ONE))
+                };
                 let (mut loss, mut grad) = job.kind.terms(x, t, pw);
                 if !w.is_null() {
                     let w = load_upto(isa, w.add(i), k, T::ZERO);
