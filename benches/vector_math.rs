@@ -47,8 +47,10 @@ fn bench_math() {
         (Func::Ln, "ln"),
         (Func::Ln1p, "ln_1p"),
         (Func::Ln1pUnit, "ln_1p_unit"),
+        (Func::Tanh, "tanh"),
+        (Func::ExpM1, "exp_m1"),
     ] {
-        let (a32, a64) = if func == Func::Exp {
+        let (a32, a64) = if matches!(func, Func::Exp | Func::Tanh | Func::ExpM1) {
             (&x32, &x64)
         } else {
             (&p32, &p64)
@@ -86,57 +88,59 @@ fn bench_cross_entropy() {
             classes,
             inner: 1,
         };
-        let opts = ClassOptions {
-            weight: None,
-            sample_weight: None,
-            ignore_index: -100,
-            reduction: Reduction::Mean,
-            label_smoothing: 0.0,
-            grad_output: GradOutput::Scalar(1.0),
-            z_loss: 0.0,
-            softcap: None,
-        };
-        let mut grad = vec![0.0f32; rows * classes];
-        let mut base = (0.0, 0.0);
-        for level in levels() {
-            simd::set_level(level).expect("supported level");
-            let fwd = median_seconds(9, || {
-                let io = Io::Read(black_box(&logits));
-                black_box(cross_entropy(
-                    io,
-                    layout,
-                    Targets::I64(&targets),
-                    &[rows],
-                    &opts,
-                    None,
-                ))
-                .expect("valid call");
-            });
-            let bwd = median_seconds(9, || {
-                let io = Io::ReadWrite {
-                    input: black_box(&logits),
-                    out: &mut grad,
-                };
-                black_box(cross_entropy(
-                    io,
-                    layout,
-                    Targets::I64(&targets),
-                    &[rows],
-                    &opts,
-                    None,
-                ))
-                .expect("valid call");
-            });
-            if level == Level::Scalar {
-                base = (fwd, bwd);
+        for softcap in [None, Some(30.0)] {
+            let opts = ClassOptions {
+                weight: None,
+                sample_weight: None,
+                ignore_index: -100,
+                reduction: Reduction::Mean,
+                label_smoothing: 0.0,
+                grad_output: GradOutput::Scalar(1.0),
+                z_loss: 0.0,
+                softcap,
+            };
+            let mut grad = vec![0.0f32; rows * classes];
+            let mut base = (0.0, 0.0);
+            for level in levels() {
+                simd::set_level(level).expect("supported level");
+                let fwd = median_seconds(9, || {
+                    let io = Io::Read(black_box(&logits));
+                    black_box(cross_entropy(
+                        io,
+                        layout,
+                        Targets::I64(&targets),
+                        &[rows],
+                        &opts,
+                        None,
+                    ))
+                    .expect("valid call");
+                });
+                let bwd = median_seconds(9, || {
+                    let io = Io::ReadWrite {
+                        input: black_box(&logits),
+                        out: &mut grad,
+                    };
+                    black_box(cross_entropy(
+                        io,
+                        layout,
+                        Targets::I64(&targets),
+                        &[rows],
+                        &opts,
+                        None,
+                    ))
+                    .expect("valid call");
+                });
+                if level == Level::Scalar {
+                    base = (fwd, bwd);
+                }
+                println!(
+                    "  {rows:6} x {classes:6} softcap {softcap:?} {level:7} fwd {:7.2} ms ({:5.1}x)   fwd+grad {:7.2} ms ({:5.1}x)",
+                    fwd * 1e3,
+                    base.0 / fwd,
+                    bwd * 1e3,
+                    base.1 / bwd
+                );
             }
-            println!(
-                "  {rows:6} x {classes:6} {level:7} fwd {:7.2} ms ({:5.1}x)   fwd+grad {:7.2} ms ({:5.1}x)",
-                fwd * 1e3,
-                base.0 / fwd,
-                bwd * 1e3,
-                base.1 / bwd
-            );
         }
     }
     simd::set_level(Level::best()).expect("best level");

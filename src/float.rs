@@ -25,6 +25,8 @@ pub trait Float: Lane + Storage<Compute = Self> {
     fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V;
     /// Vector `tanh x`.
     fn tanh<V: Vector<Elem = Self>>(x: V) -> V;
+    /// Vector `e^x - 1`.
+    fn exp_m1<V: Vector<Elem = Self>>(x: V) -> V;
 }
 
 impl Float for f32 {
@@ -50,6 +52,10 @@ impl Float for f32 {
     fn tanh<V: Vector<Elem = Self>>(x: V) -> V {
         math::tanh_f32(x)
     }
+    #[inline(always)]
+    fn exp_m1<V: Vector<Elem = Self>>(x: V) -> V {
+        math::exp_m1_f32(x)
+    }
 }
 
 impl Float for f64 {
@@ -74,6 +80,10 @@ impl Float for f64 {
     #[inline(always)]
     fn tanh<V: Vector<Elem = Self>>(x: V) -> V {
         math::tanh_f64(x)
+    }
+    #[inline(always)]
+    fn exp_m1<V: Vector<Elem = Self>>(x: V) -> V {
+        math::exp_m1_f64(x)
     }
 }
 

@@ -23,7 +23,7 @@ use std::ops::Range;
 use crate::error::{XentError, unravel};
 use crate::float::{Float, Storage};
 use crate::interrupt;
-use crate::kernels::lanes::{Columns, MAX_LANES, V, from_f64_lanes, live_lanes, to_f64_lanes};
+use crate::kernels::lanes::{Columns, MAX_LANES, V, live_lanes};
 use crate::kernels::rows::{Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows};
 use crate::kernels::stats::{
     ColumnSum, col_max, col_sum_exp, load_upto, prefetch_row, row_max, row_sum_exp, store_upto,
@@ -800,9 +800,11 @@ impl<T: Float> HardTarget<'_, T> {
     ///
     /// The capped maximum is the cap of the maximum (`tanh` is increasing). The first pass
     /// sums `exp(cap(x) - m)` (and, with smoothing, `Σ w_c (cap(x_c) - m)`) and, when a
-    /// gradient is written, stores `tanh(x / cap)` in its place: the second pass recomputes the
-    /// exponential from it (cheaper than a second `tanh`, and the input may be overwritten
-    /// by then) and multiplies the plain gradient by `1 - tanh^2`.
+    /// gradient is written, keeps `tanh(x / cap)` and the exponentials for the second pass,
+    /// which multiplies the plain gradient by `1 - tanh^2`: `tanh` in the driver's scratch
+    /// row and the exponentials in the output, or, without scratch, `tanh` in the output and
+    /// the exponential computed again from it (cheaper than a second `tanh`; the input may be
+    /// overwritten by then). Both give the same bits; see `benches/NOTES.md` for the costs.
     ///
     /// # Safety
     /// As [`RowKernel::row`]: `n` values readable at `p.x`, writable at `p.out` unless null.
@@ -833,6 +835,14 @@ impl<T: Float> HardTarget<'_, T> {
             let raw_max = V::<T, I>::splat(isa, row_max(isa, p.x, n));
             let mv = capv.mul(T::tanh(raw_max.mul(inv)));
             let m = mv.reduce_max().to_f64();
+            // With a scratch row the first pass keeps tanh there and the exponentials in the
+            // output, and the second pass reads both; without one, tanh goes to the output and
+            // the second pass computes the exponential again (the same bits either way).
+            let (t_at, e_at) = if p.scratch.is_null() {
+                (p.out, std::ptr::null_mut())
+            } else {
+                (p.scratch, p.out)
+            };
             let (mut se, mut sd) = (V::<T, I>::wide_zero(isa), V::<T, I>::wide_zero(isa));
             for seg in (0..n).step_by(interrupt::ROW_CHECK) {
                 if interrupt::stopped_at(seg) {
@@ -848,7 +858,8 @@ impl<T: Float> HardTarget<'_, T> {
                     for j in (i..i + 4 * lanes).step_by(lanes) {
                         let t = T::tanh(V::<T, I>::load(isa, p.x.add(j)).mul(inv));
                         let d = capv.mul_add(t, zero.sub(mv));
-                        e4 = e4.add(T::exp(d));
+                        let e = T::exp(d);
+                        e4 = e4.add(e);
                         if eps > 0.0 {
                             d4 = match self.hard.weight {
                                 Some(w) => d.mul_add(V::<T, I>::load(isa, w.as_ptr().add(j)), d4),
@@ -856,7 +867,10 @@ impl<T: Float> HardTarget<'_, T> {
                             };
                         }
                         if grad {
-                            t.store(p.out.add(j));
+                            t.store(t_at.add(j));
+                            if !e_at.is_null() {
+                                e.store(e_at.add(j));
+                            }
                         }
                     }
                     se = e4.wide_add(se);
@@ -886,7 +900,10 @@ impl<T: Float> HardTarget<'_, T> {
                         sd = wd.wide_add(sd);
                     }
                     if grad {
-                        store_upto(t, p.out.add(i), k);
+                        store_upto(t, t_at.add(i), k);
+                        if !e_at.is_null() {
+                            store_upto(e, e_at.add(i), k);
+                        }
                     }
                     i += k;
                 }
@@ -920,8 +937,12 @@ impl<T: Float> HardTarget<'_, T> {
                         }
                         for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
                             let k = lanes.min(n - i);
-                            let t = load_upto(isa, p.out.add(i), k, T::ZERO);
-                            let e = T::exp(capv.mul_add(t, zero.sub(mv)));
+                            let t = load_upto(isa, t_at.add(i), k, T::ZERO);
+                            let e = if e_at.is_null() {
+                                T::exp(capv.mul_add(t, zero.sub(mv)))
+                            } else {
+                                load_upto(isa, e_at.add(i), k, T::ZERO)
+                            };
                             let out = match (self.hard.weight, b != 0.0) {
                                 (Some(w), true) => {
                                     let wv = load_upto(isa, w.as_ptr().add(i), k, T::ZERO);
@@ -1058,6 +1079,12 @@ impl<T: Float> HardTarget<'_, T> {
 impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
     fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
         self.hard.check_rows(rows)
+    }
+
+    /// A capped row with a gradient keeps `tanh` in the scratch (see
+    /// [`HardTarget::capped_row`]).
+    fn wants_scratch(&self) -> bool {
+        self.softcap.is_some() && !self.hard.scale.is_zero()
     }
 
     #[inline(always)]
@@ -1357,6 +1384,23 @@ impl Gamma {
         let p = lp.exp();
         (-f * lp, f - self.value() * p * f * ratio)
     }
+
+    /// [`Gamma::terms`] for the lanes of `lp`, in the element precision (`q^gamma` as
+    /// `exp(gamma ln q)` for the uncommon exponents, 0 at `q = 0`).
+    #[inline(always)]
+    fn lane_terms<T: Float, V: Vector<Elem = T>>(self, lp: V) -> (V, V) {
+        let isa = lp.isa();
+        let zero = V::splat(isa, T::ZERO);
+        let q = zero.sub(T::exp_m1(lp));
+        let f = match self {
+            Gamma::One => q,
+            Gamma::Two => q.mul(q),
+            Gamma::Other(g) => T::exp(V::splat(isa, T::from_f64(g)).mul(T::ln(q))),
+        };
+        let ratio = V::select(q.eq(zero), zero, lp.div(q));
+        let gp = V::splat(isa, T::from_f64(self.value())).mul(T::exp(lp));
+        (zero.sub(f.mul(lp)), f.sub(gp.mul(f).mul(ratio)))
+    }
 }
 
 /// Multiclass focal loss; see [`focal_loss`].
@@ -1450,20 +1494,8 @@ impl<T: Float> RowKernel<T> for Focal<'_, T> {
             }
             let s = col_sum_exp(isa, &cols, classes, m, grad);
             let lp = x_y.sub(m).sub(T::ln(s));
-            // The focal factors per lane, in f64 (a handful of scalar calls per row, against
-            // `classes` exponentials).
-            let mut lps = [0.0; MAX_LANES];
-            to_f64_lanes::<T, I>(lp, &mut lps);
-            let (mut losses, mut coefs) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
-            for j in 0..valid {
-                (losses[j], coefs[j]) = self.gamma.terms(lps[j]);
-            }
-            let weighted = sw.mul(w_y);
-            let loss = V::<T, I>::select(
-                ignored,
-                zero,
-                weighted.mul(from_f64_lanes::<T, I>(isa, &losses)),
-            );
+            let (focal, coef) = self.gamma.lane_terms(lp);
+            let loss = V::<T, I>::select(ignored, zero, sw.mul(w_y).mul(focal));
             if !grad {
                 return loss;
             }
@@ -1473,7 +1505,7 @@ impl<T: Float> RowKernel<T> for Focal<'_, T> {
                 }
                 return loss;
             }
-            let hit = g.mul(w_y).mul(from_f64_lanes::<T, I>(isa, &coefs));
+            let hit = g.mul(w_y).mul(coef);
             let a = hit.div(s);
             let mut class = zero;
             for k in 0..classes {
@@ -1589,6 +1621,14 @@ impl<T: Float> SoftTarget<'_, T> {
             let raw_max = V::<T, I>::splat(isa, row_max(isa, p.x, n));
             let mv = capv.mul(T::tanh(raw_max.mul(inv)));
             let m = mv.reduce_max().to_f64();
+            // With a scratch row the first pass keeps tanh there and the exponentials in the
+            // output, and the second pass reads both; without one, tanh goes to the output and
+            // the second pass computes the exponential again (the same bits either way).
+            let (t_at, e_at) = if p.scratch.is_null() {
+                (p.out, std::ptr::null_mut())
+            } else {
+                (p.scratch, p.out)
+            };
             let (mut se, mut st, mut sd) = (
                 V::<T, I>::wide_zero(isa),
                 V::<T, I>::wide_zero(isa),
@@ -1612,7 +1652,10 @@ impl<T: Float> SoftTarget<'_, T> {
                         V::<T, I>::select(pad, zero, T::exp(d))
                     };
                     if grad {
-                        store_upto(t, p.out.add(i), k);
+                        store_upto(t, t_at.add(i), k);
+                        if !e_at.is_null() {
+                            store_upto(e, e_at.add(i), k);
+                        }
                     }
                     se = e.wide_add(se);
                     st = tw.wide_add(st);
@@ -1643,8 +1686,12 @@ impl<T: Float> SoftTarget<'_, T> {
                         }
                         for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
                             let k = lanes.min(n - i);
-                            let t = load_upto(isa, p.out.add(i), k, T::ZERO);
-                            let e = T::exp(capv.mul_add(t, zero.sub(mv)));
+                            let t = load_upto(isa, t_at.add(i), k, T::ZERO);
+                            let e = if e_at.is_null() {
+                                T::exp(capv.mul_add(t, zero.sub(mv)))
+                            } else {
+                                load_upto(isa, e_at.add(i), k, T::ZERO)
+                            };
                             let tw = self.weighted_at(isa, p.x2, i, k);
                             let out = e.mul(a).sub(gv.mul(tw));
                             store_upto(out.mul(zero.sub(t).mul_add(t, one)), p.out.add(i), k);
@@ -1732,6 +1779,11 @@ impl<T: Float> SoftTarget<'_, T> {
 }
 
 impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
+    /// As [`HardTarget`]'s.
+    fn wants_scratch(&self) -> bool {
+        self.softcap.is_some() && !self.scale.is_zero()
+    }
+
     #[inline(always)]
     fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
         if let Some(cap) = self.softcap {

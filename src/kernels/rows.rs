@@ -66,6 +66,10 @@ const MAX_VECTOR_LANES: usize = 16;
 /// (the hardware prefetcher keeps up with them), for lane groups, and for a block's last
 /// row.
 ///
+/// `scratch` is one row's worth of values the kernel may use as it likes within a call of
+/// `row` (contents unspecified on entry), for kernels that ask for it
+/// ([`RowKernel::wants_scratch`]); null otherwise, and for lane groups.
+///
 /// [`stats::prefetch_row`]: crate::kernels::stats::prefetch_row
 #[derive(Clone, Copy)]
 pub(crate) struct Ptrs<T> {
@@ -74,6 +78,7 @@ pub(crate) struct Ptrs<T> {
     pub out: *mut T,
     pub stream: bool,
     pub ahead: *const T,
+    pub scratch: *mut T,
 }
 
 impl<T> Ptrs<T> {
@@ -99,6 +104,7 @@ impl<T> Ptrs<T> {
                 },
                 stream: self.stream,
                 ahead: std::ptr::null(),
+                scratch: self.scratch,
             }
         }
     }
@@ -183,6 +189,31 @@ pub(crate) trait RowKernel<T: Float>: Sync {
     fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
         let _ = rows;
         Ok(0.0)
+    }
+
+    /// Whether `row` wants [`Ptrs::scratch`]: the driver then allocates one row of it per
+    /// block. No by default.
+    fn wants_scratch(&self) -> bool {
+        false
+    }
+}
+
+/// One row of scratch for `kernel` (empty unless it asks for it), and the pointer to hand
+/// over as [`Ptrs::scratch`] (null when empty).
+fn row_scratch<T: Float, K: RowKernel<T>>(kernel: &K, classes: usize) -> Vec<T> {
+    if kernel.wants_scratch() {
+        vec![T::ZERO; classes]
+    } else {
+        Vec::new()
+    }
+}
+
+/// [`Ptrs::scratch`] for a buffer from [`row_scratch`].
+fn scratch_ptr<T>(scratch: &mut [T]) -> *mut T {
+    if scratch.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        scratch.as_mut_ptr()
     }
 }
 
@@ -385,6 +416,7 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
             out: self.buffers.out.map_or(std::ptr::null_mut(), |b| b.ptr()),
             stream: self.stream,
             ahead: std::ptr::null(),
+            scratch: std::ptr::null_mut(),
         }
     }
 
@@ -400,6 +432,8 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
         let prefetch = S::IN_PLACE && classes * std::mem::size_of::<S>() >= PREFETCH_ROW_BYTES;
         let mut x = Stage::<S>::new(true, classes);
         let mut x2 = Stage::<S>::new(!base.x2.is_null(), classes);
+        let mut scratch = row_scratch(self.kernel, classes);
+        let scratch = scratch_ptr(&mut scratch);
         for r in self.range.clone() {
             // SAFETY: row r spans elements r*C .. (r+1)*C of every buffer.
             let p = unsafe { base.add(r * classes) };
@@ -411,6 +445,7 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
                     out: x.write(p.out),
                     stream: p.stream && S::IN_PLACE,
                     ahead: std::ptr::null(),
+                    scratch,
                 }
             };
             if prefetch && r + 1 < self.range.end {
@@ -498,6 +533,8 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
         let mut x = scratch(true);
         let mut x2 = scratch(!base.x2.is_null());
         let mut out = scratch(!base.out.is_null());
+        let mut own = row_scratch(self.kernel, classes);
+        let own = scratch_ptr(&mut own);
         for r in self.range.clone() {
             let (o, i) = (r / inner, r % inner);
             // SAFETY: position (o, i) has `classes` values `inner` apart in every buffer.
@@ -523,6 +560,7 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
                 },
                 stream: false,
                 ahead: std::ptr::null(),
+                scratch: own,
             };
             acc.push(r, self.kernel.row(isa, r, row, classes));
             if !p.out.is_null() {

@@ -10,6 +10,7 @@
 //!   `s = (m-1)/(m+1)`, as an odd series in `s`. Subnormals are scaled up first; `ln 0 = -inf`,
 //!   `ln(x<0) = NaN`, `ln inf = inf`, NaN propagates.
 //! - `ln_1p`: `ln(1+u)` with the rounding of `1+u` corrected to first order, for `u >= -1`.
+//! - `exp_m1`: `e^x - 1` from the exponential's reduction: `e^r - 1` itself where `n = 0`.
 //! - `tanh`: below `|x| = 0.55` the odd polynomial `x + x^3 P(x^2)`; from there on
 //!   `1 - 2 / (e^{2|x|} + 1)`, whose subtraction loses at most a bit at the threshold
 //!   (`tanh 0.55 = 0.50`, so the term taken off is below the result). `tanh(±inf) = ±1`,
@@ -249,21 +250,84 @@ pub fn ln_1p_unit_f32<V: Vector<Elem = f32>>(u: V) -> V {
     k.mul_add(splat(u, LN2_F32.0), k.mul_add(splat(u, LN2_F32.1), ln_f))
 }
 
-/// Below this `|x|` [`tanh_f32`] and [`tanh_f64`] use their polynomial.
-const TANH_SMALL: f64 = 0.55;
-
-/// `tanh x` from its polynomial part `small` (for `|x| <` [`TANH_SMALL`]) and `e^{2|x|}`
-/// (`e2`, for the rest): the branch-free choice between the two, with the signs of `x`.
+/// `e^x - 1` from the reduction `x = n ln2 + r` of the exponential and `e^r - 1` (`er`):
+/// `er` itself where `n = 0` (`|x| <= ln2/2`, no cancellation), else `e^x - 1` (no more than a
+/// bit lost: `e^x` is then at least `sqrt 2` or at most `1/sqrt 2`; within 4 ULP). `x = -0`
+/// stays `-0`.
 #[inline(always)]
-fn tanh_finish<V: Vector>(x: V, a: V, small: V, e2: V) -> V
+fn exp_m1_finish<V: Vector>(x: V, n: V, er: V) -> V
 where
     V::Elem: Lane,
 {
     let zero = splat(x, V::Elem::ZERO);
     let one = splat(x, V::Elem::ONE);
-    let two = one.add(one);
-    // e2 = inf (|x| large or infinite) gives exactly 1.
-    let large = one.sub(two.div(e2.add(one)));
+    let big = er.add(one).ldexp(n).sub(one);
+    V::select(x.eq(zero), x, V::select(n.eq(zero), er, big))
+}
+
+/// `e^x - 1` in single precision (accurate for tiny `x`).
+#[inline(always)]
+pub fn exp_m1_f32<V: Vector<Elem = f32>>(x: V) -> V {
+    // As `exp_f32`.
+    let x = splat(x, 89.0).min(splat(x, -104.0).max(x));
+    let n = x.mul(splat(x, std::f32::consts::LOG2_E)).round();
+    let r = n.mul_add(splat(x, -0.693_359_4), x);
+    let r = n.mul_add(splat(x, 2.121_944_4e-4), r);
+    let p = horner(
+        r,
+        &[
+            4.999_999_4e-1,
+            1.666_652_1e-1,
+            4.166_838_9e-2,
+            8.368_710e-3,
+            1.381_461_3e-3,
+        ],
+    );
+    exp_m1_finish(x, n, p.mul_add(r.mul(r), r))
+}
+
+/// `e^x - 1` in double precision (accurate for tiny `x`).
+#[inline(always)]
+pub fn exp_m1_f64<V: Vector<Elem = f64>>(x: V) -> V {
+    // As `exp_f64`, with the series' constant term left out.
+    let x = splat(x, 710.0).min(splat(x, -746.0).max(x));
+    let n = x.mul(splat(x, std::f64::consts::LOG2_E)).round();
+    let r = n.mul_add(splat(x, -6.931_471_803_691_238_164_90e-1), x);
+    let r = n.mul_add(splat(x, -1.908_214_929_270_587_700_02e-10), r);
+    let p = horner(
+        r,
+        &[
+            1.0,
+            1.0 / 2.0,
+            1.0 / 6.0,
+            1.0 / 24.0,
+            1.0 / 120.0,
+            1.0 / 720.0,
+            1.0 / 5_040.0,
+            1.0 / 40_320.0,
+            1.0 / 362_880.0,
+            1.0 / 3_628_800.0,
+            1.0 / 39_916_800.0,
+            1.0 / 479_001_600.0,
+            1.0 / 6_227_020_800.0,
+        ],
+    );
+    exp_m1_finish(x, n, p.mul(r))
+}
+
+/// Below this `|x|` [`tanh_f32`] and [`tanh_f64`] use their polynomial.
+const TANH_SMALL: f64 = 0.55;
+
+/// `tanh x` from its polynomial part `small` (for `|x| <` [`TANH_SMALL`]) and `2 / (e^{2|x|} + 1)`
+/// (`q`, for the rest): the branch-free choice between the two, with the signs of `x`.
+#[inline(always)]
+fn tanh_finish<V: Vector>(x: V, a: V, small: V, q: V) -> V
+where
+    V::Elem: Lane,
+{
+    let zero = splat(x, V::Elem::ZERO);
+    let one = splat(x, V::Elem::ONE);
+    let large = one.sub(q);
     let large = V::select(x.lt(zero), zero.sub(large), large);
     let r = V::select(a.lt(splat(x, V::Elem::from_f64(TANH_SMALL))), small, large);
     // x = -0: the polynomial's x + (-0) rounds to +0; tanh(-0) is -0.
@@ -288,7 +352,8 @@ pub fn tanh_f32<V: Vector<Elem = f32>>(x: V) -> V {
         ],
     );
     let small = x.mul_add(u.mul(p), x);
-    tanh_finish(x, a, small, exp_f32(a.add(a)))
+    let two = splat(x, 2.0);
+    tanh_finish(x, a, small, two.div(exp_f32(a.add(a)).add(splat(x, 1.0))))
 }
 
 /// `tanh x` in double precision.
@@ -315,7 +380,8 @@ pub fn tanh_f64<V: Vector<Elem = f64>>(x: V) -> V {
         ],
     );
     let small = x.mul_add(u.mul(p), x);
-    tanh_finish(x, a, small, exp_f64(a.add(a)))
+    let two = splat(x, 2.0);
+    tanh_finish(x, a, small, two.div(exp_f64(a.add(a)).add(splat(x, 1.0))))
 }
 
 /// A vector math function, for [`evaluate`].
@@ -331,6 +397,8 @@ pub enum Func {
     Ln1pUnit,
     /// `tanh x`.
     Tanh,
+    /// `e^x - 1`.
+    ExpM1,
 }
 
 /// Evaluates `func` on every element of `x` into `out` with instruction set `level`
@@ -359,7 +427,8 @@ struct Evaluate<'a, T> {
 /// [`Evaluable`] for one element type: its vector type on an instruction set, and its
 /// function for each [`Func`].
 macro_rules! evaluable {
-    ($t:ty, $vec:ident, $exp:ident, $ln:ident, $ln_1p:ident, $ln_1p_unit:ident, $tanh:ident) => {
+    ($t:ty, $vec:ident, $exp:ident, $ln:ident, $ln_1p:ident, $ln_1p_unit:ident, $tanh:ident,
+     $exp_m1:ident) => {
         impl Evaluable for $t {
             fn evaluate(level: Level, func: Func, x: &[Self], out: &mut [Self]) {
                 super::dispatch_at(level, Evaluate { func, x, out });
@@ -379,6 +448,7 @@ macro_rules! evaluable {
                         Func::Ln1p => $ln_1p(v),
                         Func::Ln1pUnit => $ln_1p_unit(v),
                         Func::Tanh => $tanh(v),
+                        Func::ExpM1 => $exp_m1(v),
                     }
                 }
                 let lanes = I::$vec::LANES;
@@ -408,9 +478,12 @@ evaluable!(
     ln_f32,
     ln_1p_f32,
     ln_1p_unit_f32,
-    tanh_f32
+    tanh_f32,
+    exp_m1_f32
 );
-evaluable!(f64, F64, exp_f64, ln_f64, ln_1p_f64, ln_1p_f64, tanh_f64);
+evaluable!(
+    f64, F64, exp_f64, ln_f64, ln_1p_f64, ln_1p_f64, tanh_f64, exp_m1_f64
+);
 
 #[cfg(test)]
 mod tests {
@@ -626,6 +699,28 @@ mod tests {
             assert_eq!(out[1], -1.0, "{level}");
             assert!(out[2].is_nan(), "{level}");
             assert_eq!(out[3], 5e-324, "{level}");
+        }
+    }
+
+    #[test]
+    fn exp_m1_within_4_ulp() {
+        let mut xs = sweep_f32(-110.0, 95.0, 200_000);
+        xs.extend(sweep_f32(-1.0, 1.0, 200_000));
+        xs.extend((1..200_000).map(|i| f32::from_bits(i * 5_300)));
+        xs.extend((1..100_000).map(|i| -f32::from_bits(i * 10_600)));
+        check_f32(Func::ExpM1, &xs, f64::exp_m1, 4.0);
+        let mut x64 = sweep_f64(-750.0, 712.0, 200_000);
+        x64.extend(sweep_f64(-1.0, 1.0, 200_000));
+        x64.extend((1..200_000u64).map(|i| f64::from_bits(i * 23_058_430_092_136)));
+        x64.extend((1..100_000u64).map(|i| -f64::from_bits(i * 46_116_860_184_273)));
+        check_f64(Func::ExpM1, &x64, f64::exp_m1, 4.0);
+        for level in levels() {
+            let mut out = [0.0f32; 4];
+            let xs = [-0.0, f32::NEG_INFINITY, f32::INFINITY, f32::NAN];
+            evaluate(level, Func::ExpM1, &xs, &mut out);
+            assert_eq!(out[0].to_bits(), (-0.0f32).to_bits(), "{level}");
+            assert_eq!(out[1..3], [-1.0, f32::INFINITY], "{level}");
+            assert!(out[3].is_nan(), "{level}");
         }
     }
 
