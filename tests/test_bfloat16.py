@@ -337,3 +337,13 @@ def test_streaming_accumulators_take_bfloat16() -> None:
         acc.update(x[lo : lo + 40], y[lo : lo + 40])
     # The same float32 kernels on the same values: the float64 sums agree to rounding.
     assert acc.result() == pytest.approx(float(xent_rs.cross_entropy(xw, y)), rel=1e-6)
+
+
+def test_log_loss_scores_bfloat16_in_float32_with_its_eps() -> None:
+    p32 = np.array([[0.25, 0.75], [0.875, 0.125], [0.5, 0.5]], np.float32)
+    y = [1, 0, 1]
+    assert xent_rs.log_loss(y, p32.astype(BF16)) == pytest.approx(xent_rs.log_loss(y, p32))
+    # A certain wrong prediction is clipped to bfloat16's eps: -log(2**-7).
+    assert ml_dtypes.finfo(BF16).eps == 2.0**-7
+    wrong = np.array([[1.0, 0.0]], BF16)
+    assert xent_rs.log_loss([1], wrong, labels=[0, 1]) == pytest.approx(7 * np.log(2.0))
