@@ -347,3 +347,22 @@ def test_log_loss_scores_bfloat16_in_float32_with_its_eps() -> None:
     assert ml_dtypes.finfo(BF16).eps == 2.0**-7
     wrong = np.array([[1.0, 0.0]], BF16)
     assert xent_rs.log_loss([1], wrong, labels=[0, 1]) == pytest.approx(7 * np.log(2.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_bfloat16_targets_and_weights_of_other_inputs(dtype: Any) -> None:
+    # Converted to the input's working dtype, as any float operand is.
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((30, 6)).astype(dtype)
+    work = np.float32 if dtype == np.float16 else dtype
+    w = rng.uniform(0.5, 2.0, 6).astype(BF16)
+    t = xent_rs.softmax(rng.standard_normal((30, 6))).astype(BF16)
+    y = np.arange(30) % 6
+    assert xent_rs.cross_entropy(x, y, weight=w) == xent_rs.cross_entropy(
+        x, y, weight=w.astype(work)
+    )
+    assert xent_rs.cross_entropy(x, t) == xent_rs.cross_entropy(x, t.astype(work))
+    b = rng.uniform(0, 1, (30, 6)).astype(BF16)
+    assert xent_rs.binary_cross_entropy_with_logits(
+        x, b, pos_weight=w
+    ) == xent_rs.binary_cross_entropy_with_logits(x, b.astype(work), pos_weight=w.astype(work))
