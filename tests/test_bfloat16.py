@@ -1,7 +1,8 @@
 """bfloat16 inputs (``ml_dtypes.bfloat16``): read natively by the core, computed in float32,
 results in bfloat16.
 
-- the bfloat16 cases of ``golden-beyond`` (PyTorch autograd in float64 on the stored values);
+- the bfloat16 cases of ``tests/golden-beyond`` (a copy of ``../shared/golden-beyond``: PyTorch
+  autograd in float64 on the stored values);
 - every op and its gradient: the bfloat16 result is, bit for bit, the float32 result on the
   same (widened) values, rounded to bfloat16, for every layout of the row driver;
 - bfloat16 targets and weights, non-contiguous bfloat16 inputs, 1 vs 2 threads.
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SHARED_DIR, TESTS_DIR, assert_golden_close
+from conftest import SHARED_DIR, TESTS_DIR, assert_golden_close, assert_same_files
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 xent_rs = pytest.importorskip("xent_rs")
@@ -73,11 +74,23 @@ def _class_axis(shape: tuple[int, ...], axis: int) -> int:
 # -- golden cases -------------------------------------------------------------------------------
 
 
+GOLDEN_BEYOND = TESTS_DIR / "golden-beyond"
+SHARED_GOLDEN_BEYOND = SHARED_DIR / "golden-beyond"
+
+
 def _golden_dir() -> Path | None:
-    for d in (TESTS_DIR / "golden-beyond", SHARED_DIR / "golden-beyond"):
+    for d in (GOLDEN_BEYOND, SHARED_GOLDEN_BEYOND):
         if (d / "cases.json").is_file():
             return d
     return None
+
+
+@pytest.mark.skipif(
+    not (GOLDEN_BEYOND.is_dir() and SHARED_GOLDEN_BEYOND.is_dir()),
+    reason="tests/golden-beyond or ../shared/golden-beyond is not present",
+)
+def test_golden_beyond_copy_matches_shared() -> None:
+    assert_same_files(GOLDEN_BEYOND, SHARED_GOLDEN_BEYOND)
 
 
 def _golden_cases() -> list[Any]:
