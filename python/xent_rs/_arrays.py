@@ -171,9 +171,8 @@ def float_input(obj: Any, name: str = "input") -> tuple[np.ndarray, np.dtype[Any
         return _bfloat16.ready(a), dtype
     raise TypeError(
         f"{name} must be a float16, bfloat16, float32 or float64 array (integers are read as "
-        f"float64), "
-        f"got dtype {dtype}; complex, object, string and extended-precision arrays are not "
-        "supported"
+        f"float64), got dtype {dtype}; complex, object, string and extended-precision arrays "
+        "are not supported"
     )
 
 
