@@ -157,7 +157,7 @@ in_place_storage!(f64);
 
 /// A bfloat16 value (JAX's and PyTorch's brain float), as its bits: the upper half of an
 /// `f32`'s. Computed in `f32`; results are rounded to nearest, ties to even (see
-/// [`bf16`](crate::simd::bf16)).
+/// [`bf16`]).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bf16(pub u16);

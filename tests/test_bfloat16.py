@@ -1,7 +1,8 @@
 """bfloat16 inputs (``ml_dtypes.bfloat16``): read natively by the core, computed in float32,
 results in bfloat16.
 
-- the bfloat16 cases of ``golden-beyond`` (PyTorch autograd in float64 on the stored values);
+- the bfloat16 cases of ``tests/golden-beyond`` (a copy of ``../shared/golden-beyond``: PyTorch
+  autograd in float64 on the stored values);
 - every op and its gradient: the bfloat16 result is, bit for bit, the float32 result on the
   same (widened) values, rounded to bfloat16, for every layout of the row driver;
 - bfloat16 targets and weights, non-contiguous bfloat16 inputs, 1 vs 2 threads.
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SHARED_DIR, TESTS_DIR, assert_golden_close
+from conftest import SHARED_DIR, TESTS_DIR, assert_golden_close, assert_same_files
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 xent_rs = pytest.importorskip("xent_rs")
@@ -73,11 +74,23 @@ def _class_axis(shape: tuple[int, ...], axis: int) -> int:
 # -- golden cases -------------------------------------------------------------------------------
 
 
+GOLDEN_BEYOND = TESTS_DIR / "golden-beyond"
+SHARED_GOLDEN_BEYOND = SHARED_DIR / "golden-beyond"
+
+
 def _golden_dir() -> Path | None:
-    for d in (TESTS_DIR / "golden-beyond", SHARED_DIR / "golden-beyond"):
+    for d in (GOLDEN_BEYOND, SHARED_GOLDEN_BEYOND):
         if (d / "cases.json").is_file():
             return d
     return None
+
+
+@pytest.mark.skipif(
+    not (GOLDEN_BEYOND.is_dir() and SHARED_GOLDEN_BEYOND.is_dir()),
+    reason="tests/golden-beyond or ../shared/golden-beyond is not present",
+)
+def test_golden_beyond_copy_matches_shared() -> None:
+    assert_same_files(GOLDEN_BEYOND, SHARED_GOLDEN_BEYOND)
 
 
 def _golden_cases() -> list[Any]:
@@ -337,3 +350,32 @@ def test_streaming_accumulators_take_bfloat16() -> None:
         acc.update(x[lo : lo + 40], y[lo : lo + 40])
     # The same float32 kernels on the same values: the float64 sums agree to rounding.
     assert acc.result() == pytest.approx(float(xent_rs.cross_entropy(xw, y)), rel=1e-6)
+
+
+def test_log_loss_scores_bfloat16_in_float32_with_its_eps() -> None:
+    p32 = np.array([[0.25, 0.75], [0.875, 0.125], [0.5, 0.5]], np.float32)
+    y = [1, 0, 1]
+    assert xent_rs.log_loss(y, p32.astype(BF16)) == pytest.approx(xent_rs.log_loss(y, p32))
+    # A certain wrong prediction is clipped to bfloat16's eps: -log(2**-7).
+    assert ml_dtypes.finfo(BF16).eps == 2.0**-7
+    wrong = np.array([[1.0, 0.0]], BF16)
+    assert xent_rs.log_loss([1], wrong, labels=[0, 1]) == pytest.approx(7 * np.log(2.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_bfloat16_targets_and_weights_of_other_inputs(dtype: Any) -> None:
+    # Converted to the input's working dtype, as any float operand is.
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((30, 6)).astype(dtype)
+    work = np.float32 if dtype == np.float16 else dtype
+    w = rng.uniform(0.5, 2.0, 6).astype(BF16)
+    t = xent_rs.softmax(rng.standard_normal((30, 6))).astype(BF16)
+    y = np.arange(30) % 6
+    assert xent_rs.cross_entropy(x, y, weight=w) == xent_rs.cross_entropy(
+        x, y, weight=w.astype(work)
+    )
+    assert xent_rs.cross_entropy(x, t) == xent_rs.cross_entropy(x, t.astype(work))
+    b = rng.uniform(0, 1, (30, 6)).astype(BF16)
+    assert xent_rs.binary_cross_entropy_with_logits(
+        x, b, pos_weight=w
+    ) == xent_rs.binary_cross_entropy_with_logits(x, b.astype(work), pos_weight=w.astype(work))

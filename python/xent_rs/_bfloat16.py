@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 
+#: bfloat16's machine epsilon (8 significant bits), ``ml_dtypes.finfo(bfloat16).eps``:
+#: ``log_loss`` clips bfloat16 probabilities with it, as it clips others with their dtype's.
+EPS = 2.0**-7
+
 
 def is_bfloat16(dtype: np.dtype[Any]) -> bool:
     """Whether ``dtype`` is ``ml_dtypes.bfloat16``."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from xent_rs import _backend, _core, _errors, _functional
+from xent_rs import _backend, _bfloat16, _core, _errors, _functional
 
 
 def log_loss(
@@ -176,8 +176,10 @@ def _identity_labels(labels: Any, p: np.ndarray) -> bool:
 
 
 def work_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
-    """The dtype probabilities of ``dtype`` are scored in: float32 for float16, float64 for
-    integers and booleans, any other float as it is, in native byte order."""
+    """The dtype probabilities of ``dtype`` are scored in: float32 for float16 and bfloat16,
+    float64 for integers and booleans, any other float as it is, in native byte order."""
+    if _bfloat16.is_bfloat16(dtype):
+        return _backend.FLOAT32
     if dtype.kind != "f":
         return _backend.FLOAT64
     if dtype.itemsize == 2:
@@ -190,9 +192,12 @@ def probabilities(y_proba: Any) -> tuple[np.ndarray, float]:
     rules; no copy when it already is one) and its clipping ``eps``."""
     p = _backend.to_ndarray(y_proba, "y_proba")
     dtype = p.dtype
-    if dtype.kind not in "fiub":
+    if _bfloat16.is_bfloat16(dtype):
+        eps = _bfloat16.EPS
+    elif dtype.kind not in "fiub":
         raise TypeError(f"y_proba must be a real numeric array, got dtype {dtype}")
-    eps = float(np.finfo(dtype if dtype.kind == "f" else _backend.FLOAT64).eps)
+    else:
+        eps = float(np.finfo(dtype if dtype.kind == "f" else _backend.FLOAT64).eps)
     native = dtype is _backend.FLOAT32 or dtype is _backend.FLOAT64
     if not (native and type(p) is np.ndarray and _backend.is_ready(p)):
         p = np.require(p, work_dtype(dtype), ("C_CONTIGUOUS", "ALIGNED", "ENSUREARRAY"))
