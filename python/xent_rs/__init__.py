@@ -29,6 +29,7 @@ from xent_rs._functional import (
     softmax,
     softmax_backward,
 )
+from xent_rs._linear import LinearGrads, linear_cross_entropy
 from xent_rs._scoring import log_loss
 from xent_rs.streaming import (
     Accumulator,
@@ -45,6 +46,7 @@ __all__ = [
     "BinaryCrossEntropyAccumulator",
     "BinaryCrossEntropyWithLogitsAccumulator",
     "CrossEntropyAccumulator",
+    "LinearGrads",
     "LogLossAccumulator",
     "NLLLossAccumulator",
     "__version__",
@@ -54,6 +56,7 @@ __all__ = [
     "cross_entropy",
     "get_num_threads",
     "get_output_cache",
+    "linear_cross_entropy",
     "log_loss",
     "log_softmax",
     "log_softmax_backward",

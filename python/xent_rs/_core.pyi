@@ -13,6 +13,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy_with_logits_partial",
     "cross_entropy",
+    "cross_entropy_denominator",
     "cross_entropy_partial",
     "get_num_threads",
     "get_output_cache",
@@ -51,6 +52,13 @@ def cross_entropy(
     grad_output: float | np.ndarray | None,
     grad_out: np.ndarray | None,
 ) -> Any: ...
+def cross_entropy_denominator(
+    target: np.ndarray,
+    classes: int,
+    weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    ignore_index: int,
+) -> float: ...
 def nll_loss(
     input: np.ndarray,
     target: np.ndarray,
