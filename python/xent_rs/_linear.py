@@ -26,9 +26,6 @@ from xent_rs import _arrays, _core, _spec
 
 #: Bytes of the one logits buffer when ``chunk_size`` is not given.
 CHUNK_BYTES = 32 << 20
-#: Bytes of the buffer through which a chunk's ``grad_W`` is added, a block of classes at a
-#: time (NumPy's matmul cannot accumulate into its output).
-ACCUMULATE_BYTES = 16 << 20
 
 
 class LinearGrads(NamedTuple):
@@ -177,8 +174,8 @@ def linear_cross_entropy(
     computed into one reused buffer, the fused loss-and-gradient pass of
     :func:`cross_entropy` runs over them in place, and the gradients with respect to
     ``input``, ``linear_weight`` and ``linear_bias`` are accumulated chunk by chunk. Peak
-    memory beyond the arguments is the gradients plus one chunk's logits (and a buffer of at
-    most 16 MiB for adding each chunk's ``linear_weight`` gradient).
+    memory beyond the arguments is the gradients plus one chunk's logits and half as much again
+    (through which each chunk's ``linear_weight`` gradient is added).
 
     Parameters
     ----------
@@ -368,7 +365,10 @@ class Chunked(NamedTuple):
             grad_h = xp.empty((n, d), work)
             grad_w = xp.zeros((v, d), work) if n == 0 else xp.empty((v, d), work)
             grad_b = None if b is None else xp.zeros(v, xp.float64)
-            step = max(1, min(v, ACCUMULATE_BYTES // max(1, d * work.itemsize)))
+            # A chunk's grad_W is added through a block of classes at a time (matmul cannot
+            # accumulate into its output): half the logits buffer, so that the scratch memory
+            # stays 1.5 buffers.
+            step = max(1, min(v, rows * v // 2 // max(1, d)))
             block = xp.empty((step, d), work)
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
