@@ -292,7 +292,7 @@ def test_threads_bitwise() -> None:
                     label_smoothing=0.05,
                     return_grad=True,
                     chunk_size=128,
-                )  # fmt: skip
+                )
             )
     finally:
         xent_rs.set_num_threads(before)
