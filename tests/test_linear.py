@@ -414,3 +414,42 @@ def test_denominator_matches_the_loss() -> None:
     with pytest.raises(IndexError, match=r"position \(2, 3\)"):
         y[2, 3] = 6
         _core.cross_entropy_denominator(y, 6, None, None, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# the CuPy twin's entry point (no GPU needed; tests/test_cupy_linear.py runs it on one)
+# --------------------------------------------------------------------------------------------
+
+
+def test_cupy_twin_takes_the_same_arguments() -> None:
+    import inspect
+
+    from xent_rs import _linear, _linear_cupy
+
+    cpu = inspect.signature(_linear.linear_cross_entropy).parameters
+    gpu = inspect.signature(_linear_cupy.linear_cross_entropy).parameters
+    assert [(p.name, p.kind, p.default) for p in cpu.values()] == [
+        (p.name, p.kind, p.default) for p in gpu.values()
+    ]
+
+
+def test_cupy_arrays_go_to_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xent_rs import _linear_cupy
+
+    fake = type("ndarray", (), {"__module__": "cupy._core.core"})
+    seen: dict[str, Any] = {}
+
+    def record(*args: Any, **kwargs: Any) -> str:
+        seen.update(args=args, kwargs=kwargs)
+        return "gpu"
+
+    monkeypatch.setattr(_linear_cupy, "linear_cross_entropy", record)
+    h, w, y = fake(), fake(), fake()
+    got = xent_rs.linear_cross_entropy(h, w, y, reduction="sum", chunk_size=3, z_loss=0.5)
+    assert got == "gpu"
+    assert seen["args"] == (h, w, y)
+    assert seen["kwargs"]["reduction"] == "sum"
+    assert seen["kwargs"]["chunk_size"] == 3
+    assert seen["kwargs"]["z_loss"] == 0.5
+    with pytest.raises(TypeError, match="cannot mix CuPy and NumPy"):
+        xent_rs.linear_cross_entropy(h, np.zeros((2, 2)), y)
