@@ -26,6 +26,10 @@ from xent_rs import _arrays, _core, _spec
 
 #: Bytes of the one logits buffer when ``chunk_size`` is not given.
 CHUNK_BYTES = 32 << 20
+#: Rows below which the BLAS products lose speed (measured, benches/NOTES.md): the default
+#: chunk has at least this many while its buffer stays within ``MAX_CHUNK_BYTES``.
+MIN_ROWS = 128
+MAX_CHUNK_BYTES = 128 << 20
 
 
 class LinearGrads(NamedTuple):
@@ -131,12 +135,13 @@ def check_options(z_loss: Any, softcap: Any, chunk_size: Any) -> tuple[float, fl
 
 def chunk_rows(n: int, v: int, itemsize: int, chunk_size: int | None) -> int:
     """Rows per chunk: ``chunk_size``, else as many as keep the logits buffer within
-    :data:`CHUNK_BYTES` (at least 1, at most ``n``)."""
-    rows = (
-        operator.index(chunk_size)
-        if chunk_size is not None
-        else CHUNK_BYTES // max(1, v * itemsize)
-    )
+    :data:`CHUNK_BYTES`, but at least :data:`MIN_ROWS` while that buffer stays within
+    :data:`MAX_CHUNK_BYTES` (at least 1, at most ``n``)."""
+    if chunk_size is not None:
+        rows = operator.index(chunk_size)
+    else:
+        row_bytes = max(1, v * itemsize)
+        rows = max(CHUNK_BYTES // row_bytes, min(MIN_ROWS, MAX_CHUNK_BYTES // row_bytes))
     return max(1, min(rows, n))
 
 
@@ -203,7 +208,8 @@ def linear_cross_entropy(
         Upstream gradient: a scalar for ``mean``/``sum`` (default 1), an array of the loss's
         shape for ``none``.
     chunk_size : int, optional
-        Rows per chunk. By default as many as keep one chunk's logits within 32 MiB.
+        Rows per chunk. By default as many as keep one chunk's logits within 32 MiB, but at
+        least 128 (the matrix products slow down below that) while that stays within 128 MiB.
 
     Returns
     -------
