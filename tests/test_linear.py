@@ -453,3 +453,13 @@ def test_cupy_arrays_go_to_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen["kwargs"]["z_loss"] == 0.5
     with pytest.raises(TypeError, match="cannot mix CuPy and NumPy"):
         xent_rs.linear_cross_entropy(h, np.zeros((2, 2)), y)
+
+
+def test_docstring_example() -> None:
+    import doctest
+
+    from xent_rs import _linear
+
+    result = doctest.testmod(_linear, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
