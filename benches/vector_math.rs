@@ -93,6 +93,8 @@ fn bench_cross_entropy() {
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
             grad_output: GradOutput::Scalar(1.0),
+            z_loss: 0.0,
+            softcap: None,
         };
         let mut grad = vec![0.0f32; rows * classes];
         let mut base = (0.0, 0.0);

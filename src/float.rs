@@ -21,6 +21,8 @@ pub trait Float: Lane {
     /// Vector `ln(1 + u)` for `u` in `[0, 1]` (or NaN): faster where the type has a
     /// version for that domain.
     fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V;
+    /// Vector `tanh x`.
+    fn tanh<V: Vector<Elem = Self>>(x: V) -> V;
 }
 
 impl Float for f32 {
@@ -42,6 +44,10 @@ impl Float for f32 {
     fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V {
         math::ln_1p_unit_f32(u)
     }
+    #[inline(always)]
+    fn tanh<V: Vector<Elem = Self>>(x: V) -> V {
+        math::tanh_f32(x)
+    }
 }
 
 impl Float for f64 {
@@ -62,5 +68,9 @@ impl Float for f64 {
     #[inline(always)]
     fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V {
         math::ln_1p_f64(u)
+    }
+    #[inline(always)]
+    fn tanh<V: Vector<Elem = Self>>(x: V) -> V {
+        math::tanh_f64(x)
     }
 }

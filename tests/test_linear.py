@@ -27,9 +27,6 @@ from xent_rs import _core
 GOLDEN_BEYOND_DIR = Path(__file__).parent / "golden-beyond"
 SHARED_GOLDEN_BEYOND_DIR = SHARED_DIR / "golden-beyond"
 
-#: The golden cases that need the core's ``z_loss``/``softcap`` (branch ``zcap``).
-NEEDS_ZCAP = "the core cross entropy has no z_loss/softcap yet (they land with branch zcap)"
-
 
 @cache
 def _cases() -> tuple[GoldenCase, ...]:
@@ -56,26 +53,12 @@ def _cases() -> tuple[GoldenCase, ...]:
     )
 
 
-def _zcap_in_core() -> bool:
-    try:
-        _core.cross_entropy(
-            np.zeros((1, 2)), np.zeros(1, np.int64), -1, None, None, -100, "sum", 0.0,
-            False, None, None, z_loss=0.0, softcap=None,
-        )  # fmt: skip
-    except TypeError:
-        return False
-    return True
-
-
 def _params(errors: bool) -> list[Any]:
     out = []
     for c in _cases():
         if (c.expect_error is not None) != errors:
             continue
-        marks = []
-        if ("z_loss" in c.kwargs or "softcap" in c.kwargs) and not _zcap_in_core():
-            marks.append(pytest.mark.skip(reason=NEEDS_ZCAP))
-        out.append(pytest.param(c, id=c.id, marks=marks))
+        out.append(pytest.param(c, id=c.id))
     return out
 
 
@@ -207,6 +190,21 @@ def test_matches_cross_entropy_of_the_logits(
     assert_same_bits(
         xent_rs.linear_cross_entropy(h, w, y, linear_bias=b, chunk_size=chunk, **kw), got[0]
     )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_z_loss_and_softcap(reduction: str) -> None:
+    h, w, b, y = _problem((23,), 4, 10, seed=12)
+    h *= 4.0  # logits beyond the cap
+    got = xent_rs.linear_cross_entropy(
+        h, w, y, linear_bias=b, reduction=reduction, z_loss=0.02, softcap=3.0,
+        return_grad=True, chunk_size=5,
+    )  # fmt: skip
+    z = h @ w.T + b
+    loss, gz = _core.cross_entropy(
+        z, y, -1, None, None, -100, reduction, 0.0, True, None, None, z_loss=0.02, softcap=3.0
+    )
+    _assert_matches(got, (loss, (gz @ w, gz.T @ h, gz.sum(axis=0))))
 
 
 def test_one_sample() -> None:

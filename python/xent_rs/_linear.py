@@ -16,7 +16,6 @@ number of its own threads; see ``docs/semantics.md``).
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from typing import Any, NamedTuple
 
@@ -117,20 +116,23 @@ def check_shapes(
 
 
 def check_options(z_loss: Any, softcap: Any, chunk_size: Any) -> tuple[float, float | None]:
-    """``z_loss`` (a real number >= 0), ``softcap`` (``None``, or a finite real > 0) and
-    ``chunk_size`` (``None`` or an integer >= 1), checked before any work."""
-    if not isinstance(z_loss, numbers.Real) or not float(z_loss) >= 0.0:
-        raise ValueError(f"z_loss must be a real number >= 0, got {z_loss!r}")
-    if softcap is not None and (
-        not isinstance(softcap, numbers.Real) or not 0.0 < float(softcap) < math.inf
-    ):
-        raise ValueError(f"softcap must be None or a finite real number > 0, got {softcap!r}")
+    """``z_loss`` (a finite real >= 0), ``softcap`` (``None``, or a finite real > 0) and
+    ``chunk_size`` (``None`` or an integer >= 1), checked before any work (the core's words
+    for the first two)."""
+    zl = float(z_loss)
+    if not (zl >= 0.0 and math.isfinite(zl)):
+        raise ValueError(f"z_loss must be a finite number >= 0.0, got {zl!r}")
+    cap = None if softcap is None else float(softcap)
+    if cap is not None and not (cap > 0.0 and math.isfinite(cap)):
+        raise ValueError(
+            f"softcap must be a finite number > 0.0 (or None for no cap), got {cap!r}"
+        )
     if chunk_size is not None:
         if isinstance(chunk_size, (bool, np.bool_)):
             raise TypeError(f"chunk_size must be an integer, got {chunk_size!r}")
         if operator.index(chunk_size) < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    return float(z_loss), None if softcap is None else float(softcap)
+    return zl, cap
 
 
 def chunk_rows(n: int, v: int, itemsize: int, chunk_size: int | None) -> int:
@@ -143,16 +145,6 @@ def chunk_rows(n: int, v: int, itemsize: int, chunk_size: int | None) -> int:
         row_bytes = max(1, v * itemsize)
         rows = max(CHUNK_BYTES // row_bytes, min(MIN_ROWS, MAX_CHUNK_BYTES // row_bytes))
     return max(1, min(rows, n))
-
-
-def extra_options(z_loss: float, softcap: float | None) -> dict[str, Any]:
-    """The core's ``z_loss``/``softcap`` keywords, named only when set."""
-    extra: dict[str, Any] = {}
-    if z_loss != 0.0:
-        extra["z_loss"] = z_loss
-    if softcap is not None:
-        extra["softcap"] = softcap
-    return extra
 
 
 def linear_cross_entropy(
@@ -197,11 +189,11 @@ def linear_cross_entropy(
         As in :func:`cross_entropy` (class weights ``(V,)``; sample weights with the target's
         shape).
     z_loss : float, default 0.0
-        PaLM's auxiliary loss ``z_loss * logsumexp(logits)**2`` per sample (needs the core's
-        ``z_loss``; see :func:`cross_entropy`).
+        PaLM's auxiliary loss: each counted sample's loss gains
+        ``z_loss * w[y] * logsumexp(logits)**2`` (as in :func:`cross_entropy`).
     softcap : float, optional
-        Caps the logits to ``softcap * tanh(logits / softcap)`` first (needs the core's
-        ``softcap``; see :func:`cross_entropy`).
+        Caps the logits to ``softcap * tanh(logits / softcap)`` before anything else (as in
+        :func:`cross_entropy`).
     return_grad : bool, default False
         Also return the gradients (without it, no gradient work is done at all).
     grad_output : float or array_like, optional
@@ -289,7 +281,6 @@ def linear_cross_entropy(
     # Checks the targets (the core's IndexError, naming value and position) and gives the
     # mean's denominator before any matrix product.
     denominator = _core.cross_entropy_denominator(t, v, cw, sw, ignore)
-    extra = extra_options(zl, cap)
     sw1 = None if sw is None else sw.reshape(n)
 
     def fused(z: np.ndarray, rows: slice, upstream: Any, core_reduction: _spec.Reduction) -> Any:
@@ -305,7 +296,8 @@ def linear_cross_entropy(
             bool(return_grad),
             upstream,
             z if return_grad else None,
-            **extra,
+            z_loss=zl,
+            softcap=cap,
         )
         return result[0] if return_grad else result
 

@@ -7,6 +7,7 @@ CuPy is imported only when a call gets here (from :func:`xent_rs.linear_cross_en
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,7 @@ def linear_cross_entropy(
         denominator = float(
             _cupy._hard_denominator(t1, cw, None if sw is None else sw.reshape(n), ignore)
         )
-    extra = _linear.extra_options(zl, cap)
+    extra = _extra_options(zl, cap)
     sw1 = None if sw is None else sw.reshape(n)
 
     def fused(z: Any, rows: slice, upstream: Any, core_reduction: _spec.Reduction) -> Any:
@@ -120,3 +121,20 @@ def linear_cross_entropy(
         grads.linear_weight.astype(dtype, copy=False),
         None if grads.linear_bias is None else grads.linear_bias.astype(dtype, copy=False),
     )
+
+
+def _extra_options(z_loss: float, softcap: float | None) -> dict[str, Any]:
+    """The CUDA cross entropy's ``z_loss``/``softcap`` keywords, named only when set; a
+    ``NotImplementedError`` before any work where that kernel does not have them yet."""
+    extra: dict[str, Any] = {}
+    if z_loss != 0.0:
+        extra["z_loss"] = z_loss
+    if softcap is not None:
+        extra["softcap"] = softcap
+    missing = set(extra) - set(inspect.signature(_cupy.cross_entropy).parameters)
+    if missing:
+        raise NotImplementedError(
+            f"{' and '.join(sorted(missing))} on CuPy arrays need the CUDA cross entropy's, "
+            "which it does not have yet; compute on NumPy arrays"
+        )
+    return extra

@@ -23,7 +23,7 @@ use std::ops::Range;
 use crate::error::{XentError, unravel};
 use crate::float::Float;
 use crate::interrupt;
-use crate::kernels::lanes::{Columns, MAX_LANES, V, live_lanes};
+use crate::kernels::lanes::{Columns, MAX_LANES, V, from_f64_lanes, live_lanes, to_f64_lanes};
 use crate::kernels::rows::{Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows};
 use crate::kernels::stats::{
     ColumnSum, col_max, col_sum_exp, load_upto, prefetch_row, row_max, row_sum_exp, store_upto,
@@ -50,6 +50,20 @@ pub struct ClassOptions<'a, T> {
     pub label_smoothing: f64,
     /// The upstream gradient (used only when a gradient is written).
     pub grad_output: GradOutput<'a, T>,
+    /// The z-loss coefficient `s >= 0` (cross entropy only): a row's loss gains
+    /// `s w_y lse^2` (hard target, `w_y = 1` without class weights) or `s lse^2` (soft target),
+    /// `lse` the logsumexp of its (capped) logits, before its sample weight.
+    pub z_loss: f64,
+    /// The logit soft cap `c > 0` (cross entropy only): the logits become `c tanh(x / c)`
+    /// before anything else, and the gradient goes through the cap. `None`: no cap.
+    pub softcap: Option<f64>,
+}
+
+impl<T> ClassOptions<'_, T> {
+    /// Whether z-loss or the soft cap is on (the kernels keep their plain path otherwise).
+    fn extended(&self) -> bool {
+        self.z_loss != 0.0 || self.softcap.is_some()
+    }
 }
 
 /// Hard-target cross entropy over the class axis of `layout`.
@@ -73,7 +87,49 @@ pub fn cross_entropy<T: Float>(
                 None => layout.classes as f64,
             },
             smoothing: opts.label_smoothing,
+            z_loss: opts.z_loss,
+            softcap: opts.softcap,
             hard,
+        }
+    })
+}
+
+/// Multiclass softmax focal loss (Lin et al.) of hard targets: with `lp = log p_y` the log
+/// softmax probability of the target, a row's loss is `-w_y (1 - p_y)^gamma lp` (`1 - p_y`
+/// computed as `-expm1(lp)`), times its sample weight; the `mean` denominator is
+/// cross entropy's. `gamma = 0` is [`cross_entropy`] itself (the same call, so the same bits).
+/// `opts` must leave label smoothing, z-loss and the soft cap off.
+///
+/// The gradient is cross entropy's with `w_y` replaced by
+/// `G = w_y ((1-p)^gamma - gamma p (1-p)^(gamma-1) lp)`: the derivative of the loss by `lp`,
+/// times `d lp / d x = onehot(y) - p`.
+pub fn focal_loss<T: Float>(
+    io: Io<'_, T>,
+    layout: Layout,
+    targets: Targets<'_>,
+    target_shape: &[usize],
+    opts: &ClassOptions<'_, T>,
+    gamma: f64,
+    losses: Option<&mut [T]>,
+) -> Result<Partial, XentError> {
+    // Written so that NaN fails too.
+    if !(gamma >= 0.0 && gamma.is_finite()) {
+        return Err(XentError::Value(format!(
+            "gamma must be a finite number >= 0.0, got {gamma:?}"
+        )));
+    }
+    if opts.label_smoothing != 0.0 || opts.extended() {
+        return Err(XentError::Value(
+            "focal_loss has no label smoothing, z_loss or softcap".into(),
+        ));
+    }
+    if gamma == 0.0 {
+        return cross_entropy(io, layout, targets, target_shape, opts, losses);
+    }
+    hard_target_loss(io, layout, targets, target_shape, opts, losses, |hard| {
+        Focal {
+            hard,
+            gamma: Gamma::new(gamma),
         }
     })
 }
@@ -90,6 +146,9 @@ pub fn nll_loss<T: Float>(
 ) -> Result<Partial, XentError> {
     if opts.label_smoothing != 0.0 {
         return Err(XentError::Value("nll_loss has no label smoothing".into()));
+    }
+    if opts.extended() {
+        return Err(XentError::Value("nll_loss has no z_loss or softcap".into()));
     }
     hard_target_loss(io, layout, targets, target_shape, opts, losses, |hard| {
         Nll { hard }
@@ -128,6 +187,8 @@ pub fn cross_entropy_soft<T: Float>(
         weight: opts.weight,
         sample_weight: opts.sample_weight,
         smoothing: opts.label_smoothing,
+        z_loss: opts.z_loss,
+        softcap: opts.softcap,
         classes: layout.classes,
         scale,
     };
@@ -212,6 +273,20 @@ fn check_common<T: Float>(
     if !(0.0..=1.0).contains(&eps) {
         return Err(XentError::Value(format!(
             "label_smoothing must be between 0.0 and 1.0, got {eps}"
+        )));
+    }
+    // Written so that NaN fails too.
+    if !(opts.z_loss >= 0.0 && opts.z_loss.is_finite()) {
+        return Err(XentError::Value(format!(
+            "z_loss must be a finite number >= 0.0, got {:?}",
+            opts.z_loss
+        )));
+    }
+    if let Some(cap) = opts.softcap
+        && !(cap > 0.0 && cap.is_finite())
+    {
+        return Err(XentError::Value(format!(
+            "softcap must be a finite number > 0.0 (or None for no cap), got {cap:?}"
         )));
     }
     if let GradOutput::PerSample(g) = opts.grad_output {
@@ -300,6 +375,8 @@ pub fn hard_target_denominator<T: Float>(
         reduction: Reduction::Mean,
         label_smoothing: 0.0,
         grad_output: GradOutput::Scalar(1.0),
+        z_loss: 0.0,
+        softcap: None,
     };
     check_targets(targets, target_shape, classes, &opts)
 }
@@ -665,6 +742,10 @@ struct HardTarget<'a, T> {
     /// `Σ w_c` (the number of classes without class weights).
     weight_total: f64,
     smoothing: f64,
+    /// See [`ClassOptions::z_loss`]; 0 leaves the plain arithmetic untouched.
+    z_loss: f64,
+    /// See [`ClassOptions::softcap`]; a capped call runs its own row and lane functions.
+    softcap: Option<f64>,
 }
 
 impl<T: Float> HardTarget<'_, T> {
@@ -740,6 +821,273 @@ impl<T: Float> HardTarget<'_, T> {
         }
         (V::<T, I>::wide_sum(se), V::<T, I>::wide_sum(sd))
     }
+    /// The z-loss of lanes whose logsumexp is `lse` and target weight `w_y`, and what it adds
+    /// to the factor of `p` in their gradient: `(s w_y lse^2, 2 s w_y lse)`.
+    #[inline(always)]
+    fn z_terms<I: Isa>(&self, lse: V<T, I>, w_y: V<T, I>) -> (V<T, I>, V<T, I>) {
+        let isa = lse.isa();
+        let zw = V::<T, I>::splat(isa, T::from_f64(self.z_loss)).mul(w_y);
+        let two = V::<T, I>::splat(isa, T::from_f64(2.0));
+        (zw.mul(lse).mul(lse), two.mul(zw).mul(lse))
+    }
+
+    /// [`RowKernel::row`] with the soft cap `cap`, for a counted row with target `y`.
+    ///
+    /// The capped maximum is the cap of the maximum (`tanh` is increasing). The first pass
+    /// sums `exp(cap(x) - m)` (and, with smoothing, `Σ w_c (cap(x_c) - m)`) and, when a
+    /// gradient is written, stores `tanh(x / cap)` in its place: the second pass recomputes the
+    /// exponential from it (cheaper than a second `tanh`, and the input may be overwritten
+    /// by then) and multiplies the plain gradient by `1 - tanh^2`.
+    ///
+    /// # Safety
+    /// As [`RowKernel::row`]: `n` values readable at `p.x`, writable at `p.out` unless null.
+    #[inline(always)]
+    unsafe fn capped_row<I: Isa>(
+        &self,
+        isa: I,
+        r: usize,
+        y: usize,
+        p: Ptrs<T>,
+        n: usize,
+        cap: f64,
+    ) -> f64 {
+        let lanes = V::<T, I>::LANES;
+        let eps = self.smoothing;
+        let grad = !p.out.is_null();
+        let sw = self.hard.sample_weight(r);
+        let w_y = self.hard.class_weight(y);
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let capv = V::<T, I>::splat(isa, T::from_f64(cap));
+        let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / cap));
+        // SAFETY: the driver hands over n readable values at p.x and writable at p.out; the
+        // target logit is read before anything is written, and each logit before its slot.
+        unsafe {
+            let t_y = T::tanh(V::<T, I>::splat(isa, *p.x.add(y)).mul(inv));
+            let x_y = capv.mul(t_y).reduce_max().to_f64();
+            let t_y = t_y.reduce_max().to_f64();
+            let raw_max = V::<T, I>::splat(isa, row_max(isa, p.x, n));
+            let mv = capv.mul(T::tanh(raw_max.mul(inv)));
+            let m = mv.reduce_max().to_f64();
+            let (mut se, mut sd) = (V::<T, I>::wide_zero(isa), V::<T, I>::wide_zero(isa));
+            for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                if interrupt::stopped_at(seg) {
+                    return 0.0;
+                }
+                let end = n.min(seg + interrupt::ROW_CHECK);
+                let mut i = seg;
+                // Whole groups of four vectors add their sums in the element precision first
+                // and widen them once (as `row_sum_exp` does).
+                while i + 4 * lanes <= end {
+                    prefetch_row(p.ahead, i, 4 * lanes);
+                    let (mut e4, mut d4) = (zero, zero);
+                    for j in (i..i + 4 * lanes).step_by(lanes) {
+                        let t = T::tanh(V::<T, I>::load(isa, p.x.add(j)).mul(inv));
+                        let d = capv.mul_add(t, zero.sub(mv));
+                        e4 = e4.add(T::exp(d));
+                        if eps > 0.0 {
+                            d4 = match self.hard.weight {
+                                Some(w) => d.mul_add(V::<T, I>::load(isa, w.as_ptr().add(j)), d4),
+                                None => d4.add(d),
+                            };
+                        }
+                        if grad {
+                            t.store(p.out.add(j));
+                        }
+                    }
+                    se = e4.wide_add(se);
+                    sd = d4.wide_add(sd);
+                    i += 4 * lanes;
+                }
+                while i < end {
+                    let k = lanes.min(end - i);
+                    let t = T::tanh(load_upto(isa, p.x.add(i), k, T::ZERO).mul(inv));
+                    let d = capv.mul_add(t, zero.sub(mv));
+                    let (e, d) = if k == lanes {
+                        (T::exp(d), d)
+                    } else {
+                        // Padding lanes add nothing to either sum.
+                        let pad = live_lanes::<T, I>(isa, k).eq(zero);
+                        (
+                            V::<T, I>::select(pad, zero, T::exp(d)),
+                            V::<T, I>::select(pad, zero, d),
+                        )
+                    };
+                    se = e.wide_add(se);
+                    if eps > 0.0 {
+                        let wd = match self.hard.weight {
+                            Some(w) => d.mul(load_upto(isa, w.as_ptr().add(i), k, T::ZERO)),
+                            None => d,
+                        };
+                        sd = wd.wide_add(sd);
+                    }
+                    if grad {
+                        store_upto(t, p.out.add(i), k);
+                    }
+                    i += k;
+                }
+            }
+            let s = V::<T, I>::wide_sum(se);
+            let sd = V::<T, I>::wide_sum(sd);
+            let ln_s = s.ln();
+            let c = n as f64;
+            let lse = m + ln_s;
+            let mut loss = (1.0 - eps) * w_y * ((m - x_y) + ln_s);
+            if eps > 0.0 {
+                loss += eps / c * (self.weight_total * ln_s - sd);
+            }
+            let mut coef = (1.0 - eps) * w_y + eps / c * self.weight_total;
+            if self.z_loss > 0.0 {
+                loss += self.z_loss * w_y * lse * lse;
+                coef += 2.0 * self.z_loss * w_y * lse;
+            }
+            if grad {
+                if self.hard.scale.is_zero() {
+                    zero_row(isa, p.out, n);
+                } else {
+                    let g = self.hard.scale.at(r) * sw;
+                    let a = V::<T, I>::splat(isa, T::from_f64(g * coef / s));
+                    let b = g * eps / c;
+                    let bv = V::<T, I>::splat(isa, T::from_f64(b));
+                    let one = V::<T, I>::splat(isa, T::ONE);
+                    for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                        if interrupt::stopped_at(seg) {
+                            return 0.0;
+                        }
+                        for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                            let k = lanes.min(n - i);
+                            let t = load_upto(isa, p.out.add(i), k, T::ZERO);
+                            let e = T::exp(capv.mul_add(t, zero.sub(mv)));
+                            let out = match (self.hard.weight, b != 0.0) {
+                                (Some(w), true) => {
+                                    let wv = load_upto(isa, w.as_ptr().add(i), k, T::ZERO);
+                                    e.mul(a).sub(wv.mul(bv))
+                                }
+                                (None, true) => e.mul(a).sub(bv),
+                                (_, false) => e.mul(a),
+                            };
+                            store_upto(out.mul(zero.sub(t).mul_add(t, one)), p.out.add(i), k);
+                        }
+                    }
+                    let hit = g * (1.0 - eps) * w_y * (1.0 - t_y * t_y);
+                    let at_y = (*p.out.add(y)).to_f64() - hit;
+                    *p.out.add(y) = T::from_f64(at_y);
+                }
+            }
+            sw * loss
+        }
+    }
+
+    /// [`RowKernel::lanes`] with the soft cap `cap` (see [`HardTarget::capped_row`]: the
+    /// output columns hold `tanh(x / cap)` between the two passes).
+    ///
+    /// # Safety
+    /// As [`RowKernel::lanes`]: `classes` columns (and an output when one is written).
+    #[inline(always)]
+    unsafe fn capped_lanes<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        cols: Columns<T>,
+        classes: usize,
+        cap: f64,
+    ) -> V<T, I> {
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let one = V::<T, I>::splat(isa, T::ONE);
+        let eps = self.smoothing;
+        let c = classes as f64;
+        let grad = cols.writes();
+        let capv = V::<T, I>::splat(isa, T::from_f64(cap));
+        let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / cap));
+        let (y, w_y) = self.hard.lane_targets::<I>(isa, r0, valid, classes);
+        let ignored = y.lt(zero);
+        let (sw, g) = lane_weights::<T, I>(
+            isa,
+            self.hard.sample_weight,
+            &self.hard.scale,
+            grad,
+            r0,
+            valid,
+        );
+        // SAFETY: the driver hands over `classes` columns (and an output when `grad`); every
+        // input column is read before the output is written.
+        unsafe {
+            // The raw maximum and target logits; their caps are the capped ones.
+            let mut raw_max = V::<T, I>::splat(isa, T::NEG_INFINITY);
+            let mut raw_y = zero;
+            let mut class = zero;
+            for k in 0..classes {
+                let x = cols.x(isa, k);
+                raw_max = raw_max.max(x);
+                raw_y = V::<T, I>::select(y.eq(class), x, raw_y);
+                class = class.add(one);
+            }
+            let m = capv.mul(T::tanh(raw_max.mul(inv)));
+            let x_y = capv.mul(T::tanh(raw_y.mul(inv)));
+            let (mut se, mut sd) = (ColumnSum::<T, I>::new(isa), ColumnSum::<T, I>::new(isa));
+            for k in 0..classes {
+                let t = T::tanh(cols.x(isa, k).mul(inv));
+                let d = capv.mul(t).sub(m);
+                se.add(T::exp(d));
+                if eps > 0.0 {
+                    sd.add(match self.hard.weight {
+                        Some(w) => d.mul(V::<T, I>::splat(isa, w[k])),
+                        None => d,
+                    });
+                }
+                if grad {
+                    t.store(cols.out(k));
+                }
+            }
+            let s = se.total();
+            let ln_s = T::ln(s);
+            let one_minus = V::<T, I>::splat(isa, T::from_f64(1.0 - eps));
+            let mut loss = one_minus.mul(w_y).mul(m.sub(x_y).add(ln_s));
+            if eps > 0.0 {
+                let total = V::<T, I>::splat(isa, T::from_f64(self.weight_total));
+                let smooth = total.mul(ln_s).sub(sd.total());
+                loss = V::<T, I>::splat(isa, T::from_f64(eps / c)).mul_add(smooth, loss);
+            }
+            let mix = V::<T, I>::splat(isa, T::from_f64(eps / c * self.weight_total));
+            let mut coef = one_minus.mul_add(w_y, mix);
+            if self.z_loss > 0.0 {
+                let (z, zw) = self.z_terms(m.add(ln_s), w_y);
+                loss = loss.add(z);
+                coef = coef.add(zw);
+            }
+            let loss = V::<T, I>::select(ignored, zero, sw.mul(loss));
+            if !grad {
+                return loss;
+            }
+            if self.hard.scale.is_zero() {
+                for k in 0..classes {
+                    zero.store(cols.out(k));
+                }
+                return loss;
+            }
+            let a = g.mul(coef).div(s);
+            let b = g.mul(V::<T, I>::splat(isa, T::from_f64(eps / c)));
+            let hit = g.mul(one_minus).mul(w_y);
+            let mut class = zero;
+            for k in 0..classes {
+                let t = V::<T, I>::load(isa, cols.out(k));
+                let e = T::exp(capv.mul(t).sub(m));
+                let mut out = e.mul(a);
+                if eps > 0.0 {
+                    let wk = match self.hard.weight {
+                        Some(w) => w[k],
+                        None => T::ONE,
+                    };
+                    out = out.sub(b.mul(V::<T, I>::splat(isa, wk)));
+                }
+                out = out.sub(V::<T, I>::select(y.eq(class), hit, zero));
+                class = class.add(one);
+                let out = out.mul(zero.sub(t).mul_add(t, one));
+                V::<T, I>::select(ignored, zero, out).store(cols.out(k));
+            }
+            loss
+        }
+    }
 }
 
 impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
@@ -754,6 +1102,10 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
             unsafe { zero_row(isa, p.out, n) };
             return 0.0;
         };
+        if let Some(cap) = self.softcap {
+            // SAFETY: as for this function.
+            return unsafe { self.capped_row(isa, r, y, p, n, cap) };
+        }
         let lanes = V::<T, I>::LANES;
         let eps = self.smoothing;
         let grad = !p.out.is_null();
@@ -780,15 +1132,19 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 let smooth = self.weight_total * ln_s - sd;
                 loss += eps / c * smooth;
             }
+            // The factor of p in the gradient.
+            let mut coef = (1.0 - eps) * w_y + eps / c * self.weight_total;
+            if self.z_loss > 0.0 {
+                let lse = m.to_f64() + ln_s;
+                loss += self.z_loss * w_y * lse * lse;
+                coef += 2.0 * self.z_loss * w_y * lse;
+            }
             if grad {
                 if self.hard.scale.is_zero() {
                     zero_row(isa, p.out, n);
                 } else {
                     let g = self.hard.scale.at(r) * sw;
-                    let a = V::<T, I>::splat(
-                        isa,
-                        T::from_f64(g * ((1.0 - eps) * w_y + eps / c * self.weight_total) / s),
-                    );
+                    let a = V::<T, I>::splat(isa, T::from_f64(g * coef / s));
                     let b = g * eps / c;
                     let bv = V::<T, I>::splat(isa, T::from_f64(b));
                     for seg in (0..n).step_by(interrupt::ROW_CHECK) {
@@ -826,6 +1182,10 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
         cols: Columns<T>,
         classes: usize,
     ) -> V<T, I> {
+        if let Some(cap) = self.softcap {
+            // SAFETY: as for this function.
+            return unsafe { self.capped_lanes(isa, r0, valid, cols, classes, cap) };
+        }
         let zero = V::<T, I>::splat(isa, T::ZERO);
         let one = V::<T, I>::splat(isa, T::ONE);
         let eps = self.smoothing;
@@ -875,6 +1235,14 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 let smooth = total.mul(ln_s).sub(sd.total());
                 loss = V::<T, I>::splat(isa, T::from_f64(eps / c)).mul_add(smooth, loss);
             }
+            let mix = V::<T, I>::splat(isa, T::from_f64(eps / c * self.weight_total));
+            // The factor of p in the gradient.
+            let mut coef = one_minus.mul_add(w_y, mix);
+            if self.z_loss > 0.0 {
+                let (z, zw) = self.z_terms(m.add(ln_s), w_y);
+                loss = loss.add(z);
+                coef = coef.add(zw);
+            }
             let loss = V::<T, I>::select(ignored, zero, sw.mul(loss));
             if !grad {
                 return loss;
@@ -885,8 +1253,7 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
                 }
                 return loss;
             }
-            let mix = V::<T, I>::splat(isa, T::from_f64(eps / c * self.weight_total));
-            let a = g.mul(one_minus.mul_add(w_y, mix)).div(s);
+            let a = g.mul(coef).div(s);
             let b = g.mul(V::<T, I>::splat(isa, T::from_f64(eps / c)));
             let hit = g.mul(one_minus).mul(w_y);
             let mut class = zero;
@@ -979,11 +1346,191 @@ impl<T: Float> RowKernel<T> for Nll<'_, T> {
     }
 }
 
+/// The focusing exponent of [`Focal`], with its common values as their own arithmetic.
+#[derive(Clone, Copy)]
+enum Gamma {
+    /// `q^1`.
+    One,
+    /// `q^2`: a square, not a `pow`.
+    Two,
+    /// `q^gamma`.
+    Other(f64),
+}
+
+impl Gamma {
+    fn new(gamma: f64) -> Self {
+        match gamma {
+            1.0 => Gamma::One,
+            2.0 => Gamma::Two,
+            g => Gamma::Other(g),
+        }
+    }
+
+    fn value(self) -> f64 {
+        match self {
+            Gamma::One => 1.0,
+            Gamma::Two => 2.0,
+            Gamma::Other(g) => g,
+        }
+    }
+
+    /// For a row whose target log-probability is `lp`: its loss before the weights,
+    /// `-(1-p)^gamma lp`, and the derivative of that by `lp`, negated:
+    /// `(1-p)^gamma - gamma p (1-p)^(gamma-1) lp` (the factor that replaces 1 in cross
+    /// entropy's gradient).
+    #[inline(always)]
+    fn terms(self, lp: f64) -> (f64, f64) {
+        let q = -lp.exp_m1();
+        let f = match self {
+            Gamma::One => q,
+            Gamma::Two => q * q,
+            Gamma::Other(g) => q.powf(g),
+        };
+        // (1-p)^(gamma-1) lp = f (lp / q); lp / q tends to -1 as q -> 0, where f is 0 (gamma
+        // > 0): no infinity times zero for gamma < 1.
+        let ratio = if q == 0.0 { 0.0 } else { lp / q };
+        let p = lp.exp();
+        (-f * lp, f - self.value() * p * f * ratio)
+    }
+}
+
+/// Multiclass focal loss; see [`focal_loss`].
+struct Focal<'a, T> {
+    hard: HardTargets<'a, T>,
+    gamma: Gamma,
+}
+
+impl<T: Float> RowKernel<T> for Focal<'_, T> {
+    fn check_rows(&self, rows: Range<usize>) -> Result<f64, XentError> {
+        self.hard.check_rows(rows)
+    }
+
+    #[inline(always)]
+    fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        let Some(y) = self.hard.target(r, n) else {
+            // SAFETY: n values are writable at p.out (unless null).
+            unsafe { zero_row(isa, p.out, n) };
+            return 0.0;
+        };
+        let lanes = V::<T, I>::LANES;
+        let grad = !p.out.is_null();
+        let sw = self.hard.sample_weight(r);
+        let w_y = self.hard.class_weight(y);
+        // SAFETY: the driver hands over n readable values at p.x and writable at p.out; the
+        // target logit is read before anything is written.
+        unsafe {
+            let x_y = (*p.x.add(y)).to_f64();
+            let m = row_max(isa, p.x, n);
+            let store = if grad { p.out } else { std::ptr::null_mut() };
+            let s = row_sum_exp(isa, p.x, n, m, store, p.ahead);
+            let lp = (x_y - m.to_f64()) - s.ln();
+            let (loss, coef) = self.gamma.terms(lp);
+            if grad {
+                if self.hard.scale.is_zero() {
+                    zero_row(isa, p.out, n);
+                } else {
+                    let g = self.hard.scale.at(r) * sw * w_y * coef;
+                    let a = V::<T, I>::splat(isa, T::from_f64(g / s));
+                    for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                        if interrupt::stopped_at(seg) {
+                            return 0.0;
+                        }
+                        for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                            let k = lanes.min(n - i);
+                            let e = load_upto(isa, p.out.add(i), k, T::ZERO);
+                            store_upto(e.mul(a), p.out.add(i), k);
+                        }
+                    }
+                    let at_y = (*p.out.add(y)).to_f64() - g;
+                    *p.out.add(y) = T::from_f64(at_y);
+                }
+            }
+            sw * w_y * loss
+        }
+    }
+
+    #[inline(always)]
+    fn lanes<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        cols: Columns<T>,
+        classes: usize,
+    ) -> V<T, I> {
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let one = V::<T, I>::splat(isa, T::ONE);
+        let grad = cols.writes();
+        let (y, w_y) = self.hard.lane_targets::<I>(isa, r0, valid, classes);
+        let ignored = y.lt(zero);
+        let (sw, g) = lane_weights::<T, I>(
+            isa,
+            self.hard.sample_weight,
+            &self.hard.scale,
+            grad,
+            r0,
+            valid,
+        );
+        // SAFETY: the driver hands over `classes` columns (and an output when `grad`); every
+        // input column is read before the output is written.
+        unsafe {
+            let mut m = V::<T, I>::splat(isa, T::NEG_INFINITY);
+            let mut x_y = zero;
+            let mut class = zero;
+            for k in 0..classes {
+                let x = cols.x(isa, k);
+                m = m.max(x);
+                x_y = V::<T, I>::select(y.eq(class), x, x_y);
+                class = class.add(one);
+            }
+            let s = col_sum_exp(isa, &cols, classes, m, grad);
+            let lp = x_y.sub(m).sub(T::ln(s));
+            // The focal factors per lane, in f64 (a handful of scalar calls per row, against
+            // `classes` exponentials).
+            let mut lps = [0.0; MAX_LANES];
+            to_f64_lanes::<T, I>(lp, &mut lps);
+            let (mut losses, mut coefs) = ([0.0; MAX_LANES], [0.0; MAX_LANES]);
+            for j in 0..valid {
+                (losses[j], coefs[j]) = self.gamma.terms(lps[j]);
+            }
+            let weighted = sw.mul(w_y);
+            let loss = V::<T, I>::select(
+                ignored,
+                zero,
+                weighted.mul(from_f64_lanes::<T, I>(isa, &losses)),
+            );
+            if !grad {
+                return loss;
+            }
+            if self.hard.scale.is_zero() {
+                for k in 0..classes {
+                    zero.store(cols.out(k));
+                }
+                return loss;
+            }
+            let hit = g.mul(w_y).mul(from_f64_lanes::<T, I>(isa, &coefs));
+            let a = hit.div(s);
+            let mut class = zero;
+            for k in 0..classes {
+                let e = V::<T, I>::load(isa, cols.out(k));
+                let out = e.mul(a).sub(V::<T, I>::select(y.eq(class), hit, zero));
+                class = class.add(one);
+                V::<T, I>::select(ignored, zero, out).store(cols.out(k));
+            }
+            loss
+        }
+    }
+}
+
 /// Soft-target cross entropy; `x2` holds the target probabilities.
 struct SoftTarget<'a, T> {
     weight: Option<&'a [T]>,
     sample_weight: Option<&'a [T]>,
     smoothing: f64,
+    /// See [`ClassOptions::z_loss`]; 0 leaves the plain arithmetic untouched.
+    z_loss: f64,
+    /// See [`ClassOptions::softcap`]; a capped call runs its own row and lane functions.
+    softcap: Option<f64>,
     classes: usize,
     scale: Scale<'a, T>,
 }
@@ -1047,11 +1594,185 @@ impl<T: Float> SoftTarget<'_, T> {
         };
         self.weighted(tv, w)
     }
+    /// The z-loss of lanes whose logsumexp is `lse`, and what it adds to the factor of `p` in
+    /// their gradient: `(s lse^2, 2 s lse)`.
+    #[inline(always)]
+    fn z_terms<I: Isa>(&self, lse: V<T, I>) -> (V<T, I>, V<T, I>) {
+        let isa = lse.isa();
+        let z = V::<T, I>::splat(isa, T::from_f64(self.z_loss));
+        let two = V::<T, I>::splat(isa, T::from_f64(2.0));
+        (z.mul(lse).mul(lse), two.mul(z).mul(lse))
+    }
+
+    /// [`RowKernel::row`] with the soft cap `cap`; the passes are those of
+    /// [`HardTarget::capped_row`].
+    ///
+    /// # Safety
+    /// As [`RowKernel::row`]: `n` values readable at `p.x` and `p.x2`, writable at `p.out`
+    /// unless null.
+    #[inline(always)]
+    unsafe fn capped_row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize, cap: f64) -> f64 {
+        let lanes = V::<T, I>::LANES;
+        let grad = !p.out.is_null();
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let one = V::<T, I>::splat(isa, T::ONE);
+        let capv = V::<T, I>::splat(isa, T::from_f64(cap));
+        let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / cap));
+        // SAFETY: n values at p.x, p.x2 are readable and at p.out writable; each logit is
+        // read before its gradient slot is written.
+        unsafe {
+            let raw_max = V::<T, I>::splat(isa, row_max(isa, p.x, n));
+            let mv = capv.mul(T::tanh(raw_max.mul(inv)));
+            let m = mv.reduce_max().to_f64();
+            let (mut se, mut st, mut sd) = (
+                V::<T, I>::wide_zero(isa),
+                V::<T, I>::wide_zero(isa),
+                V::<T, I>::wide_zero(isa),
+            );
+            for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                if interrupt::stopped_at(seg) {
+                    return 0.0;
+                }
+                prefetch_row(p.ahead, seg, interrupt::ROW_CHECK.min(n - seg));
+                for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                    let k = lanes.min(n - i);
+                    let t = T::tanh(load_upto(isa, p.x.add(i), k, T::ZERO).mul(inv));
+                    let d = capv.mul_add(t, zero.sub(mv));
+                    // Padding lanes: their target weight is 0, and so is their exponential.
+                    let tw = self.weighted_at(isa, p.x2, i, k);
+                    let e = if k == lanes {
+                        T::exp(d)
+                    } else {
+                        let pad = live_lanes::<T, I>(isa, k).eq(zero);
+                        V::<T, I>::select(pad, zero, T::exp(d))
+                    };
+                    if grad {
+                        store_upto(t, p.out.add(i), k);
+                    }
+                    se = e.wide_add(se);
+                    st = tw.wide_add(st);
+                    sd = tw.mul(d).wide_add(sd);
+                }
+            }
+            let s = V::<T, I>::wide_sum(se);
+            let t_total = V::<T, I>::wide_sum(st);
+            let sw = self.sample_weight(r);
+            let ln_s = s.ln();
+            let lse = m + ln_s;
+            let mut loss = t_total * ln_s - V::<T, I>::wide_sum(sd);
+            let mut coef = t_total;
+            if self.z_loss > 0.0 {
+                loss += self.z_loss * lse * lse;
+                coef += 2.0 * self.z_loss * lse;
+            }
+            if grad {
+                if self.scale.is_zero() {
+                    zero_row(isa, p.out, n);
+                } else {
+                    let g = self.scale.at(r) * sw;
+                    let a = V::<T, I>::splat(isa, T::from_f64(g * coef / s));
+                    let gv = V::<T, I>::splat(isa, T::from_f64(g));
+                    for seg in (0..n).step_by(interrupt::ROW_CHECK) {
+                        if interrupt::stopped_at(seg) {
+                            return 0.0;
+                        }
+                        for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
+                            let k = lanes.min(n - i);
+                            let t = load_upto(isa, p.out.add(i), k, T::ZERO);
+                            let e = T::exp(capv.mul_add(t, zero.sub(mv)));
+                            let tw = self.weighted_at(isa, p.x2, i, k);
+                            let out = e.mul(a).sub(gv.mul(tw));
+                            store_upto(out.mul(zero.sub(t).mul_add(t, one)), p.out.add(i), k);
+                        }
+                    }
+                }
+            }
+            sw * loss
+        }
+    }
+
+    /// [`RowKernel::lanes`] with the soft cap `cap` (the output columns hold
+    /// `tanh(x / cap)` between the two passes).
+    ///
+    /// # Safety
+    /// As [`RowKernel::lanes`]: `classes` columns of both inputs (and an output when one is
+    /// written).
+    #[inline(always)]
+    unsafe fn capped_lanes<I: Isa>(
+        &self,
+        isa: I,
+        r0: usize,
+        valid: usize,
+        cols: Columns<T>,
+        classes: usize,
+        cap: f64,
+    ) -> V<T, I> {
+        let grad = cols.writes();
+        let zero = V::<T, I>::splat(isa, T::ZERO);
+        let one = V::<T, I>::splat(isa, T::ONE);
+        let capv = V::<T, I>::splat(isa, T::from_f64(cap));
+        let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / cap));
+        let (sw, g) = lane_weights::<T, I>(isa, self.sample_weight, &self.scale, grad, r0, valid);
+        // SAFETY: the driver hands over `classes` columns of both inputs (and an output when
+        // `grad`); every input column is read before the output is written.
+        unsafe {
+            let m = capv.mul(T::tanh(col_max(isa, &cols, classes).mul(inv)));
+            let (mut se, mut st, mut sd) = (
+                ColumnSum::<T, I>::new(isa),
+                ColumnSum::<T, I>::new(isa),
+                ColumnSum::<T, I>::new(isa),
+            );
+            for k in 0..classes {
+                let t = T::tanh(cols.x(isa, k).mul(inv));
+                let d = capv.mul(t).sub(m);
+                let tw = self.weighted_column(isa, &cols, k);
+                se.add(T::exp(d));
+                st.add(tw);
+                sd.add(tw.mul(d));
+                if grad {
+                    t.store(cols.out(k));
+                }
+            }
+            let s = se.total();
+            let t_total = st.total();
+            let ln_s = T::ln(s);
+            let mut loss = t_total.mul(ln_s).sub(sd.total());
+            let mut coef = t_total;
+            if self.z_loss > 0.0 {
+                let (z, zc) = self.z_terms(m.add(ln_s));
+                loss = loss.add(z);
+                coef = coef.add(zc);
+            }
+            let loss = sw.mul(loss);
+            if !grad {
+                return loss;
+            }
+            if self.scale.is_zero() {
+                for k in 0..classes {
+                    zero.store(cols.out(k));
+                }
+                return loss;
+            }
+            let a = g.mul(coef).div(s);
+            for k in 0..classes {
+                let t = V::<T, I>::load(isa, cols.out(k));
+                let e = T::exp(capv.mul(t).sub(m));
+                let tw = self.weighted_column(isa, &cols, k);
+                let out = e.mul(a).sub(g.mul(tw));
+                out.mul(zero.sub(t).mul_add(t, one)).store(cols.out(k));
+            }
+            loss
+        }
+    }
 }
 
 impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
     #[inline(always)]
     fn row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize) -> f64 {
+        if let Some(cap) = self.softcap {
+            // SAFETY: as for this function.
+            return unsafe { self.capped_row(isa, r, p, n, cap) };
+        }
         let lanes = V::<T, I>::LANES;
         let grad = !p.out.is_null();
         // SAFETY: n values at p.x, p.x2 are readable and at p.out writable; each logit is
@@ -1111,13 +1832,20 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
             let s = V::<T, I>::wide_sum(se);
             let t_total = V::<T, I>::wide_sum(st);
             let sw = self.sample_weight(r);
-            let loss = sw * (t_total * s.ln() - V::<T, I>::wide_sum(sd));
+            let mut loss = sw * (t_total * s.ln() - V::<T, I>::wide_sum(sd));
+            // The factor of p in the gradient.
+            let mut coef = t_total;
+            if self.z_loss > 0.0 {
+                let lse = m.to_f64() + s.ln();
+                loss += sw * self.z_loss * lse * lse;
+                coef += 2.0 * self.z_loss * lse;
+            }
             if grad {
                 if self.scale.is_zero() {
                     zero_row(isa, p.out, n);
                 } else {
                     let g = self.scale.at(r) * sw;
-                    let a = V::<T, I>::splat(isa, T::from_f64(g * t_total / s));
+                    let a = V::<T, I>::splat(isa, T::from_f64(g * coef / s));
                     let gv = V::<T, I>::splat(isa, T::from_f64(g));
                     for seg in (0..n).step_by(interrupt::ROW_CHECK) {
                         if interrupt::stopped_at(seg) {
@@ -1145,6 +1873,10 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
         cols: Columns<T>,
         classes: usize,
     ) -> V<T, I> {
+        if let Some(cap) = self.softcap {
+            // SAFETY: as for this function.
+            return unsafe { self.capped_lanes(isa, r0, valid, cols, classes, cap) };
+        }
         let grad = cols.writes();
         let (sw, g) = lane_weights::<T, I>(isa, self.sample_weight, &self.scale, grad, r0, valid);
         // SAFETY: the driver hands over `classes` columns of both inputs (and an output when
@@ -1159,7 +1891,15 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
             }
             let t_total = t_total.total();
             let s = col_sum_exp(isa, &cols, classes, m, grad);
-            let loss = sw.mul(t_total.mul(T::ln(s)).sub(sd.total()));
+            let mut loss = t_total.mul(T::ln(s)).sub(sd.total());
+            // The factor of p in the gradient.
+            let mut coef = t_total;
+            if self.z_loss > 0.0 {
+                let (z, zc) = self.z_terms(m.add(T::ln(s)));
+                loss = loss.add(z);
+                coef = coef.add(zc);
+            }
+            let loss = sw.mul(loss);
             if !grad {
                 return loss;
             }
@@ -1170,7 +1910,7 @@ impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
                 }
                 return loss;
             }
-            let a = g.mul(t_total).div(s);
+            let a = g.mul(coef).div(s);
             for k in 0..classes {
                 let e = V::<T, I>::load(isa, cols.out(k));
                 let tw = self.weighted_column(isa, &cols, k);
@@ -1227,6 +1967,8 @@ mod tests {
             reduction,
             label_smoothing: eps,
             grad_output: GradOutput::Scalar(1.5),
+            z_loss: 0.0,
+            softcap: None,
         }
     }
 
@@ -1382,6 +2124,8 @@ mod tests {
                             reduction,
                             label_smoothing: 0.0,
                             grad_output,
+                            z_loss: 0.0,
+                            softcap: None,
                         };
                         for grad in [false, true] {
                             for targets in [Targets::I64(&t64), Targets::I32(&t32)] {
@@ -1514,6 +2258,8 @@ mod tests {
                 reduction: Reduction::Sum,
                 label_smoothing: 0.2,
                 grad_output: GradOutput::Scalar(1.0),
+                z_loss: 0.0,
+                softcap: None,
             };
             at_every_level(|_| {
                 let t = Targets::I32(&targets);
@@ -1550,6 +2296,8 @@ mod tests {
                     reduction,
                     label_smoothing: 0.1,
                     grad_output: GradOutput::Scalar(1.0),
+                    z_loss: 0.0,
+                    softcap: None,
                 };
                 let mut losses = vec![f64::NAN; 3];
                 let per_row = (reduction == Reduction::None).then_some(&mut losses[..]);
@@ -1614,6 +2362,8 @@ mod tests {
                     reduction: Reduction::Sum,
                     label_smoothing: eps,
                     grad_output: GradOutput::Scalar(1.0),
+                    z_loss: 0.0,
+                    softcap: None,
                 };
                 let mut grad = vec![0.0; layout.len()];
                 let got = cross_entropy_soft(
@@ -1635,6 +2385,448 @@ mod tests {
                 }
             });
         }
+    }
+
+    /// The capped logits of a row and the derivative of the cap at each (1 without a cap).
+    fn capped(x: &[f64], cap: Option<f64>) -> (Vec<f64>, Vec<f64>) {
+        match cap {
+            None => (x.to_vec(), vec![1.0; x.len()]),
+            Some(c) => x
+                .iter()
+                .map(|v| {
+                    let t = (v / c).tanh();
+                    (c * t, 1.0 - t * t)
+                })
+                .unzip(),
+        }
+    }
+
+    /// [`reference_row`] with z-loss `z` and soft cap `cap`.
+    #[allow(clippy::too_many_arguments)]
+    fn reference_row_ext(
+        x: &[f64],
+        y: usize,
+        w: Option<&[f64]>,
+        sw: f64,
+        eps: f64,
+        z: f64,
+        cap: Option<f64>,
+        g: f64,
+    ) -> (f64, Vec<f64>) {
+        let (xc, dcap) = capped(x, cap);
+        let (loss, grad) = reference_row(&xc, y, w, sw, eps, g);
+        let l = lse(&xc);
+        let w_y = w.map_or(1.0, |w| w[y]);
+        let loss = loss + sw * z * w_y * l * l;
+        let grad = grad
+            .iter()
+            .enumerate()
+            .map(|(k, gk)| (gk + g * sw * 2.0 * z * w_y * l * (xc[k] - l).exp()) * dcap[k])
+            .collect();
+        (loss, grad)
+    }
+
+    /// Targets of every kind for a layout: a few ignored, the rest spread over the classes.
+    fn spread_targets(layout: Layout) -> Vec<i64> {
+        let rows = layout.rows();
+        let mut t: Vec<i64> = (0..rows)
+            .map(|r| ((r * 7 + 3) % layout.classes) as i64)
+            .collect();
+        t[rows / 2] = -100;
+        t
+    }
+
+    /// Checks a hard-target call (`mean` with a gradient, then `none` without) against the
+    /// float64 reference `reference` of one row (loss, gradient for upstream factor 1).
+    #[allow(clippy::too_many_arguments)]
+    fn check_hard_call<T: Float>(
+        layout: Layout,
+        x: &[f64],
+        targets: &[i64],
+        weight: Option<&[f64]>,
+        sample_weight: Option<&[f64]>,
+        opts: ClassOptions<'_, T>,
+        tol: f64,
+        call: impl Fn(Io<'_, T>, &ClassOptions<'_, T>, Option<&mut [T]>) -> Partial,
+        reference: impl Fn(&[f64], usize, f64) -> (f64, Vec<f64>),
+    ) {
+        let rows = layout.rows();
+        let (mut want_sum, mut want_den) = (0.0, 0.0);
+        let mut want_grad = vec![0.0; layout.len()];
+        for r in 0..rows {
+            if targets[r] < 0 {
+                continue;
+            }
+            let y = targets[r] as usize;
+            let s = sample_weight.map_or(1.0, |s| s[r]);
+            let (loss, grad) = reference(&row(x, layout, r), y, s);
+            want_sum += loss;
+            want_den += weight.map_or(1.0, |w| w[y]) * s;
+            for (c, g) in grad.iter().enumerate() {
+                want_grad[at(layout, r, c)] = *g;
+            }
+        }
+        let xt: Vec<T> = x.iter().map(|&v| T::from_f64(v)).collect();
+        at_every_level(|level| {
+            let mut opts = opts;
+            opts.reduction = Reduction::Mean;
+            opts.grad_output = GradOutput::Scalar(T::from_f64(1.5).to_f64());
+            let mut grad = vec![T::NAN; layout.len()];
+            let io = Io::ReadWrite {
+                input: &xt,
+                out: &mut grad,
+            };
+            let got = call(io, &opts, None).reduce(Reduction::Mean);
+            let what = format!("{level} {layout:?}");
+            assert_close(got, want_sum / want_den, tol, &what);
+            for (g, w) in grad.iter().zip(&want_grad) {
+                assert_close(g.to_f64(), 1.5 * w / want_den, tol, &what);
+            }
+            opts.reduction = Reduction::None;
+            let mut losses = vec![T::NAN; rows];
+            call(Io::Read(&xt), &opts, Some(&mut losses));
+            let total: f64 = losses.iter().map(|l| l.to_f64()).sum();
+            assert_close(total, want_sum, tol, &what);
+            assert_eq!(losses[rows / 2].to_f64(), 0.0);
+        });
+    }
+
+    fn ext_options<'a, T: Float>(
+        weight: Option<&'a [T]>,
+        sample_weight: Option<&'a [T]>,
+        eps: f64,
+        z_loss: f64,
+        softcap: Option<f64>,
+    ) -> ClassOptions<'a, T> {
+        ClassOptions {
+            weight,
+            sample_weight,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+            label_smoothing: eps,
+            grad_output: GradOutput::Scalar(1.5),
+            z_loss,
+            softcap,
+        }
+    }
+
+    fn z_loss_and_softcap_match_reference<T: Float>(tol: f64) {
+        for layout in layouts() {
+            let rows = layout.rows();
+            let x = values(layout.len(), 5, 8.0);
+            let targets = spread_targets(layout);
+            let w: Vec<f64> = (0..layout.classes).map(|k| 0.5 + (k % 3) as f64).collect();
+            let sw: Vec<f64> = (0..rows).map(|r| 1.0 + (r % 4) as f64 * 0.25).collect();
+            let wt: Vec<T> = w.iter().map(|&v| T::from_f64(v)).collect();
+            let swt: Vec<T> = sw.iter().map(|&v| T::from_f64(v)).collect();
+            for (weights, eps, z, cap) in [
+                (false, 0.0, 1e-2, None),
+                (true, 0.1, 0.5, None),
+                (false, 0.0, 0.0, Some(3.0)),
+                (false, 0.2, 0.0, Some(5.0)),
+                (true, 0.0, 0.1, Some(2.0)),
+                (true, 0.3, 0.05, Some(30.0)),
+            ] {
+                let (wo, swo) = if weights {
+                    (Some(&w[..]), Some(&sw[..]))
+                } else {
+                    (None, None)
+                };
+                let (wk, swk) = if weights {
+                    (Some(&wt[..]), Some(&swt[..]))
+                } else {
+                    (None, None)
+                };
+                let opts = ext_options(wk, swk, eps, z, cap);
+                check_hard_call(
+                    layout,
+                    &x,
+                    &targets,
+                    wo,
+                    swo,
+                    opts,
+                    tol,
+                    |io, o, l| {
+                        cross_entropy(io, layout, Targets::I64(&targets), &[rows], o, l).unwrap()
+                    },
+                    |xr, y, s| reference_row_ext(xr, y, wo, s, eps, z, cap, 1.0),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn z_loss_and_softcap_match_reference_on_every_path() {
+        let _g = exclusive();
+        z_loss_and_softcap_match_reference::<f64>(1e-12);
+        z_loss_and_softcap_match_reference::<f32>(2e-5);
+    }
+
+    #[test]
+    fn soft_targets_with_z_loss_and_softcap_match_reference() {
+        let _g = exclusive();
+        for layout in layouts() {
+            let x = values(layout.len(), 21, 6.0);
+            let t: Vec<f64> = values(layout.len(), 22, 1.0)
+                .iter()
+                .map(|v| v.abs())
+                .collect();
+            let w: Vec<f64> = (0..layout.classes).map(|k| 1.0 + (k % 2) as f64).collect();
+            let sw: Vec<f64> = (0..layout.rows()).map(|r| 0.5 + (r % 3) as f64).collect();
+            let c = layout.classes as f64;
+            for (eps, z, cap) in [
+                (0.0, 0.1, None),
+                (0.1, 0.0, Some(2.5)),
+                (0.2, 0.3, Some(4.0)),
+            ] {
+                let (mut want, mut want_grad) = (0.0, vec![0.0; layout.len()]);
+                for r in 0..layout.rows() {
+                    let (xr, tr) = (row(&x, layout, r), row(&t, layout, r));
+                    let (xc, dcap) = capped(&xr, cap);
+                    let l = lse(&xc);
+                    let tw: Vec<f64> = tr
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| w[k] * ((1.0 - eps) * v + eps / c))
+                        .collect();
+                    let total: f64 = tw.iter().sum();
+                    let ce = tw.iter().zip(&xc).map(|(a, v)| a * (l - v)).sum::<f64>();
+                    want += sw[r] * (ce + z * l * l);
+                    for k in 0..layout.classes {
+                        let p = (xc[k] - l).exp();
+                        want_grad[at(layout, r, k)] =
+                            sw[r] * ((total + 2.0 * z * l) * p - tw[k]) * dcap[k];
+                    }
+                }
+                at_every_level(|level| {
+                    let mut opts = ext_options(Some(&w), Some(&sw), eps, z, cap);
+                    opts.reduction = Reduction::Sum;
+                    opts.grad_output = GradOutput::Scalar(1.0);
+                    let mut grad = vec![0.0; layout.len()];
+                    let io = Io::ReadWrite {
+                        input: &x,
+                        out: &mut grad,
+                    };
+                    let got = cross_entropy_soft(io, layout, &t, &opts, None)
+                        .unwrap()
+                        .reduce(opts.reduction);
+                    let what = format!("{level} {layout:?} {eps} {z} {cap:?}");
+                    assert_close(got, want, 1e-12, &what);
+                    for (g, w) in grad.iter().zip(&want_grad) {
+                        assert_close(*g, *w, 1e-12, &what);
+                    }
+                    // In place: the first pass's tanh overwrites the input it was read from.
+                    let mut buf = x.clone();
+                    let again = cross_entropy_soft(Io::InPlace(&mut buf), layout, &t, &opts, None)
+                        .unwrap()
+                        .reduce(opts.reduction);
+                    assert_eq!(again.to_bits(), got.to_bits(), "{what}");
+                    assert_eq!(buf, grad, "{what}");
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn softcap_in_place_equals_separate_gradient() {
+        let _g = exclusive();
+        for layout in layouts() {
+            let x: Vec<f32> = values(layout.len(), 9, 20.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let targets: Vec<i32> = (0..layout.rows())
+                .map(|r| (r % layout.classes) as i32)
+                .collect();
+            let mut opts = ext_options(None, None, 0.2, 1e-3, Some(10.0));
+            opts.reduction = Reduction::Sum;
+            at_every_level(|_| {
+                let t = Targets::I32(&targets);
+                let mut sep = vec![0.0f32; layout.len()];
+                let io = Io::ReadWrite {
+                    input: &x,
+                    out: &mut sep,
+                };
+                let a = cross_entropy(io, layout, t, &[], &opts, None);
+                let mut buf = x.clone();
+                let b = cross_entropy(Io::InPlace(&mut buf), layout, t, &[], &opts, None);
+                assert_eq!(a.unwrap(), b.unwrap());
+                assert_eq!(sep, buf);
+            });
+        }
+    }
+
+    /// Focal loss of one row and its gradient (upstream factor 1), naively in float64.
+    fn focal_row(x: &[f64], y: usize, w: Option<&[f64]>, sw: f64, gamma: f64) -> (f64, Vec<f64>) {
+        let l = lse(x);
+        let lp = x[y] - l;
+        let p = lp.exp();
+        let q = 1.0 - p;
+        let w_y = w.map_or(1.0, |w| w[y]);
+        let loss = -sw * w_y * q.powf(gamma) * lp;
+        // Where p = 1 (one class), the second term's limit is 0.
+        let focus = if q == 0.0 {
+            0.0
+        } else {
+            gamma * p * q.powf(gamma - 1.0) * lp
+        };
+        let coef = sw * w_y * (q.powf(gamma) - focus);
+        let grad = (0..x.len())
+            .map(|k| coef * ((x[k] - l).exp() - if k == y { 1.0 } else { 0.0 }))
+            .collect();
+        (loss, grad)
+    }
+
+    fn focal_matches_reference<T: Float>(tol: f64) {
+        for layout in layouts() {
+            let rows = layout.rows();
+            let x = values(layout.len(), 15, 4.0);
+            let targets = spread_targets(layout);
+            let w: Vec<f64> = (0..layout.classes).map(|k| 0.5 + (k % 3) as f64).collect();
+            let sw: Vec<f64> = (0..rows).map(|r| 1.0 + (r % 4) as f64 * 0.25).collect();
+            let wt: Vec<T> = w.iter().map(|&v| T::from_f64(v)).collect();
+            let swt: Vec<T> = sw.iter().map(|&v| T::from_f64(v)).collect();
+            for (weights, gamma) in [
+                (false, 2.0),
+                (true, 2.0),
+                (true, 1.0),
+                (false, 0.5),
+                (true, 3.5),
+            ] {
+                let (wo, swo, wk, swk) = if weights {
+                    (Some(&w[..]), Some(&sw[..]), Some(&wt[..]), Some(&swt[..]))
+                } else {
+                    (None, None, None, None)
+                };
+                let opts = ext_options(wk, swk, 0.0, 0.0, None);
+                check_hard_call(
+                    layout,
+                    &x,
+                    &targets,
+                    wo,
+                    swo,
+                    opts,
+                    tol,
+                    |io, o, l| {
+                        let t = Targets::I64(&targets);
+                        focal_loss(io, layout, t, &[rows], o, gamma, l).unwrap()
+                    },
+                    |xr, y, s| focal_row(xr, y, wo, s, gamma),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn focal_loss_matches_reference_on_every_path() {
+        let _g = exclusive();
+        focal_matches_reference::<f64>(1e-11);
+        focal_matches_reference::<f32>(2e-5);
+    }
+
+    #[test]
+    fn focal_loss_is_finite_where_the_target_is_certain() {
+        // p = 1 exactly (one class, or a logit far above the rest): loss 0, gradient 0, for
+        // every gamma (gamma < 1 included, where (1-p)^(gamma-1) is infinite).
+        let layout = Layout {
+            outer: 2,
+            classes: 3,
+            inner: 1,
+        };
+        let x = [0.0f64, 500.0, 0.0, 1.0, 2.0, 3.0];
+        let opts = ext_options(None, None, 0.0, 0.0, None);
+        for gamma in [0.25, 1.0, 2.0] {
+            let mut grad = [f64::NAN; 6];
+            let io = Io::ReadWrite {
+                input: &x,
+                out: &mut grad,
+            };
+            let t = Targets::I64(&[1, -100]);
+            let got = focal_loss(io, layout, t, &[2], &opts, gamma, None)
+                .unwrap()
+                .reduce(Reduction::Mean);
+            assert_eq!(got, 0.0, "{gamma}");
+            assert!(grad.iter().all(|g| *g == 0.0), "{gamma} {grad:?}");
+        }
+    }
+
+    #[test]
+    fn focal_loss_without_focus_is_cross_entropy_bit_for_bit() {
+        let _g = exclusive();
+        let layout = Layout {
+            outer: 50,
+            classes: 7,
+            inner: 1,
+        };
+        let x: Vec<f32> = values(layout.len(), 3, 5.0)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let targets = spread_targets(layout);
+        let opts = ext_options(None, None, 0.0, 0.0, None);
+        let t = Targets::I64(&targets);
+        let (mut a, mut b) = (vec![0.0f32; layout.len()], vec![0.0f32; layout.len()]);
+        let io = Io::ReadWrite {
+            input: &x,
+            out: &mut a,
+        };
+        let focal = focal_loss(io, layout, t, &[50], &opts, 0.0, None).unwrap();
+        let io = Io::ReadWrite {
+            input: &x,
+            out: &mut b,
+        };
+        let ce = cross_entropy(io, layout, t, &[50], &opts, None).unwrap();
+        assert_eq!(focal, ce);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn new_options_are_checked() {
+        let layout = Layout {
+            outer: 2,
+            classes: 3,
+            inner: 1,
+        };
+        let x = vec![0.0f64; 6];
+        let t = Targets::I64(&[0, 1]);
+        let value_error = |opts: &ClassOptions<'_, f64>| match cross_entropy(
+            Io::Read(&x),
+            layout,
+            t,
+            &[2],
+            opts,
+            None,
+        ) {
+            Err(XentError::Value(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        for z in [-1.0, f64::NAN, f64::INFINITY] {
+            let m = value_error(&ext_options(None, None, 0.0, z, None));
+            assert_eq!(
+                m,
+                format!("z_loss must be a finite number >= 0.0, got {z:?}")
+            );
+        }
+        for c in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+            let m = value_error(&ext_options(None, None, 0.0, 0.0, Some(c)));
+            assert_eq!(
+                m,
+                format!("softcap must be a finite number > 0.0 (or None for no cap), got {c:?}")
+            );
+        }
+        let opts = ext_options(None, None, 0.0, 0.0, None);
+        for gamma in [-0.5, f64::NAN] {
+            let got = focal_loss(Io::Read(&x), layout, t, &[2], &opts, gamma, None);
+            assert_eq!(
+                got,
+                Err(XentError::Value(format!(
+                    "gamma must be a finite number >= 0.0, got {gamma:?}"
+                )))
+            );
+        }
+        let capped = ext_options(None, None, 0.0, 0.0, Some(1.0));
+        assert!(nll_loss(Io::Read(&x), layout, t, &[2], &capped, None).is_err());
+        assert!(focal_loss(Io::Read(&x), layout, t, &[2], &capped, 2.0, None).is_err());
     }
 
     #[test]
@@ -1763,6 +2955,8 @@ mod tests {
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
             grad_output: GradOutput::Scalar(1.0),
+            z_loss: 0.0,
+            softcap: None,
         };
         let mut grad = vec![5.0f32; 6];
         let io = Io::ReadWrite {
@@ -1819,6 +3013,8 @@ mod tests {
             reduction: Reduction::Mean,
             label_smoothing: 0.1,
             grad_output: GradOutput::Scalar(1.0),
+            z_loss: 0.0,
+            softcap: None,
         };
         let run = |threads: usize| {
             crate::parallel::set_num_threads(threads).unwrap();
@@ -1862,6 +3058,8 @@ mod tests {
                 reduction: Reduction::Mean,
                 label_smoothing: 0.0,
                 grad_output: GradOutput::Scalar(1.0),
+                z_loss: 0.0,
+                softcap: None,
             };
             let mut grad = vec![0.0; layout.len()];
             let io = Io::ReadWrite {

@@ -1,5 +1,5 @@
-//! Bindings of the losses: cross entropy, NLL, binary cross entropy (on probabilities and on
-//! logits). Each returns the loss (a Python float when reduced, an array for `none`) or, with
+//! Bindings of the losses: cross entropy, NLL, multiclass focal loss, binary cross entropy (on
+//! probabilities and on logits). Each returns the loss (a Python float when reduced, an array for `none`) or, with
 //! `return_grad`, `(loss, grad)`. Each also has a `*_partial` twin for the streaming
 //! accumulators: the same pass, returning a [`PartialResult`] (the loss sum, the `mean`
 //! denominator, the number of loss terms and optionally the per-sample losses), never reduced.
@@ -27,13 +27,15 @@ use crate::py::gil::detached;
 enum ClassLoss {
     CrossEntropy,
     Nll,
+    /// Focal loss, with its `gamma` in [`ClassArgs::gamma`].
+    Focal,
 }
 
 /// `cross_entropy(...)`; see the Python docstring.
 #[pyfunction]
 #[pyo3(signature = (
     input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
-    return_grad, grad_output, grad_out
+    return_grad, grad_output, grad_out, z_loss=0.0, softcap=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cross_entropy<'py>(
@@ -49,6 +51,8 @@ pub(crate) fn cross_entropy<'py>(
     return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
     grad_out: Option<&Bound<'py, PyAny>>,
+    z_loss: f64,
+    softcap: Option<f64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let args = ClassArgs {
         target,
@@ -58,6 +62,9 @@ pub(crate) fn cross_entropy<'py>(
         ignore_index: ignore_index_arg(ignore_index)?,
         reduction,
         label_smoothing,
+        z_loss,
+        softcap,
+        gamma: 0.0,
         return_grad,
         grad_output,
         grad_out,
@@ -70,7 +77,8 @@ pub(crate) fn cross_entropy<'py>(
 /// (per-sample losses too with `return_losses`).
 #[pyfunction]
 #[pyo3(signature = (
-    input, target, axis, weight, sample_weight, ignore_index, label_smoothing, return_losses
+    input, target, axis, weight, sample_weight, ignore_index, label_smoothing, return_losses,
+    z_loss=0.0, softcap=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cross_entropy_partial<'py>(
@@ -83,6 +91,8 @@ pub(crate) fn cross_entropy_partial<'py>(
     ignore_index: &Bound<'py, PyAny>,
     label_smoothing: f64,
     return_losses: bool,
+    z_loss: f64,
+    softcap: Option<f64>,
 ) -> PyResult<PartialResult> {
     let args = ClassArgs {
         target,
@@ -92,6 +102,9 @@ pub(crate) fn cross_entropy_partial<'py>(
         ignore_index: ignore_index_arg(ignore_index)?,
         reduction: partial_reduction(return_losses),
         label_smoothing,
+        z_loss,
+        softcap,
+        gamma: 0.0,
         return_grad: false,
         grad_output: None,
         grad_out: None,
@@ -126,6 +139,9 @@ pub(crate) fn nll_loss<'py>(
         ignore_index: ignore_index_arg(ignore_index)?,
         reduction,
         label_smoothing: 0.0,
+        z_loss: 0.0,
+        softcap: None,
+        gamma: 0.0,
         return_grad,
         grad_output,
         grad_out: None,
@@ -157,10 +173,91 @@ pub(crate) fn nll_loss_partial<'py>(
         ignore_index: ignore_index_arg(ignore_index)?,
         reduction: partial_reduction(return_losses),
         label_smoothing: 0.0,
+        z_loss: 0.0,
+        softcap: None,
+        gamma: 0.0,
         return_grad: false,
         grad_output: None,
         grad_out: None,
         loss: ClassLoss::Nll,
+    };
+    class_call(py, input, &args)?.partial(py)
+}
+
+/// `focal_loss(...)`: the multiclass (softmax) focal loss of hard targets; see
+/// [`ce::focal_loss`]. `gamma = 0` is `cross_entropy` bit for bit.
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, axis, gamma, weight, sample_weight, ignore_index, reduction, return_grad,
+    grad_output, grad_out
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn focal_loss<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    axis: Axis,
+    gamma: f64,
+    weight: Option<&Bound<'py, PyAny>>,
+    sample_weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: &Bound<'py, PyAny>,
+    reduction: &str,
+    return_grad: bool,
+    grad_output: Option<&Bound<'py, PyAny>>,
+    grad_out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let args = ClassArgs {
+        target,
+        axis,
+        weight,
+        sample_weight,
+        ignore_index: ignore_index_arg(ignore_index)?,
+        reduction,
+        label_smoothing: 0.0,
+        z_loss: 0.0,
+        softcap: None,
+        gamma,
+        return_grad,
+        grad_output,
+        grad_out,
+        loss: ClassLoss::Focal,
+    };
+    class_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
+}
+
+/// `focal_loss_partial(...)`: the sum-reduced [`focal_loss`] pass, never reduced (per-sample
+/// losses too with `return_losses`).
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, axis, gamma, weight, sample_weight, ignore_index, return_losses
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn focal_loss_partial<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    axis: Axis,
+    gamma: f64,
+    weight: Option<&Bound<'py, PyAny>>,
+    sample_weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: &Bound<'py, PyAny>,
+    return_losses: bool,
+) -> PyResult<PartialResult> {
+    let args = ClassArgs {
+        target,
+        axis,
+        weight,
+        sample_weight,
+        ignore_index: ignore_index_arg(ignore_index)?,
+        reduction: partial_reduction(return_losses),
+        label_smoothing: 0.0,
+        z_loss: 0.0,
+        softcap: None,
+        gamma,
+        return_grad: false,
+        grad_output: None,
+        grad_out: None,
+        loss: ClassLoss::Focal,
     };
     class_call(py, input, &args)?.partial(py)
 }
@@ -298,6 +395,10 @@ struct ClassArgs<'a, 'py> {
     ignore_index: i64,
     reduction: &'a str,
     label_smoothing: f64,
+    z_loss: f64,
+    softcap: Option<f64>,
+    /// Focal loss's exponent (unused by the other losses).
+    gamma: f64,
     return_grad: bool,
     grad_output: Option<&'a Bound<'py, PyAny>>,
     grad_out: Option<&'a Bound<'py, PyAny>>,
@@ -353,9 +454,14 @@ fn class_target<'py, T: Float + Element>(
         ))
         .into());
     }
-    if loss == ClassLoss::Nll {
+    let hard_only = match loss {
+        ClassLoss::CrossEntropy => None,
+        ClassLoss::Nll => Some("nll_loss"),
+        ClassLoss::Focal => Some("focal_loss"),
+    };
+    if let Some(name) = hard_only {
         return Err(XentError::Type(format!(
-            "nll_loss needs integer class indices, got dtype {}",
+            "{name} needs integer class indices, got dtype {}",
             float_name::<T>()
         ))
         .into());
@@ -488,6 +594,8 @@ fn class_loss<'py, T: Float + Element>(
             reduction,
             label_smoothing: args.label_smoothing,
             grad_output,
+            z_loss: args.z_loss,
+            softcap: args.softcap,
         };
         let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
         let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
@@ -505,6 +613,7 @@ fn class_loss<'py, T: Float + Element>(
             target: &target,
             opts: &opts,
             loss: args.loss,
+            gamma: args.gamma,
         };
         match grad_borrow {
             None => {
@@ -541,6 +650,7 @@ struct Call<'a, 'py, T: Element> {
     target: &'a Target<'py, T>,
     opts: &'a ClassOptions<'a, T>,
     loss: ClassLoss,
+    gamma: f64,
 }
 
 impl<T: Float + Element> Call<'_, '_, T> {
@@ -550,12 +660,15 @@ impl<T: Float + Element> Call<'_, '_, T> {
             Target::Hard(t) => {
                 let targets = t.targets()?;
                 let shape = t.shape().to_vec();
-                let kernel = match self.loss {
-                    ClassLoss::CrossEntropy => ce::cross_entropy::<T>,
-                    ClassLoss::Nll => ce::nll_loss::<T>,
-                };
-                detached(py, layout.len(), || {
-                    kernel(io, layout, targets, &shape, opts, losses)
+                let (loss, gamma) = (self.loss, self.gamma);
+                detached(py, layout.len(), || match loss {
+                    ClassLoss::CrossEntropy => {
+                        ce::cross_entropy(io, layout, targets, &shape, opts, losses)
+                    }
+                    ClassLoss::Nll => ce::nll_loss(io, layout, targets, &shape, opts, losses),
+                    ClassLoss::Focal => {
+                        ce::focal_loss(io, layout, targets, &shape, opts, gamma, losses)
+                    }
                 })
             }
             Target::Soft(t) => {

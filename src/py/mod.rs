@@ -107,6 +107,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(softmax::softmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(losses::cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(losses::nll_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::focal_loss, m)?)?;
     m.add_function(wrap_pyfunction!(losses::binary_cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(
         losses::binary_cross_entropy_with_logits,
@@ -114,6 +115,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_function(wrap_pyfunction!(losses::cross_entropy_partial, m)?)?;
     m.add_function(wrap_pyfunction!(losses::nll_loss_partial, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::focal_loss_partial, m)?)?;
     m.add_function(wrap_pyfunction!(losses::binary_cross_entropy_partial, m)?)?;
     m.add_function(wrap_pyfunction!(
         losses::binary_cross_entropy_with_logits_partial,
