@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xent_rs import _backend, _core, _cupy
+from xent_rs import _backend, _core, _cupy, _linear
 
 
 def _public(module: Any) -> dict[str, Callable[..., Any]]:
@@ -41,13 +41,14 @@ GPU = {name: f for name, f in _public(_cupy).items() if f.__module__ == _cupy.__
 
 
 def _called_by_backend() -> set[str]:
-    """The core functions ``_backend`` calls: ``core.NAME(...)``, ``ns.core.NAME(...)`` and
-    ``getattr(ns.core, name)`` with the literal names its callers pass."""
-    tree = ast.parse(inspect.getsource(_backend))
+    """The core functions the backend calls (``_backend``, and ``_linear``'s chunk loop):
+    ``core.NAME(...)``, ``ns.core.NAME(...)`` and ``getattr(ns.core, name)`` with the literal
+    names its callers pass."""
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and ast.unparse(node.value) in ("core", "ns.core"):
-            names.add(node.attr)
+    for module in (_backend, _linear):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Attribute) and ast.unparse(node.value) in ("core", "ns.core"):
+                names.add(node.attr)
     source = inspect.getsource(_backend)
     for literal in ("log_softmax", "softmax", "log_softmax_backward", "softmax_backward"):
         assert f'"{literal}"' in source

@@ -33,6 +33,7 @@ from xent_rs._functional import (
     softmax,
     softmax_backward,
 )
+from xent_rs._linear import LinearGrads, linear_cross_entropy
 from xent_rs._scoring import log_loss
 from xent_rs.streaming import *  # noqa: F403 (the accumulators: streaming.__all__)
 
@@ -51,6 +52,8 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "binary_focal_loss_with_logits",
     "kl_div",
+    "linear_cross_entropy",
+    "LinearGrads",
     "log_loss",
     # the native core's settings
     "__version__",

@@ -202,6 +202,9 @@ def is_ready(a: Any) -> bool:
     return bool(flags.c_contiguous and flags.aligned)
 
 
+is_bfloat16 = _bfloat16.is_bfloat16
+
+
 def plain_labels(input: Any, target: Any) -> bool:
     """Whether ``input`` and ``target`` are already what :func:`float_input` and
     :func:`class_target` return: NumPy arrays (not subclasses) of native float32/float64 and

@@ -20,6 +20,7 @@ __all__ = [
     "binary_focal_loss_with_logits",
     "binary_focal_loss_with_logits_partial",
     "cross_entropy",
+    "cross_entropy_denominator",
     "cross_entropy_partial",
     "focal_loss",
     "focal_loss_partial",
@@ -77,6 +78,13 @@ def focal_loss(
     grad_output: float | np.ndarray | None,
     grad_out: np.ndarray | None,
 ) -> Any: ...
+def cross_entropy_denominator(
+    target: np.ndarray,
+    classes: int,
+    weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    ignore_index: int,
+) -> float: ...
 def nll_loss(
     input: np.ndarray,
     target: np.ndarray,

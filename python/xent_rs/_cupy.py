@@ -296,6 +296,17 @@ def _hard_denominator(t: Any, w: Any, sw: Any, ignore_index: int) -> Any:
     return _elementwise(_cuda.hard_denominator(w is not None, sw is not None))(*args).sum()
 
 
+def cross_entropy_denominator(
+    target: Any, classes: int, weight: Any, sample_weight: Any, ignore_index: int
+) -> float:
+    """``_core.cross_entropy_denominator`` on the device: the class indices checked (the
+    ``IndexError`` naming value and position) and the ``mean`` denominator, read back."""
+    _check_targets(target, classes, ignore_index)
+    t = target.reshape(-1).astype(np.int64, copy=False)
+    sw = None if sample_weight is None else sample_weight.reshape(-1)
+    return float(_hard_denominator(t, weight, sw, ignore_index))
+
+
 def _class_loss(
     x: Any,
     t: Any,

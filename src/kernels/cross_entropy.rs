@@ -346,6 +346,42 @@ fn check_targets<T: Float>(
     Ok(pairwise_sum(&sums))
 }
 
+/// Checks hard targets exactly as [`cross_entropy`] does (an out-of-range target is the
+/// [`XentError::ClassIndex`] naming its value and position in `target_shape`) and returns the
+/// `mean` denominator `Σ w[y] sw` over the counted rows, the very value a [`cross_entropy`]
+/// call over all the rows divides by.
+///
+/// For callers that run the loss in pieces whose `mean` must use the whole denominator from
+/// the first piece on: the chunked linear cross entropy scales each chunk's gradient by
+/// `grad_output / denominator` in the fused pass itself.
+pub fn hard_target_denominator<T: Float>(
+    targets: Targets<'_>,
+    target_shape: &[usize],
+    classes: usize,
+    weight: Option<&[T]>,
+    sample_weight: Option<&[T]>,
+    ignore_index: i64,
+) -> Result<f64, XentError> {
+    check_len("the target", targets.len(), target_shape.iter().product())?;
+    if let Some(w) = weight {
+        check_len("weight", w.len(), classes)?;
+    }
+    if let Some(sw) = sample_weight {
+        check_len("sample_weight", sw.len(), targets.len())?;
+    }
+    let opts = ClassOptions {
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction: Reduction::Mean,
+        label_smoothing: 0.0,
+        grad_output: GradOutput::Scalar(1.0),
+        z_loss: 0.0,
+        softcap: None,
+    };
+    check_targets(targets, target_shape, classes, &opts)
+}
+
 /// [`check_targets`] for the targets in `range` (in order: an error names the first bad one).
 fn check_target_range<T: Float>(
     targets: Targets<'_>,
@@ -3048,5 +3084,67 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(3));
+    }
+
+    #[test]
+    fn denominator_is_the_one_the_loss_divides_by() {
+        let (rows, classes) = (50, 7);
+        let layout = Layout {
+            outer: rows,
+            classes,
+            inner: 1,
+        };
+        let x = values(layout.len(), 5, 3.0);
+        let mut targets: Vec<i64> = (0..rows).map(|r| (r * 3 % classes) as i64).collect();
+        targets[4] = -100;
+        let w: Vec<f64> = (0..classes).map(|k| 0.5 + k as f64 / 3.0).collect();
+        let sw: Vec<f64> = (0..rows).map(|r| 1.0 + (r % 4) as f64 / 7.0).collect();
+        for (weight, sample_weight) in [
+            (None, None),
+            (Some(&w[..]), None),
+            (Some(&w[..]), Some(&sw[..])),
+        ] {
+            let opts = ClassOptions {
+                weight,
+                sample_weight,
+                ignore_index: -100,
+                reduction: Reduction::Mean,
+                label_smoothing: 0.0,
+                grad_output: GradOutput::Scalar(1.0),
+                z_loss: 0.0,
+                softcap: None,
+            };
+            let mut grad = vec![0.0; layout.len()];
+            let io = Io::ReadWrite {
+                input: &x,
+                out: &mut grad,
+            };
+            let want = cross_entropy(io, layout, Targets::I64(&targets), &[rows], &opts, None)
+                .unwrap()
+                .denominator;
+            let got = hard_target_denominator(
+                Targets::I64(&targets),
+                &[rows],
+                classes,
+                weight,
+                sample_weight,
+                -100,
+            )
+            .unwrap();
+            assert_eq!(got.to_bits(), want.to_bits());
+        }
+        let mut bad = targets.clone();
+        bad[9] = classes as i64;
+        let err =
+            hard_target_denominator::<f64>(Targets::I64(&bad), &[5, 10], classes, None, None, -100)
+                .unwrap_err();
+        assert_eq!(
+            err,
+            XentError::ClassIndex {
+                value: classes as i128,
+                position: vec![0, 9],
+                classes
+            }
+        );
     }
 }

@@ -354,7 +354,7 @@ fn class_call<'py>(
 /// `TypeError` naming the argument and the type, as torch's is; so is a bool (an `int` to
 /// Python, but never a class index), Python's or NumPy's (`np.bool_` has an `__index__`
 /// before NumPy 2, deprecated).
-fn ignore_index_arg(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+pub(crate) fn ignore_index_arg(value: &Bound<'_, PyAny>) -> PyResult<i64> {
     let not_an_integer = || -> PyErr {
         XentError::Type(format!(
             "ignore_index must be an integer, got {} {}",

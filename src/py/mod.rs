@@ -8,6 +8,7 @@ mod allocator;
 mod arrays;
 mod errors;
 mod gil;
+mod linear;
 mod losses;
 mod scoring;
 mod softmax;
@@ -128,6 +129,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_function(wrap_pyfunction!(losses::kl_div, m)?)?;
     m.add_function(wrap_pyfunction!(losses::kl_div_partial, m)?)?;
+    m.add_function(wrap_pyfunction!(linear::cross_entropy_denominator, m)?)?;
     m.add_function(wrap_pyfunction!(scoring::log_loss, m)?)?;
     m.add_class::<scoring::Summary>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
