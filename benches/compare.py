@@ -11,7 +11,10 @@ How to run (from the repository root, with the ``bench`` extra installed)::
 The ``bench`` extra holds the peers: torch, jax[cpu], optax, scipy, scikit-learn, matplotlib,
 threadpoolctl. Progress goes to stderr, the report (markdown) to stdout.
 
-What is timed. Workloads W1-W7 (see ``benches/peers.py``) and a size sweep of CE forward from
+What is timed. Workloads W1-W7 (see ``benches/peers.py``; W1, W2, W3 and W6 include the
+losses and options beyond the first release: z-loss, softcap, the focal losses, kl_div, and
+bfloat16 against float16), ``linear_cross_entropy``'s rows L1 and L2 in full runs (from
+``benches/linear.py``, each path in its own subprocess for its peak memory), and a size sweep of CE forward from
 N*C = 10 to 10^8 (C = 10 and C = 1000) that shows the per-call overhead. For every op, each
 library that has a counterpart is timed in this process on the same NumPy arrays (torch tensors
 share their memory); jax runs in one subprocess per thread count on the same seeded arrays,
@@ -700,6 +703,20 @@ def report(results: dict[str, Any], wls: list[peers.Workload], threads: list[int
                 acc_rows,
             ),
         ]
+    linear_cells = results.get("linear") or []
+    if linear_cells:
+        import linear
+
+        out += [
+            "",
+            "### linear_cross_entropy: L1 (4096 x 1024 -> 32,000), L2 (2048 x 512 -> 128,256)",
+            "",
+            "float32, every 17th target ignored, loss + every gradient; each path in its own "
+            "subprocess (see `benches/linear.py`): seconds, median (fastest), and peak resident "
+            "memory above the inputs in MiB; bar = the gradients + 1/8 of the logits.",
+            "",
+            linear.table(linear_cells),
+        ]
     sweep_cells = [c for c in cells if c["workload"].startswith("sweep-")]
     if sweep_cells:
         out += ["", "### Size sweep: CE fwd (mean), float32, per call in microseconds", ""]
@@ -804,7 +821,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=f"1,{all_cpus}",
         help="comma-separated thread counts (default: 1 and all CPUs)",
     )
-    ap.add_argument("--only", help="comma-separated workloads to run: W1..W7, sweep")
+    ap.add_argument(
+        "--only",
+        help="comma-separated workloads to run: W1..W7, sweep, L1, L2 (default: all; L1 and "
+        "L2, linear_cross_entropy's rows from benches/linear.py, not with --quick)",
+    )
     ap.add_argument("--ops", help="comma-separated op ids to run (see peers.OPS)")
     jax_group = ap.add_mutually_exclusive_group()
     jax_group.add_argument(
@@ -938,8 +959,30 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"jax@{t}t failed: {exc}")
     for c in cells:
         c["floor_bytes"] = floors[(c["workload"], c["op"])]
+    linear_rows = selected_linear_rows(args)
+    linear_cells = []
+    if linear_rows:
+        import linear
+
+        linear_cells = linear.linear_rows(
+            linear_rows, tuple(args.threads), progress=lambda msg: log(f"linear {msg}")
+        )
     meta["wall_s"] = round(time.perf_counter() - START, 1)
-    return {"meta": meta, "bandwidth": bw, "forkjoin_us": forkjoin, "cells": cells}
+    return {
+        "meta": meta,
+        "bandwidth": bw,
+        "forkjoin_us": forkjoin,
+        "cells": cells,
+        "linear": linear_cells,
+    }
+
+
+def selected_linear_rows(args: argparse.Namespace) -> tuple[str, ...]:
+    """linear_cross_entropy's rows to run: L1 and L2 in a full run, those named by --only."""
+    if args.only:
+        wanted = {w.strip().upper() for w in args.only.split(",")}
+        return tuple(row for row in ("L1", "L2") if row in wanted)
+    return () if args.quick else ("L1", "L2")
 
 
 def retime_slow(
