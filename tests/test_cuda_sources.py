@@ -114,11 +114,17 @@ def test_listing_covers_every_option() -> None:
     assert len(set(kernels)) == len(kernels)
     for flags in itertools.product((False, True), repeat=2):
         assert _cuda.hard_denominator(*flags) in kernels
-    for logits, pos_weight, weighted in itertools.product((False, True), repeat=3):
-        pos_weight = pos_weight and logits  # pos_weight only with logits
-        assert _cuda.binary_sum(logits, pos_weight, weighted) in kernels
+    parts = [
+        _cuda.binary_parts(logits, pos_weight and logits, weighted)  # pos_weight with logits
+        for logits, pos_weight, weighted in itertools.product((False, True), repeat=3)
+    ]
+    parts += [_cuda.focal_parts(weighted) for weighted in (False, True)]
+    parts += [_cuda.kl_parts(log_target) for log_target in (False, True)]
+    assert set(parts) == set(_cuda.all_pointwise())
+    for part in parts:
+        assert _cuda.pointwise_sum(part) in kernels
         for kind in ("none", "none_grad", "grad"):
-            assert _cuda.binary(logits, pos_weight, weighted, kind) in kernels  # type: ignore[arg-type]
+            assert _cuda.pointwise(part, kind) in kernels  # type: ignore[arg-type]
     assert _cuda.BAD_TARGET in kernels and _cuda.BAD_PROBABILITY in kernels
 
 
@@ -168,7 +174,7 @@ def test_a_broken_name_fails_the_check(check_cuda: ModuleType, nvrtc: Any) -> No
 
 
 def test_a_broken_body_fails_the_check(check_cuda: ModuleType, nvrtc: Any) -> None:
-    kernel = _cuda.binary(True, True, True, "none_grad")._replace(
+    kernel = _cuda.pointwise(_cuda.binary_parts(True, True, True), "none_grad")._replace(
         operation="loss = xent_bcelp_los(x, t, pw)"
     )
     code = check_cuda.probe(kernel, "float", _cuda.source(_cuda.BINARY))

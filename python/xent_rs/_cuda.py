@@ -2,11 +2,12 @@
 
 The CUDA C++ lives in files of the package, read at first use: ``cuda/rows.cu``, the row-wise
 kernels of one ``cupy.RawModule`` (instantiated by the name expressions below), and
-``cuda/binary.cuh``, the device functions that the element-wise and reduction kernels call,
-given to CuPy as their preamble. This module lists every kernel ``xent_rs._cupy`` builds from
-them, bodies included (one-line expressions, which CuPy's kernel API takes as strings), so that
-the backend and the NVRTC check that needs no GPU (``.ci/check_cuda.py``, also run by
-``tests/test_cuda_sources.py``) compile the same things. It imports only the standard library:
+``cuda/binary.cuh``, the device functions that the element-wise and reduction kernels (the
+binary losses, the binary focal loss, ``kl_div``) call, given to CuPy as their preamble. This
+module lists every kernel ``xent_rs._cupy`` builds from them, bodies included (one-line
+expressions, which CuPy's kernel API takes as strings), so that the backend and the NVRTC
+check that needs no GPU (``.ci/check_cuda.py``, also run by ``tests/test_cuda_sources.py``)
+compile the same things. It imports only the standard library:
 the check loads it by path, with neither the native core nor NumPy installed.
 """
 
@@ -136,10 +137,20 @@ def hard_denominator(weighted: bool, sample_weighted: bool) -> Elementwise:
     )
 
 
-def _binary_parts(logits: bool, pos_weight: bool, weighted: bool) -> tuple[str, str, str, str]:
-    """``(in_params, loss, grad, name)`` of a binary loss: its parameters (``x``, ``t``, then
-    ``pw`` and ``w`` when given), the weighted loss and gradient expressions of one element
-    and the kernels' name stem."""
+class Pointwise(NamedTuple):
+    """One element-wise loss as its kernels see it: the parameters before the upstream
+    gradient, the loss and gradient expressions of one element (weighted, unscaled) and the
+    kernels' name stem."""
+
+    params: str
+    loss: str
+    grad: str
+    name: str
+
+
+def binary_parts(logits: bool, pos_weight: bool, weighted: bool) -> Pointwise:
+    """A binary cross entropy: its parameters are ``x``, ``t``, then ``pw`` and ``w`` when
+    given."""
     if not logits:
         loss, grad, name = "xent_bce_loss(x, t)", "xent_bce_grad(x, t)", "xent_bce"
     elif pos_weight:
@@ -153,13 +164,36 @@ def _binary_parts(logits: bool, pos_weight: bool, weighted: bool) -> tuple[str, 
         params += ", T w"
         loss += " * w"
         grad += " * w"
-    return params, loss, grad, name
+    return Pointwise(params, loss, grad, name)
 
 
-def binary(logits: bool, pos_weight: bool, weighted: bool, kind: BinaryKind) -> Elementwise:
-    """The element-wise kernel of a binary loss: per-element losses (``none``), with the
-    gradient too (``none_grad``), or only the gradient (``grad``) scaled by ``g``."""
-    params, loss, grad, name = _binary_parts(logits, pos_weight, weighted)
+def focal_parts(weighted: bool) -> Pointwise:
+    """The binary focal loss on logits: ``x``, ``t``, ``w`` when given, then its options
+    (``gamma``; ``power``, the integral gamma or -1; ``alpha`` given or not, ``a`` and
+    ``na``: alpha and 1 - alpha)."""
+    params = "T x, T t"
+    options = "x, t, gamma, power, alpha, a, na"
+    loss, grad = f"xent_bfocal_loss({options})", f"xent_bfocal_grad({options})"
+    if weighted:
+        params += ", T w"
+        loss += " * w"
+        grad += " * w"
+    params += ", T gamma, int32 power, int32 alpha, T a, T na"
+    return Pointwise(params, loss, grad, "xent_bfocal")
+
+
+def kl_parts(log_target: bool) -> Pointwise:
+    """torch's ``kl_div`` of log-probabilities ``x`` from targets ``t`` (log-probabilities
+    with ``log_target``)."""
+    if log_target:
+        return Pointwise("T x, T t", "xent_klog_loss(x, t)", "xent_klog_grad(x, t)", "xent_klog")
+    return Pointwise("T x, T t", "xent_kl_loss(x, t)", "xent_kl_grad(x, t)", "xent_kl")
+
+
+def pointwise(parts: Pointwise, kind: BinaryKind) -> Elementwise:
+    """The element-wise kernel of a loss: per-element losses (``none``), with the gradient too
+    (``none_grad``), or only the gradient (``grad``) scaled by ``g``."""
+    params, loss, grad, name = parts
     if kind == "none":
         return Elementwise(params, "T loss", f"loss = {loss}", f"{name}_none")
     if kind == "none_grad":
@@ -172,10 +206,20 @@ def binary(logits: bool, pos_weight: bool, weighted: bool, kind: BinaryKind) -> 
     return Elementwise(params + ", T g", "T grad", f"grad = {grad} * g", f"{name}_grad")
 
 
-def binary_sum(logits: bool, pos_weight: bool, weighted: bool) -> Reduction:
-    """The float64 sum of a binary loss over all elements."""
-    params, loss, _, name = _binary_parts(logits, pos_weight, weighted)
-    return Reduction(params, f"(double)({loss})", f"{name}_sum")
+def pointwise_sum(parts: Pointwise) -> Reduction:
+    """The float64 sum of a loss over all elements."""
+    return Reduction(parts.params, f"(double)({parts.loss})", f"{parts.name}_sum")
+
+
+def all_pointwise() -> list[Pointwise]:
+    """Every element-wise loss with every set of its kernel parameters."""
+    parts = [
+        binary_parts(logits, pos_weight, weighted)
+        for logits, pos_weight in ((False, False), (True, False), (True, True))
+        for weighted in (False, True)
+    ]
+    parts += [focal_parts(weighted) for weighted in (False, True)]
+    return parts + [kl_parts(log_target) for log_target in (False, True)]
 
 
 def all_kernels() -> list[Elementwise | Reduction]:
@@ -183,8 +227,7 @@ def all_kernels() -> list[Elementwise | Reduction]:
     kernels: list[Elementwise | Reduction] = [BAD_TARGET, BAD_PROBABILITY]
     kernels += [hard_denominator(w, sw) for w in (False, True) for sw in (False, True)]
     kinds: tuple[BinaryKind, ...] = ("none", "none_grad", "grad")
-    for logits, pos_weight in ((False, False), (True, False), (True, True)):
-        for weighted in (False, True):
-            kernels += [binary(logits, pos_weight, weighted, kind) for kind in kinds]
-            kernels.append(binary_sum(logits, pos_weight, weighted))
+    for parts in all_pointwise():
+        kernels += [pointwise(parts, kind) for kind in kinds]
+        kernels.append(pointwise_sum(parts))
     return kernels

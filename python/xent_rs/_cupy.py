@@ -36,6 +36,8 @@ _MAX_GRID = 1 << 20
 _BLOCK_ROW = 1024
 _NULL = np.uint64(0)
 _NO_INDEX = (1 << 64) - 1
+#: z-loss, soft cap, focal gamma of the row kernels: off (cross entropy's plain path).
+_OFF = (np.float64(0.0),)
 
 _CTYPES = {np.dtype(k): v for k, v in _cuda.ROW_TYPES.items()}
 
@@ -395,7 +397,8 @@ def _class_loss(
             classes,
             inner,
             (x, _ptr(grad), t, *common),
-            (np.int64(ignore_index), np.float64(eps), np.float64(wtotal), np.int32(not nll)),
+            (np.int64(ignore_index), np.float64(eps), np.float64(wtotal), np.int32(not nll))
+            + _OFF * 3,
         )
     else:
         _launch_row(
@@ -405,7 +408,7 @@ def _class_loss(
             classes,
             inner,
             (x, t, _ptr(grad), *common),
-            (np.float64(eps),),
+            (np.float64(eps), *_OFF * 2),
         )
         if classes == 0:  # as on the CPU: each row's loss is an empty sum, a mean is NaN
             rowloss.fill(0.0)
@@ -514,27 +517,27 @@ def _binary_loss(
         _check_probabilities(x)
 
     # The kernels' parameters: x, t, then pw and w when given (see _cuda.binary).
-    form = (logits, pw is not None, w is not None)
+    parts = _cuda.binary_parts(logits, pw is not None, w is not None)
     args = [a for a in (x, t, pw, w) if a is not None]
     n = x.size
     loss: Any
     if reduction == "none":
         if return_grad:
             upstream = go if go is not None else work.type(gscalar)
-            loss, grad = _elementwise(_cuda.binary(*form, "none_grad"))(*args, upstream)
+            loss, grad = _elementwise(_cuda.pointwise(parts, "none_grad"))(*args, upstream)
         else:
-            loss = _elementwise(_cuda.binary(*form, "none"))(*args)
+            loss = _elementwise(_cuda.pointwise(parts, "none"))(*args)
     else:
         if n == 0:
             total = cp.zeros((), dtype=cp.float64)
         else:
-            total = _reduction(_cuda.binary_sum(*form))(*args)
+            total = _reduction(_cuda.pointwise_sum(parts))(*args)
         if reduction == "mean":
             total = total / float(n)
         loss = total.astype(work)
         if return_grad:
             scale = gscalar if reduction == "sum" else (gscalar / n if n else 0.0)
-            grad = _elementwise(_cuda.binary(*form, "grad"))(*args, work.type(scale))
+            grad = _elementwise(_cuda.pointwise(parts, "grad"))(*args, work.type(scale))
     return (loss, grad) if return_grad else loss
 
 

@@ -1,5 +1,6 @@
 // The row-wise kernels of xent_rs's GPU backend (python/xent_rs/_cupy.py): the softmax family,
-// cross entropy and NLL, one fused kernel each. Compiled once by CuPy as a RawModule (NVRTC,
+// cross entropy (with z-loss and the logit soft cap), NLL and the multiclass focal loss, one
+// fused kernel each. Compiled once by CuPy as a RawModule (NVRTC,
 // --std=c++17) with the name expressions `kernel<float>` and `kernel<double>` of every
 // __global__ template below (python/xent_rs/_cuda.py lists them); .ci/check-cuda compiles this
 // file the same way without a GPU.
@@ -114,15 +115,43 @@ __device__ __forceinline__ void xent_each_value(const T* x, long long b, long lo
     }
 }
 
-// One pass over a row: m = max x, s = sum exp(x - m), with torch's special values: a +inf or
-// a NaN makes s NaN; a row of -inf leaves m = -inf (x - m is then NaN everywhere).
+// The logits as cross entropy sees them: x itself, or with the soft cap c (`on`) c tanh(x / c)
+// (src/kernels/cross_entropy.rs: tanh in the element precision, then the product). The cap is
+// a kernel argument, the same for every thread: a call without one runs the plain arithmetic.
+template <typename T>
+struct XentCap {
+    bool on;
+    T c, inv;
+    // The cap `cap` of a launch (0: none), its constants in T as the CPU kernels round them.
+    static __device__ __forceinline__ XentCap from(double cap) {
+        XentCap f;
+        f.on = cap > 0.0;
+        f.c = (T)cap;
+        f.inv = f.on ? (T)(1.0 / cap) : (T)0;
+        return f;
+    }
+    __device__ __forceinline__ T tanh_of(T v) const { return tanh(v * inv); }
+    __device__ __forceinline__ T apply(T v) const { return on ? c * tanh_of(v) : v; }
+    // A gradient `d` by the capped logit of `v` as the gradient by `v` itself: times the cap's
+    // slope 1 - tanh^2 (as the CPU kernels form it, one fused operation).
+    __device__ __forceinline__ T through(T d, T v) const {
+        if (!on) return d;
+        const T t = tanh_of(v);
+        return d * fma(-t, t, (T)1);
+    }
+};
+
+// One pass over a row: m = max f(x), s = sum exp(f(x) - m) (f the soft cap, or none), with
+// torch's special values: a +inf or a NaN makes s NaN; a row of -inf leaves m = -inf (x - m
+// is then NaN everywhere).
 template <typename T>
 __device__ void xent_row_ms(const T* x, long long b, long long classes, long long inner,
-                            const XentGroup& g, double* mo, double* so) {
+                            const XentGroup& g, double* mo, double* so, const XentCap<T>& f) {
     const T ninf = (T)XENT_NEG_INF;
     T m = ninf;
     double s = 0.0;
-    xent_each_value(x, b, classes, inner, g, [&](long long, T v) {
+    xent_each_value(x, b, classes, inner, g, [&](long long, T raw) {
+        const T v = f.apply(raw);
         if (v > m) {
             s = (m == ninf ? s * 0.0 : s * (double)exp(m - v)) + 1.0;
             m = v;
@@ -172,7 +201,7 @@ __global__ void xent_softmax(const T* x, T* y, long long rows, long long classes
     XENT_ROWS {
         const long long b = XENT_BASE(r);
         double ms, ss;
-        xent_row_ms(x, b, classes, inner, g, &ms, &ss);
+        xent_row_ms(x, b, classes, inner, g, &ms, &ss, XentCap<T>::from(0.0));
         const T m = (T)ms;
         if (log_mode) {
             const T ls = (T)log(ss);
@@ -238,13 +267,60 @@ __device__ __forceinline__ double xent_upstream(const T* go, double gscalar, con
     return gscalar;
 }
 
+// The multiclass focal loss of a row whose target log-probability is lp (Gamma::terms in
+// src/kernels/cross_entropy.rs): its loss before the weights, -(1-p)^gamma lp with
+// 1 - p = -expm1(lp), and the factor that replaces 1 in cross entropy's gradient,
+// (1-p)^gamma - gamma p (1-p)^(gamma-1) lp.
+__device__ void xent_focal_terms(double lp, double gamma, double* loss, double* coef) {
+    const double q = -expm1(lp);
+    const double f = gamma == 1.0 ? q : gamma == 2.0 ? q * q : pow(q, gamma);
+    // (1-p)^(gamma-1) lp = f (lp / q); lp / q tends to -1 as q -> 0, where f is 0: no
+    // infinity times zero for gamma < 1.
+    const double ratio = q == 0.0 ? 0.0 : lp / q;
+    const double p = exp(lp);
+    *loss = -f * lp;
+    *coef = f - gamma * p * f * ratio;
+}
+
+// The rest of a focal-loss row once xent_ce_hard has its maximum `ms` and sum of exponentials
+// `s` (`ln_s` = log s): the row loss `weighted * terms` and the gradient, cross entropy's with
+// its target weight replaced by the focal factor (`scale`: the upstream factor times the
+// sample and class weights).
+template <typename T>
+__device__ void xent_focal_row(const T* x, T* grad, long long b, long long classes,
+                               long long inner, const XentGroup& g, long long r, long long y,
+                               T xy, double ms, double s, double ln_s, double scale,
+                               double weighted, bool zero, double gamma, double* rowloss) {
+    const double lp = ((double)xy - ms) - ln_s;
+    double loss, coef;
+    xent_focal_terms(lp, gamma, &loss, &coef);
+    if (g.lane == 0) rowloss[r] = weighted * loss;
+    if (!grad) return;
+    if (zero) {
+        XENT_EACH(c) grad[b + c * inner] = (T)0;
+        return;
+    }
+    const T m = (T)ms;
+    const double hit = scale * coef;
+    const T a = (T)(hit / s);
+    xent_each_value(x, b, classes, inner, g, [&](long long c, T xc) {
+        const T v = exp(xc - m) * a;
+        grad[b + c * inner] = c == y ? (T)((double)v - hit) : v;
+    });
+}
+
 // Hard-target cross entropy (softmax != 0) or NLL; targets were checked before the launch.
+// Cross entropy's options: label smoothing `eps`, the z-loss `zloss` (0: none) and the soft
+// cap `cap` (0: none); `gamma > 0` makes it the focal loss (without those options), whose
+// `gamma == 0` is cross entropy itself.
 template <typename T>
 __global__ void xent_ce_hard(const T* x, T* grad, const long long* target, const T* weight,
                              const T* sample_weight, const T* go, double gscalar,
                              const double* denom, double* rowloss, long long rows,
                              long long classes, long long inner, int group, long long ignore,
-                             double eps, double wtotal, int softmax) {
+                             double eps, double wtotal, int softmax, double zloss, double cap,
+                             double gamma) {
+    const XentCap<T> f = XentCap<T>::from(cap);
     XENT_ROWS {
         const long long b = XENT_BASE(r);
         const long long y = target[r];
@@ -269,20 +345,32 @@ __global__ void xent_ce_hard(const T* x, T* grad, const long long* target, const
             continue;
         }
         double ms, s;
-        xent_row_ms(x, b, classes, inner, g, &ms, &s);
+        xent_row_ms(x, b, classes, inner, g, &ms, &s, f);
         const T m = (T)ms;
+        const double ln_s = log(s);
+        if (gamma > 0.0) {
+            xent_focal_row(x, grad, b, classes, inner, g, r, y, xy, ms, s, ln_s,
+                           gs * sw * wy, sw * wy, zero, gamma, rowloss);
+            continue;
+        }
         double sd = 0.0;
         if (eps > 0.0) {
             XENT_EACH(c) {
-                const T d = x[b + c * inner] - m;
+                const T d = f.apply(x[b + c * inner]) - m;
                 sd += weight ? (double)(d * weight[c]) : (double)d;
             }
             sd = xent_reduce(g, sd, false);
         }
-        const double ln_s = log(s);
         const double cls = (double)classes;
-        double loss = (1.0 - eps) * wy * ((ms - (double)xy) + ln_s);
+        double loss = (1.0 - eps) * wy * ((ms - (double)f.apply(xy)) + ln_s);
         if (eps > 0.0) loss += eps / cls * (wtotal * ln_s - sd);
+        // The factor of p in the gradient.
+        double coef = (1.0 - eps) * wy + eps / cls * wtotal;
+        if (zloss > 0.0) {  // s w_y lse^2, lse = m + ln s (src/kernels/cross_entropy.rs)
+            const double lse = ms + ln_s;
+            loss += zloss * wy * lse * lse;
+            coef += 2.0 * zloss * wy * lse;
+        }
         if (g.lane == 0) rowloss[r] = sw * loss;
         if (!grad) continue;
         if (zero) {
@@ -290,31 +378,39 @@ __global__ void xent_ce_hard(const T* x, T* grad, const long long* target, const
             continue;
         }
         const double gr = gs * sw;
-        const T a = (T)(gr * ((1.0 - eps) * wy + eps / cls * wtotal) / s);
+        const T a = (T)(gr * coef / s);
         const T bs = (T)(gr * eps / cls);
-        const double hit = gr * (1.0 - eps) * wy;
+        double hit = gr * (1.0 - eps) * wy;
+        if (f.on) {  // the target's term through the cap too, in float64 as on the CPU
+            const double ty = (double)f.tanh_of(xy);
+            hit *= 1.0 - ty * ty;
+        }
         xent_each_value(x, b, classes, inner, g, [&](long long c, T xc) {
-            T v = exp(xc - m) * a;
+            T v = exp(f.apply(xc) - m) * a;
             if (eps > 0.0) v -= bs * (weight ? weight[c] : (T)1);
+            v = f.through(v, xc);
             grad[b + c * inner] = c == y ? (T)((double)v - hit) : v;
         });
     }
 }
 
-// Soft-target (class probability) cross entropy.
+// Soft-target (class probability) cross entropy, with label smoothing `eps`, the z-loss
+// `zloss` and the soft cap `cap` (0: none) as in xent_ce_hard.
 template <typename T>
 __global__ void xent_ce_soft(const T* x, const T* target, T* grad, const T* weight,
                              const T* sample_weight, const T* go, double gscalar,
                              const double* denom, double* rowloss, long long rows,
-                             long long classes, long long inner, int group, double eps) {
+                             long long classes, long long inner, int group, double eps,
+                             double zloss, double cap) {
     const T keep = (T)(1.0 - eps), spread = (T)(eps / (double)classes);
+    const XentCap<T> f = XentCap<T>::from(cap);
     XENT_ROWS {
         const long long b = XENT_BASE(r);
         const double sw = sample_weight ? (double)sample_weight[r] : 1.0;
         bool zero = false;
         const double gs = grad ? xent_upstream(go, gscalar, denom, r, &zero) : 0.0;
         double ms, s;
-        xent_row_ms(x, b, classes, inner, g, &ms, &s);
+        xent_row_ms(x, b, classes, inner, g, &ms, &s, f);
         const T m = (T)ms;
         double tw = 0.0, twd = 0.0;
         XENT_EACH(c) {
@@ -322,24 +418,33 @@ __global__ void xent_ce_soft(const T* x, const T* target, T* grad, const T* weig
             T wt = target[i] * keep + spread;
             if (weight) wt *= weight[c];
             tw += (double)wt;
-            twd += (double)(wt * (x[i] - m));
+            twd += (double)(wt * (f.apply(x[i]) - m));
         }
         tw = xent_reduce(g, tw, false);
         twd = xent_reduce(g, twd, false);
-        if (g.lane == 0) rowloss[r] = sw * (tw * log(s) - twd);
+        double loss = sw * (tw * log(s) - twd);
+        // The factor of p in the gradient.
+        double coef = tw;
+        if (zloss > 0.0) {  // s lse^2, lse = m + ln s (src/kernels/cross_entropy.rs)
+            const double lse = ms + log(s);
+            loss += sw * zloss * lse * lse;
+            coef += 2.0 * zloss * lse;
+        }
+        if (g.lane == 0) rowloss[r] = loss;
         if (!grad) continue;
         if (zero) {
             XENT_EACH(c) grad[b + c * inner] = (T)0;
             continue;
         }
         const double gr = gs * sw;
-        const T a = (T)(gr * tw / s);
+        const T a = (T)(gr * coef / s);
         const T gt = (T)gr;
         XENT_EACH(c) {
             const long long i = b + c * inner;
             T wt = target[i] * keep + spread;
             if (weight) wt *= weight[c];
-            grad[i] = exp(x[i] - m) * a - wt * gt;
+            const T xi = x[i];
+            grad[i] = f.through(exp(f.apply(xi) - m) * a - wt * gt, xi);
         }
     }
 }
