@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -161,6 +162,31 @@ CLASS_CASES: dict[str, tuple[str, tuple[Any, ...]]] = {
     ),
     "nll soft targets": ("nll_loss", (X, SOFT, -1, None, None, -100, "mean", False, None)),
     "nll target shape": ("nll_loss", (X, T[:2], -1, None, None, -100, "mean", False, None)),
+    "negative z_loss": (
+        "cross_entropy",
+        (X, T, -1, None, None, -100, "mean", 0.0, False, None, None, -1.0, None),
+    ),
+    "NaN z_loss": (
+        "cross_entropy",
+        (X, T, -1, None, None, -100, "mean", 0.0, False, None, None, math.nan, None),
+    ),
+    "zero softcap": (
+        "cross_entropy",
+        (X, T, -1, None, None, -100, "mean", 0.0, False, None, None, 0.0, 0.0),
+    ),
+    "infinite softcap": (
+        "cross_entropy",
+        (X, T, -1, None, None, -100, "mean", 0.0, False, None, None, 0.0, math.inf),
+    ),
+    "negative gamma": ("focal_loss", (X, T, -1, -0.5, None, None, -100, "mean", False, None, None)),
+    "focal soft targets": (
+        "focal_loss",
+        (X, SOFT, -1, 2.0, None, None, -100, "mean", False, None, None),
+    ),
+    "focal target shape": (
+        "focal_loss",
+        (X, T[:3], -1, 2.0, None, None, -100, "mean", False, None, None),
+    ),
 }
 
 
@@ -183,6 +209,17 @@ BINARY_CASES: dict[str, tuple[str, tuple[Any, ...]]] = {
         (X, X, None, 1, None, 1, "sum", True, np.ones((4, 3))),
     ),
     "grad_output shape": ("binary_cross_entropy", (X, X, None, 1, "none", True, np.ones((4, 2)))),
+    "focal negative gamma": (
+        "binary_focal_loss_with_logits",
+        (X, X, -1.0, 0.25, None, 1, "mean", False, None),
+    ),
+    "focal alpha above 1": (
+        "binary_focal_loss_with_logits",
+        (X, X, 2.0, 1.5, None, 1, "mean", False, None),
+    ),
+    "kl_div reduction": ("kl_div", (X, X, "avg", False, False, None)),
+    "kl_div shapes": ("kl_div", (X, X[:2], "mean", False, False, None)),
+    "kl_div grad_output": ("kl_div", (X, X, "batchmean", False, True, np.ones((4, 3)))),
 }
 
 

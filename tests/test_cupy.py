@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import GoldenCase, assert_golden_close, assert_same_bits, golden_params
+from conftest import (
+    GOLDEN_BEYOND_DIR,
+    GoldenCase,
+    assert_golden_close,
+    assert_same_bits,
+    golden_params,
+)
 
 cp = pytest.importorskip("cupy")
 
@@ -105,7 +111,17 @@ def _golden_call(case: GoldenCase, inputs: dict[str, Any]) -> tuple[list[Any], d
     return args, {**kw, **case.kwargs}
 
 
-@pytest.mark.parametrize("case", golden_params(_is_plain))
+def _beyond_on_gpu(case: GoldenCase) -> bool:
+    """golden-beyond's cases CuPy can run: not bfloat16 (CuPy has no such dtype), not
+    ``linear_cross_entropy`` (``test_cupy_linear.py``)."""
+    return not case.cast and case.op != "linear_cross_entropy"
+
+
+@pytest.mark.parametrize(
+    "case",
+    golden_params(_is_plain)
+    + golden_params(lambda c: _is_plain(c) and _beyond_on_gpu(c), GOLDEN_BEYOND_DIR),
+)
 def test_golden_case_on_gpu(case: GoldenCase) -> None:
     inputs = {k: cp.asarray(v) for k, v in case.copy_inputs().items()}
     grad_output = inputs.pop("grad_output", None)
@@ -147,7 +163,11 @@ def test_golden_case_on_gpu(case: GoldenCase) -> None:
             assert out.shape == case.expected["output"].shape
 
 
-@pytest.mark.parametrize("case", golden_params(lambda c: c.expect_error is not None))
+@pytest.mark.parametrize(
+    "case",
+    golden_params(lambda c: c.expect_error is not None)
+    + golden_params(lambda c: c.expect_error is not None and _beyond_on_gpu(c), GOLDEN_BEYOND_DIR),
+)
 def test_golden_error_case_on_gpu(case: GoldenCase) -> None:
     exc = getattr(builtins, case.expect_error or "")
     inputs = {k: cp.asarray(v) for k, v in case.copy_inputs().items()}
@@ -366,6 +386,41 @@ def test_nll_loss_matches_cpu(
     _check_loss("nll_loss", logp, t, kw, shape)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("layout", ["rows", "axis1", "wide", "g32", "blocks"])
+@pytest.mark.parametrize("kind", ["hard", "ignore", "soft"])
+@pytest.mark.parametrize(("z_loss", "softcap"), [(1e-3, None), (0.0, 3.0), (0.1, 20.0)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_z_loss_and_softcap_match_cpu(
+    dtype: Any, layout: str, kind: str, z_loss: float, softcap: float | None, reduction: str
+) -> None:
+    x, t, kw, shape = _class_problem(layout, dtype, kind, True, True)
+    kw.update(reduction=reduction, label_smoothing=0.1, z_loss=z_loss, softcap=softcap)
+    _check_loss("cross_entropy", x, t, kw, shape)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("layout", ["rows", "axis1", "wide", "many", "g16"])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.7])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_focal_loss_matches_cpu(dtype: Any, layout: str, gamma: float, reduction: str) -> None:
+    x, t, kw, shape = _class_problem(layout, dtype, "ignore", True, True)
+    kw.update(reduction=reduction, gamma=gamma)
+    _check_loss("focal_loss", x, t, kw, shape)
+
+
+def test_capped_gradient_in_place() -> None:
+    x, t, _, _ = _class_problem("wide", np.float32, "hard", False, False)
+    want = xent_rs.cross_entropy(x, t, axis=-1, softcap=5.0, return_grad=True)
+    xg = cp.asarray(x)
+    loss, grad = xent_rs.cross_entropy(
+        xg, cp.asarray(t), axis=-1, softcap=5.0, return_grad=True, grad_out=xg
+    )
+    assert grad is xg
+    _agree(loss, want[0], np.float32, what="loss")
+    _agree(grad, want[1], np.float32, grad=True, what="grad in place")
+
+
 @pytest.mark.parametrize("tdtype", [np.int8, np.uint8, np.int16, np.int32, np.uint32, np.uint64])
 def test_any_integer_target_dtype(tdtype: Any) -> None:
     x, t, kw, _ = _class_problem("rows", np.float64, "hard", True, False)
@@ -511,6 +566,31 @@ def test_binary_cross_entropy_matches_cpu(dtype: Any, weight: str, reduction: st
     x, t = _binary_problem(dtype, logits=False)
     kw = {"weight": _weights(weight, 1, dtype), "reduction": reduction}
     _check_loss("binary_cross_entropy", x, t, kw, BSHAPE)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("weight", list(BROADCASTS))
+@pytest.mark.parametrize(("gamma", "alpha"), [(2.0, 0.25), (0.0, None), (1.5, None), (3.0, 0.9)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_binary_focal_loss_matches_cpu(
+    dtype: Any, weight: str, gamma: float, alpha: float | None, reduction: str
+) -> None:
+    x, t = _binary_problem(dtype, logits=True)
+    kw = {"weight": _weights(weight, 1, dtype), "gamma": gamma, "alpha": alpha}
+    kw["reduction"] = reduction
+    _check_loss("binary_focal_loss_with_logits", x, t, kw, BSHAPE)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("log_target", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum", "batchmean"])
+def test_kl_div_matches_cpu(dtype: Any, log_target: bool, reduction: str) -> None:
+    rng = np.random.default_rng(5)
+    q = np.log(rng.dirichlet(np.ones(7), 300)).astype(dtype)
+    p = rng.dirichlet(np.ones(7), 300).astype(dtype)
+    p[0, :3] = 0.0
+    t = np.log(p) if log_target else p
+    _check_loss("kl_div", q, t, {"reduction": reduction, "log_target": log_target}, q.shape)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

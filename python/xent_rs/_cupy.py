@@ -36,8 +36,6 @@ _MAX_GRID = 1 << 20
 _BLOCK_ROW = 1024
 _NULL = np.uint64(0)
 _NO_INDEX = (1 << 64) - 1
-#: z-loss, soft cap, focal gamma of the row kernels: off (cross entropy's plain path).
-_OFF = (np.float64(0.0),)
 
 _CTYPES = {np.dtype(k): v for k, v in _cuda.ROW_TYPES.items()}
 
@@ -322,6 +320,10 @@ def _class_loss(
     g: Any,
     grad_out: Any,
     nll: bool,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    gamma: float = 0.0,
+    loss_name: str = "cross_entropy",
 ) -> Any:
     cp = _cp()
     work = np.dtype(x.dtype)
@@ -345,8 +347,9 @@ def _class_loss(
                 f"target has the shape of class indices {sample_shape} but a floating dtype "
                 f"({work}); cast it to integers, e.g. target.astype(np.int64)"
             )
-        if nll:
-            raise TypeError(f"nll_loss needs integer class indices, got dtype {work}")
+        if nll or loss_name == "focal_loss":
+            name = "nll_loss" if nll else loss_name
+            raise TypeError(f"{name} needs integer class indices, got dtype {work}")
         if t.shape != shape:
             raise mismatch(shape, "class probabilities need the input's shape")
         if ignore_index >= 0:
@@ -363,6 +366,7 @@ def _class_loss(
     if grad_out is not None and not return_grad:
         raise ValueError("grad_out is only used with return_grad=True")
     gscalar, go = _upstream(g, reduction, sample_shape)
+    _check_options(z_loss, softcap, gamma)
     if grad_out is not None:
         _output(grad_out, "grad_out", x)
         for other in (t, w, sw, go):  # the CPU path's borrow check refuses these too
@@ -385,6 +389,8 @@ def _class_loss(
     if return_grad:
         grad = grad_out if grad_out is not None else cp.empty(shape, dtype=work)
     rowloss = cp.empty(sample_shape, dtype=cp.float64)
+    # The kernels' z-loss, soft cap and focal gamma; 0 is off.
+    options = (np.float64(z_loss), np.float64(softcap or 0.0), np.float64(gamma))
     common = (_ptr(w), _ptr(sw), _ptr(go), np.float64(gscalar), _ptr(denom), rowloss)
     if hard:
         wtotal = float(classes)
@@ -397,8 +403,13 @@ def _class_loss(
             classes,
             inner,
             (x, _ptr(grad), t, *common),
-            (np.int64(ignore_index), np.float64(eps), np.float64(wtotal), np.int32(not nll))
-            + _OFF * 3,
+            (
+                np.int64(ignore_index),
+                np.float64(eps),
+                np.float64(wtotal),
+                np.int32(not nll),
+                *options,
+            ),
         )
     else:
         _launch_row(
@@ -408,7 +419,7 @@ def _class_loss(
             classes,
             inner,
             (x, t, _ptr(grad), *common),
-            (np.float64(eps), *_OFF * 2),
+            (np.float64(eps), *options[:2]),
         )
         if classes == 0:  # as on the CPU: each row's loss is an empty sum, a mean is NaN
             rowloss.fill(0.0)
@@ -437,12 +448,50 @@ def cross_entropy(
     return_grad: bool,
     grad_output: Any,
     grad_out: Any,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> Any:
     """``_core.cross_entropy`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
     return _class_loss(
         input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
-        return_grad, grad_output, grad_out, nll=False,
+        return_grad, grad_output, grad_out, nll=False, z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
+
+
+def focal_loss(
+    input: Any,
+    target: Any,
+    axis: int,
+    gamma: float,
+    weight: Any,
+    sample_weight: Any,
+    ignore_index: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: Any,
+    grad_out: Any,
+) -> Any:
+    """``_core.focal_loss`` on the device (``gamma = 0`` runs cross entropy's path)."""
+    return _class_loss(
+        input, target, axis, weight, sample_weight, ignore_index, reduction, 0.0, return_grad,
+        grad_output, grad_out, nll=False, gamma=gamma, loss_name="focal_loss",
+    )  # fmt: skip
+
+
+def _check_options(z_loss: float, softcap: float | None, gamma: float) -> None:
+    """The core's checks of the options, in its words (NaN shown as ``NaN``)."""
+
+    def shown(v: float) -> str:
+        return "NaN" if math.isnan(v) else repr(float(v))
+
+    if not (z_loss >= 0.0 and math.isfinite(z_loss)):
+        raise ValueError(f"z_loss must be a finite number >= 0.0, got {shown(z_loss)}")
+    if softcap is not None and not (softcap > 0.0 and math.isfinite(softcap)):
+        raise ValueError(
+            f"softcap must be a finite number > 0.0 (or None for no cap), got {shown(softcap)}"
+        )
+    if not (gamma >= 0.0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma must be a finite number >= 0.0, got {shown(gamma)}")
 
 
 def nll_loss(
@@ -571,3 +620,102 @@ def binary_cross_entropy_with_logits(
     w = _broadcast(weight, weight_repeat, shape)
     pw = _broadcast(pos_weight, pos_weight_repeat, shape)
     return _binary_loss(input, target, w, pw, reduction, return_grad, grad_output, logits=True)
+
+
+def _pointwise_loss(
+    parts: _cuda.Pointwise,
+    args: list[Any],
+    shape: tuple[int, ...],
+    work: np.dtype[Any],
+    reduction: str,
+    return_grad: bool,
+    g: Any,
+    denominator: float,
+) -> Any:
+    """An element-wise loss over ``args`` (the kernels' parameters before the upstream
+    gradient): per-element losses, or their float64 sum divided by ``denominator`` for
+    ``mean``, and the gradient scaled by the upstream gradient."""
+    cp = _cp()
+    gscalar, go = _upstream(g, reduction, shape)
+    grad = None
+    if reduction == "none":
+        if return_grad:
+            upstream = go if go is not None else work.type(gscalar)
+            loss, grad = _elementwise(_cuda.pointwise(parts, "none_grad"))(*args, upstream)
+        else:
+            loss = _elementwise(_cuda.pointwise(parts, "none"))(*args)
+    else:
+        if math.prod(shape) == 0:
+            total = cp.zeros((), dtype=cp.float64)
+        else:
+            total = _reduction(_cuda.pointwise_sum(parts))(*args)
+        if reduction == "mean":
+            total = total / denominator if denominator else cp.full((), cp.nan)
+        loss = total.astype(work)
+        if return_grad:
+            scale = (
+                gscalar if reduction == "sum" else (gscalar / denominator if denominator else 0.0)
+            )
+            grad = _elementwise(_cuda.pointwise(parts, "grad"))(*args, work.type(scale))
+    return (loss, grad) if return_grad else loss
+
+
+def binary_focal_loss_with_logits(
+    input: Any,
+    target: Any,
+    gamma: float,
+    alpha: float | None,
+    weight: Any,
+    weight_repeat: int,
+    reduction: str,
+    return_grad: bool,
+    grad_output: Any,
+) -> Any:
+    """``_core.binary_focal_loss_with_logits`` on the device."""
+    shape = tuple(input.shape)
+    if not (gamma >= 0.0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma must be a finite number >= 0.0, got {gamma!r}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1] or be None, got {alpha!r}")
+    if gamma == 0.0 and alpha is None:  # exactly BCE with logits
+        return binary_cross_entropy_with_logits(
+            input, target, weight, weight_repeat, None, 1, reduction, return_grad, grad_output
+        )
+    work = np.dtype(input.dtype)
+    w = _broadcast(weight, weight_repeat, shape)
+    power = int(gamma) if gamma == int(gamma) and gamma <= 16 else -1
+    a = 0.0 if alpha is None else alpha
+    options = [work.type(gamma), np.int32(power), np.int32(alpha is not None)]
+    options += [work.type(a), work.type(1.0 - a)]
+    args = [x for x in (input, target, w) if x is not None] + options
+    parts = _cuda.focal_parts(w is not None)
+    n = math.prod(shape)
+    return _pointwise_loss(parts, args, shape, work, reduction, return_grad, grad_output, n)
+
+
+def kl_div(
+    input: Any,
+    target: Any,
+    reduction: str,
+    log_target: bool,
+    return_grad: bool,
+    grad_output: Any,
+) -> Any:
+    """``_core.kl_div`` on the device (``batchmean`` divides by ``input.shape[0]``)."""
+    if reduction not in ("none", "mean", "sum", "batchmean"):
+        raise ValueError(
+            f'reduction must be "none", "mean", "sum" or "batchmean", got "{reduction}"'
+        )
+    shape = tuple(input.shape)
+    if tuple(target.shape) != shape:
+        raise ValueError(f"target shape {tuple(target.shape)} must match input shape {shape}")
+    work = np.dtype(input.dtype)
+    if reduction == "batchmean":
+        denominator = float(shape[0]) if shape else 1.0
+        reduction = "mean"
+    else:
+        denominator = float(math.prod(shape))
+    parts = _cuda.kl_parts(log_target)
+    return _pointwise_loss(
+        parts, [input, target], shape, work, reduction, return_grad, grad_output, denominator
+    )
