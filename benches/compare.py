@@ -11,18 +11,19 @@ How to run (from the repository root, with the ``bench`` extra installed)::
 The ``bench`` extra holds the peers: torch, jax[cpu], optax, scipy, scikit-learn, matplotlib,
 threadpoolctl. Progress goes to stderr, the report (markdown) to stdout.
 
-What is timed. Workloads W1-W7 (see ``benches/peers.py``; W1, W2, W3 and W6 include the
-losses and options beyond the first release: z-loss, softcap, the focal losses, kl_div, and
-bfloat16 against float16), ``linear_cross_entropy``'s rows L1 and L2 in full runs (from
-``benches/linear.py``, each path in its own subprocess for its peak memory), and a size sweep of CE forward from
-N*C = 10 to 10^8 (C = 10 and C = 1000) that shows the per-call overhead. For every op, each
-library that has a counterpart is timed in this process on the same NumPy arrays (torch tensors
-share their memory); jax runs in one subprocess per thread count on the same seeded arrays,
-because its thread count cannot change in-process (1 thread = the process pinned to CPU 0 with
-``sched_setaffinity``; all CPUs = jax's defaults). Threads: ``xent_rs.set_num_threads(T)``,
-``torch.set_num_threads(T)`` and ``threadpoolctl.threadpool_limits(T)`` (NumPy/SciPy BLAS and
-scikit-learn's OpenMP). Libraries that do not import are skipped with a note; xent_rs cells are
-skipped the same way until the package is installed.
+What is timed. Workloads W1-W7 (see ``benches/peers.py``; W1, W2, W3 and W6 include the losses
+and options beyond the first release: z-loss, softcap, the focal losses, kl_div, and bfloat16
+against float16), ``linear_cross_entropy``'s rows L1 and L2 in full runs (from
+``benches/linear.py``, each path in its own subprocess for its peak memory), and a size sweep
+of CE forward from N*C = 10 to 10^8 (C = 10 and C = 1000) that shows the per-call overhead. For
+every op, each library that has a counterpart is timed in this process on the same NumPy arrays
+(torch tensors share their memory); jax runs in one subprocess per thread count on the same
+seeded arrays, because its thread count cannot change in-process (1 thread = the process pinned
+to CPU 0 with ``sched_setaffinity``; all CPUs = jax's defaults). Threads:
+``xent_rs.set_num_threads(T)``, ``torch.set_num_threads(T)`` and
+``threadpoolctl.threadpool_limits(T)`` (NumPy/SciPy BLAS and scikit-learn's OpenMP). Libraries
+that do not import are skipped with a note; xent_rs cells are skipped the same way until the
+package is installed.
 
 Each cell: 2 warm-up calls (the first one's outputs are kept for the cross-check), then at
 least 7 timed calls with ``time.perf_counter`` and more until 0.5 s was spent (200 at most);

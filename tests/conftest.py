@@ -44,6 +44,19 @@ settings.register_profile("xent-thorough", parent=settings.get_profile("xent"), 
 settings.load_profile("xent")
 
 
+def cupy_with_a_gpu() -> Any:
+    """CuPy, for a test module that needs a GPU: the module is skipped when CuPy is not
+    importable or no GPU is visible to it."""
+    cp = pytest.importorskip("cupy")
+    try:
+        count = int(cp.cuda.runtime.getDeviceCount())
+    except Exception:  # no driver, no device: CuPy raises its own runtime errors
+        count = 0
+    if count == 0:
+        pytest.skip("no GPU is visible to CuPy", allow_module_level=True)
+    return cp
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--require-installed",

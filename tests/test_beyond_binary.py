@@ -9,46 +9,19 @@ loss; the public front end (being redesigned) will wrap these calls.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SHARED_DIR, TESTS_DIR, GoldenCase, assert_golden_close, assert_same_files
+from conftest import GOLDEN_BEYOND_DIR, GoldenCase, assert_golden_close, load_golden
 
 from xent_rs import _backend, _core
 
-BEYOND_DIR = TESTS_DIR / "golden-beyond"
-SHARED_BEYOND_DIR = SHARED_DIR / "golden-beyond"
 OPS = ("binary_focal_loss_with_logits", "kl_div")
 
 
-def _load(directory: Path) -> list[GoldenCase]:
-    with open(directory / "cases.json", encoding="utf-8") as fh:
-        raw = json.load(fh)["cases"]
-    with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return [
-        GoldenCase(
-            id=c["id"],
-            op=c["op"],
-            dtype=c["dtype"],
-            rtol=float(c["rtol"]),
-            atol=float(c["atol"]),
-            kwargs=dict(c.get("kwargs", {})),
-            inputs={name: arrays[key] for name, key in c.get("inputs", {}).items()},
-            expected={name: arrays[key] for name, key in c.get("expected", {}).items()},
-            expect_error=c.get("expect_error"),
-            note=c.get("note", ""),
-        )
-        for c in raw
-        if c["op"] in OPS
-    ]
-
-
-CASES = _load(BEYOND_DIR)
+CASES = [c for c in load_golden(GOLDEN_BEYOND_DIR) if c.op in OPS]
 
 
 def _params(errors: bool) -> list[Any]:
@@ -94,12 +67,6 @@ def _call(case: GoldenCase, return_grad: bool = False) -> Any:
     fn = focal if case.op == "binary_focal_loss_with_logits" else kl
     extra = {"return_grad": True, "grad_output": grad_output} if return_grad else {}
     return fn(x, t, **inputs, **case.kwargs, **extra)
-
-
-def test_golden_beyond_copy_matches_shared() -> None:
-    if not SHARED_BEYOND_DIR.is_dir():
-        pytest.skip("../shared/golden-beyond is not present")
-    assert_same_files(BEYOND_DIR, SHARED_BEYOND_DIR)
 
 
 def test_every_case_is_here() -> None:

@@ -21,21 +21,11 @@ from conftest import (
     GoldenCase,
     assert_golden_close,
     assert_same_bits,
+    cupy_with_a_gpu,
     golden_params,
 )
 
-cp = pytest.importorskip("cupy")
-
-
-def _device_count() -> int:
-    try:
-        return int(cp.cuda.runtime.getDeviceCount())
-    except Exception:  # no driver, no device: CuPy raises its own runtime errors
-        return 0
-
-
-if _device_count() == 0:
-    pytest.skip("no GPU is visible to CuPy", allow_module_level=True)
+cp = cupy_with_a_gpu()
 
 xent_rs = pytest.importorskip("xent_rs")
 

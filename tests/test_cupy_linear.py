@@ -9,20 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_golden_close
+from conftest import assert_golden_close, cupy_with_a_gpu
 
-cp = pytest.importorskip("cupy")
-
-
-def _device_count() -> int:
-    try:
-        return int(cp.cuda.runtime.getDeviceCount())
-    except Exception:  # no driver, no device: CuPy raises its own runtime errors
-        return 0
-
-
-if _device_count() == 0:
-    pytest.skip("no GPU is visible to CuPy", allow_module_level=True)
+cp = cupy_with_a_gpu()
 
 from test_linear import _params, _problem, _split  # noqa: E402
 

@@ -5,52 +5,25 @@ independence, the memory bar and the errors."""
 from __future__ import annotations
 
 import builtins
-import json
 import tracemalloc
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import (
-    SHARED_DIR,
+    GOLDEN_BEYOND_DIR,
     GoldenCase,
     assert_golden_close,
     assert_same_bits,
-    assert_same_files,
+    load_golden,
 )
 
 import xent_rs
 from xent_rs import _core
 
-GOLDEN_BEYOND_DIR = Path(__file__).parent / "golden-beyond"
-SHARED_GOLDEN_BEYOND_DIR = SHARED_DIR / "golden-beyond"
 
-
-@cache
 def _cases() -> tuple[GoldenCase, ...]:
-    with open(GOLDEN_BEYOND_DIR / "cases.json", encoding="utf-8") as fh:
-        doc = json.load(fh)
-    raw = doc["cases"] if isinstance(doc, dict) else doc
-    with np.load(GOLDEN_BEYOND_DIR / "arrays.npz", allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return tuple(
-        GoldenCase(
-            id=c["id"],
-            op=c["op"],
-            dtype=c["dtype"],
-            rtol=float(c["rtol"]),
-            atol=float(c["atol"]),
-            kwargs=dict(c.get("kwargs", {})),
-            inputs={name: arrays[key] for name, key in c.get("inputs", {}).items()},
-            expected={name: arrays[key] for name, key in c.get("expected", {}).items()},
-            expect_error=c.get("expect_error"),
-            note=c.get("note", ""),
-        )
-        for c in raw
-        if c["op"] == "linear_cross_entropy"
-    )
+    return tuple(c for c in load_golden(GOLDEN_BEYOND_DIR) if c.op == "linear_cross_entropy")
 
 
 def _params(errors: bool) -> list[Any]:
@@ -67,11 +40,6 @@ def _split(case: GoldenCase) -> tuple[list[Any], dict[str, Any], Any]:
     args = [inputs.pop("input"), inputs.pop("linear_weight"), inputs.pop("target")]
     grad_output = inputs.pop("grad_output", None)
     return args, {**inputs, **case.kwargs}, grad_output
-
-
-@pytest.mark.skipif(not SHARED_GOLDEN_BEYOND_DIR.is_dir(), reason="../shared is not present")
-def test_golden_beyond_copy_matches_shared() -> None:
-    assert_same_files(GOLDEN_BEYOND_DIR, SHARED_GOLDEN_BEYOND_DIR)
 
 
 def test_golden_cases_present() -> None:
