@@ -124,9 +124,7 @@ def check_options(z_loss: Any, softcap: Any, chunk_size: Any) -> tuple[float, fl
         raise ValueError(f"z_loss must be a finite number >= 0.0, got {zl!r}")
     cap = None if softcap is None else float(softcap)
     if cap is not None and not (cap > 0.0 and math.isfinite(cap)):
-        raise ValueError(
-            f"softcap must be a finite number > 0.0 (or None for no cap), got {cap!r}"
-        )
+        raise ValueError(f"softcap must be a finite number > 0.0 (or None for no cap), got {cap!r}")
     if chunk_size is not None:
         if isinstance(chunk_size, (bool, np.bool_)):
             raise TypeError(f"chunk_size must be an integer, got {chunk_size!r}")
