@@ -213,6 +213,14 @@ BINARY_CASES: dict[str, tuple[str, tuple[Any, ...]]] = {
         "binary_focal_loss_with_logits",
         (X, X, -1.0, 0.25, None, 1, "mean", False, None),
     ),
+    "focal NaN gamma": (
+        "binary_focal_loss_with_logits",
+        (X, X, math.nan, 0.25, None, 1, "mean", False, None),
+    ),
+    "focal NaN alpha": (
+        "binary_focal_loss_with_logits",
+        (X, X, 2.0, math.nan, None, 1, "mean", False, None),
+    ),
     "focal alpha above 1": (
         "binary_focal_loss_with_logits",
         (X, X, 2.0, 1.5, None, 1, "mean", False, None),

@@ -478,20 +478,21 @@ def focal_loss(
     )  # fmt: skip
 
 
+def _shown(v: float) -> str:
+    """A value as the core's messages show it (Rust's ``{:?}``: ``NaN``, ``inf``, ``1.5``)."""
+    return "NaN" if math.isnan(v) else repr(float(v))
+
+
 def _check_options(z_loss: float, softcap: float | None, gamma: float) -> None:
     """The core's checks of the options, in its words (NaN shown as ``NaN``)."""
-
-    def shown(v: float) -> str:
-        return "NaN" if math.isnan(v) else repr(float(v))
-
     if not (z_loss >= 0.0 and math.isfinite(z_loss)):
-        raise ValueError(f"z_loss must be a finite number >= 0.0, got {shown(z_loss)}")
+        raise ValueError(f"z_loss must be a finite number >= 0.0, got {_shown(z_loss)}")
     if softcap is not None and not (softcap > 0.0 and math.isfinite(softcap)):
         raise ValueError(
-            f"softcap must be a finite number > 0.0 (or None for no cap), got {shown(softcap)}"
+            f"softcap must be a finite number > 0.0 (or None for no cap), got {_shown(softcap)}"
         )
     if not (gamma >= 0.0 and math.isfinite(gamma)):
-        raise ValueError(f"gamma must be a finite number >= 0.0, got {shown(gamma)}")
+        raise ValueError(f"gamma must be a finite number >= 0.0, got {_shown(gamma)}")
 
 
 def nll_loss(
@@ -673,10 +674,9 @@ def binary_focal_loss_with_logits(
 ) -> Any:
     """``_core.binary_focal_loss_with_logits`` on the device."""
     shape = tuple(input.shape)
-    if not (gamma >= 0.0 and math.isfinite(gamma)):
-        raise ValueError(f"gamma must be a finite number >= 0.0, got {gamma!r}")
+    _check_options(0.0, None, gamma)
     if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1] or be None, got {alpha!r}")
+        raise ValueError(f"alpha must lie in [0, 1] or be None, got {_shown(alpha)}")
     if gamma == 0.0 and alpha is None:  # exactly BCE with logits
         return binary_cross_entropy_with_logits(
             input, target, weight, weight_repeat, None, 1, reduction, return_grad, grad_output
