@@ -10,10 +10,13 @@ computed in float64 whatever the input dtype; the loss functions return ``(loss,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Array = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
@@ -49,8 +52,11 @@ def _bad_rows(x: Array, axis: int) -> npt.NDArray[np.bool_]:
 # --------------------------------------------------------------------------------------------
 
 
-def log_softmax(x: ArrayLike, axis: int = -1) -> Array:
-    """``x - logsumexp(x)`` along ``axis``; rows with nan, +inf or only -inf are all nan."""
+def _along_rows(x: ArrayLike, axis: int, finish: Callable[[Array, int], Array]) -> Array:
+    """``finish(x - max, axis)`` along ``axis``, with nan where torch gives nan rows.
+
+    The max is taken as 0 where it is not finite, so rows of -inf stay -inf before ``finish``.
+    """
     xf = _f64(x)
     ax = _norm_axis(axis, xf.ndim)
     if xf.size == 0:
@@ -59,25 +65,27 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> Array:
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         m = np.max(xf, axis=ax, keepdims=True)
         m = np.where(np.isfinite(m), m, 0.0)
-        shifted = xf - m
-        lse = np.log(np.sum(np.exp(shifted), axis=ax, keepdims=True))
-        out = shifted - lse
+        out = finish(xf - m, ax)
     return np.where(bad, np.nan, out)
+
+
+def _log_normalize(shifted: Array, ax: int) -> Array:
+    return np.asarray(shifted - np.log(np.sum(np.exp(shifted), axis=ax, keepdims=True)))
+
+
+def _normalize_exp(shifted: Array, ax: int) -> Array:
+    e = np.exp(shifted)
+    return np.asarray(e / np.sum(e, axis=ax, keepdims=True))
+
+
+def log_softmax(x: ArrayLike, axis: int = -1) -> Array:
+    """``x - logsumexp(x)`` along ``axis``; rows with nan, +inf or only -inf are all nan."""
+    return _along_rows(x, axis, _log_normalize)
 
 
 def softmax(x: ArrayLike, axis: int = -1) -> Array:
     """``exp(x - max) / sum(exp(x - max))`` along ``axis``; same nan rows as log_softmax."""
-    xf = _f64(x)
-    ax = _norm_axis(axis, xf.ndim)
-    if xf.size == 0:
-        return xf.copy()
-    bad = _bad_rows(xf, ax)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        m = np.max(xf, axis=ax, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0.0)
-        e = np.exp(xf - m)
-        out = e / np.sum(e, axis=ax, keepdims=True)
-    return np.where(bad, np.nan, out)
+    return _along_rows(x, axis, _normalize_exp)
 
 
 def logsumexp(x: ArrayLike, axis: int = -1, keepdims: bool = False) -> Array:
@@ -98,19 +106,21 @@ def logsumexp(x: ArrayLike, axis: int = -1, keepdims: bool = False) -> Array:
     return np.asarray(out, dtype=np.float64)
 
 
+def _vjp_operands(grad_output: ArrayLike, output: ArrayLike, axis: int) -> tuple[Array, Array, int]:
+    """The upstream gradient and the forward output in float64, and the normalized axis."""
+    out = _f64(output)
+    return _f64(grad_output), out, _norm_axis(axis, out.ndim)
+
+
 def log_softmax_backward(grad_output: ArrayLike, output: ArrayLike, axis: int = -1) -> Array:
     """VJP of log_softmax: ``g - exp(out) * sum(g)``."""
-    g = _f64(grad_output)
-    out = _f64(output)
-    ax = _norm_axis(axis, out.ndim)
+    g, out, ax = _vjp_operands(grad_output, output, axis)
     return np.asarray(g - np.exp(out) * np.sum(g, axis=ax, keepdims=True))
 
 
 def softmax_backward(grad_output: ArrayLike, output: ArrayLike, axis: int = -1) -> Array:
     """VJP of softmax: ``out * (g - sum(g * out))``."""
-    g = _f64(grad_output)
-    out = _f64(output)
-    ax = _norm_axis(axis, out.ndim)
+    g, out, ax = _vjp_operands(grad_output, output, axis)
     return np.asarray(out * (g - np.sum(g * out, axis=ax, keepdims=True)))
 
 
@@ -174,10 +184,42 @@ def _hard_terms(
     return valid, t_safe, w, wy
 
 
+class MulticlassOptions(TypedDict, total=False):
+    """The keywords nll_loss takes, with the defaults of :func:`_multiclass`."""
+
+    axis: int
+    weight: ArrayLike | None
+    sample_weight: ArrayLike | None
+    ignore_index: int
+    reduction: str
+    grad_output: ArrayLike | None
+
+
+class CrossEntropyOptions(MulticlassOptions, total=False):
+    """The keywords cross_entropy takes: those of nll_loss and label smoothing."""
+
+    label_smoothing: float
+
+
 def cross_entropy(
+    input: ArrayLike, target: ArrayLike, **options: Unpack[CrossEntropyOptions]
+) -> tuple[Array | np.float64, Array]:
+    """torch.nn.functional.cross_entropy (hard or soft targets) and its gradient."""
+    return _multiclass(input, target, logits=True, **options)
+
+
+def nll_loss(
+    input: ArrayLike, target: ArrayLike, **options: Unpack[MulticlassOptions]
+) -> tuple[Array | np.float64, Array]:
+    """torch.nn.functional.nll_loss (input = log-probabilities) and its gradient."""
+    return _multiclass(input, target, logits=False, **options)
+
+
+def _multiclass(
     input: ArrayLike,
     target: ArrayLike,
     *,
+    logits: bool,
     axis: int = -1,
     weight: ArrayLike | None = None,
     sample_weight: ArrayLike | None = None,
@@ -186,63 +228,10 @@ def cross_entropy(
     label_smoothing: float = 0.0,
     grad_output: ArrayLike | None = None,
 ) -> tuple[Array | np.float64, Array]:
-    """torch.nn.functional.cross_entropy (hard or soft targets) and its gradient."""
-    return _multiclass(
-        input,
-        target,
-        logits=True,
-        axis=axis,
-        weight=weight,
-        sample_weight=sample_weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        grad_output=grad_output,
-    )
-
-
-def nll_loss(
-    input: ArrayLike,
-    target: ArrayLike,
-    *,
-    axis: int = -1,
-    weight: ArrayLike | None = None,
-    sample_weight: ArrayLike | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    grad_output: ArrayLike | None = None,
-) -> tuple[Array | np.float64, Array]:
-    """torch.nn.functional.nll_loss (input = log-probabilities) and its gradient."""
+    """Cross entropy over logits, or nll_loss over log-probabilities (``logits=False``)."""
     tgt = np.asarray(target)
-    if not _is_hard(tgt):
+    if not logits and not _is_hard(tgt):
         raise TypeError("nll_loss takes integer class indices")
-    return _multiclass(
-        input,
-        tgt,
-        logits=False,
-        axis=axis,
-        weight=weight,
-        sample_weight=sample_weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=0.0,
-        grad_output=grad_output,
-    )
-
-
-def _multiclass(
-    input: ArrayLike,
-    target: ArrayLike,
-    *,
-    logits: bool,
-    axis: int,
-    weight: ArrayLike | None,
-    sample_weight: ArrayLike | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    grad_output: ArrayLike | None,
-) -> tuple[Array | np.float64, Array]:
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing {label_smoothing} outside [0, 1]")
@@ -250,7 +239,6 @@ def _multiclass(
     if x.ndim == 0:
         raise ValueError("input must have a class axis")
     ax = _norm_axis(axis, x.ndim)
-    tgt = np.asarray(target)
     xl = np.moveaxis(x, ax, -1)  # (..., C)
     c = xl.shape[-1]
     eps = float(label_smoothing)
@@ -306,8 +294,6 @@ def _multiclass(
                 raise TypeError(f"unsupported target dtype {tgt.dtype}")
             if tgt.shape == sample_shape and tgt.shape != x.shape:
                 raise TypeError("a floating target shaped like class indices: cast it to integers")
-            if not logits:
-                raise TypeError("nll_loss takes integer class indices")
             t = np.moveaxis(_f64(tgt), ax, -1)
             if t.shape != xl.shape:
                 raise ValueError(f"target shape {tgt.shape} != input shape {x.shape}")
@@ -344,6 +330,23 @@ def _binary_reduce(
     return loss, np.asarray(grad, dtype=np.float64)
 
 
+def _broadcast_weight(weight: ArrayLike | None, shape: tuple[int, ...]) -> Array:
+    """An elementwise weight of ``shape`` in float64 (ones when absent)."""
+    return np.ones(shape) if weight is None else np.broadcast_to(_f64(weight), shape)
+
+
+def _binary_operands(
+    input: ArrayLike, target: ArrayLike, weight: ArrayLike | None, reduction: str
+) -> tuple[Array, Array, Array]:
+    """Input, target and weight in float64, after the checks both binary losses make."""
+    _check_reduction(reduction)
+    x = _f64(input)
+    y = _f64(target)
+    if x.shape != y.shape:
+        raise ValueError(f"target shape {y.shape} != input shape {x.shape}")
+    return x, y, _broadcast_weight(weight, x.shape)
+
+
 def binary_cross_entropy(
     input: ArrayLike,
     target: ArrayLike,
@@ -353,14 +356,9 @@ def binary_cross_entropy(
     grad_output: ArrayLike | None = None,
 ) -> tuple[Array | np.float64, Array]:
     """torch.nn.functional.binary_cross_entropy (log terms clamped at -100) and its gradient."""
-    _check_reduction(reduction)
-    p = _f64(input)
-    y = _f64(target)
-    if p.shape != y.shape:
-        raise ValueError(f"target shape {y.shape} != input shape {p.shape}")
+    p, y, w = _binary_operands(input, target, weight, reduction)
     if np.any(~((p >= 0.0) & (p <= 1.0))):
         raise ValueError("probabilities must lie in [0, 1]")
-    w = np.ones(p.shape) if weight is None else np.broadcast_to(_f64(weight), p.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_p = np.maximum(np.log(p), BCE_LOG_CLAMP)
         log_1mp = np.maximum(np.log1p(-p), BCE_LOG_CLAMP)
@@ -387,13 +385,8 @@ def binary_cross_entropy_with_logits(
     grad_output: ArrayLike | None = None,
 ) -> tuple[Array | np.float64, Array]:
     """torch.nn.functional.binary_cross_entropy_with_logits and its gradient."""
-    _check_reduction(reduction)
-    x = _f64(input)
-    y = _f64(target)
-    if x.shape != y.shape:
-        raise ValueError(f"target shape {y.shape} != input shape {x.shape}")
-    w = np.ones(x.shape) if weight is None else np.broadcast_to(_f64(weight), x.shape)
-    pw = np.ones(x.shape) if pos_weight is None else np.broadcast_to(_f64(pos_weight), x.shape)
+    x, y, w = _binary_operands(input, target, weight, reduction)
+    pw = _broadcast_weight(pos_weight, x.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         softplus_neg = np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0.0)  # -log sigmoid(x)
         per = w * ((1.0 - y) * x + (1.0 + (pw - 1.0) * y) * softplus_neg)
