@@ -76,8 +76,33 @@ def _accumulated(acc: streaming.Accumulator, *args: Any, **kw: Any) -> tuple[Any
     return losses, acc.result(), acc.denominator
 
 
-# Every public function and accumulator, as (the call, {array key: the argument's name}).
 Call = Callable[[dict[str, Any]], Any]
+
+
+def _hard_target_call(loss: Callable[..., Any]) -> tuple[Call, dict[str, str]]:
+    """cross_entropy or nll_loss with every array argument their hard targets take."""
+    return (
+        lambda a: loss(
+            a["x"],
+            a["t"],
+            weight=a["w"],
+            sample_weight=a["sw"],
+            reduction="none",
+            return_grad=True,
+            grad_output=a["g8"],
+        ),
+        {"x": "input", "t": "target", "w": "weight", "sw": "sample_weight", "g8": "grad_output"},
+    )
+
+
+def _weighted_update(
+    make: Callable[[dict[str, Any]], streaming.Accumulator], first: str, second: str
+) -> Call:
+    """The accumulator ``make(a)`` updated with ``a[first]``, ``a[second]`` and sample weights."""
+    return lambda a: _accumulated(make(a), a[first], a[second], sample_weight=a["sw"])
+
+
+# Every public function and accumulator, as (the call, {array key: the argument's name}).
 CALLS: dict[str, tuple[Call, dict[str, str]]] = {
     "log_softmax": (lambda a: xent_rs.log_softmax(a["x"]), {"x": "input"}),
     "softmax": (lambda a: xent_rs.softmax(a["x"], axis=0), {"x": "input"}),
@@ -90,18 +115,7 @@ CALLS: dict[str, tuple[Call, dict[str, str]]] = {
         lambda a: xent_rs.softmax_backward(a["g"], a["p"]),
         {"g": "grad_output", "p": "output"},
     ),
-    "cross_entropy": (
-        lambda a: xent_rs.cross_entropy(
-            a["x"],
-            a["t"],
-            weight=a["w"],
-            sample_weight=a["sw"],
-            reduction="none",
-            return_grad=True,
-            grad_output=a["g8"],
-        ),
-        {"x": "input", "t": "target", "w": "weight", "sw": "sample_weight", "g8": "grad_output"},
-    ),
+    "cross_entropy": _hard_target_call(xent_rs.cross_entropy),
     "cross_entropy_plain": (lambda a: xent_rs.cross_entropy(a["x"], a["t"]), {"x": "input"}),
     "cross_entropy_soft": (
         lambda a: xent_rs.cross_entropy(
@@ -109,18 +123,7 @@ CALLS: dict[str, tuple[Call, dict[str, str]]] = {
         ),
         {"x": "input", "soft": "target", "sw": "sample_weight"},
     ),
-    "nll_loss": (
-        lambda a: xent_rs.nll_loss(
-            a["x"],
-            a["t"],
-            weight=a["w"],
-            sample_weight=a["sw"],
-            reduction="none",
-            return_grad=True,
-            grad_output=a["g8"],
-        ),
-        {"x": "input", "t": "target", "w": "weight", "sw": "sample_weight", "g8": "grad_output"},
-    ),
+    "nll_loss": _hard_target_call(xent_rs.nll_loss),
     "binary_cross_entropy": (
         lambda a: xent_rs.binary_cross_entropy(
             a["p"], a["y"], weight=a["w"], reduction="none", return_grad=True, grad_output=a["g"]
@@ -160,9 +163,7 @@ CALLS: dict[str, tuple[Call, dict[str, str]]] = {
         {"t": "y_true", "x": "y_proba", "sw": "sample_weight"},
     ),
     "CrossEntropyAccumulator": (
-        lambda a: _accumulated(
-            streaming.CrossEntropyAccumulator(weight=a["w"]), a["x"], a["t"], sample_weight=a["sw"]
-        ),
+        _weighted_update(lambda a: streaming.CrossEntropyAccumulator(weight=a["w"]), "x", "t"),
         {"x": "input", "t": "target", "w": "weight", "sw": "sample_weight"},
     ),
     "CrossEntropyAccumulator_soft": (
@@ -170,33 +171,27 @@ CALLS: dict[str, tuple[Call, dict[str, str]]] = {
         {"x": "input", "soft": "target"},
     ),
     "NLLLossAccumulator": (
-        lambda a: _accumulated(
-            streaming.NLLLossAccumulator(weight=a["w"]), a["x"], a["t"], sample_weight=a["sw"]
-        ),
+        _weighted_update(lambda a: streaming.NLLLossAccumulator(weight=a["w"]), "x", "t"),
         {"x": "input", "t": "target", "w": "weight", "sw": "sample_weight"},
     ),
     "BinaryCrossEntropyAccumulator": (
-        lambda a: _accumulated(
-            streaming.BinaryCrossEntropyAccumulator(weight=a["w"]),
-            a["p"],
-            a["y"],
-            sample_weight=a["sw"],
+        _weighted_update(
+            lambda a: streaming.BinaryCrossEntropyAccumulator(weight=a["w"]), "p", "y"
         ),
         {"p": "input", "y": "target", "w": "weight", "sw": "sample_weight"},
     ),
     "BinaryCrossEntropyWithLogitsAccumulator": (
-        lambda a: _accumulated(
-            streaming.BinaryCrossEntropyWithLogitsAccumulator(weight=a["w"], pos_weight=a["w"]),
-            a["x"],
-            a["y"],
-            sample_weight=a["sw"],
+        _weighted_update(
+            lambda a: streaming.BinaryCrossEntropyWithLogitsAccumulator(
+                weight=a["w"], pos_weight=a["w"]
+            ),
+            "x",
+            "y",
         ),
         {"x": "input", "y": "target", "w": "weight", "sw": "sample_weight"},
     ),
     "LogLossAccumulator": (
-        lambda a: _accumulated(
-            streaming.LogLossAccumulator(), a["p"], a["t"], sample_weight=a["sw"]
-        ),
+        _weighted_update(lambda _: streaming.LogLossAccumulator(), "p", "t"),
         {"p": "y_proba", "t": "y_true", "sw": "sample_weight"},
     ),
     "LogLossAccumulator_labels": (
@@ -204,9 +199,7 @@ CALLS: dict[str, tuple[Call, dict[str, str]]] = {
         {"p": "y_proba", "t": "y_true"},
     ),
     "LogLossAccumulator_from_logits": (
-        lambda a: _accumulated(
-            streaming.LogLossAccumulator(from_logits=True), a["x"], a["t"], sample_weight=a["sw"]
-        ),
+        _weighted_update(lambda _: streaming.LogLossAccumulator(from_logits=True), "x", "t"),
         {"x": "y_proba", "t": "y_true", "sw": "sample_weight"},
     ),
 }
