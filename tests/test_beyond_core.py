@@ -202,33 +202,34 @@ FD_CE_OPTIONS = [
 ]
 
 
+def _hard_targets(
+    shape: tuple[int, ...], axis: int, weighted: bool, ignored: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Class indices with the ``ignored``-th one set to -100, and class and sample weights."""
+    c = shape[axis]
+    sample_shape = tuple(d for i, d in enumerate(shape) if i != axis % len(shape))
+    t = RNG.integers(0, c, size=sample_shape)
+    t.reshape(-1)[ignored] = -100
+    w = RNG.uniform(0.5, 2.0, c) if weighted else None
+    sw = RNG.uniform(0.5, 2.0, sample_shape) if weighted else None
+    return t, w, sw
+
+
+def _summed(
+    loss: Callable[..., Any], target: np.ndarray, **options: Any
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """``loss`` of the logits and ``target``, sum-reduced with its gradient, for _fd_check."""
+    return lambda x: loss(x, target, reduction="sum", return_grad=True, **options)
+
+
 @pytest.mark.parametrize("opts", FD_CE_OPTIONS, ids=str)
 @pytest.mark.parametrize(("shape", "axis"), [((6, 5), -1), ((3, 40), -1), ((2, 4, 3), 1)])
 def test_hard_target_gradient_by_finite_differences(
     opts: dict[str, Any], shape: tuple[int, ...], axis: int
 ) -> None:
     opts = dict(opts)
-    weighted = opts.pop("weighted", False)
-    c = shape[axis]
-    sample_shape = tuple(d for i, d in enumerate(shape) if i != axis % len(shape))
-    t = RNG.integers(0, c, size=sample_shape)
-    t.reshape(-1)[0] = -100
-    w = RNG.uniform(0.5, 2.0, c) if weighted else None
-    sw = RNG.uniform(0.5, 2.0, sample_shape) if weighted else None
-
-    def loss(x: np.ndarray) -> tuple[float, np.ndarray]:
-        out: tuple[float, np.ndarray] = ce(
-            x,
-            t,
-            axis=axis,
-            weight=w,
-            sample_weight=sw,
-            reduction="sum",
-            return_grad=True,
-            **opts,
-        )
-        return out
-
+    t, w, sw = _hard_targets(shape, axis, opts.pop("weighted", False), 0)
+    loss = _summed(ce, t, axis=axis, weight=w, sample_weight=sw, **opts)
     _fd_check(loss, _logits(shape))
 
 
@@ -240,14 +241,7 @@ def test_soft_target_gradient_by_finite_differences(opts: dict[str, Any]) -> Non
     p = RNG.dirichlet(np.ones(shape[1]), size=shape[0])
     w = RNG.uniform(0.5, 2.0, shape[1]) if weighted else None
     sw = RNG.uniform(0.5, 2.0, shape[0]) if weighted else None
-
-    def loss(x: np.ndarray) -> tuple[float, np.ndarray]:
-        out: tuple[float, np.ndarray] = ce(
-            x, p, weight=w, sample_weight=sw, reduction="sum", return_grad=True, **opts
-        )
-        return out
-
-    _fd_check(loss, _logits(shape))
+    _fd_check(_summed(ce, p, weight=w, sample_weight=sw, **opts), _logits(shape))
 
 
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 3.5])
@@ -256,26 +250,8 @@ def test_soft_target_gradient_by_finite_differences(opts: dict[str, Any]) -> Non
 def test_focal_gradient_by_finite_differences(
     gamma: float, weighted: bool, shape: tuple[int, ...], axis: int
 ) -> None:
-    c = shape[axis]
-    sample_shape = tuple(d for i, d in enumerate(shape) if i != axis % len(shape))
-    t = RNG.integers(0, c, size=sample_shape)
-    t.reshape(-1)[-1] = -100
-    w = RNG.uniform(0.5, 2.0, c) if weighted else None
-    sw = RNG.uniform(0.5, 2.0, sample_shape) if weighted else None
-
-    def loss(x: np.ndarray) -> tuple[float, np.ndarray]:
-        out: tuple[float, np.ndarray] = focal(
-            x,
-            t,
-            gamma=gamma,
-            axis=axis,
-            weight=w,
-            sample_weight=sw,
-            reduction="sum",
-            return_grad=True,
-        )
-        return out
-
+    t, w, sw = _hard_targets(shape, axis, weighted, -1)
+    loss = _summed(focal, t, gamma=gamma, axis=axis, weight=w, sample_weight=sw)
     _fd_check(loss, _logits(shape, 2.0))
 
 
@@ -439,33 +415,38 @@ def _rust(v: float) -> str:
     return repr(v)
 
 
+def _raises_value_error(call: Callable[[], Any], message: str) -> None:
+    """``call()`` raises a plain ValueError (no subclass) with exactly ``message``."""
+    with pytest.raises(ValueError) as info:
+        call()
+    assert type(info.value) is ValueError
+    assert str(info.value) == message
+
+
 @pytest.mark.parametrize("z", [-1.0, float("nan"), float("inf")])
 def test_bad_z_loss_is_a_value_error(z: float) -> None:
     x, t = _hard((4, 3), -1, np.float32)
-    with pytest.raises(ValueError) as info:
-        ce(x, t, z_loss=z)
-    assert type(info.value) is ValueError
-    assert str(info.value) == f"z_loss must be a finite number >= 0.0, got {_rust(z)}"
+    _raises_value_error(
+        lambda: ce(x, t, z_loss=z), f"z_loss must be a finite number >= 0.0, got {_rust(z)}"
+    )
 
 
 @pytest.mark.parametrize("cap", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_softcap_is_a_value_error(cap: float) -> None:
     x, t = _hard((4, 3), -1, np.float32)
-    with pytest.raises(ValueError) as info:
-        ce(x, t, softcap=cap, return_grad=True)
-    assert type(info.value) is ValueError
-    assert str(info.value) == (
-        f"softcap must be a finite number > 0.0 (or None for no cap), got {_rust(cap)}"
+    _raises_value_error(
+        lambda: ce(x, t, softcap=cap, return_grad=True),
+        f"softcap must be a finite number > 0.0 (or None for no cap), got {_rust(cap)}",
     )
 
 
 @pytest.mark.parametrize("gamma", [-0.5, float("nan"), float("inf")])
 def test_bad_gamma_is_a_value_error(gamma: float) -> None:
     x, t = _hard((4, 3), -1, np.float32)
-    with pytest.raises(ValueError) as info:
-        focal(x, t, gamma=gamma)
-    assert type(info.value) is ValueError
-    assert str(info.value) == f"gamma must be a finite number >= 0.0, got {_rust(gamma)}"
+    _raises_value_error(
+        lambda: focal(x, t, gamma=gamma),
+        f"gamma must be a finite number >= 0.0, got {_rust(gamma)}",
+    )
     with pytest.raises(ValueError):
         _core.focal_loss_partial(x, t, -1, gamma, None, None, -100, False)
 
