@@ -88,18 +88,14 @@ def logits_axis(
 
 @st.composite
 def hard_case(
-    draw: st.DrawFn,
-    *,
-    lo: float = -5.0,
-    hi: float = 5.0,
-    dtype: type = np.float64,
-    max_dims: int = 3,
-    max_side: int = 5,
-    smoothing: bool = True,
-    weights: bool = True,
+    draw: st.DrawFn, *, smoothing: bool = True, weights: bool = True, **logits: Any
 ) -> tuple[Array, Array, Kwargs]:
-    """Logits, integer targets (some ignored) and keyword arguments for cross_entropy."""
-    x, axis = draw(logits_axis(lo=lo, hi=hi, dtype=dtype, max_dims=max_dims, max_side=max_side))
+    """Logits, integer targets (some ignored) and keyword arguments for cross_entropy.
+
+    ``logits`` are :func:`logits_axis`'s keywords; the values lie in [-5, 5] unless ``lo`` and
+    ``hi`` say otherwise.
+    """
+    x, axis = draw(logits_axis(**{"lo": -5.0, "hi": 5.0, **logits}))
     c = x.shape[axis]
     tshape = _without(x.shape, axis)
     ignore_index = draw(st.sampled_from([-100, -1, 0]))
@@ -108,7 +104,7 @@ def hard_case(
     t = np.asarray(np.where(drop, ignore_index, t), dtype=np.int64)
     kw: Kwargs = {"axis": axis, "ignore_index": ignore_index}
     kw["reduction"] = draw(st.sampled_from(REDUCTIONS))
-    wdt = np.float32 if dtype is np.float32 else np.float64
+    wdt = np.float32 if x.dtype == np.float32 else np.float64
     if weights and draw(st.booleans()):
         kw["weight"] = draw(hnp.arrays(wdt, (c,), elements=finite(0.1, 3.0, 32)))
     if weights and draw(st.booleans()):
@@ -626,15 +622,22 @@ def _grad_out_ops() -> list[str]:
     return ops
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in sorted(ANY_LOSS_CASE) if n.removesuffix("_soft") in _grad_out_ops()]
-)
+#: The loss cases whose operation takes a ``grad_out`` buffer.
+GRAD_OUT_CASES = [n for n in sorted(ANY_LOSS_CASE) if n.removesuffix("_soft") in _grad_out_ops()]
+
+
+def _grad_out_case(name: str, data: Any) -> tuple[Any, Array, Array, Kwargs, Any, Array]:
+    """A drawn case of ``name``: the public function, its arguments and its plain result."""
+    x, t, kw = data.draw(ANY_LOSS_CASE[name])
+    fn = getattr(xent_rs, name.removesuffix("_soft"))
+    want_loss, want_grad = fn(x, t, **kw, return_grad=True)
+    return fn, x, t, kw, want_loss, want_grad
+
+
+@pytest.mark.parametrize("name", GRAD_OUT_CASES)
 @given(data=st.data())
 def test_grad_out_buffer(name: str, data: Any) -> None:
-    x, t, kw = data.draw(ANY_LOSS_CASE[name])
-    op = name.removesuffix("_soft")
-    fn = getattr(xent_rs, op)
-    want_loss, want_grad = fn(x, t, **kw, return_grad=True)
+    fn, x, t, kw, want_loss, want_grad = _grad_out_case(name, data)
     buf = np.full_like(x, np.nan)
     loss, grad = fn(x, t, **kw, return_grad=True, grad_out=buf)
     assert grad is buf
@@ -642,15 +645,10 @@ def test_grad_out_buffer(name: str, data: Any) -> None:
     assert_same_bits(loss, want_loss, what="loss with grad_out")
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in sorted(ANY_LOSS_CASE) if n.removesuffix("_soft") in _grad_out_ops()]
-)
+@pytest.mark.parametrize("name", GRAD_OUT_CASES)
 @given(data=st.data())
 def test_grad_out_in_place(name: str, data: Any) -> None:
-    x, t, kw = data.draw(ANY_LOSS_CASE[name])
-    op = name.removesuffix("_soft")
-    fn = getattr(xent_rs, op)
-    want_loss, want_grad = fn(x, t, **kw, return_grad=True)
+    fn, x, t, kw, want_loss, want_grad = _grad_out_case(name, data)
     x_inplace = x.copy()
     loss, grad = fn(x_inplace, t, **kw, return_grad=True, grad_out=x_inplace)
     assert grad is x_inplace
