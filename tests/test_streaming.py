@@ -36,6 +36,11 @@ def chunk_bounds(n: int, rng: np.random.Generator, pieces: int) -> list[tuple[in
     return list(itertools.pairwise(edges))
 
 
+def chunking(most_pieces: int) -> dict[str, st.SearchStrategy[int]]:
+    """``@given`` strategies for the seed of a test's data and the cuts that chunk it."""
+    return {"seed": st.integers(0, 2**32 - 1), "pieces": st.integers(0, most_pieces)}
+
+
 def feed(
     acc: streaming.Accumulator,
     bounds: list[tuple[int, int]],
@@ -66,8 +71,7 @@ def assert_same_loss(got: float, want: Any, rel: float = 1e-12) -> None:
 @given(
     n=st.integers(0, 70),
     c=st.integers(1, 6),
-    seed=st.integers(0, 2**32 - 1),
-    pieces=st.integers(0, 8),
+    **chunking(8),
     weighted=st.booleans(),
     sample_weighted=st.booleans(),
     smoothing=st.sampled_from([0.0, 0.1, 1.0]),
@@ -110,8 +114,7 @@ def test_cross_entropy_hard_targets(
 @settings(max_examples=40)
 @given(
     n=st.integers(0, 30),
-    seed=st.integers(0, 2**32 - 1),
-    pieces=st.integers(0, 6),
+    **chunking(6),
     sample_weighted=st.booleans(),
     smoothing=st.sampled_from([0.0, 0.25]),
 )
@@ -135,8 +138,7 @@ def test_cross_entropy_soft_targets_class_axis_1(
 @settings(max_examples=40)
 @given(
     n=st.integers(0, 50),
-    seed=st.integers(0, 2**32 - 1),
-    pieces=st.integers(0, 6),
+    **chunking(6),
     reduction=st.sampled_from(["mean", "sum"]),
 )
 def test_nll_loss(n: int, seed: int, pieces: int, reduction: str) -> None:
@@ -161,8 +163,7 @@ def test_nll_loss(n: int, seed: int, pieces: int, reduction: str) -> None:
 @settings(max_examples=40)
 @given(
     n=st.integers(0, 50),
-    seed=st.integers(0, 2**32 - 1),
-    pieces=st.integers(0, 6),
+    **chunking(6),
     logits=st.booleans(),
     weighted=st.booleans(),
     sample_weighted=st.booleans(),
@@ -217,8 +218,7 @@ def test_binary_cross_entropy(
 @given(
     n=st.integers(1, 60),
     c=st.integers(2, 6),
-    seed=st.integers(0, 2**32 - 1),
-    pieces=st.integers(0, 8),
+    **chunking(8),
     weighted=st.booleans(),
     normalize=st.booleans(),
     dtype=st.sampled_from([np.float32, np.float64]),
