@@ -12,11 +12,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -236,6 +239,19 @@ def assert_golden_close(
             f"{what}: {int(np.sum(bad))} of {w.size} elements outside "
             f"atol={eff_atol:g} rtol={rtol:g}; first: {detail}"
         )
+
+
+def load_script(path: Path) -> ModuleType:
+    """A repository script outside the package (``benches/``, ``.ci/``), imported by its path.
+
+    It is registered in ``sys.modules`` under ``xent_rs_<stem>`` before it runs, as its
+    dataclasses need.
+    """
+    spec = importlib.util.spec_from_file_location(f"xent_rs_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def assert_same_files(copy: Path, original: Path) -> None:

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import load_script
 
 BENCHES = Path(__file__).resolve().parents[1] / "benches"
 
 
 @pytest.fixture(scope="module")
 def compare() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("xent_rs_bench_compare", BENCHES / "compare.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHES / "compare.py")
 
 
 def cell(lib: str, min_ms: float, op: str = "log_softmax", threads: int = 2) -> dict[str, Any]:

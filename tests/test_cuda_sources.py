@@ -10,16 +10,15 @@ broken name is shown to fail that check. Elsewhere those tests skip, saying how 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import inspect
 import itertools
-import sys
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import load_script
 
 from xent_rs import _cuda, _cupy
 
@@ -30,13 +29,7 @@ CUDA_MARKERS = ("__global__", "__device__", "__shared__", 'extern "C"', "#pragma
 
 @pytest.fixture(scope="module")
 def check_cuda() -> ModuleType:
-    path = ROOT / ".ci" / "check_cuda.py"
-    spec = importlib.util.spec_from_file_location("xent_rs_check_cuda", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / ".ci" / "check_cuda.py")
 
 
 @pytest.fixture(scope="module")
