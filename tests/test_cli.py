@@ -84,6 +84,21 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"dir": d, **arrays}
 
 
+def write_score_tables(data: dict[str, Any], tmp_path: Path) -> tuple[Any, Any]:
+    """``scores.parquet`` and ``scores.arrow``: columns p0..p5 and label, in several chunks.
+
+    Returns the ``pyarrow`` and ``pyarrow.parquet`` modules (the test skips without them).
+    """
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = {f"p{i}": data["proba"][:, i] for i in range(6)}
+    table = pa.table({**columns, "label": data["labels"]})
+    pq.write_table(table, tmp_path / "scores.parquet", row_group_size=2500)
+    with pa.ipc.new_file(tmp_path / "scores.arrow", table.schema) as writer:
+        writer.write_table(table, max_chunksize=1500)
+    return pa, pq
+
+
 def test_score_npy_in_chunks_matches_the_one_shot_function(data: dict[str, Any]) -> None:
     d = data["dir"]
     result = score_json(
@@ -185,13 +200,7 @@ def test_npz_parquet_and_arrow_inputs(data: dict[str, Any], tmp_path: Path) -> N
     )  # fmt: skip
     assert result["chunks"] == 4 and result["value"] == pytest.approx(want, rel=1e-6)
 
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    columns = {f"p{i}": data["proba"][:, i] for i in range(6)}
-    table = pa.table({**columns, "label": data["labels"]})
-    pq.write_table(table, tmp_path / "scores.parquet", row_group_size=2500)
-    with pa.ipc.new_file(tmp_path / "scores.arrow", table.schema) as writer:
-        writer.write_table(table, max_chunksize=1500)
+    pa, pq = write_score_tables(data, tmp_path)
     want_ll = mean_log_loss(data)
     for name in ("scores.parquet", "scores.arrow"):
         path = tmp_path / name
@@ -227,13 +236,7 @@ sys.meta_path.insert(0, NoPandas())
 def test_parquet_and_arrow_without_pandas(data: dict[str, Any], tmp_path: Path) -> None:
     # The parquet extra is pyarrow alone. Before pyarrow 26, DataType.to_pandas_dtype() imported
     # pandas, so column types must be read without it.
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    columns = {f"p{i}": data["proba"][:, i] for i in range(6)}
-    table = pa.table({**columns, "label": data["labels"]})
-    pq.write_table(table, tmp_path / "scores.parquet", row_group_size=2500)
-    with pa.ipc.new_file(tmp_path / "scores.arrow", table.schema) as writer:
-        writer.write_table(table, max_chunksize=1500)
+    pa, pq = write_score_tables(data, tmp_path)
     pq.write_table(pa.table({"proba": list(data["proba"])}), tmp_path / "lists.parquet")
     no_pandas = NO_PANDAS + "from xent_rs.cli import main; sys.exit(main(sys.argv[1:]))"
     want = mean_log_loss(data)
