@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -252,6 +253,21 @@ def load_script(path: Path) -> ModuleType:
     sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def raises_exactly(exc: type[BaseException], fn: Callable[..., Any], *args: Any, **kw: Any) -> str:
+    """Calls fn, asserts that exactly ``exc`` (no subclass) is raised, returns the message."""
+    with pytest.raises(exc) as info:
+        fn(*args, **kw)
+    assert type(info.value) is exc, f"raised {type(info.value).__name__}: {info.value}"
+    msg = str(info.value)
+    assert msg.strip(), "the error message is empty"
+    return msg
+
+
+def has_number(msg: str, value: str) -> bool:
+    """``value`` appears in ``msg`` as a whole number (not as part of a longer one)."""
+    return re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", msg) is not None
 
 
 def assert_same_files(copy: Path, original: Path) -> None:
