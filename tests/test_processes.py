@@ -221,6 +221,21 @@ def interrupt_after(seconds, signum=signal.SIGINT):
 
     threading.Timer(seconds, send).start()
     return sent
+
+
+# runs call with a SIGINT after 0.1 s: it must stop within limit s and before took s
+def interrupted(call, took, limit):
+    sent = interrupt_after(0.1)
+    start = time.perf_counter()
+    try:
+        call()
+    except KeyboardInterrupt:
+        stopped = time.perf_counter()
+    else:
+        raise AssertionError("the call ran to its end")
+    latency = stopped - sent[0]
+    assert latency < limit and stopped - start < took, (latency, took)
+    return latency
 """
 
 
@@ -239,16 +254,8 @@ def test_ctrl_c_stops_a_long_call_and_the_next_call_works(threads: int) -> None:
     run_interrupt(
         f"""
         x, t, want, took = long_call_args()
-        sent = interrupt_after(0.1)
-        start = time.perf_counter()
-        try:
-            xent_rs.cross_entropy(x, t, label_smoothing=0.1, return_grad=True)
-        except KeyboardInterrupt:
-            stopped = time.perf_counter()
-        else:
-            raise AssertionError("the call ran to its end")
-        latency = stopped - sent[0]
-        assert latency < {LATENCY} and stopped - start < took, (latency, took)
+        call = lambda: xent_rs.cross_entropy(x, t, label_smoothing=0.1, return_grad=True)
+        latency = interrupted(call, took, {LATENCY})
         again = xent_rs.cross_entropy(x, t, label_smoothing=0.1, return_grad=True)
         assert again[0] == want[0] and np.array_equal(again[1], want[1])
         print("latency", latency)
@@ -302,16 +309,7 @@ def test_ctrl_c_stops_one_huge_row_and_a_callers_buffer_is_usable_after() -> Non
         start = time.perf_counter()
         xent_rs.log_softmax(row, out=out)
         took = time.perf_counter() - start
-        sent = interrupt_after(0.1)
-        start = time.perf_counter()
-        try:
-            xent_rs.log_softmax(row, out=out)
-        except KeyboardInterrupt:
-            stopped = time.perf_counter()
-        else:
-            raise AssertionError("the call ran to its end")
-        latency = stopped - sent[0]
-        assert latency < {LATENCY} and stopped - start < took, (latency, took)
+        interrupted(lambda: xent_rs.log_softmax(row, out=out), took, {LATENCY})
         xent_rs.log_softmax(row, out=out)
         assert np.array_equal(out[:, ::997], want)
         print("ok")
