@@ -265,6 +265,19 @@ def raises_exactly(exc: type[BaseException], fn: Callable[..., Any], *args: Any,
     return msg
 
 
+def raises_writing_into(exc: type[BaseException], op: str, x: Any, target: Any, buf: Any) -> str:
+    """:func:`raises_exactly` for ``op`` writing into ``buf``.
+
+    ``buf`` is cross_entropy's ``grad_out`` (of ``x`` and ``target``) or, for log_softmax and
+    softmax, ``out`` (``target`` unused). NumPy and CuPy arguments alike.
+    """
+    import xent_rs
+
+    if op == "cross_entropy":
+        return raises_exactly(exc, xent_rs.cross_entropy, x, target, return_grad=True, grad_out=buf)
+    return raises_exactly(exc, getattr(xent_rs, op), x, out=buf)
+
+
 def has_number(msg: str, value: str) -> bool:
     """``value`` appears in ``msg`` as a whole number (not as part of a longer one)."""
     return re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", msg) is not None
