@@ -255,6 +255,18 @@ def load_script(path: Path) -> ModuleType:
     return module
 
 
+def central_differences(f: Callable[[Any], Any], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """The gradient of the scalar function ``f`` at ``x`` by central differences, element by
+    element."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += h
+        down[i] -= h
+        g[i] = (float(f(up)) - float(f(down))) / (2 * h)
+    return g
+
+
 def raises_exactly(exc: type[BaseException], fn: Callable[..., Any], *args: Any, **kw: Any) -> str:
     """Calls fn, asserts that exactly ``exc`` (no subclass) is raised, returns the message."""
     with pytest.raises(exc) as info:

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import GOLDEN_BEYOND_DIR, GoldenCase, assert_golden_close, load_golden
+from conftest import (
+    GOLDEN_BEYOND_DIR,
+    GoldenCase,
+    assert_golden_close,
+    central_differences,
+    load_golden,
+)
 
 from xent_rs import _backend, _core
 
@@ -118,16 +124,6 @@ def focal_reference(
     return loss if w is None else loss * w
 
 
-def _finite_difference(f: Any, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    g = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += h
-        down[i] -= h
-        g[i] = (f(up) - f(down)) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize(
     ("gamma", "alpha"), [(2.0, 0.25), (0.0, None), (1.0, 0.9), (3.0, None), (0.5, 0.5), (2.5, 0.1)]
 )
@@ -144,7 +140,7 @@ def test_focal_matches_reference_and_finite_differences(
     np.testing.assert_allclose(loss, want.mean(), rtol=1e-12)
     none = focal(x, t, gamma=gamma, alpha=alpha, weight=w, reduction="none")
     np.testing.assert_allclose(none, want, rtol=1e-12, atol=1e-300)
-    fd = _finite_difference(lambda v: focal_reference(v, t, gamma, alpha, w).mean(), x)
+    fd = central_differences(lambda v: focal_reference(v, t, gamma, alpha, w).mean(), x)
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-9)
 
 
@@ -160,7 +156,7 @@ def test_kl_gradient_matches_finite_differences(
         with np.errstate(divide="ignore"):
             t = np.log(t)
     loss, grad = kl(x, t, reduction=reduction, log_target=log_target, return_grad=True)
-    fd = _finite_difference(
+    fd = central_differences(
         lambda v: kl(v, t, reduction=reduction, log_target=log_target), x, h=1e-6
     )
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-9)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import central_differences
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -67,16 +68,6 @@ def test_softcap_bounds_the_logits() -> None:
     assert float(loss) == pytest.approx(math.log(3), rel=1e-12)
 
 
-def _numeric_grad(f: Any, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += h
-        down[i] -= h
-        g[i] = (float(f(up)) - float(f(down))) / (2 * h)
-    return g
-
-
 @settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -102,7 +93,7 @@ def test_cross_entropy_options_finite_differences(
     w = r.uniform(0.5, 2, 4) if weighted else None
     kw = dict(weight=w, z_loss=z, softcap=cap, label_smoothing=smoothing, reduction=reduction)
     _, grad = xent_rs.cross_entropy(x, t, return_grad=True, **kw)
-    want = _numeric_grad(lambda v: xent_rs.cross_entropy(v, t, **kw), x)
+    want = central_differences(lambda v: xent_rs.cross_entropy(v, t, **kw), x)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
 
 
@@ -113,11 +104,12 @@ def test_focal_losses_finite_differences(seed: int, gamma: float) -> None:
     x = r.normal(size=(3, 4)) * 2
     t = r.integers(0, 4, 3)
     _, grad = xent_rs.focal_loss(x, t, gamma=gamma, return_grad=True)
-    want = _numeric_grad(lambda v: xent_rs.focal_loss(v, t, gamma=gamma), x)
+    want = central_differences(lambda v: xent_rs.focal_loss(v, t, gamma=gamma), x)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
     y = (r.uniform(size=(3, 4)) > 0.5).astype(float)
     _, grad = xent_rs.binary_focal_loss_with_logits(x, y, gamma=gamma, return_grad=True)
-    want = _numeric_grad(lambda v: xent_rs.binary_focal_loss_with_logits(v, y, gamma=gamma), x)
+    focal = xent_rs.binary_focal_loss_with_logits
+    want = central_differences(lambda v: focal(v, y, gamma=gamma), x)
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
 
 
@@ -129,7 +121,7 @@ def test_kl_div_finite_differences(log_target: bool, reduction: str) -> None:
     t = np.log(p) if log_target else p
     kw: dict[str, Any] = dict(reduction=reduction, log_target=log_target)
     _, grad = xent_rs.kl_div(q, t, return_grad=True, **kw)
-    want = _numeric_grad(lambda v: xent_rs.kl_div(v, t, **kw), q)
+    want = central_differences(lambda v: xent_rs.kl_div(v, t, **kw), q)
     np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-9)
 
 
