@@ -1133,6 +1133,37 @@ def _not_c_contiguous(draw: st.DrawFn, a: Array) -> str | None:
     return draw(st.sampled_from(options)) if options else None
 
 
+def _output_buffer(
+    draw: st.DrawFn,
+    what: str,
+    shape: tuple[int, ...],
+    rdt: np.dtype[Any],
+    dtypes: tuple[np.dtype[Any], ...],
+    expect: tuple[str, ...],
+) -> tuple[Any, tuple[str, ...]]:
+    """An output buffer (``grad_out`` or ``out``) of ``shape`` and ``rdt`` broken as ``what``
+    says (``shape``, ``dtype`` out of ``dtypes``, ``layout``, ``read-only``, ``list``,
+    ``overlaps input``; anything else: a good one), and the error that the call should raise."""
+    buf = np.zeros(shape, dtype=rdt)
+    layout = "C"
+    if what == "shape":
+        buf = np.zeros(_changed_shape(draw, shape), dtype=rdt)
+    elif what == "dtype":
+        others = [d for d in dtypes if d != rdt]
+        buf, expect = np.zeros(shape, dtype=draw(st.sampled_from(others))), TE
+    elif what == "layout":
+        layout = _not_c_contiguous(draw, buf) or "C"
+        if layout == "C":
+            buf = np.zeros(_changed_shape(draw, shape), dtype=rdt)
+    elif what == "read-only":
+        layout = "readonly"
+    elif what == "list":
+        return buf.tolist(), TE
+    elif what == "overlaps input":
+        return Overlap(0), expect
+    return Arr(buf, layout), expect
+
+
 def _lay(draw: st.DrawFn, a: Array, layouts: tuple[str, ...] = ALL_LAYOUTS) -> Arr:
     return Arr(a, draw(st.sampled_from(layouts), label="layout"))
 
@@ -1302,26 +1333,10 @@ def invalid_multiclass(draw: st.DrawFn) -> Call:
         call_kw["grad_output"] = _lay(draw, rng.standard_normal(gshape))
     elif mut.startswith("grad_out"):
         call_kw["return_grad"] = mut != "grad_out without return_grad"
-        buf = np.zeros(shape, dtype=rdt)
-        if mut == "grad_out shape":
-            buf = np.zeros(_changed_shape(draw, shape), dtype=rdt)
-        if mut == "grad_out dtype":
-            others = [
-                d for d in (F16, F32, F64, np.dtype(np.int32), np.dtype(np.int64)) if d != rdt
-            ]
-            buf, expect = np.zeros(shape, dtype=draw(st.sampled_from(others))), TE
-        layout = "C"
-        if mut == "grad_out layout":
-            layout = _not_c_contiguous(draw, buf) or "C"
-            if layout == "C":
-                buf = np.zeros(_changed_shape(draw, shape), dtype=rdt)
-        if mut == "grad_out read-only":
-            layout = "readonly"
-        call_kw["grad_out"] = Arr(buf, layout)
-        if mut == "grad_out list":
-            call_kw["grad_out"], expect = buf.tolist(), TE
-        if mut == "grad_out overlaps input":
-            call_kw["grad_out"] = Overlap(0)
+        dtypes = (F16, F32, F64, np.dtype(np.int32), np.dtype(np.int64))
+        call_kw["grad_out"], expect = _output_buffer(
+            draw, mut.removeprefix("grad_out "), shape, rdt, dtypes, expect
+        )
         if mut == "grad_out is the soft target":
             ta = Arr(t.astype(rdt), "C")
             call_kw["grad_out"] = SameAs(1)
@@ -1373,24 +1388,10 @@ def invalid_softmax_family(draw: st.DrawFn) -> Call:
     elif mut == "grad_output dtype":
         ga, expect = Arr(bad_dtype_array(draw, shape)), TE
     elif mut.startswith("out"):
-        buf = np.zeros(shape, dtype=rdt)
-        layout = "C"
-        if mut == "out shape":
-            buf = np.zeros(_changed_shape(draw, shape), dtype=rdt)
-        elif mut == "out dtype":
-            others = [d for d in (F16, F32, F64, np.dtype(np.int32)) if d != rdt]
-            buf, expect = np.zeros(shape, dtype=draw(st.sampled_from(others))), TE
-        elif mut == "out layout":
-            layout = _not_c_contiguous(draw, buf) or "C"
-            if layout == "C":
-                buf = np.zeros(_changed_shape(draw, shape), dtype=rdt)
-        elif mut == "out read-only":
-            layout = "readonly"
-        kw["out"] = Arr(buf, layout)
-        if mut == "out list":
-            kw["out"], expect = buf.tolist(), TE
-        elif mut == "out overlaps input":
-            kw["out"] = Overlap(0)
+        dtypes = (F16, F32, F64, np.dtype(np.int32))
+        kw["out"], expect = _output_buffer(
+            draw, mut.removeprefix("out "), shape, rdt, dtypes, expect
+        )
     args = (ga, xa) if backward else (xa,)
     if backward and mut == "input dtype":
         args = (ga, xa)
