@@ -394,6 +394,15 @@ def binary_cross_entropy_with_logits(
     return _binary_reduce(np.asarray(per), np.asarray(d), reduction, grad_output)
 
 
+#: Name -> reference function of the softmax family, for tests that iterate over operations.
+SOFTMAX_FAMILY: dict[str, Callable[..., Array]] = {
+    "log_softmax": log_softmax,
+    "softmax": softmax,
+    "logsumexp": logsumexp,
+    "log_softmax_backward": log_softmax_backward,
+    "softmax_backward": softmax_backward,
+}
+
 #: Name -> reference function, for tests that iterate over operations.
 LOSSES: dict[str, Callable[..., tuple[Array | np.float64, Array]]] = {
     "cross_entropy": cross_entropy,

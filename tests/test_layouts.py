@@ -529,19 +529,8 @@ def test_zero_dim_target_for_one_dim_input() -> None:
 # the public module
 # --------------------------------------------------------------------------------------------
 
-PUBLIC_NAMES = (
-    "log_softmax",
-    "softmax",
-    "logsumexp",
-    "log_softmax_backward",
-    "softmax_backward",
-    "cross_entropy",
-    "nll_loss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "set_num_threads",
-    "get_num_threads",
-)
+#: Every operation the float64 reference implements, and the thread controls.
+PUBLIC_NAMES = (*ref.SOFTMAX_FAMILY, *ref.LOSSES, "set_num_threads", "get_num_threads")
 
 
 @pytest.mark.parametrize("name", PUBLIC_NAMES)
