@@ -9,6 +9,7 @@ errors with their exact types and messages.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DIR, assert_golden_close
 
+xent_rs: Any = pytest.importorskip("xent_rs")
 _core: Any = pytest.importorskip("xent_rs._core")
 
 BEYOND_DIR = SHARED_DIR / "golden-beyond"
@@ -28,66 +30,26 @@ BEYOND_DIR = SHARED_DIR / "golden-beyond"
 # --------------------------------------------------------------------------------------------
 
 
-def ce(
-    x: np.ndarray,
-    t: np.ndarray,
-    *,
-    axis: int = -1,
-    weight: np.ndarray | None = None,
-    sample_weight: np.ndarray | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    return_grad: bool = False,
-    grad_output: Any = None,
-    grad_out: np.ndarray | None = None,
-    **extra: Any,
-) -> Any:
-    """``_core.cross_entropy`` with the public defaults; ``extra`` holds z_loss / softcap."""
-    return _core.cross_entropy(
-        x,
-        t,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        return_grad,
-        grad_output,
-        grad_out,
-        **extra,
-    )
+def _core_with_public_defaults(name: str) -> Callable[..., Any]:
+    """``_core.<name>`` called as the public ``xent_rs.<name>`` is, with its defaults.
+
+    The arguments are bound to the public signature, then handed to the core by name (the core
+    names its parameters as the public function does), so no Python-side conversion runs.
+    """
+    public = inspect.signature(getattr(xent_rs, name))
+    core = getattr(_core, name)
+
+    def call(*args: Any, **kw: Any) -> Any:
+        bound = public.bind(*args, **kw)
+        bound.apply_defaults()
+        return core(**bound.arguments)
+
+    return call
 
 
-def focal(
-    x: np.ndarray,
-    t: np.ndarray,
-    *,
-    gamma: float = 2.0,
-    axis: int = -1,
-    weight: np.ndarray | None = None,
-    sample_weight: np.ndarray | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    return_grad: bool = False,
-    grad_output: Any = None,
-    grad_out: np.ndarray | None = None,
-) -> Any:
-    """``_core.focal_loss`` with the public defaults."""
-    return _core.focal_loss(
-        x,
-        t,
-        axis,
-        gamma,
-        weight,
-        sample_weight,
-        ignore_index,
-        reduction,
-        return_grad,
-        grad_output,
-        grad_out,
-    )
+#: ``_core.cross_entropy`` (with z_loss and softcap) and ``_core.focal_loss``.
+ce = _core_with_public_defaults("cross_entropy")
+focal = _core_with_public_defaults("focal_loss")
 
 
 def same_bits(a: Any, b: Any) -> None:
