@@ -80,19 +80,14 @@ Call = Callable[[dict[str, Any]], Any]
 
 
 def _hard_target_call(loss: Callable[..., Any]) -> tuple[Call, dict[str, str]]:
-    """cross_entropy or nll_loss with every array argument their hard targets take."""
-    return (
-        lambda a: loss(
-            a["x"],
-            a["t"],
-            weight=a["w"],
-            sample_weight=a["sw"],
-            reduction="none",
-            return_grad=True,
-            grad_output=a["g8"],
-        ),
-        {"x": "input", "t": "target", "w": "weight", "sw": "sample_weight", "g8": "grad_output"},
-    )
+    """cross_entropy or nll_loss with every array argument their hard targets take, by name."""
+    names = {"x": "input", "t": "target", "w": "weight", "sw": "sample_weight", "g8": "grad_output"}
+
+    def call(a: dict[str, Any]) -> Any:
+        arrays = {arg: a[key] for key, arg in names.items()}
+        return loss(**arrays, reduction="none", return_grad=True)
+
+    return call, names
 
 
 def _weighted_update(
