@@ -308,6 +308,16 @@ def weights(draw: st.DrawFn, shape: tuple[int, ...], lo: float, hi: float) -> Ar
     return draw(values(dt, shape, lo, hi, exact=(0.0,)))
 
 
+def _draw_reduction(draw: st.DrawFn, kw: Kwargs, rkw: Kwargs) -> str:
+    """A reduction for the call's keywords ``kw`` (often left out when it is the default
+    'mean') and for the reference's ``rkw``."""
+    reduction = draw(st.sampled_from(REDUCTIONS))
+    if reduction != "mean" or draw(st.booleans()):
+        kw["reduction"] = reduction
+    rkw["reduction"] = reduction
+    return str(reduction)
+
+
 def upstream(draw: st.DrawFn, reduction: str, shape: tuple[int, ...], place: Placer) -> Any:
     """A grad_output of any accepted form: scalars (Python, NumPy, 0-d arrays) for reduced
     losses, an array of the loss's shape for 'none'."""
@@ -504,10 +514,7 @@ def multiclass_call(draw: st.DrawFn, op: str, soft: bool, big: bool = False) -> 
         kw["ignore_index"] = _int_form(draw, ii)
     rkw["ignore_index"] = ii
 
-    reduction = draw(st.sampled_from(REDUCTIONS))
-    if reduction != "mean" or draw(st.booleans()):
-        kw["reduction"] = reduction
-    rkw["reduction"] = reduction
+    reduction = _draw_reduction(draw, kw, rkw)
     w_raw = sw_raw = None
     if draw(st.booleans()):
         w_raw = weights(draw, (c,), 0.1, 3.0)
@@ -641,10 +648,7 @@ def binary_call(draw: st.DrawFn, op: str, big: bool = False) -> dict[str, Any]:
             y_raw = np.where(x_raw == 1, np.round(y_raw), y_raw).astype(y_raw.dtype)
     kw: Kwargs = {}
     rkw: Kwargs = {}
-    reduction = draw(st.sampled_from(REDUCTIONS))
-    if reduction != "mean" or draw(st.booleans()):
-        kw["reduction"] = reduction
-    rkw["reduction"] = reduction
+    reduction = _draw_reduction(draw, kw, rkw)
     w_raw = pw_raw = None
     if draw(st.booleans()):
         w_raw = draw(broadcastable(shape, 0.1, 3.0))
