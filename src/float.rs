@@ -29,63 +29,43 @@ pub trait Float: Lane + Storage<Compute = Self> {
     fn exp_m1<V: Vector<Elem = Self>>(x: V) -> V;
 }
 
-impl Float for f32 {
-    type Vec<I: Isa> = I::F32;
-
-    #[inline(always)]
-    fn exp<V: Vector<Elem = Self>>(x: V) -> V {
-        math::exp_f32(x)
-    }
-    #[inline(always)]
-    fn ln<V: Vector<Elem = Self>>(x: V) -> V {
-        math::ln_f32(x)
-    }
-    #[inline(always)]
-    fn ln_1p<V: Vector<Elem = Self>>(u: V) -> V {
-        math::ln_1p_f32(u)
-    }
-    #[inline(always)]
-    fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V {
-        math::ln_1p_unit_f32(u)
-    }
-    #[inline(always)]
-    fn tanh<V: Vector<Elem = Self>>(x: V) -> V {
-        math::tanh_f32(x)
-    }
-    #[inline(always)]
-    fn exp_m1<V: Vector<Elem = Self>>(x: V) -> V {
-        math::exp_m1_f32(x)
-    }
+/// `Float` for a lane type: its vector per instruction set and the `math` function behind
+/// each vector operation.
+macro_rules! float {
+    ($t:ty, $vec:ident, $($op:ident($arg:ident) => $f:ident),* $(,)?) => {
+        impl Float for $t {
+            type Vec<I: Isa> = I::$vec;
+            $(
+                #[inline(always)]
+                fn $op<V: Vector<Elem = Self>>($arg: V) -> V {
+                    math::$f($arg)
+                }
+            )*
+        }
+    };
 }
 
-impl Float for f64 {
-    type Vec<I: Isa> = I::F64;
-
-    #[inline(always)]
-    fn exp<V: Vector<Elem = Self>>(x: V) -> V {
-        math::exp_f64(x)
-    }
-    #[inline(always)]
-    fn ln<V: Vector<Elem = Self>>(x: V) -> V {
-        math::ln_f64(x)
-    }
-    #[inline(always)]
-    fn ln_1p<V: Vector<Elem = Self>>(u: V) -> V {
-        math::ln_1p_f64(u)
-    }
-    #[inline(always)]
-    fn ln_1p_unit<V: Vector<Elem = Self>>(u: V) -> V {
-        math::ln_1p_f64(u)
-    }
-    #[inline(always)]
-    fn tanh<V: Vector<Elem = Self>>(x: V) -> V {
-        math::tanh_f64(x)
-    }
-    #[inline(always)]
-    fn exp_m1<V: Vector<Elem = Self>>(x: V) -> V {
-        math::exp_m1_f64(x)
-    }
-}
+float!(
+    f32,
+    F32,
+    exp(x) => exp_f32,
+    ln(x) => ln_f32,
+    ln_1p(u) => ln_1p_f32,
+    ln_1p_unit(u) => ln_1p_unit_f32,
+    tanh(x) => tanh_f32,
+    exp_m1(x) => exp_m1_f32,
+);
+// No faster `f64` version for the unit domain: `ln_1p_unit` is `ln_1p`.
+float!(
+    f64,
+    F64,
+    exp(x) => exp_f64,
+    ln(x) => ln_f64,
+    ln_1p(u) => ln_1p_f64,
+    ln_1p_unit(u) => ln_1p_f64,
+    tanh(x) => tanh_f64,
+    exp_m1(x) => exp_m1_f64,
+);
 
 /// What the per-element buffers of a kernel call hold: values of a [`Float`] (the kernels
 /// read and write them in place) or a narrower format that the row driver and the

@@ -95,34 +95,71 @@ pub struct F32x8(__m256);
 #[derive(Clone, Copy, Debug)]
 pub struct F64x4(__m256d);
 
-/// Runs an AVX2 intrinsic.
-///
-/// Every use sits in a method of a vector type that can only exist once `Avx2::detect`
-/// succeeded, so the CPU supports the instruction.
-macro_rules! avx {
-    ($e:expr) => {{
-        // SAFETY: an AVX2 vector exists only after `Avx2::detect` succeeded (see module docs).
-        #[allow(unused_unsafe)]
-        unsafe {
-            $e
-        }
-    }};
-}
-
 /// The low 32 bits of the four 64-bit lanes of `a`, then of `b`, as eight lanes.
 #[inline(always)]
 fn low_halves(a: __m256i, b: __m256i) -> __m256 {
-    avx!({
+    intrinsic!({
         // a0 a1 b0 b1 | a2 a3 b2 b3 (by 128-bit lane), then the 64-bit pairs put in order.
         let s = _mm256_shuffle_ps::<0b10_00_10_00>(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b));
         _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)))
     })
 }
 
+/// The methods `F32x8` and `F64x4` write alike over their own intrinsics (inside
+/// `impl Vector`): partial loads and stores through the type's `lane_mask`, `abs` (the sign
+/// bit cleared), `ldexp` (two exact `pow2` factors, so that `2^n` may leave the normal range
+/// while the result does not) and `select` (a blend).
+macro_rules! avx2_vector {
+    (
+        $v:ident {
+            set1: $set1:ident,
+            maskload: $maskload:ident,
+            maskstore: $maskstore:ident,
+            from_mask: $from_mask:ident,
+            blendv: $blendv:ident,
+            andnot: $andnot:ident,
+            floor: $floor:ident,
+            mul: $mul:ident,
+            sub: $sub:ident $(,)?
+        }
+    ) => {
+        #[inline(always)]
+        unsafe fn load_partial(_: Avx2, p: *const Self::Elem, n: usize, fill: Self::Elem) -> Self {
+            let m = Self::lane_mask(n);
+            // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
+            let v = unsafe { $maskload(p, m) };
+            $v(intrinsic!($blendv($set1(fill), v, $from_mask(m))))
+        }
+        #[inline(always)]
+        unsafe fn store_partial(self, p: *mut Self::Elem, n: usize) {
+            // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable
+            // values.
+            unsafe { $maskstore(p, Self::lane_mask(n), self.0) }
+        }
+        #[inline(always)]
+        fn abs(self) -> Self {
+            $v(intrinsic!($andnot($set1(-0.0), self.0)))
+        }
+        #[inline(always)]
+        fn ldexp(self, n: Self) -> Self {
+            let half = intrinsic!($floor($mul(n.0, $set1(0.5))));
+            let rest = intrinsic!($sub(n.0, half));
+            $v(intrinsic!($mul(
+                $mul(self.0, Self::pow2(half)),
+                Self::pow2(rest)
+            )))
+        }
+        #[inline(always)]
+        fn select(m: Self::Mask, a: Self, b: Self) -> Self {
+            $v(intrinsic!($blendv(b.0, a.0, m)))
+        }
+    };
+}
+
 impl F32x8 {
     #[inline(always)]
     fn lane_mask(n: usize) -> __m256i {
-        avx!(_mm256_cmpgt_epi32(
+        intrinsic!(_mm256_cmpgt_epi32(
             _mm256_set1_epi32(n as i32),
             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
         ))
@@ -131,7 +168,7 @@ impl F32x8 {
     /// `2^k` for integral `k` in the normal exponent range.
     #[inline(always)]
     fn pow2(k: __m256) -> __m256 {
-        avx!(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(
+        intrinsic!(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(
             _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127))
         )))
     }
@@ -144,19 +181,22 @@ impl Vector for F32x8 {
     type Mask = __m256;
     const LANES: usize = 8;
 
-    #[inline(always)]
-    fn splat(_: Avx2, x: f32) -> Self {
-        F32x8(avx!(_mm256_set1_ps(x)))
-    }
-    #[inline(always)]
-    fn isa(self) -> Avx2 {
-        Avx2(())
-    }
-    #[inline(always)]
-    unsafe fn load(_: Avx2, p: *const f32) -> Self {
-        // SAFETY: the caller guarantees 8 readable values; AVX2 support as in module docs.
-        F32x8(unsafe { _mm256_loadu_ps(p) })
-    }
+    x86_vector!(F32x8(Avx2) {
+        set1: _mm256_set1_ps,
+        loadu: _mm256_loadu_ps,
+        storeu: _mm256_storeu_ps,
+        stream: _mm256_stream_ps,
+        fmadd: _mm256_fmadd_ps,
+        round: _mm256_round_ps,
+        cmp: _mm256_cmp_ps,
+        add: _mm256_add_ps,
+        sub: _mm256_sub_ps,
+        mul: _mm256_mul_ps,
+        div: _mm256_div_ps,
+        max: _mm256_max_ps,
+        min: _mm256_min_ps,
+    });
+
     #[inline(always)]
     unsafe fn load_labels(_: Avx2, p: *const i64, ignore: i64) -> Self {
         // SAFETY: the caller guarantees 8 readable values.
@@ -166,101 +206,28 @@ impl Vector for F32x8 {
                 _mm256_loadu_si256(p.add(4).cast()),
             )
         };
-        avx!({
+        intrinsic!({
             let ig = _mm256_set1_epi64x(ignore);
             let hit = low_halves(_mm256_cmpeq_epi64(a, ig), _mm256_cmpeq_epi64(b, ig));
             let f = _mm256_cvtepi32_ps(_mm256_castps_si256(low_halves(a, b)));
             F32x8(_mm256_blendv_ps(f, _mm256_set1_ps(-1.0), hit))
         })
     }
-    #[inline(always)]
-    unsafe fn load_partial(_: Avx2, p: *const f32, n: usize, fill: f32) -> Self {
-        let m = Self::lane_mask(n);
-        // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
-        let v = unsafe { _mm256_maskload_ps(p, m) };
-        F32x8(avx!(_mm256_blendv_ps(
-            _mm256_set1_ps(fill),
-            v,
-            _mm256_castsi256_ps(m)
-        )))
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the caller guarantees 8 writable values.
-        unsafe { _mm256_storeu_ps(p, self.0) }
-    }
-    #[inline(always)]
-    unsafe fn store_partial(self, p: *mut f32, n: usize) {
-        // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
-        unsafe { _mm256_maskstore_ps(p, Self::lane_mask(n), self.0) }
-    }
-    #[inline(always)]
-    unsafe fn stream(self, p: *mut f32) {
-        // SAFETY: the caller guarantees 8 writable values aligned to 32 bytes.
-        unsafe { _mm256_stream_ps(p, self.0) }
-    }
 
     #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        F32x8(avx!(_mm256_add_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        F32x8(avx!(_mm256_sub_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        F32x8(avx!(_mm256_mul_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn div(self, o: Self) -> Self {
-        F32x8(avx!(_mm256_div_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn mul_add(self, b: Self, c: Self) -> Self {
-        F32x8(avx!(_mm256_fmadd_ps(self.0, b.0, c.0)))
-    }
-    #[inline(always)]
-    fn max(self, o: Self) -> Self {
-        F32x8(avx!(_mm256_max_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        F32x8(avx!(_mm256_min_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        F32x8(avx!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0)))
-    }
-    #[inline(always)]
-    fn round(self) -> Self {
-        F32x8(avx!(_mm256_round_ps::<
-            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-        >(self.0)))
-    }
-    #[inline(always)]
-    fn ldexp(self, n: Self) -> Self {
-        let half = avx!(_mm256_floor_ps(_mm256_mul_ps(n.0, _mm256_set1_ps(0.5))));
-        let rest = avx!(_mm256_sub_ps(n.0, half));
-        F32x8(avx!(_mm256_mul_ps(
-            _mm256_mul_ps(self.0, Self::pow2(half)),
-            Self::pow2(rest)
-        )))
-    }
-    #[inline(always)]
     fn frexp(self) -> (Self, Self) {
-        let bits = avx!(_mm256_castps_si256(self.0));
-        let e = avx!(_mm256_sub_epi32(
+        let bits = intrinsic!(_mm256_castps_si256(self.0));
+        let e = intrinsic!(_mm256_sub_epi32(
             _mm256_srli_epi32::<23>(bits),
             _mm256_set1_epi32(127)
         ));
-        let m = avx!(_mm256_or_si256(
+        let m = intrinsic!(_mm256_or_si256(
             _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
             _mm256_set1_epi32(0x3f80_0000)
         ));
         (
-            F32x8(avx!(_mm256_castsi256_ps(m))),
-            F32x8(avx!(_mm256_cvtepi32_ps(e))),
+            F32x8(intrinsic!(_mm256_castsi256_ps(m))),
+            F32x8(intrinsic!(_mm256_cvtepi32_ps(e))),
         )
     }
 
@@ -270,9 +237,9 @@ impl Vector for F32x8 {
         let t: [__m256; 8] = std::array::from_fn(|i| {
             let (a, b) = (r[i & !1].0, r[i | 1].0);
             if i % 2 == 0 {
-                avx!(_mm256_unpacklo_ps(a, b))
+                intrinsic!(_mm256_unpacklo_ps(a, b))
             } else {
-                avx!(_mm256_unpackhi_ps(a, b))
+                intrinsic!(_mm256_unpackhi_ps(a, b))
             }
         });
         // u[4h + k] holds column (4 lane + k) of rows 4h .. 4h+3 in each 128-bit lane.
@@ -280,83 +247,63 @@ impl Vector for F32x8 {
             let (h, k) = (i / 4, i % 4);
             let (a, b) = (t[4 * h + k / 2], t[4 * h + k / 2 + 2]);
             if k % 2 == 0 {
-                avx!(_mm256_shuffle_ps::<0x44>(a, b))
+                intrinsic!(_mm256_shuffle_ps::<0x44>(a, b))
             } else {
-                avx!(_mm256_shuffle_ps::<0xEE>(a, b))
+                intrinsic!(_mm256_shuffle_ps::<0xEE>(a, b))
             }
         });
         for (c, out) in r.iter_mut().enumerate() {
             let (a, b) = (u[c % 4], u[4 + c % 4]);
             out.0 = if c < 4 {
-                avx!(_mm256_permute2f128_ps::<0x20>(a, b))
+                intrinsic!(_mm256_permute2f128_ps::<0x20>(a, b))
             } else {
-                avx!(_mm256_permute2f128_ps::<0x31>(a, b))
+                intrinsic!(_mm256_permute2f128_ps::<0x31>(a, b))
             };
         }
     }
 
     #[inline(always)]
-    fn lt(self, o: Self) -> __m256 {
-        avx!(_mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn le(self, o: Self) -> __m256 {
-        avx!(_mm256_cmp_ps::<_CMP_LE_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn eq(self, o: Self) -> __m256 {
-        avx!(_mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn is_nan(self) -> __m256 {
-        avx!(_mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0))
-    }
-    #[inline(always)]
-    fn select(m: __m256, a: Self, b: Self) -> Self {
-        F32x8(avx!(_mm256_blendv_ps(b.0, a.0, m)))
-    }
-
-    #[inline(always)]
     fn reduce_max(self) -> f32 {
-        let h = avx!(_mm_max_ps(
+        let h = intrinsic!(_mm_max_ps(
             _mm256_castps256_ps128(self.0),
             _mm256_extractf128_ps::<1>(self.0)
         ));
-        let h = avx!(_mm_max_ps(h, _mm_movehl_ps(h, h)));
-        let h = avx!(_mm_max_ss(h, _mm_shuffle_ps::<0b01>(h, h)));
-        avx!(_mm_cvtss_f32(h))
-    }
-    #[inline(always)]
-    fn reduce_sum(self) -> f64 {
-        Self::wide_sum(self.wide_add(Self::wide_zero(Avx2(()))))
-    }
-    #[inline(always)]
-    fn wide_zero(_: Avx2) -> Self::Wide {
-        avx!((_mm256_setzero_pd(), _mm256_setzero_pd()))
+        let h = intrinsic!(_mm_max_ps(h, _mm_movehl_ps(h, h)));
+        let h = intrinsic!(_mm_max_ss(h, _mm_shuffle_ps::<0b01>(h, h)));
+        intrinsic!(_mm_cvtss_f32(h))
     }
     #[inline(always)]
     fn wide_add(self, acc: Self::Wide) -> Self::Wide {
-        let lo = avx!(_mm256_cvtps_pd(_mm256_castps256_ps128(self.0)));
-        let hi = avx!(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(self.0)));
-        avx!((_mm256_add_pd(acc.0, lo), _mm256_add_pd(acc.1, hi)))
-    }
-    #[inline(always)]
-    fn wide_sum(acc: Self::Wide) -> f64 {
-        F64x4::wide_sum(avx!(_mm256_add_pd(acc.0, acc.1)))
+        let lo = intrinsic!(_mm256_cvtps_pd(_mm256_castps256_ps128(self.0)));
+        let hi = intrinsic!(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(self.0)));
+        intrinsic!((_mm256_add_pd(acc.0, lo), _mm256_add_pd(acc.1, hi)))
     }
     #[inline(always)]
     fn narrow(acc: Self::Wide) -> Self {
-        F32x8(avx!(_mm256_set_m128(
+        F32x8(intrinsic!(_mm256_set_m128(
             _mm256_cvtpd_ps(acc.1),
             _mm256_cvtpd_ps(acc.0)
         )))
     }
+
+    avx2_vector!(F32x8 {
+        set1: _mm256_set1_ps,
+        maskload: _mm256_maskload_ps,
+        maskstore: _mm256_maskstore_ps,
+        from_mask: _mm256_castsi256_ps,
+        blendv: _mm256_blendv_ps,
+        andnot: _mm256_andnot_ps,
+        floor: _mm256_floor_ps,
+        mul: _mm256_mul_ps,
+        sub: _mm256_sub_ps,
+    });
+    x86_wide!(f32 Avx2, F64x4 { setzero: _mm256_setzero_pd, add: _mm256_add_pd });
 }
 
 impl F64x4 {
     #[inline(always)]
     fn lane_mask(n: usize) -> __m256i {
-        avx!(_mm256_cmpgt_epi64(
+        intrinsic!(_mm256_cmpgt_epi64(
             _mm256_set1_epi64x(n as i64),
             _mm256_setr_epi64x(0, 1, 2, 3)
         ))
@@ -366,11 +313,11 @@ impl F64x4 {
     #[inline(always)]
     fn pow2(k: __m256d) -> __m256d {
         // Adding 2^52 puts k + 1023 in the low mantissa bits; shift it into the exponent.
-        let biased = avx!(_mm256_add_pd(
+        let biased = intrinsic!(_mm256_add_pd(
             k,
             _mm256_set1_pd(1023.0 + 4_503_599_627_370_496.0)
         ));
-        avx!(_mm256_castsi256_pd(_mm256_slli_epi64::<52>(
+        intrinsic!(_mm256_castsi256_pd(_mm256_slli_epi64::<52>(
             _mm256_castpd_si256(biased)
         )))
     }
@@ -383,186 +330,92 @@ impl Vector for F64x4 {
     type Mask = __m256d;
     const LANES: usize = 4;
 
-    #[inline(always)]
-    fn splat(_: Avx2, x: f64) -> Self {
-        F64x4(avx!(_mm256_set1_pd(x)))
-    }
-    #[inline(always)]
-    fn isa(self) -> Avx2 {
-        Avx2(())
-    }
-    #[inline(always)]
-    unsafe fn load(_: Avx2, p: *const f64) -> Self {
-        // SAFETY: the caller guarantees 4 readable values.
-        F64x4(unsafe { _mm256_loadu_pd(p) })
-    }
+    x86_vector!(F64x4(Avx2) {
+        set1: _mm256_set1_pd,
+        loadu: _mm256_loadu_pd,
+        storeu: _mm256_storeu_pd,
+        stream: _mm256_stream_pd,
+        fmadd: _mm256_fmadd_pd,
+        round: _mm256_round_pd,
+        cmp: _mm256_cmp_pd,
+        add: _mm256_add_pd,
+        sub: _mm256_sub_pd,
+        mul: _mm256_mul_pd,
+        div: _mm256_div_pd,
+        max: _mm256_max_pd,
+        min: _mm256_min_pd,
+    });
+
     #[inline(always)]
     unsafe fn load_labels(_: Avx2, p: *const i64, ignore: i64) -> Self {
         // SAFETY: the caller guarantees 4 readable values.
         let v = unsafe { _mm256_loadu_si256(p.cast()) };
-        avx!({
+        intrinsic!({
             let hit = _mm256_castsi256_pd(_mm256_cmpeq_epi64(v, _mm256_set1_epi64x(ignore)));
             let low = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
             let f = _mm256_cvtepi32_pd(_mm256_castsi256_si128(low));
             F64x4(_mm256_blendv_pd(f, _mm256_set1_pd(-1.0), hit))
         })
     }
-    #[inline(always)]
-    unsafe fn load_partial(_: Avx2, p: *const f64, n: usize, fill: f64) -> Self {
-        let m = Self::lane_mask(n);
-        // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
-        let v = unsafe { _mm256_maskload_pd(p, m) };
-        F64x4(avx!(_mm256_blendv_pd(
-            _mm256_set1_pd(fill),
-            v,
-            _mm256_castsi256_pd(m)
-        )))
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f64) {
-        // SAFETY: the caller guarantees 4 writable values.
-        unsafe { _mm256_storeu_pd(p, self.0) }
-    }
-    #[inline(always)]
-    unsafe fn store_partial(self, p: *mut f64, n: usize) {
-        // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
-        unsafe { _mm256_maskstore_pd(p, Self::lane_mask(n), self.0) }
-    }
-    #[inline(always)]
-    unsafe fn stream(self, p: *mut f64) {
-        // SAFETY: the caller guarantees 4 writable values aligned to 32 bytes.
-        unsafe { _mm256_stream_pd(p, self.0) }
-    }
 
     #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        F64x4(avx!(_mm256_add_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        F64x4(avx!(_mm256_sub_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        F64x4(avx!(_mm256_mul_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn div(self, o: Self) -> Self {
-        F64x4(avx!(_mm256_div_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn mul_add(self, b: Self, c: Self) -> Self {
-        F64x4(avx!(_mm256_fmadd_pd(self.0, b.0, c.0)))
-    }
-    #[inline(always)]
-    fn max(self, o: Self) -> Self {
-        F64x4(avx!(_mm256_max_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        F64x4(avx!(_mm256_min_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        F64x4(avx!(_mm256_andnot_pd(_mm256_set1_pd(-0.0), self.0)))
-    }
-    #[inline(always)]
-    fn round(self) -> Self {
-        F64x4(avx!(_mm256_round_pd::<
-            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-        >(self.0)))
-    }
-    #[inline(always)]
-    fn ldexp(self, n: Self) -> Self {
-        let half = avx!(_mm256_floor_pd(_mm256_mul_pd(n.0, _mm256_set1_pd(0.5))));
-        let rest = avx!(_mm256_sub_pd(n.0, half));
-        F64x4(avx!(_mm256_mul_pd(
-            _mm256_mul_pd(self.0, Self::pow2(half)),
-            Self::pow2(rest)
-        )))
-    }
-    #[inline(always)]
     fn frexp(self) -> (Self, Self) {
-        let bits = avx!(_mm256_castpd_si256(self.0));
+        let bits = intrinsic!(_mm256_castpd_si256(self.0));
         // The 11 exponent bits, as a double, via the 2^52 trick.
-        let magic = avx!(_mm256_set1_epi64x(0x4330_0000_0000_0000));
-        let field = avx!(_mm256_or_si256(_mm256_srli_epi64::<52>(bits), magic));
-        let e = avx!(_mm256_sub_pd(
+        let magic = intrinsic!(_mm256_set1_epi64x(0x4330_0000_0000_0000));
+        let field = intrinsic!(_mm256_or_si256(_mm256_srli_epi64::<52>(bits), magic));
+        let e = intrinsic!(_mm256_sub_pd(
             _mm256_castsi256_pd(field),
             _mm256_set1_pd(4_503_599_627_370_496.0 + 1023.0)
         ));
-        let m = avx!(_mm256_or_si256(
+        let m = intrinsic!(_mm256_or_si256(
             _mm256_and_si256(bits, _mm256_set1_epi64x(0x000f_ffff_ffff_ffff)),
             _mm256_set1_epi64x(0x3ff0_0000_0000_0000)
         ));
-        (F64x4(avx!(_mm256_castsi256_pd(m))), F64x4(e))
+        (F64x4(intrinsic!(_mm256_castsi256_pd(m))), F64x4(e))
     }
 
     #[inline(always)]
     fn transpose(rows: &mut [Self]) {
         let r: &mut [Self; 4] = rows.try_into().expect("a 4 x 4 transpose");
-        let t0 = avx!(_mm256_unpacklo_pd(r[0].0, r[1].0));
-        let t1 = avx!(_mm256_unpackhi_pd(r[0].0, r[1].0));
-        let t2 = avx!(_mm256_unpacklo_pd(r[2].0, r[3].0));
-        let t3 = avx!(_mm256_unpackhi_pd(r[2].0, r[3].0));
-        r[0].0 = avx!(_mm256_permute2f128_pd::<0x20>(t0, t2));
-        r[1].0 = avx!(_mm256_permute2f128_pd::<0x20>(t1, t3));
-        r[2].0 = avx!(_mm256_permute2f128_pd::<0x31>(t0, t2));
-        r[3].0 = avx!(_mm256_permute2f128_pd::<0x31>(t1, t3));
-    }
-
-    #[inline(always)]
-    fn lt(self, o: Self) -> __m256d {
-        avx!(_mm256_cmp_pd::<_CMP_LT_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn le(self, o: Self) -> __m256d {
-        avx!(_mm256_cmp_pd::<_CMP_LE_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn eq(self, o: Self) -> __m256d {
-        avx!(_mm256_cmp_pd::<_CMP_EQ_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn is_nan(self) -> __m256d {
-        avx!(_mm256_cmp_pd::<_CMP_UNORD_Q>(self.0, self.0))
-    }
-    #[inline(always)]
-    fn select(m: __m256d, a: Self, b: Self) -> Self {
-        F64x4(avx!(_mm256_blendv_pd(b.0, a.0, m)))
+        let t0 = intrinsic!(_mm256_unpacklo_pd(r[0].0, r[1].0));
+        let t1 = intrinsic!(_mm256_unpackhi_pd(r[0].0, r[1].0));
+        let t2 = intrinsic!(_mm256_unpacklo_pd(r[2].0, r[3].0));
+        let t3 = intrinsic!(_mm256_unpackhi_pd(r[2].0, r[3].0));
+        r[0].0 = intrinsic!(_mm256_permute2f128_pd::<0x20>(t0, t2));
+        r[1].0 = intrinsic!(_mm256_permute2f128_pd::<0x20>(t1, t3));
+        r[2].0 = intrinsic!(_mm256_permute2f128_pd::<0x31>(t0, t2));
+        r[3].0 = intrinsic!(_mm256_permute2f128_pd::<0x31>(t1, t3));
     }
 
     #[inline(always)]
     fn reduce_max(self) -> f64 {
-        let h = avx!(_mm_max_pd(
+        let h = intrinsic!(_mm_max_pd(
             _mm256_castpd256_pd128(self.0),
             _mm256_extractf128_pd::<1>(self.0)
         ));
-        let h = avx!(_mm_max_sd(h, _mm_unpackhi_pd(h, h)));
-        avx!(_mm_cvtsd_f64(h))
-    }
-    #[inline(always)]
-    fn reduce_sum(self) -> f64 {
-        Self::wide_sum(self.0)
-    }
-    #[inline(always)]
-    fn wide_zero(_: Avx2) -> __m256d {
-        avx!(_mm256_setzero_pd())
-    }
-    #[inline(always)]
-    fn wide_add(self, acc: __m256d) -> __m256d {
-        avx!(_mm256_add_pd(acc, self.0))
+        let h = intrinsic!(_mm_max_sd(h, _mm_unpackhi_pd(h, h)));
+        intrinsic!(_mm_cvtsd_f64(h))
     }
     #[inline(always)]
     fn wide_sum(acc: __m256d) -> f64 {
-        let h = avx!(_mm_add_pd(
+        let h = intrinsic!(_mm_add_pd(
             _mm256_castpd256_pd128(acc),
             _mm256_extractf128_pd::<1>(acc)
         ));
-        avx!(_mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h))))
+        intrinsic!(_mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h))))
     }
-    #[inline(always)]
-    fn narrow(acc: __m256d) -> Self {
-        F64x4(acc)
-    }
+
+    avx2_vector!(F64x4 {
+        set1: _mm256_set1_pd,
+        maskload: _mm256_maskload_pd,
+        maskstore: _mm256_maskstore_pd,
+        from_mask: _mm256_castsi256_pd,
+        blendv: _mm256_blendv_pd,
+        andnot: _mm256_andnot_pd,
+        floor: _mm256_floor_pd,
+        mul: _mm256_mul_pd,
+        sub: _mm256_sub_pd,
+    });
+    x86_wide!(f64 F64x4(Avx2) { setzero: _mm256_setzero_pd, add: _mm256_add_pd });
 }

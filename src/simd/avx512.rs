@@ -96,22 +96,65 @@ pub struct F32x16(__m512);
 #[derive(Clone, Copy, Debug)]
 pub struct F64x8(__m512d);
 
-/// Runs an AVX-512 intrinsic.
-///
-/// Every use sits in a method of a vector type that can only exist once `Avx512::detect`
-/// succeeded, so the CPU supports the instruction.
-macro_rules! avx512 {
-    ($e:expr) => {{
-        // SAFETY: an AVX-512 vector exists only after `Avx512::detect` succeeded.
-        #[allow(unused_unsafe)]
-        unsafe {
-            $e
+/// The methods `F32x16` and `F64x8` write alike over their own intrinsics (inside
+/// `impl Vector`): masked partial loads and stores, and `abs`, `ldexp` (`scalef`), `frexp`
+/// (`getmant`/`getexp`), `select` (a mask blend) and `reduce_max` one instruction each.
+macro_rules! avx512_vector {
+    (
+        $v:ident {
+            mask: $mask:ident,
+            set1: $set1:ident,
+            mask_loadu: $mask_loadu:ident,
+            mask_storeu: $mask_storeu:ident,
+            abs: $abs:ident,
+            scalef: $scalef:ident,
+            getmant: $getmant:ident,
+            getexp: $getexp:ident,
+            mask_blend: $mask_blend:ident,
+            reduce_max: $reduce_max:ident $(,)?
         }
-    }};
+    ) => {
+        #[inline(always)]
+        unsafe fn load_partial(
+            _: Avx512,
+            p: *const Self::Elem,
+            n: usize,
+            fill: Self::Elem,
+        ) -> Self {
+            let m: $mask = ((1u32 << n) - 1) as $mask;
+            // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
+            $v(unsafe { $mask_loadu($set1(fill), m, p) })
+        }
+        #[inline(always)]
+        unsafe fn store_partial(self, p: *mut Self::Elem, n: usize) {
+            let m: $mask = ((1u32 << n) - 1) as $mask;
+            // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable
+            // values.
+            unsafe { $mask_storeu(p, m, self.0) }
+        }
+        #[inline(always)]
+        fn abs(self) -> Self {
+            $v(intrinsic!($abs(self.0)))
+        }
+        #[inline(always)]
+        fn ldexp(self, n: Self) -> Self {
+            $v(intrinsic!($scalef(self.0, n.0)))
+        }
+        #[inline(always)]
+        fn frexp(self) -> (Self, Self) {
+            let m = intrinsic!($getmant::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_ZERO>(self.0));
+            ($v(m), $v(intrinsic!($getexp(self.0))))
+        }
+        #[inline(always)]
+        fn select(m: $mask, a: Self, b: Self) -> Self {
+            $v(intrinsic!($mask_blend(m, b.0, a.0)))
+        }
+        #[inline(always)]
+        fn reduce_max(self) -> Self::Elem {
+            intrinsic!($reduce_max(self.0))
+        }
+    };
 }
-
-/// Rounding mode immediate: to nearest, no exceptions.
-const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
 impl Vector for F32x16 {
     type Elem = f32;
@@ -120,19 +163,22 @@ impl Vector for F32x16 {
     type Mask = __mmask16;
     const LANES: usize = 16;
 
-    #[inline(always)]
-    fn splat(_: Avx512, x: f32) -> Self {
-        F32x16(avx512!(_mm512_set1_ps(x)))
-    }
-    #[inline(always)]
-    fn isa(self) -> Avx512 {
-        Avx512(())
-    }
-    #[inline(always)]
-    unsafe fn load(_: Avx512, p: *const f32) -> Self {
-        // SAFETY: the caller guarantees 16 readable values.
-        F32x16(unsafe { _mm512_loadu_ps(p) })
-    }
+    x86_vector!(F32x16(Avx512) {
+        set1: _mm512_set1_ps,
+        loadu: _mm512_loadu_ps,
+        storeu: _mm512_storeu_ps,
+        stream: _mm512_stream_ps,
+        fmadd: _mm512_fmadd_ps,
+        round: _mm512_roundscale_ps,
+        cmp: _mm512_cmp_ps_mask,
+        add: _mm512_add_ps,
+        sub: _mm512_sub_ps,
+        mul: _mm512_mul_ps,
+        div: _mm512_div_ps,
+        max: _mm512_max_ps,
+        min: _mm512_min_ps,
+    });
+
     #[inline(always)]
     unsafe fn load_labels(_: Avx512, p: *const i64, ignore: i64) -> Self {
         // SAFETY: the caller guarantees 16 readable values.
@@ -142,7 +188,7 @@ impl Vector for F32x16 {
                 _mm512_loadu_si512(p.add(8).cast()),
             )
         };
-        avx512!({
+        intrinsic!({
             let ig = _mm512_set1_epi64(ignore);
             let hit = _mm512_cmpeq_epi64_mask(lo, ig) as u16
                 | ((_mm512_cmpeq_epi64_mask(hi, ig) as u16) << 8);
@@ -157,76 +203,6 @@ impl Vector for F32x16 {
             ))
         })
     }
-    #[inline(always)]
-    unsafe fn load_partial(_: Avx512, p: *const f32, n: usize, fill: f32) -> Self {
-        let m: __mmask16 = ((1u32 << n) - 1) as __mmask16;
-        // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
-        F32x16(unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, p) })
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the caller guarantees 16 writable values.
-        unsafe { _mm512_storeu_ps(p, self.0) }
-    }
-    #[inline(always)]
-    unsafe fn store_partial(self, p: *mut f32, n: usize) {
-        let m: __mmask16 = ((1u32 << n) - 1) as __mmask16;
-        // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
-        unsafe { _mm512_mask_storeu_ps(p, m, self.0) }
-    }
-    #[inline(always)]
-    unsafe fn stream(self, p: *mut f32) {
-        // SAFETY: the caller guarantees 16 writable values aligned to 64 bytes.
-        unsafe { _mm512_stream_ps(p, self.0) }
-    }
-
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        F32x16(avx512!(_mm512_add_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        F32x16(avx512!(_mm512_sub_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        F32x16(avx512!(_mm512_mul_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn div(self, o: Self) -> Self {
-        F32x16(avx512!(_mm512_div_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn mul_add(self, b: Self, c: Self) -> Self {
-        F32x16(avx512!(_mm512_fmadd_ps(self.0, b.0, c.0)))
-    }
-    #[inline(always)]
-    fn max(self, o: Self) -> Self {
-        F32x16(avx512!(_mm512_max_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        F32x16(avx512!(_mm512_min_ps(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        F32x16(avx512!(_mm512_abs_ps(self.0)))
-    }
-    #[inline(always)]
-    fn round(self) -> Self {
-        F32x16(avx512!(_mm512_roundscale_ps::<NEAREST>(self.0)))
-    }
-    #[inline(always)]
-    fn ldexp(self, n: Self) -> Self {
-        F32x16(avx512!(_mm512_scalef_ps(self.0, n.0)))
-    }
-    #[inline(always)]
-    fn frexp(self) -> (Self, Self) {
-        let m = avx512!(_mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_ZERO>(
-            self.0
-        ));
-        (F32x16(m), F32x16(avx512!(_mm512_getexp_ps(self.0))))
-    }
 
     #[inline(always)]
     fn transpose(rows: &mut [Self]) {
@@ -234,20 +210,20 @@ impl Vector for F32x16 {
         let t: [__m512; 16] = std::array::from_fn(|i| {
             let (a, b) = (r[i & !1].0, r[i | 1].0);
             if i % 2 == 0 {
-                avx512!(_mm512_unpacklo_ps(a, b))
+                intrinsic!(_mm512_unpacklo_ps(a, b))
             } else {
-                avx512!(_mm512_unpackhi_ps(a, b))
+                intrinsic!(_mm512_unpackhi_ps(a, b))
             }
         });
         // u[4g + k] holds column (4 lane + k) of rows 4g .. 4g+3 in each 128-bit lane.
         let u: [__m512; 16] = std::array::from_fn(|i| {
             let (g, k) = (i / 4, i % 4);
-            let a = avx512!(_mm512_castps_pd(t[4 * g + k / 2]));
-            let b = avx512!(_mm512_castps_pd(t[4 * g + k / 2 + 2]));
+            let a = intrinsic!(_mm512_castps_pd(t[4 * g + k / 2]));
+            let b = intrinsic!(_mm512_castps_pd(t[4 * g + k / 2 + 2]));
             if k % 2 == 0 {
-                avx512!(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)))
+                intrinsic!(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)))
             } else {
-                avx512!(_mm512_castpd_ps(_mm512_unpackhi_pd(a, b)))
+                intrinsic!(_mm512_castpd_ps(_mm512_unpackhi_pd(a, b)))
             }
         });
         // v[k], v[k + 4]: columns {k, k+8} and {k+4, k+12} of rows 0..8; v[k + 8], v[k + 12]: of
@@ -256,76 +232,53 @@ impl Vector for F32x16 {
             let (half, odd, k) = (i / 8, (i / 4) % 2, i % 4);
             let (a, b) = (u[8 * half + k], u[8 * half + k + 4]);
             if odd == 0 {
-                avx512!(_mm512_shuffle_f32x4::<0x88>(a, b))
+                intrinsic!(_mm512_shuffle_f32x4::<0x88>(a, b))
             } else {
-                avx512!(_mm512_shuffle_f32x4::<0xdd>(a, b))
+                intrinsic!(_mm512_shuffle_f32x4::<0xdd>(a, b))
             }
         });
         for (c, out) in r.iter_mut().enumerate() {
             let k = c % 8;
             let (a, b) = (v[k], v[k + 8]);
             out.0 = if c < 8 {
-                avx512!(_mm512_shuffle_f32x4::<0x88>(a, b))
+                intrinsic!(_mm512_shuffle_f32x4::<0x88>(a, b))
             } else {
-                avx512!(_mm512_shuffle_f32x4::<0xdd>(a, b))
+                intrinsic!(_mm512_shuffle_f32x4::<0xdd>(a, b))
             };
         }
     }
 
     #[inline(always)]
-    fn lt(self, o: Self) -> __mmask16 {
-        avx512!(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn le(self, o: Self) -> __mmask16 {
-        avx512!(_mm512_cmp_ps_mask::<_CMP_LE_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn eq(self, o: Self) -> __mmask16 {
-        avx512!(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn is_nan(self) -> __mmask16 {
-        avx512!(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(self.0, self.0))
-    }
-    #[inline(always)]
-    fn select(m: __mmask16, a: Self, b: Self) -> Self {
-        F32x16(avx512!(_mm512_mask_blend_ps(m, b.0, a.0)))
-    }
-
-    #[inline(always)]
-    fn reduce_max(self) -> f32 {
-        avx512!(_mm512_reduce_max_ps(self.0))
-    }
-    #[inline(always)]
-    fn reduce_sum(self) -> f64 {
-        Self::wide_sum(self.wide_add(Self::wide_zero(Avx512(()))))
-    }
-    #[inline(always)]
-    fn wide_zero(_: Avx512) -> Self::Wide {
-        avx512!((_mm512_setzero_pd(), _mm512_setzero_pd()))
-    }
-    #[inline(always)]
     fn wide_add(self, acc: Self::Wide) -> Self::Wide {
-        let lo = avx512!(_mm512_cvtps_pd(_mm512_castps512_ps256(self.0)));
-        let hi = avx512!(_mm512_cvtps_pd(_mm256_castpd_ps(
+        let lo = intrinsic!(_mm512_cvtps_pd(_mm512_castps512_ps256(self.0)));
+        let hi = intrinsic!(_mm512_cvtps_pd(_mm256_castpd_ps(
             _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0))
         )));
-        avx512!((_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi)))
-    }
-    #[inline(always)]
-    fn wide_sum(acc: Self::Wide) -> f64 {
-        F64x8::wide_sum(avx512!(_mm512_add_pd(acc.0, acc.1)))
+        intrinsic!((_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi)))
     }
     #[inline(always)]
     fn narrow(acc: Self::Wide) -> Self {
-        let lo = avx512!(_mm512_castps256_ps512(_mm512_cvtpd_ps(acc.0)));
-        let hi = avx512!(_mm256_castps_pd(_mm512_cvtpd_ps(acc.1)));
-        F32x16(avx512!(_mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        let lo = intrinsic!(_mm512_castps256_ps512(_mm512_cvtpd_ps(acc.0)));
+        let hi = intrinsic!(_mm256_castps_pd(_mm512_cvtpd_ps(acc.1)));
+        F32x16(intrinsic!(_mm512_castpd_ps(_mm512_insertf64x4::<1>(
             _mm512_castps_pd(lo),
             hi
         ))))
     }
+
+    avx512_vector!(F32x16 {
+        mask: __mmask16,
+        set1: _mm512_set1_ps,
+        mask_loadu: _mm512_mask_loadu_ps,
+        mask_storeu: _mm512_mask_storeu_ps,
+        abs: _mm512_abs_ps,
+        scalef: _mm512_scalef_ps,
+        getmant: _mm512_getmant_ps,
+        getexp: _mm512_getexp_ps,
+        mask_blend: _mm512_mask_blend_ps,
+        reduce_max: _mm512_reduce_max_ps,
+    });
+    x86_wide!(f32 Avx512, F64x8 { setzero: _mm512_setzero_pd, add: _mm512_add_pd });
 }
 
 impl Vector for F64x8 {
@@ -335,98 +288,31 @@ impl Vector for F64x8 {
     type Mask = __mmask8;
     const LANES: usize = 8;
 
-    #[inline(always)]
-    fn splat(_: Avx512, x: f64) -> Self {
-        F64x8(avx512!(_mm512_set1_pd(x)))
-    }
-    #[inline(always)]
-    fn isa(self) -> Avx512 {
-        Avx512(())
-    }
-    #[inline(always)]
-    unsafe fn load(_: Avx512, p: *const f64) -> Self {
-        // SAFETY: the caller guarantees 8 readable values.
-        F64x8(unsafe { _mm512_loadu_pd(p) })
-    }
+    x86_vector!(F64x8(Avx512) {
+        set1: _mm512_set1_pd,
+        loadu: _mm512_loadu_pd,
+        storeu: _mm512_storeu_pd,
+        stream: _mm512_stream_pd,
+        fmadd: _mm512_fmadd_pd,
+        round: _mm512_roundscale_pd,
+        cmp: _mm512_cmp_pd_mask,
+        add: _mm512_add_pd,
+        sub: _mm512_sub_pd,
+        mul: _mm512_mul_pd,
+        div: _mm512_div_pd,
+        max: _mm512_max_pd,
+        min: _mm512_min_pd,
+    });
+
     #[inline(always)]
     unsafe fn load_labels(_: Avx512, p: *const i64, ignore: i64) -> Self {
         // SAFETY: the caller guarantees 8 readable values.
         let v = unsafe { _mm512_loadu_si512(p.cast()) };
-        avx512!({
+        intrinsic!({
             let hit = _mm512_cmpeq_epi64_mask(v, _mm512_set1_epi64(ignore));
             let f = _mm512_cvtepi32_pd(_mm512_cvtepi64_epi32(v));
             F64x8(_mm512_mask_blend_pd(hit, f, _mm512_set1_pd(-1.0)))
         })
-    }
-    #[inline(always)]
-    unsafe fn load_partial(_: Avx512, p: *const f64, n: usize, fill: f64) -> Self {
-        let m: __mmask8 = ((1u32 << n) - 1) as __mmask8;
-        // SAFETY: masked-off lanes are not read; the caller guarantees `n` readable values.
-        F64x8(unsafe { _mm512_mask_loadu_pd(_mm512_set1_pd(fill), m, p) })
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f64) {
-        // SAFETY: the caller guarantees 8 writable values.
-        unsafe { _mm512_storeu_pd(p, self.0) }
-    }
-    #[inline(always)]
-    unsafe fn store_partial(self, p: *mut f64, n: usize) {
-        let m: __mmask8 = ((1u32 << n) - 1) as __mmask8;
-        // SAFETY: masked-off lanes are not written; the caller guarantees `n` writable values.
-        unsafe { _mm512_mask_storeu_pd(p, m, self.0) }
-    }
-    #[inline(always)]
-    unsafe fn stream(self, p: *mut f64) {
-        // SAFETY: the caller guarantees 8 writable values aligned to 64 bytes.
-        unsafe { _mm512_stream_pd(p, self.0) }
-    }
-
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        F64x8(avx512!(_mm512_add_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        F64x8(avx512!(_mm512_sub_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        F64x8(avx512!(_mm512_mul_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn div(self, o: Self) -> Self {
-        F64x8(avx512!(_mm512_div_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn mul_add(self, b: Self, c: Self) -> Self {
-        F64x8(avx512!(_mm512_fmadd_pd(self.0, b.0, c.0)))
-    }
-    #[inline(always)]
-    fn max(self, o: Self) -> Self {
-        F64x8(avx512!(_mm512_max_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        F64x8(avx512!(_mm512_min_pd(self.0, o.0)))
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        F64x8(avx512!(_mm512_abs_pd(self.0)))
-    }
-    #[inline(always)]
-    fn round(self) -> Self {
-        F64x8(avx512!(_mm512_roundscale_pd::<NEAREST>(self.0)))
-    }
-    #[inline(always)]
-    fn ldexp(self, n: Self) -> Self {
-        F64x8(avx512!(_mm512_scalef_pd(self.0, n.0)))
-    }
-    #[inline(always)]
-    fn frexp(self) -> (Self, Self) {
-        let m = avx512!(_mm512_getmant_pd::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_ZERO>(
-            self.0
-        ));
-        (F64x8(m), F64x8(avx512!(_mm512_getexp_pd(self.0))))
     }
 
     #[inline(always)]
@@ -435,9 +321,9 @@ impl Vector for F64x8 {
         let t: [__m512d; 8] = std::array::from_fn(|i| {
             let (a, b) = (r[i & !1].0, r[i | 1].0);
             if i % 2 == 0 {
-                avx512!(_mm512_unpacklo_pd(a, b))
+                intrinsic!(_mm512_unpacklo_pd(a, b))
             } else {
-                avx512!(_mm512_unpackhi_pd(a, b))
+                intrinsic!(_mm512_unpackhi_pd(a, b))
             }
         });
         // u[4h + k]: columns k and k + 4 of rows 4h .. 4h+3.
@@ -445,74 +331,47 @@ impl Vector for F64x8 {
             let (h, k) = (i / 4, i % 4);
             let (a, b) = (t[4 * h + k % 2], t[4 * h + k % 2 + 2]);
             if k < 2 {
-                avx512!(_mm512_shuffle_f64x2::<0x88>(a, b))
+                intrinsic!(_mm512_shuffle_f64x2::<0x88>(a, b))
             } else {
-                avx512!(_mm512_shuffle_f64x2::<0xdd>(a, b))
+                intrinsic!(_mm512_shuffle_f64x2::<0xdd>(a, b))
             }
         });
         for (c, out) in r.iter_mut().enumerate() {
             let k = c % 4;
             let (a, b) = (u[k], u[k + 4]);
             out.0 = if c < 4 {
-                avx512!(_mm512_shuffle_f64x2::<0x88>(a, b))
+                intrinsic!(_mm512_shuffle_f64x2::<0x88>(a, b))
             } else {
-                avx512!(_mm512_shuffle_f64x2::<0xdd>(a, b))
+                intrinsic!(_mm512_shuffle_f64x2::<0xdd>(a, b))
             };
         }
     }
 
     #[inline(always)]
-    fn lt(self, o: Self) -> __mmask8 {
-        avx512!(_mm512_cmp_pd_mask::<_CMP_LT_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn le(self, o: Self) -> __mmask8 {
-        avx512!(_mm512_cmp_pd_mask::<_CMP_LE_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn eq(self, o: Self) -> __mmask8 {
-        avx512!(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(self.0, o.0))
-    }
-    #[inline(always)]
-    fn is_nan(self) -> __mmask8 {
-        avx512!(_mm512_cmp_pd_mask::<_CMP_UNORD_Q>(self.0, self.0))
-    }
-    #[inline(always)]
-    fn select(m: __mmask8, a: Self, b: Self) -> Self {
-        F64x8(avx512!(_mm512_mask_blend_pd(m, b.0, a.0)))
-    }
-
-    #[inline(always)]
-    fn reduce_max(self) -> f64 {
-        avx512!(_mm512_reduce_max_pd(self.0))
-    }
-    #[inline(always)]
-    fn reduce_sum(self) -> f64 {
-        Self::wide_sum(self.0)
-    }
-    #[inline(always)]
-    fn wide_zero(_: Avx512) -> __m512d {
-        avx512!(_mm512_setzero_pd())
-    }
-    #[inline(always)]
-    fn wide_add(self, acc: __m512d) -> __m512d {
-        avx512!(_mm512_add_pd(acc, self.0))
-    }
-    #[inline(always)]
     fn wide_sum(acc: __m512d) -> f64 {
         // A fixed pairwise tree: 8 -> 4 -> 2 -> 1.
-        let h = avx512!(_mm256_add_pd(
+        let h = intrinsic!(_mm256_add_pd(
             _mm512_castpd512_pd256(acc),
             _mm512_extractf64x4_pd::<1>(acc)
         ));
-        let h = avx512!(_mm_add_pd(
+        let h = intrinsic!(_mm_add_pd(
             _mm256_castpd256_pd128(h),
             _mm256_extractf128_pd::<1>(h)
         ));
-        avx512!(_mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h))))
+        intrinsic!(_mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h))))
     }
-    #[inline(always)]
-    fn narrow(acc: __m512d) -> Self {
-        F64x8(acc)
-    }
+
+    avx512_vector!(F64x8 {
+        mask: __mmask8,
+        set1: _mm512_set1_pd,
+        mask_loadu: _mm512_mask_loadu_pd,
+        mask_storeu: _mm512_mask_storeu_pd,
+        abs: _mm512_abs_pd,
+        scalef: _mm512_scalef_pd,
+        getmant: _mm512_getmant_pd,
+        getexp: _mm512_getexp_pd,
+        mask_blend: _mm512_mask_blend_pd,
+        reduce_max: _mm512_reduce_max_pd,
+    });
+    x86_wide!(f64 F64x8(Avx512) { setzero: _mm512_setzero_pd, add: _mm512_add_pd });
 }

@@ -41,26 +41,63 @@ fn splat<V: Vector>(like: V, v: V::Elem) -> V {
     V::splat(like.isa(), v)
 }
 
-/// `e^x` in single precision.
+/// `P` of `e^r = 1 + r + r^2 P(r)` in single precision: degree 4, fitted for the least
+/// relative error of `e^r` on `[-ln2/2, ln2/2]` (3.1e-9, a fortieth of an f32 ULP).
+const EXP_F32_P: [f32; 5] = [
+    4.999_999_4e-1,
+    1.666_652_1e-1,
+    4.166_838_9e-2,
+    8.368_710e-3,
+    1.381_461_3e-3,
+];
+
+/// The Taylor series of `e^r` to degree 13: the remainder is below 1e-17 on
+/// `[-ln2/2, ln2/2]`.
+const EXP_F64_TAYLOR: [f64; 14] = [
+    1.0,
+    1.0,
+    1.0 / 2.0,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5_040.0,
+    1.0 / 40_320.0,
+    1.0 / 362_880.0,
+    1.0 / 3_628_800.0,
+    1.0 / 39_916_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 6_227_020_800.0,
+];
+
+/// The range reduction of `e^x` in single precision: `x` clamped into `[-104, 89]` (beyond
+/// these the result is 0 or inf anyway; `lo.max(x)` keeps NaN), `n = round(x log2 e)` and
+/// `r = x - n ln2` (ln2 in two parts), so `e^x = e^r 2^n`.
 #[inline(always)]
-pub fn exp_f32<V: Vector<Elem = f32>>(x: V) -> V {
-    // Clamp into [-104, 89]: beyond these the result is 0 or inf anyway. `lo.max(x)` keeps NaN.
+fn exp_reduce_f32<V: Vector<Elem = f32>>(x: V) -> (V, V, V) {
     let x = splat(x, 89.0).min(splat(x, -104.0).max(x));
     let n = x.mul(splat(x, std::f32::consts::LOG2_E)).round();
     let r = n.mul_add(splat(x, -0.693_359_4), x);
     let r = n.mul_add(splat(x, 2.121_944_4e-4), r);
-    // e^r = 1 + r + r^2 P(r), P of degree 4 fitted for the least relative error of e^r on
-    // [-ln2/2, ln2/2] (3.1e-9, a fortieth of an f32 ULP).
-    let p = horner(
-        r,
-        &[
-            4.999_999_4e-1,
-            1.666_652_1e-1,
-            4.166_838_9e-2,
-            8.368_710e-3,
-            1.381_461_3e-3,
-        ],
-    );
+    (x, n, r)
+}
+
+/// The range reduction of `e^x` in double precision, as [`exp_reduce_f32`] with `x`
+/// clamped into `[-746, 710]`.
+#[inline(always)]
+fn exp_reduce_f64<V: Vector<Elem = f64>>(x: V) -> (V, V, V) {
+    let x = splat(x, 710.0).min(splat(x, -746.0).max(x));
+    let n = x.mul(splat(x, std::f64::consts::LOG2_E)).round();
+    let r = n.mul_add(splat(x, -6.931_471_803_691_238_164_90e-1), x);
+    let r = n.mul_add(splat(x, -1.908_214_929_270_587_700_02e-10), r);
+    (x, n, r)
+}
+
+/// `e^x` in single precision.
+#[inline(always)]
+pub fn exp_f32<V: Vector<Elem = f32>>(x: V) -> V {
+    let (x, n, r) = exp_reduce_f32(x);
+    let p = horner(r, &EXP_F32_P);
     let y = p.mul_add(r.mul(r), r).add(splat(x, 1.0));
     y.ldexp(n)
 }
@@ -68,31 +105,8 @@ pub fn exp_f32<V: Vector<Elem = f32>>(x: V) -> V {
 /// `e^x` in double precision.
 #[inline(always)]
 pub fn exp_f64<V: Vector<Elem = f64>>(x: V) -> V {
-    let x = splat(x, 710.0).min(splat(x, -746.0).max(x));
-    let n = x.mul(splat(x, std::f64::consts::LOG2_E)).round();
-    let r = n.mul_add(splat(x, -6.931_471_803_691_238_164_90e-1), x);
-    let r = n.mul_add(splat(x, -1.908_214_929_270_587_700_02e-10), r);
-    // Taylor series to degree 13: the remainder is below 1e-17 on [-ln2/2, ln2/2].
-    let p = horner(
-        r,
-        &[
-            1.0,
-            1.0,
-            1.0 / 2.0,
-            1.0 / 6.0,
-            1.0 / 24.0,
-            1.0 / 120.0,
-            1.0 / 720.0,
-            1.0 / 5_040.0,
-            1.0 / 40_320.0,
-            1.0 / 362_880.0,
-            1.0 / 3_628_800.0,
-            1.0 / 39_916_800.0,
-            1.0 / 479_001_600.0,
-            1.0 / 6_227_020_800.0,
-        ],
-    );
-    p.ldexp(n)
+    let (_, n, r) = exp_reduce_f64(x);
+    horner(r, &EXP_F64_TAYLOR).ldexp(n)
 }
 
 /// Splits positive `x` into `(f, e)` with `x = (1 + f) 2^e`, `1 + f` in
@@ -268,51 +282,17 @@ where
 /// `e^x - 1` in single precision (accurate for tiny `x`).
 #[inline(always)]
 pub fn exp_m1_f32<V: Vector<Elem = f32>>(x: V) -> V {
-    // As `exp_f32`.
-    let x = splat(x, 89.0).min(splat(x, -104.0).max(x));
-    let n = x.mul(splat(x, std::f32::consts::LOG2_E)).round();
-    let r = n.mul_add(splat(x, -0.693_359_4), x);
-    let r = n.mul_add(splat(x, 2.121_944_4e-4), r);
-    let p = horner(
-        r,
-        &[
-            4.999_999_4e-1,
-            1.666_652_1e-1,
-            4.166_838_9e-2,
-            8.368_710e-3,
-            1.381_461_3e-3,
-        ],
-    );
+    let (x, n, r) = exp_reduce_f32(x);
+    let p = horner(r, &EXP_F32_P);
     exp_m1_finish(x, n, p.mul_add(r.mul(r), r))
 }
 
 /// `e^x - 1` in double precision (accurate for tiny `x`).
 #[inline(always)]
 pub fn exp_m1_f64<V: Vector<Elem = f64>>(x: V) -> V {
-    // As `exp_f64`, with the series' constant term left out.
-    let x = splat(x, 710.0).min(splat(x, -746.0).max(x));
-    let n = x.mul(splat(x, std::f64::consts::LOG2_E)).round();
-    let r = n.mul_add(splat(x, -6.931_471_803_691_238_164_90e-1), x);
-    let r = n.mul_add(splat(x, -1.908_214_929_270_587_700_02e-10), r);
-    let p = horner(
-        r,
-        &[
-            1.0,
-            1.0 / 2.0,
-            1.0 / 6.0,
-            1.0 / 24.0,
-            1.0 / 120.0,
-            1.0 / 720.0,
-            1.0 / 5_040.0,
-            1.0 / 40_320.0,
-            1.0 / 362_880.0,
-            1.0 / 3_628_800.0,
-            1.0 / 39_916_800.0,
-            1.0 / 479_001_600.0,
-            1.0 / 6_227_020_800.0,
-        ],
-    );
-    exp_m1_finish(x, n, p.mul(r))
+    // The series without its constant term, times `r`.
+    let (x, n, r) = exp_reduce_f64(x);
+    exp_m1_finish(x, n, horner(r, &EXP_F64_TAYLOR[1..]).mul(r))
 }
 
 /// Below this `|x|` [`tanh_f32`] and [`tanh_f64`] use their polynomial.

@@ -59,6 +59,45 @@ impl<V: Vector> Pair<V> {
 /// Most lanes of a base vector (AVX-512 `f32`).
 const MAX_HALF: usize = 16;
 
+/// The listed lane-wise methods of [`Vector`] for [`Pair`]: the base method on each half.
+macro_rules! halves {
+    (binary: $($f:ident),*) => {$(
+        #[inline(always)]
+        fn $f(self, o: Self) -> Self {
+            Pair::both(self.lo.$f(o.lo), self.hi.$f(o.hi))
+        }
+    )*};
+    (write: $($f:ident),*) => {$(
+        #[inline(always)]
+        unsafe fn $f(self, p: *mut V::Elem) {
+            // SAFETY: the caller guarantees 2 * V::LANES writable values (for `stream`
+            // aligned to as many, so each half is aligned to its own lane count).
+            unsafe {
+                self.lo.$f(p);
+                self.hi.$f(p.add(V::LANES));
+            }
+        }
+    )*};
+    (unary: $($f:ident),*) => {$(
+        #[inline(always)]
+        fn $f(self) -> Self {
+            Pair::both(self.lo.$f(), self.hi.$f())
+        }
+    )*};
+    (compare: $($f:ident),*) => {$(
+        #[inline(always)]
+        fn $f(self, o: Self) -> Self::Mask {
+            (self.lo.$f(o.lo), self.hi.$f(o.hi))
+        }
+    )*};
+    (test: $($f:ident),*) => {$(
+        #[inline(always)]
+        fn $f(self) -> Self::Mask {
+            (self.lo.$f(), self.hi.$f())
+        }
+    )*};
+}
+
 impl<V: Vector> Vector for Pair<V> {
     type Elem = V::Elem;
     type Isa = Paired<V::Isa>;
@@ -99,14 +138,7 @@ impl<V: Vector> Vector for Pair<V> {
             }
         }
     }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut V::Elem) {
-        // SAFETY: the caller guarantees 2 * V::LANES writable values.
-        unsafe {
-            self.lo.store(p);
-            self.hi.store(p.add(V::LANES));
-        }
-    }
+    halves!(write: store, stream);
     #[inline(always)]
     unsafe fn store_partial(self, p: *mut V::Elem, n: usize) {
         // SAFETY: the caller guarantees `n` writable values; each half writes only its own.
@@ -120,15 +152,6 @@ impl<V: Vector> Vector for Pair<V> {
         }
     }
     #[inline(always)]
-    unsafe fn stream(self, p: *mut V::Elem) {
-        // SAFETY: the caller guarantees 2 * V::LANES writable values aligned to as many, so
-        // each half is aligned to its own lane count.
-        unsafe {
-            self.lo.stream(p);
-            self.hi.stream(p.add(V::LANES));
-        }
-    }
-    #[inline(always)]
     unsafe fn load_labels(isa: Paired<V::Isa>, p: *const i64, ignore: i64) -> Self {
         // SAFETY: the caller guarantees 2 * V::LANES readable values.
         unsafe {
@@ -139,45 +162,11 @@ impl<V: Vector> Vector for Pair<V> {
         }
     }
 
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        Pair::both(self.lo.add(o.lo), self.hi.add(o.hi))
-    }
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        Pair::both(self.lo.sub(o.lo), self.hi.sub(o.hi))
-    }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        Pair::both(self.lo.mul(o.lo), self.hi.mul(o.hi))
-    }
-    #[inline(always)]
-    fn div(self, o: Self) -> Self {
-        Pair::both(self.lo.div(o.lo), self.hi.div(o.hi))
-    }
+    halves!(binary: add, sub, mul, div, max, min, ldexp);
+    halves!(unary: abs, round);
     #[inline(always)]
     fn mul_add(self, b: Self, c: Self) -> Self {
         Pair::both(self.lo.mul_add(b.lo, c.lo), self.hi.mul_add(b.hi, c.hi))
-    }
-    #[inline(always)]
-    fn max(self, o: Self) -> Self {
-        Pair::both(self.lo.max(o.lo), self.hi.max(o.hi))
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        Pair::both(self.lo.min(o.lo), self.hi.min(o.hi))
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        Pair::both(self.lo.abs(), self.hi.abs())
-    }
-    #[inline(always)]
-    fn round(self) -> Self {
-        Pair::both(self.lo.round(), self.hi.round())
-    }
-    #[inline(always)]
-    fn ldexp(self, n: Self) -> Self {
-        Pair::both(self.lo.ldexp(n.lo), self.hi.ldexp(n.hi))
     }
     #[inline(always)]
     fn frexp(self) -> (Self, Self) {
@@ -213,22 +202,8 @@ impl<V: Vector> Vector for Pair<V> {
         }
     }
 
-    #[inline(always)]
-    fn lt(self, o: Self) -> Self::Mask {
-        (self.lo.lt(o.lo), self.hi.lt(o.hi))
-    }
-    #[inline(always)]
-    fn le(self, o: Self) -> Self::Mask {
-        (self.lo.le(o.lo), self.hi.le(o.hi))
-    }
-    #[inline(always)]
-    fn eq(self, o: Self) -> Self::Mask {
-        (self.lo.eq(o.lo), self.hi.eq(o.hi))
-    }
-    #[inline(always)]
-    fn is_nan(self) -> Self::Mask {
-        (self.lo.is_nan(), self.hi.is_nan())
-    }
+    halves!(compare: lt, le, eq);
+    halves!(test: is_nan);
     #[inline(always)]
     fn select(m: Self::Mask, a: Self, b: Self) -> Self {
         Pair::both(V::select(m.0, a.lo, b.lo), V::select(m.1, a.hi, b.hi))
