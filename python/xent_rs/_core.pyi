@@ -32,7 +32,6 @@ __all__ = [
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
-    "matmul",
     "nll_loss",
     "nll_loss_partial",
     "set_num_threads",
@@ -86,7 +85,6 @@ def cross_entropy_denominator(
     sample_weight: np.ndarray | None,
     ignore_index: int,
 ) -> float: ...
-def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool) -> None: ...
 def nll_loss(
     input: np.ndarray,
     target: np.ndarray,
