@@ -266,7 +266,9 @@ def test_partials_are_the_one_shot_pass(rng: np.random.Generator, return_losses:
     x = 3 * rng.standard_normal((40, 6))
     t = rng.uniform(0, 1, (40, 6))
     w = rng.uniform(0.5, 2, 6)
-    p = _core.binary_focal_loss_with_logits_partial(x, t, 2.0, 0.25, w, 1, return_losses)
+    p = _core.binary_focal_loss_with_logits(
+        x, t, 2.0, 0.25, w, 1, "sum", False, None, partial=return_losses
+    )
     assert p.loss_sum == focal(x, t, weight=w, reduction="sum")
     assert p.denominator == 240.0 and p.count == 240
     assert p.loss_sum / p.denominator == focal(x, t, weight=w)
@@ -277,7 +279,9 @@ def test_partials_are_the_one_shot_pass(rng: np.random.Generator, return_losses:
 
     lp, q = np.log(rng.dirichlet(np.ones(6), 40)), rng.dirichlet(np.ones(6), 40)
     for batchmean, reduction, denominator in [(False, "mean", 240.0), (True, "batchmean", 40.0)]:
-        k = _core.kl_div_partial(lp, q, False, batchmean, return_losses)
+        k = _core.kl_div(
+            lp, q, "batchmean" if batchmean else "sum", False, False, None, partial=return_losses
+        )
         assert k.loss_sum == kl(lp, q, reduction="sum")
         assert k.denominator == denominator and k.count == 240
         assert k.loss_sum / k.denominator == kl(lp, q, reduction=reduction)
@@ -307,7 +311,9 @@ def test_focal_option_errors(gamma: float, alpha: float, message: str) -> None:
         focal(x, x, gamma=gamma, alpha=alpha)
     assert str(info.value) == message
     with pytest.raises(ValueError):
-        _core.binary_focal_loss_with_logits_partial(x, x, gamma, alpha, None, 1, False)
+        _core.binary_focal_loss_with_logits(
+            x, x, gamma, alpha, None, 1, "sum", False, None, partial=False
+        )
 
 
 def test_shape_dtype_and_reduction_errors() -> None:

@@ -273,8 +273,12 @@ def test_options_off_are_the_plain_call_bit_for_bit(
         soft = ce(x, p, return_grad=True, **kw)
         soft_off = ce(x, p, return_grad=True, z_loss=0.0, softcap=None, **kw)
         same_bits(soft_off[1], soft[1])
-    part = _core.cross_entropy_partial(x, t, axis, w, None, -100, 0.0, True)
-    part_off = _core.cross_entropy_partial(x, t, axis, w, None, -100, 0.0, True, 0.0, None)
+    part = _core.cross_entropy(
+        x, t, axis, w, None, -100, "sum", 0.0, False, None, None, partial=True
+    )
+    part_off = _core.cross_entropy(
+        x, t, axis, w, None, -100, "sum", 0.0, False, None, None, 0.0, None, partial=True
+    )
     assert part.loss_sum == part_off.loss_sum
     same_bits(part.losses, part_off.losses)
 
@@ -306,8 +310,10 @@ def test_focal_without_focus_is_cross_entropy_bit_for_bit(
         b = ce(x, t, return_grad=True, **kw)
         same_bits(a[0], b[0])
         same_bits(a[1], b[1])
-    fp = _core.focal_loss_partial(x, t, axis, 0.0, None, sw, -100, True)
-    cp = _core.cross_entropy_partial(x, t, axis, None, sw, -100, 0.0, True)
+    fp = _core.focal_loss(x, t, axis, 0.0, None, sw, -100, "sum", False, None, None, partial=True)
+    cp = _core.cross_entropy(
+        x, t, axis, None, sw, -100, "sum", 0.0, False, None, None, partial=True
+    )
     assert (fp.loss_sum, fp.denominator, fp.count) == (cp.loss_sum, cp.denominator, cp.count)
     same_bits(fp.losses, cp.losses)
 
@@ -337,11 +343,13 @@ def test_one_and_two_threads_give_the_same_bits(shape: tuple[int, ...], axis: in
 
 def test_partials_match_the_one_shot_calls() -> None:
     x, t = _hard((200, 13), -1, np.float32)
-    part = _core.cross_entropy_partial(x, t, -1, None, None, -100, 0.0, True, 0.01, 4.0)
+    part = _core.cross_entropy(
+        x, t, -1, None, None, -100, "sum", 0.0, False, None, None, 0.01, 4.0, partial=True
+    )
     same_bits(part.losses, ce(x, t, reduction="none", z_loss=0.01, softcap=4.0))
     assert part.loss_sum == ce(x, t, reduction="sum", z_loss=0.01, softcap=4.0)
     assert part.denominator == 199.0 and part.count == 200
-    fp = _core.focal_loss_partial(x, t, -1, 2.0, None, None, -100, False)
+    fp = _core.focal_loss(x, t, -1, 2.0, None, None, -100, "sum", False, None, None, partial=False)
     assert fp.losses is None
     assert fp.loss_sum == focal(x, t, reduction="sum")
     assert fp.loss_sum / fp.denominator == focal(x, t)
@@ -410,7 +418,7 @@ def test_bad_gamma_is_a_value_error(gamma: float) -> None:
         f"gamma must be a finite number >= 0.0, got {_rust(gamma)}",
     )
     with pytest.raises(ValueError):
-        _core.focal_loss_partial(x, t, -1, gamma, None, None, -100, False)
+        _core.focal_loss(x, t, -1, gamma, None, None, -100, "sum", False, None, None, partial=False)
 
 
 def test_focal_errors_have_cross_entropys_types() -> None:

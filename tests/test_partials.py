@@ -1,5 +1,6 @@
-"""The native partial results (``_core.*_partial``, ``_core.log_loss``'s summary): the same
-pass as the one-shot functions, never reduced, so that the accumulators consume them."""
+"""The native partial results (a loss called with ``partial=``, ``_core.log_loss``'s
+summary): the same pass as the one-shot functions, never reduced, so that the accumulators
+consume them."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def test_cross_entropy_partial_is_the_one_shot_pass(
     c = _class_case(dtype, soft, weighted)
     x, t, w, sw = c["x"], c["t"], c["w"], c["sw"]
     kw = {"weight": w, "sample_weight": sw, "label_smoothing": 0.1}
-    p = _core.cross_entropy_partial(x, t, -1, w, sw, -100, 0.1, return_losses)
+    p = _core.cross_entropy(
+        x, t, -1, w, sw, -100, "sum", 0.1, False, None, None, partial=return_losses
+    )
     # The one-shot functions round the same float64 numbers to the input's dtype.
     assert dtype(p.loss_sum) == xent_rs.cross_entropy(x, t, reduction="sum", **kw)
     assert dtype(p.loss_sum / p.denominator) == xent_rs.cross_entropy(x, t, **kw)
@@ -58,7 +61,7 @@ def test_cross_entropy_partial_is_the_one_shot_pass(
 def test_nll_partial() -> None:
     c = _class_case(np.float64, False, True)
     x, t, w, sw = c["x"], c["t"], c["w"], c["sw"]
-    p = _core.nll_loss_partial(x, t, -1, w, sw, -100, True)
+    p = _core.nll_loss(x, t, -1, w, sw, -100, "sum", False, None, partial=True)
     assert p.loss_sum == xent_rs.nll_loss(x, t, weight=w, sample_weight=sw, reduction="sum")
     np.testing.assert_array_equal(
         p.losses, xent_rs.nll_loss(x, t, weight=w, sample_weight=sw, reduction="none")
@@ -71,7 +74,9 @@ def test_binary_partials(return_losses: bool) -> None:
     x = RNG.standard_normal((50, 4)).astype(np.float32)
     t = (RNG.random((50, 4)) < 0.5).astype(np.float32)
     w = RNG.uniform(0.5, 2, 4).astype(np.float32)
-    p = _core.binary_cross_entropy_with_logits_partial(x, t, w, 1, w, 1, return_losses)
+    p = _core.binary_cross_entropy_with_logits(
+        x, t, w, 1, w, 1, "sum", False, None, partial=return_losses
+    )
     kw = {"weight": w, "pos_weight": w}
     # The one-shot functions round the same float64 sum to float32 (compared as float32: NumPy
     # 1.x would compare a float32 scalar with a Python float in float64).
@@ -79,7 +84,7 @@ def test_binary_partials(return_losses: bool) -> None:
     assert got == xent_rs.binary_cross_entropy_with_logits(x, t, reduction="sum", **kw)
     assert p.denominator == 200.0 and p.count == 200
     prob = 1 / (1 + np.exp(-x))
-    q = _core.binary_cross_entropy_partial(prob, t, None, 1, return_losses)
+    q = _core.binary_cross_entropy(prob, t, None, 1, "sum", False, None, partial=return_losses)
     assert np.float32(q.loss_sum) == xent_rs.binary_cross_entropy(prob, t, reduction="sum")
     if return_losses:
         np.testing.assert_array_equal(
@@ -90,20 +95,36 @@ def test_binary_partials(return_losses: bool) -> None:
         )
 
 
+def _ce_partial(x: np.ndarray, t: np.ndarray, label_smoothing: float, losses: bool) -> Any:
+    """``_core.cross_entropy``'s partial result, no weights."""
+    return _core.cross_entropy(
+        x, t, -1, None, None, -100, "sum", label_smoothing, False, None, None, partial=losses
+    )
+
+
 def test_partials_check_like_the_one_shot_functions() -> None:
     x = np.zeros((3, 4))
     with pytest.raises(IndexError, match="out of bounds"):
-        _core.cross_entropy_partial(x, np.array([0, 4, 1]), -1, None, None, -100, 0.0, False)
+        _ce_partial(x, np.array([0, 4, 1]), 0.0, False)
     with pytest.raises(ValueError, match="label_smoothing"):
-        _core.cross_entropy_partial(x, np.array([0, 1, 1]), -1, None, None, -100, 2.0, False)
+        _ce_partial(x, np.array([0, 1, 1]), 2.0, False)
     with pytest.raises(TypeError, match="ignore_index"):
-        _core.nll_loss_partial(x, np.array([0, 1, 1]), -1, None, None, 1.5, False)
+        _core.nll_loss(
+            x, np.array([0, 1, 1]), -1, None, None, 1.5, "sum", False, None, partial=False
+        )
+
+
+def test_a_partial_result_carries_no_gradient() -> None:
+    x = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="partial result carries no gradient"):
+        _core.cross_entropy(
+            x, np.array([0, 1, 1]), -1, None, None, -100, "sum", 0.0, True, None, None,
+            partial=False,
+        )  # fmt: skip
 
 
 def test_zero_class_soft_partial_gives_nan_mean() -> None:
-    p = _core.cross_entropy_partial(
-        np.zeros((3, 0)), np.zeros((3, 0)), -1, None, None, -100, 0.0, True
-    )
+    p = _ce_partial(np.zeros((3, 0)), np.zeros((3, 0)), 0.0, True)
     assert p.loss_sum == 0.0 and p.denominator == 0.0
     np.testing.assert_array_equal(p.losses, np.zeros(3))
 
@@ -118,20 +139,19 @@ def test_log_loss_summary_is_named() -> None:
 
 
 def test_accumulator_update_is_one_native_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``update(..., return_losses=True)`` calls the core once and never the one-shot path."""
-    calls: list[str] = []
-    for name in ("cross_entropy", "cross_entropy_partial"):
-        original = getattr(_core, name)
+    """``update(..., return_losses=True)`` calls the core once, for its partial result."""
+    calls: list[Any] = []
+    original = _core.cross_entropy
 
-        def spy(*args: Any, _original: Any = original, _name: str = name) -> Any:
-            calls.append(_name)
-            return _original(*args)
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("partial"))
+        return original(*args, **kwargs)
 
-        monkeypatch.setattr(_core, name, spy)
+    monkeypatch.setattr(_core, "cross_entropy", spy)
     c = _class_case(np.float32, False, True)
     acc = xent_rs.streaming.CrossEntropyAccumulator(weight=c["w"])
     losses = acc.update(c["x"], c["t"], c["sw"], return_losses=True)
-    assert calls == ["cross_entropy_partial"]
+    assert calls == [True]
     np.testing.assert_array_equal(
         losses,
         xent_rs.cross_entropy(

@@ -517,20 +517,23 @@ def _class_core(
     sw: Any = None,
     g: Any = None,
     grad_out: Any = None,
+    **partial: bool,
 ) -> Any:
-    """The core's one-shot call for ``spec``."""
+    """The core's call for ``spec``: one-shot, or with ``partial=return_losses`` the partial
+    result an accumulator adds."""
     if spec.loss == "nll_loss":
         return core.nll_loss(
-            x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.return_grad, g
-        )
+            x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.return_grad, g,
+            **partial,
+        )  # fmt: skip
     if spec.loss == "focal_loss":
         return core.focal_loss(
             x, t, spec.axis, spec.gamma, w, sw, spec.ignore_index, spec.reduction,
-            spec.return_grad, g, grad_out,
+            spec.return_grad, g, grad_out, **partial,
         )  # fmt: skip
     return core.cross_entropy(
         x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.label_smoothing,
-        spec.return_grad, g, grad_out, spec.z_loss, spec.softcap,
+        spec.return_grad, g, grad_out, spec.z_loss, spec.softcap, **partial,
     )  # fmt: skip
 
 
@@ -551,17 +554,7 @@ def class_partial(
     # refuses it as the one-shot functions do.
     w = optional(NUMPY, weight, work, "weight")
     sw = optional(NUMPY, sample_weight, work, "sample_weight")
-    if spec.loss == "nll_loss":
-        p = _core.nll_loss_partial(x, t, spec.axis, w, sw, spec.ignore_index, return_losses)
-    elif spec.loss == "focal_loss":
-        p = _core.focal_loss_partial(
-            x, t, spec.axis, spec.gamma, w, sw, spec.ignore_index, return_losses
-        )
-    else:
-        p = _core.cross_entropy_partial(
-            x, t, spec.axis, w, sw, spec.ignore_index, spec.label_smoothing, return_losses,
-            spec.z_loss, spec.softcap,
-        )  # fmt: skip
+    p = _class_core(_core, spec, x, t, w, sw, partial=return_losses)
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)
 
 
@@ -593,19 +586,37 @@ def binary_loss(
     t = binary_target(ns, target, x)
     w, w_repeat = broadcast(ns, weight, shape, work, "weight")
     g = upstream(ns, grad_output, spec.reduction, work)
-    core = ns.core
-    if spec.loss == "binary_cross_entropy":
-        result = core.binary_cross_entropy(x, t, w, w_repeat, spec.reduction, spec.return_grad, g)
-    elif spec.loss == "binary_focal_loss_with_logits":
-        result = core.binary_focal_loss_with_logits(
-            x, t, spec.gamma, spec.alpha, w, w_repeat, spec.reduction, spec.return_grad, g
-        )
-    else:
-        pw, pw_repeat = broadcast(ns, pos_weight, shape, work, "pos_weight")
-        result = core.binary_cross_entropy_with_logits(
-            x, t, w, w_repeat, pw, pw_repeat, spec.reduction, spec.return_grad, g
-        )
+    pw, pw_repeat = broadcast(ns, pos_weight, shape, work, "pos_weight")
+    result = _binary_core(ns.core, spec, x, t, w, w_repeat, pw, pw_repeat, g)
     return _finish(ns, result, dtype, None)
+
+
+def _binary_core(
+    core: ModuleType,
+    spec: BinaryLoss,
+    x: Any,
+    t: Any,
+    w: Any,
+    w_repeat: int,
+    pw: Any,
+    pw_repeat: int,
+    g: Any,
+    **partial: bool,
+) -> Any:
+    """The core's call for ``spec``: one-shot, or with ``partial=return_losses`` the partial
+    result an accumulator adds."""
+    if spec.loss == "binary_cross_entropy":
+        return core.binary_cross_entropy(
+            x, t, w, w_repeat, spec.reduction, spec.return_grad, g, **partial
+        )
+    if spec.loss == "binary_focal_loss_with_logits":
+        return core.binary_focal_loss_with_logits(
+            x, t, spec.gamma, spec.alpha, w, w_repeat, spec.reduction, spec.return_grad, g,
+            **partial,
+        )  # fmt: skip
+    return core.binary_cross_entropy_with_logits(
+        x, t, w, w_repeat, pw, pw_repeat, spec.reduction, spec.return_grad, g, **partial
+    )
 
 
 def element_weight(
@@ -645,17 +656,8 @@ def binary_partial(
     t = binary_target(NUMPY, target, x)
     w = element_weight(weight, sample_weight, shape, work)
     values, repeat = broadcast(NUMPY, w, shape, work, "weight")
-    if spec.loss == "binary_cross_entropy":
-        p = _core.binary_cross_entropy_partial(x, t, values, repeat, return_losses)
-    elif spec.loss == "binary_focal_loss_with_logits":
-        p = _core.binary_focal_loss_with_logits_partial(
-            x, t, spec.gamma, spec.alpha, values, repeat, return_losses
-        )
-    else:
-        pw, pw_repeat = broadcast(NUMPY, pos_weight, shape, work, "pos_weight")
-        p = _core.binary_cross_entropy_with_logits_partial(
-            x, t, values, repeat, pw, pw_repeat, return_losses
-        )
+    pw, pw_repeat = broadcast(NUMPY, pos_weight, shape, work, "pos_weight")
+    p = _binary_core(_core, spec, x, t, values, repeat, pw, pw_repeat, None, partial=return_losses)
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)
 
 
@@ -677,6 +679,5 @@ def kl_div_partial(
     denominator counts rows, ``mean``'s elements."""
     x, dtype = float_input(NUMPY, input)
     t = like(NUMPY, target, x.dtype, "target")
-    batchmean = spec.reduction == "batchmean"
-    p = _core.kl_div_partial(x, t, spec.log_target, batchmean, return_losses)
+    p = _core.kl_div(x, t, spec.reduction, spec.log_target, False, None, partial=return_losses)
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)

@@ -14,26 +14,19 @@ __all__ = [
     "Partial",
     "__version__",
     "binary_cross_entropy",
-    "binary_cross_entropy_partial",
     "binary_cross_entropy_with_logits",
-    "binary_cross_entropy_with_logits_partial",
     "binary_focal_loss_with_logits",
-    "binary_focal_loss_with_logits_partial",
     "cross_entropy",
     "cross_entropy_denominator",
-    "cross_entropy_partial",
     "focal_loss",
-    "focal_loss_partial",
     "get_num_threads",
     "get_output_cache",
     "kl_div",
-    "kl_div_partial",
     "log_loss",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
     "nll_loss",
-    "nll_loss_partial",
     "set_num_threads",
     "set_output_cache",
     "set_simd_level",
@@ -64,6 +57,7 @@ def cross_entropy(
     grad_out: np.ndarray | None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    partial: bool | None = None,
 ) -> Any: ...
 def focal_loss(
     input: np.ndarray,
@@ -77,6 +71,7 @@ def focal_loss(
     return_grad: bool,
     grad_output: float | np.ndarray | None,
     grad_out: np.ndarray | None,
+    partial: bool | None = None,
 ) -> Any: ...
 def cross_entropy_denominator(
     target: np.ndarray,
@@ -95,6 +90,7 @@ def nll_loss(
     reduction: str,
     return_grad: bool,
     grad_output: float | np.ndarray | None,
+    partial: bool | None = None,
 ) -> Any: ...
 def binary_cross_entropy(
     input: np.ndarray,
@@ -104,6 +100,7 @@ def binary_cross_entropy(
     reduction: str,
     return_grad: bool,
     grad_output: float | np.ndarray | None,
+    partial: bool | None = None,
 ) -> Any: ...
 def binary_cross_entropy_with_logits(
     input: np.ndarray,
@@ -115,6 +112,7 @@ def binary_cross_entropy_with_logits(
     reduction: str,
     return_grad: bool,
     grad_output: float | np.ndarray | None,
+    partial: bool | None = None,
 ) -> Any: ...
 def binary_focal_loss_with_logits(
     input: np.ndarray,
@@ -126,6 +124,7 @@ def binary_focal_loss_with_logits(
     reduction: str,
     return_grad: bool,
     grad_output: float | np.ndarray | None,
+    partial: bool | None = None,
 ) -> Any: ...
 def kl_div(
     input: np.ndarray,
@@ -134,11 +133,12 @@ def kl_div(
     log_target: bool,
     return_grad: bool,
     grad_output: float | np.ndarray | None,
+    partial: bool | None = None,
 ) -> Any: ...
 
 @final
 class Partial:
-    """One chunk's contribution to a streaming loss (a ``*_partial`` call)."""
+    """One chunk's contribution to a streaming loss (a loss called with ``partial=``)."""
 
     @property
     def loss_sum(self) -> float: ...
@@ -148,70 +148,6 @@ class Partial:
     def count(self) -> int: ...
     @property
     def losses(self) -> np.ndarray | None: ...
-
-def cross_entropy_partial(
-    input: np.ndarray,
-    target: np.ndarray,
-    axis: int,
-    weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    ignore_index: int,
-    label_smoothing: float,
-    return_losses: bool,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-) -> Partial: ...
-def focal_loss_partial(
-    input: np.ndarray,
-    target: np.ndarray,
-    axis: int,
-    gamma: float,
-    weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    ignore_index: int,
-    return_losses: bool,
-) -> Partial: ...
-def nll_loss_partial(
-    input: np.ndarray,
-    target: np.ndarray,
-    axis: int,
-    weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    ignore_index: int,
-    return_losses: bool,
-) -> Partial: ...
-def binary_cross_entropy_partial(
-    input: np.ndarray,
-    target: np.ndarray,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    return_losses: bool,
-) -> Partial: ...
-def binary_cross_entropy_with_logits_partial(
-    input: np.ndarray,
-    target: np.ndarray,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    pos_weight: np.ndarray | None,
-    pos_weight_repeat: int,
-    return_losses: bool,
-) -> Partial: ...
-def binary_focal_loss_with_logits_partial(
-    input: np.ndarray,
-    target: np.ndarray,
-    gamma: float,
-    alpha: float | None,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    return_losses: bool,
-) -> Partial: ...
-def kl_div_partial(
-    input: np.ndarray,
-    target: np.ndarray,
-    log_target: bool,
-    batchmean: bool,
-    return_losses: bool,
-) -> Partial: ...
 
 @final
 class LogLossSummary:

@@ -450,8 +450,10 @@ def cross_entropy(
     grad_out: Any,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    partial: bool | None = None,
 ) -> Any:
     """``_core.cross_entropy`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
+    _no_partial(partial)
     return _class_loss(
         input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
         return_grad, grad_output, grad_out, nll=False, z_loss=z_loss, softcap=softcap,
@@ -470,12 +472,20 @@ def focal_loss(
     return_grad: bool,
     grad_output: Any,
     grad_out: Any,
+    partial: bool | None = None,
 ) -> Any:
     """``_core.focal_loss`` on the device (``gamma = 0`` runs cross entropy's path)."""
+    _no_partial(partial)
     return _class_loss(
         input, target, axis, weight, sample_weight, ignore_index, reduction, 0.0, return_grad,
         grad_output, grad_out, nll=False, gamma=gamma, loss_name="focal_loss",
     )  # fmt: skip
+
+
+def _no_partial(partial: bool | None) -> None:
+    """The accumulators' partial results come from the CPU core only (they take NumPy chunks)."""
+    if partial is not None:
+        raise TypeError("partial results are computed by the CPU core: pass NumPy arrays")
 
 
 def _shown(v: float) -> str:
@@ -505,8 +515,10 @@ def nll_loss(
     reduction: str,
     return_grad: bool,
     grad_output: Any,
+    partial: bool | None = None,
 ) -> Any:
     """``_core.nll_loss`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
+    _no_partial(partial)
     return _class_loss(
         input, target, axis, weight, sample_weight, ignore_index, reduction, 0.0, return_grad,
         grad_output, None, nll=True,
@@ -599,8 +611,10 @@ def binary_cross_entropy(
     reduction: str,
     return_grad: bool,
     grad_output: Any,
+    partial: bool | None = None,
 ) -> Any:
     """``_core.binary_cross_entropy`` on the device."""
+    _no_partial(partial)
     w = _broadcast(weight, weight_repeat, tuple(input.shape))
     return _binary_loss(input, target, w, None, reduction, return_grad, grad_output, logits=False)
 
@@ -615,8 +629,10 @@ def binary_cross_entropy_with_logits(
     reduction: str,
     return_grad: bool,
     grad_output: Any,
+    partial: bool | None = None,
 ) -> Any:
     """``_core.binary_cross_entropy_with_logits`` on the device."""
+    _no_partial(partial)
     shape = tuple(input.shape)
     w = _broadcast(weight, weight_repeat, shape)
     pw = _broadcast(pos_weight, pos_weight_repeat, shape)
@@ -671,8 +687,10 @@ def binary_focal_loss_with_logits(
     reduction: str,
     return_grad: bool,
     grad_output: Any,
+    partial: bool | None = None,
 ) -> Any:
     """``_core.binary_focal_loss_with_logits`` on the device."""
+    _no_partial(partial)
     shape = tuple(input.shape)
     _check_options(0.0, None, gamma)
     if alpha is not None and not 0.0 <= alpha <= 1.0:
@@ -700,8 +718,10 @@ def kl_div(
     log_target: bool,
     return_grad: bool,
     grad_output: Any,
+    partial: bool | None = None,
 ) -> Any:
     """``_core.kl_div`` on the device (``batchmean`` divides by ``input.shape[0]``)."""
+    _no_partial(partial)
     if reduction not in ("none", "mean", "sum", "batchmean"):
         raise ValueError(
             f'reduction must be "none", "mean", "sum" or "batchmean", got "{reduction}"'

@@ -1,9 +1,10 @@
 //! Bindings of the losses: cross entropy, NLL, the multiclass focal loss, binary cross entropy
 //! (on probabilities and on logits), the binary focal loss on logits and the KL divergence.
 //! Each returns the loss (a Python float when reduced, an array for `none`) or, with
-//! `return_grad`, `(loss, grad)`. Each also has a `*_partial` twin for the streaming
-//! accumulators: the same pass, returning a [`PartialResult`] (the loss sum, the `mean`
-//! denominator, the number of loss terms and optionally the per-sample losses), never reduced.
+//! `return_grad`, `(loss, grad)`. With `partial=return_losses` (a bool; `None` by default) the
+//! same pass serves the streaming accumulators: it returns a [`PartialResult`] (the loss sum,
+//! the `mean` denominator, the number of loss terms and, with `partial=True`, the per-sample
+//! losses), never reduced.
 
 use std::borrow::Cow;
 
@@ -39,8 +40,7 @@ enum ClassLoss {
 #[pyfunction]
 #[pyo3(signature = (
     input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
-    return_grad, grad_output, grad_out, z_loss=0.0, softcap=None
-))]
+    return_grad, grad_output, grad_out, z_loss=0.0, softcap=None, partial=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cross_entropy<'py>(
     py: Python<'py>,
@@ -57,6 +57,7 @@ pub(crate) fn cross_entropy<'py>(
     grad_out: Option<&Bound<'py, PyAny>>,
     z_loss: f64,
     softcap: Option<f64>,
+    partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let args = ClassArgs {
         target,
@@ -64,7 +65,7 @@ pub(crate) fn cross_entropy<'py>(
         weight,
         sample_weight,
         ignore_index: ignore_index_arg(ignore_index)?,
-        reduction,
+        reduction: kernel_reduction(reduction, partial),
         label_smoothing,
         z_loss,
         softcap,
@@ -74,54 +75,13 @@ pub(crate) fn cross_entropy<'py>(
         grad_out,
         loss: ClassLoss::CrossEntropy,
     };
-    class_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
-}
-
-/// `cross_entropy_partial(...)`: the sum-reduced [`cross_entropy`] pass, never reduced
-/// (per-sample losses too with `return_losses`).
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, axis, weight, sample_weight, ignore_index, label_smoothing, return_losses,
-    z_loss=0.0, softcap=None
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn cross_entropy_partial<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    axis: Axis,
-    weight: Option<&Bound<'py, PyAny>>,
-    sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    label_smoothing: f64,
-    return_losses: bool,
-    z_loss: f64,
-    softcap: Option<f64>,
-) -> PyResult<PartialResult> {
-    let args = ClassArgs {
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
-        reduction: partial_reduction(return_losses),
-        label_smoothing,
-        z_loss,
-        softcap,
-        gamma: 0.0,
-        return_grad: false,
-        grad_output: None,
-        grad_out: None,
-        loss: ClassLoss::CrossEntropy,
-    };
-    class_call(py, input, &args)?.partial(py)
+    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
 }
 
 /// `nll_loss(...)`; see the Python docstring.
 #[pyfunction]
 #[pyo3(signature = (
-    input, target, axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output
-))]
+    input, target, axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output, partial=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn nll_loss<'py>(
     py: Python<'py>,
@@ -134,6 +94,7 @@ pub(crate) fn nll_loss<'py>(
     reduction: &str,
     return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
+    partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let args = ClassArgs {
         target,
@@ -141,7 +102,7 @@ pub(crate) fn nll_loss<'py>(
         weight,
         sample_weight,
         ignore_index: ignore_index_arg(ignore_index)?,
-        reduction,
+        reduction: kernel_reduction(reduction, partial),
         label_smoothing: 0.0,
         z_loss: 0.0,
         softcap: None,
@@ -151,41 +112,7 @@ pub(crate) fn nll_loss<'py>(
         grad_out: None,
         loss: ClassLoss::Nll,
     };
-    class_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
-}
-
-/// `nll_loss_partial(...)`: the sum-reduced [`nll_loss`] pass, never reduced (per-sample
-/// losses too with `return_losses`).
-#[pyfunction]
-#[pyo3(signature = (input, target, axis, weight, sample_weight, ignore_index, return_losses))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn nll_loss_partial<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    axis: Axis,
-    weight: Option<&Bound<'py, PyAny>>,
-    sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    return_losses: bool,
-) -> PyResult<PartialResult> {
-    let args = ClassArgs {
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
-        reduction: partial_reduction(return_losses),
-        label_smoothing: 0.0,
-        z_loss: 0.0,
-        softcap: None,
-        gamma: 0.0,
-        return_grad: false,
-        grad_output: None,
-        grad_out: None,
-        loss: ClassLoss::Nll,
-    };
-    class_call(py, input, &args)?.partial(py)
+    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
 }
 
 /// `focal_loss(...)`: the multiclass (softmax) focal loss of hard targets; see
@@ -193,8 +120,7 @@ pub(crate) fn nll_loss_partial<'py>(
 #[pyfunction]
 #[pyo3(signature = (
     input, target, axis, gamma, weight, sample_weight, ignore_index, reduction, return_grad,
-    grad_output, grad_out
-))]
+    grad_output, grad_out, partial=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn focal_loss<'py>(
     py: Python<'py>,
@@ -209,6 +135,7 @@ pub(crate) fn focal_loss<'py>(
     return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
     grad_out: Option<&Bound<'py, PyAny>>,
+    partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let args = ClassArgs {
         target,
@@ -216,7 +143,7 @@ pub(crate) fn focal_loss<'py>(
         weight,
         sample_weight,
         ignore_index: ignore_index_arg(ignore_index)?,
-        reduction,
+        reduction: kernel_reduction(reduction, partial),
         label_smoothing: 0.0,
         z_loss: 0.0,
         softcap: None,
@@ -226,53 +153,11 @@ pub(crate) fn focal_loss<'py>(
         grad_out,
         loss: ClassLoss::Focal,
     };
-    class_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
+    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
 }
 
-/// `focal_loss_partial(...)`: the sum-reduced [`focal_loss`] pass, never reduced (per-sample
-/// losses too with `return_losses`).
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, axis, gamma, weight, sample_weight, ignore_index, return_losses
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn focal_loss_partial<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    axis: Axis,
-    gamma: f64,
-    weight: Option<&Bound<'py, PyAny>>,
-    sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    return_losses: bool,
-) -> PyResult<PartialResult> {
-    let args = ClassArgs {
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
-        reduction: partial_reduction(return_losses),
-        label_smoothing: 0.0,
-        z_loss: 0.0,
-        softcap: None,
-        gamma,
-        return_grad: false,
-        grad_output: None,
-        grad_out: None,
-        loss: ClassLoss::Focal,
-    };
-    class_call(py, input, &args)?.partial(py)
-}
-
-/// The reduction a `*_partial` call runs the kernel with: `none` when the per-sample losses
-/// are wanted (the kernel then stores them and still sums them), else `sum`.
-fn partial_reduction(return_losses: bool) -> &'static str {
-    if return_losses { "none" } else { "sum" }
-}
-
-/// What a `*_partial` call returns: one chunk's contribution to a streaming loss.
+/// What a call with `partial=return_losses` returns: one chunk's contribution to a streaming
+/// loss.
 #[pyclass(frozen, module = "xent_rs._core", name = "Partial")]
 pub(crate) struct PartialResult {
     /// The sum of the per-sample losses (with their weights), in float64.
@@ -314,24 +199,46 @@ struct Scored<'py> {
 }
 
 impl<'py> Scored<'py> {
-    /// The one-shot result: the reduced loss (or the per-sample losses for `none`), with the
-    /// gradient when one was asked for.
-    fn one_shot(self, py: Python<'py>, reduction: Reduction) -> PyResult<Bound<'py, PyAny>> {
-        let loss = match self.losses {
-            Some(l) => l,
-            None => PyFloat::new(py, (self.reduced)(self.partial.reduce(reduction))).into_any(),
-        };
-        result(py, loss, self.grad)
-    }
-
-    /// The streaming result.
-    fn partial(self, _py: Python<'py>) -> PyResult<PartialResult> {
-        Ok(PartialResult {
+    /// The call's result. One-shot (`partial` is `None`): the reduced loss (or the per-sample
+    /// losses for `none`), with the gradient when one was asked for. Streaming (`partial` is
+    /// `Some(return_losses)`): the [`PartialResult`], which carries no gradient.
+    fn finish(
+        self,
+        py: Python<'py>,
+        reduction: Reduction,
+        partial: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if partial.is_none() {
+            let loss = match self.losses {
+                Some(l) => l,
+                None => PyFloat::new(py, (self.reduced)(self.partial.reduce(reduction))).into_any(),
+            };
+            return result(py, loss, self.grad);
+        }
+        if self.grad.is_some() {
+            return Err(XentError::Value(
+                "a partial result carries no gradient: return_grad must be False".into(),
+            )
+            .into());
+        }
+        let partial = PartialResult {
             loss_sum: self.partial.loss_sum,
             denominator: self.partial.denominator,
             count: self.count,
             losses: self.losses.map(Bound::unbind),
-        })
+        };
+        Ok(Bound::new(py, partial)?.into_any())
+    }
+}
+
+/// The reduction the kernel runs with: the caller's for a one-shot call; for a partial one
+/// (`Some(return_losses)`), `none` when the per-sample losses are wanted (the kernel stores
+/// them and still sums them), else `sum`.
+fn kernel_reduction(reduction: &str, partial: Option<bool>) -> &str {
+    match partial {
+        None => reduction,
+        Some(true) => "none",
+        Some(false) => "sum",
     }
 }
 
@@ -714,7 +621,7 @@ impl<T: Dtype> Call<'_, '_, T> {
 /// `binary_cross_entropy(...)`; `weight` is given as its distinct values and a repeat count
 /// (see [`Broadcast`]).
 #[pyfunction]
-#[pyo3(signature = (input, target, weight, weight_repeat, reduction, return_grad, grad_output))]
+#[pyo3(signature = (input, target, weight, weight_repeat, reduction, return_grad, grad_output, partial=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn binary_cross_entropy<'py>(
     py: Python<'py>,
@@ -725,41 +632,18 @@ pub(crate) fn binary_cross_entropy<'py>(
     reduction: &str,
     return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
+    partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let args = BinaryArgs {
         target,
         weight: weight.map(|w| (w, weight_repeat)),
         pos_weight: None,
-        reduction,
+        reduction: kernel_reduction(reduction, partial),
         return_grad,
         grad_output,
         kind: BinaryKind::Probabilities,
     };
-    binary_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
-}
-
-/// `binary_cross_entropy_partial(...)`: the sum-reduced [`binary_cross_entropy`] pass, never
-/// reduced (per-element losses too with `return_losses`).
-#[pyfunction]
-#[pyo3(signature = (input, target, weight, weight_repeat, return_losses))]
-pub(crate) fn binary_cross_entropy_partial<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    return_losses: bool,
-) -> PyResult<PartialResult> {
-    let args = BinaryArgs {
-        target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: None,
-        reduction: partial_reduction(return_losses),
-        return_grad: false,
-        grad_output: None,
-        kind: BinaryKind::Probabilities,
-    };
-    binary_call(py, input, &args)?.partial(py)
+    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
 }
 
 /// `binary_cross_entropy_with_logits(...)`; `weight` and `pos_weight` are given as their
@@ -767,8 +651,7 @@ pub(crate) fn binary_cross_entropy_partial<'py>(
 #[pyfunction]
 #[pyo3(signature = (
     input, target, weight, weight_repeat, pos_weight, pos_weight_repeat, reduction, return_grad,
-    grad_output
-))]
+    grad_output, partial=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn binary_cross_entropy_with_logits<'py>(
     py: Python<'py>,
@@ -781,47 +664,18 @@ pub(crate) fn binary_cross_entropy_with_logits<'py>(
     reduction: &str,
     return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
+    partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let args = BinaryArgs {
         target,
         weight: weight.map(|w| (w, weight_repeat)),
         pos_weight: pos_weight.map(|w| (w, pos_weight_repeat)),
-        reduction,
+        reduction: kernel_reduction(reduction, partial),
         return_grad,
         grad_output,
         kind: BinaryKind::Logits,
     };
-    binary_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
-}
-
-/// `binary_cross_entropy_with_logits_partial(...)`: the sum-reduced
-/// [`binary_cross_entropy_with_logits`] pass, never reduced (per-element losses too with
-/// `return_losses`).
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, weight, weight_repeat, pos_weight, pos_weight_repeat, return_losses
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn binary_cross_entropy_with_logits_partial<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    pos_weight: Option<&Bound<'py, PyAny>>,
-    pos_weight_repeat: usize,
-    return_losses: bool,
-) -> PyResult<PartialResult> {
-    let args = BinaryArgs {
-        target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: pos_weight.map(|w| (w, pos_weight_repeat)),
-        reduction: partial_reduction(return_losses),
-        return_grad: false,
-        grad_output: None,
-        kind: BinaryKind::Logits,
-    };
-    binary_call(py, input, &args)?.partial(py)
+    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
 }
 
 /// `binary_focal_loss_with_logits(...)`: torchvision's `sigmoid_focal_loss`; `alpha=None`
@@ -829,8 +683,7 @@ pub(crate) fn binary_cross_entropy_with_logits_partial<'py>(
 /// [`Broadcast`]).
 #[pyfunction]
 #[pyo3(signature = (
-    input, target, gamma, alpha, weight, weight_repeat, reduction, return_grad, grad_output
-))]
+    input, target, gamma, alpha, weight, weight_repeat, reduction, return_grad, grad_output, partial=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn binary_focal_loss_with_logits<'py>(
     py: Python<'py>,
@@ -843,45 +696,18 @@ pub(crate) fn binary_focal_loss_with_logits<'py>(
     reduction: &str,
     return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
+    partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let args = BinaryArgs {
         target,
         weight: weight.map(|w| (w, weight_repeat)),
         pos_weight: None,
-        reduction,
+        reduction: kernel_reduction(reduction, partial),
         return_grad,
         grad_output,
         kind: BinaryKind::Focal(FocalOptions { gamma, alpha }),
     };
-    binary_call(py, input, &args)?.one_shot(py, Reduction::parse(reduction)?)
-}
-
-/// `binary_focal_loss_with_logits_partial(...)`: the sum-reduced
-/// [`binary_focal_loss_with_logits`] pass, never reduced (per-element losses too with
-/// `return_losses`).
-#[pyfunction]
-#[pyo3(signature = (input, target, gamma, alpha, weight, weight_repeat, return_losses))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn binary_focal_loss_with_logits_partial<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    gamma: f64,
-    alpha: Option<f64>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    return_losses: bool,
-) -> PyResult<PartialResult> {
-    let args = BinaryArgs {
-        target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: None,
-        reduction: partial_reduction(return_losses),
-        return_grad: false,
-        grad_output: None,
-        kind: BinaryKind::Focal(FocalOptions { gamma, alpha }),
-    };
-    binary_call(py, input, &args)?.partial(py)
+    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
 }
 
 /// A binary loss call, dispatched on the input's dtype.
@@ -1027,7 +853,8 @@ fn binary_loss<'py, T: Dtype>(
 /// `"sum"` or `"batchmean"` (over `input.shape[0]`; a 0-d input is its own batch of one, as
 /// torch's sum).
 #[pyfunction]
-#[pyo3(signature = (input, target, reduction, log_target, return_grad, grad_output))]
+#[pyo3(signature = (input, target, reduction, log_target, return_grad, grad_output, partial=None))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn kl_div<'py>(
     py: Python<'py>,
     input: &Bound<'py, PyAny>,
@@ -1036,41 +863,21 @@ pub(crate) fn kl_div<'py>(
     log_target: bool,
     return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
+    partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (reduction, batchmean) = kl_reduction(reduction)?;
     let args = KlArgs {
         target,
-        reduction,
+        reduction: match partial {
+            None => reduction,
+            Some(_) => Reduction::parse(kernel_reduction("sum", partial))?,
+        },
         batchmean,
         log_target,
         return_grad,
         grad_output,
     };
-    kl_call(py, input, &args)?.one_shot(py, reduction)
-}
-
-/// `kl_div_partial(...)`: the sum-reduced [`kl_div`] pass, never reduced (per-element losses
-/// too with `return_losses`); its denominator is the batch size with `batchmean`, else the
-/// number of elements.
-#[pyfunction]
-#[pyo3(signature = (input, target, log_target, batchmean, return_losses))]
-pub(crate) fn kl_div_partial<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    log_target: bool,
-    batchmean: bool,
-    return_losses: bool,
-) -> PyResult<PartialResult> {
-    let args = KlArgs {
-        target,
-        reduction: Reduction::parse(partial_reduction(return_losses))?,
-        batchmean,
-        log_target,
-        return_grad: false,
-        grad_output: None,
-    };
-    kl_call(py, input, &args)?.partial(py)
+    kl_call(py, input, &args)?.finish(py, reduction, partial)
 }
 
 /// `kl_div`'s reduction: the kernel's, and whether `mean` is `batchmean`.

@@ -113,22 +113,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         losses::binary_cross_entropy_with_logits,
         m
     )?)?;
-    m.add_function(wrap_pyfunction!(losses::cross_entropy_partial, m)?)?;
-    m.add_function(wrap_pyfunction!(losses::nll_loss_partial, m)?)?;
-    m.add_function(wrap_pyfunction!(losses::focal_loss_partial, m)?)?;
-    m.add_function(wrap_pyfunction!(losses::binary_cross_entropy_partial, m)?)?;
-    m.add_function(wrap_pyfunction!(
-        losses::binary_cross_entropy_with_logits_partial,
-        m
-    )?)?;
     m.add_class::<losses::PartialResult>()?;
     m.add_function(wrap_pyfunction!(losses::binary_focal_loss_with_logits, m)?)?;
-    m.add_function(wrap_pyfunction!(
-        losses::binary_focal_loss_with_logits_partial,
-        m
-    )?)?;
     m.add_function(wrap_pyfunction!(losses::kl_div, m)?)?;
-    m.add_function(wrap_pyfunction!(losses::kl_div_partial, m)?)?;
     m.add_function(wrap_pyfunction!(linear::cross_entropy_denominator, m)?)?;
     m.add_function(wrap_pyfunction!(scoring::log_loss, m)?)?;
     m.add_class::<scoring::Summary>()?;
