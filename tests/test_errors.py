@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import has_number, raises_exactly, raises_writing_into
+from conftest import core_binary, core_class, has_number, raises_exactly, raises_writing_into
 
 xent_rs = pytest.importorskip("xent_rs")
 
@@ -794,18 +794,16 @@ NEW_OPTIONS = [
 
 
 def _core_ce(x: Any, t: Any, z_loss: float = 0.0, softcap: float | None = None) -> Any:
-    args = (x, t, -1, None, None, -100, "mean", 0.0, False, None, None, z_loss, softcap)
-    return xent_rs._core.cross_entropy(*args)
+    return core_class("cross_entropy", x, t, z_loss=z_loss, softcap=softcap)
 
 
 def _core_focal(x: Any, t: Any, gamma: float) -> Any:
-    return xent_rs._core.focal_loss(x, t, -1, gamma, None, None, -100, "mean", False, None, None)
+    return core_class("focal_loss", x, t, gamma=gamma)
 
 
 def _core_bfocal(x: Any, gamma: float, alpha: float) -> Any:
-    return xent_rs._core.binary_focal_loss_with_logits(
-        x, np.zeros_like(x), gamma, alpha, None, 1, "mean", False, None
-    )
+    loss = "binary_focal_loss_with_logits"
+    return core_binary(loss, x, np.zeros_like(x), gamma=gamma, alpha=alpha)
 
 
 @pytest.mark.parametrize(("fn", "keyword", "value", "core"), NEW_OPTIONS)

@@ -3,22 +3,24 @@
 Float arrays are C-contiguous float32, float64 or bfloat16 (``ml_dtypes.bfloat16``, read
 natively and computed in float32); every float argument of a call (targets, weights,
 ``grad_output``, ``out``/``grad_out``) has the input's dtype, and so do the results.
+
+There is one function per loss family; its first argument is the call's options, the
+``xent_rs._spec`` object the Python layer built, read by attribute (and checked again).
 """
 
 from typing import Any, final
 
 import numpy as np
 
+from xent_rs._spec import BinaryLoss, ClassLoss, KlDiv
+
 __all__ = [
     "LogLossSummary",
     "Partial",
     "__version__",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "binary_focal_loss_with_logits",
-    "cross_entropy",
+    "binary_loss",
+    "class_loss",
     "cross_entropy_denominator",
-    "focal_loss",
     "get_num_threads",
     "get_output_cache",
     "kl_div",
@@ -26,7 +28,6 @@ __all__ = [
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
-    "nll_loss",
     "set_num_threads",
     "set_output_cache",
     "set_simd_level",
@@ -43,32 +44,12 @@ def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarr
 def logsumexp(x: np.ndarray, axis: int) -> np.ndarray: ...
 def log_softmax_backward(grad_output: np.ndarray, output: np.ndarray, axis: int) -> np.ndarray: ...
 def softmax_backward(grad_output: np.ndarray, output: np.ndarray, axis: int) -> np.ndarray: ...
-def cross_entropy(
+def class_loss(
+    spec: ClassLoss,
     input: np.ndarray,
     target: np.ndarray,
-    axis: int,
     weight: np.ndarray | None,
     sample_weight: np.ndarray | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    return_grad: bool,
-    grad_output: float | np.ndarray | None,
-    grad_out: np.ndarray | None,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    partial: bool | None = None,
-) -> Any: ...
-def focal_loss(
-    input: np.ndarray,
-    target: np.ndarray,
-    axis: int,
-    gamma: float,
-    weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    ignore_index: int,
-    reduction: str,
-    return_grad: bool,
     grad_output: float | np.ndarray | None,
     grad_out: np.ndarray | None,
     partial: bool | None = None,
@@ -80,58 +61,21 @@ def cross_entropy_denominator(
     sample_weight: np.ndarray | None,
     ignore_index: int,
 ) -> float: ...
-def nll_loss(
-    input: np.ndarray,
-    target: np.ndarray,
-    axis: int,
-    weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    ignore_index: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: float | np.ndarray | None,
-    partial: bool | None = None,
-) -> Any: ...
-def binary_cross_entropy(
-    input: np.ndarray,
-    target: np.ndarray,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: float | np.ndarray | None,
-    partial: bool | None = None,
-) -> Any: ...
-def binary_cross_entropy_with_logits(
+def binary_loss(
+    spec: BinaryLoss,
     input: np.ndarray,
     target: np.ndarray,
     weight: np.ndarray | None,
     weight_repeat: int,
     pos_weight: np.ndarray | None,
     pos_weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: float | np.ndarray | None,
-    partial: bool | None = None,
-) -> Any: ...
-def binary_focal_loss_with_logits(
-    input: np.ndarray,
-    target: np.ndarray,
-    gamma: float,
-    alpha: float | None,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
     grad_output: float | np.ndarray | None,
     partial: bool | None = None,
 ) -> Any: ...
 def kl_div(
+    spec: KlDiv,
     input: np.ndarray,
     target: np.ndarray,
-    reduction: str,
-    log_target: bool,
-    return_grad: bool,
     grad_output: float | np.ndarray | None,
     partial: bool | None = None,
 ) -> Any: ...

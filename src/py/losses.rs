@@ -1,10 +1,13 @@
-//! Bindings of the losses: cross entropy, NLL, the multiclass focal loss, binary cross entropy
-//! (on probabilities and on logits), the binary focal loss on logits and the KL divergence.
-//! Each returns the loss (a Python float when reduced, an array for `none`) or, with
-//! `return_grad`, `(loss, grad)`. With `partial=return_losses` (a bool; `None` by default) the
-//! same pass serves the streaming accumulators: it returns a [`PartialResult`] (the loss sum,
-//! the `mean` denominator, the number of loss terms and, with `partial=True`, the per-sample
-//! losses), never reduced.
+//! Bindings of the losses, one function per family: [`class_loss`] (cross entropy, NLL, the
+//! multiclass focal loss), [`binary_loss`] (binary cross entropy on probabilities and on
+//! logits, the binary focal loss on logits) and [`kl_div`]. Each takes the call's checked
+//! options as the `xent_rs._spec` object the Python layer built (read here by attribute and
+//! checked again: this is the last line before memory is touched), and returns the loss (a
+//! Python float when reduced, an array for `none`) or, with `return_grad`, `(loss, grad)`.
+//! With `partial=return_losses` (a bool; `None` by default) the same pass serves the
+//! streaming accumulators: it returns a [`PartialResult`] (the loss sum, the `mean`
+//! denominator, the number of loss terms and, with `partial=True`, the per-sample losses),
+//! never reduced.
 
 use std::borrow::Cow;
 
@@ -13,6 +16,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBool, PyFloat, PyTuple};
 
 use crate::error::{XentError, format_index};
@@ -27,133 +31,128 @@ use crate::py::arrays::{
 };
 use crate::py::gil::detached;
 
-/// Which multiclass loss.
+/// Which multiclass loss: `_spec.ClassLoss.loss`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ClassLoss {
     CrossEntropy,
     Nll,
-    /// Focal loss, with its `gamma` in [`ClassArgs::gamma`].
+    /// Focal loss, with its `gamma` in [`ClassSpec::gamma`].
     Focal,
 }
 
-/// `cross_entropy(...)`; see the Python docstring.
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
-    return_grad, grad_output, grad_out, z_loss=0.0, softcap=None, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn cross_entropy<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
+impl ClassLoss {
+    fn from_name(name: &Bound<'_, PyAny>) -> PyResult<Self> {
+        match &*name.extract::<PyBackedStr>()? {
+            "cross_entropy" => Ok(Self::CrossEntropy),
+            "nll_loss" => Ok(Self::Nll),
+            "focal_loss" => Ok(Self::Focal),
+            other => Err(unknown_loss(other)),
+        }
+    }
+}
+
+impl ClassLoss {
+    /// The loss's public name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::CrossEntropy => "cross_entropy",
+            Self::Nll => "nll_loss",
+            Self::Focal => "focal_loss",
+        }
+    }
+}
+
+impl ClassSpec {
+    /// An option the loss does not have must keep its neutral value: `nll_loss` has none of
+    /// `label_smoothing`, `z_loss`, `softcap` and `gamma`, `focal_loss` only `gamma`, and
+    /// `cross_entropy` all but `gamma`.
+    fn check_options(&self) -> PyResult<()> {
+        let set = [
+            (
+                "label_smoothing",
+                self.label_smoothing != 0.0,
+                self.loss == ClassLoss::CrossEntropy,
+            ),
+            (
+                "z_loss",
+                self.z_loss != 0.0,
+                self.loss == ClassLoss::CrossEntropy,
+            ),
+            (
+                "softcap",
+                self.softcap.is_some(),
+                self.loss == ClassLoss::CrossEntropy,
+            ),
+            ("gamma", self.gamma != 0.0, self.loss == ClassLoss::Focal),
+        ];
+        match set.into_iter().find(|&(_, on, has)| on && !has) {
+            Some((option, _, _)) => {
+                Err(XentError::Value(format!("{} has no {option} option", self.loss.name())).into())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error for a loss name that is not of the function's family.
+fn unknown_loss(name: &str) -> PyErr {
+    XentError::Value(format!("no such loss in this family: {name:?}")).into()
+}
+
+/// A `_spec.ClassLoss`: the options of one multiclass-loss call, read by attribute.
+#[derive(FromPyObject)]
+pub(crate) struct ClassSpec {
+    #[pyo3(from_py_with = ClassLoss::from_name)]
+    loss: ClassLoss,
     axis: Axis,
-    weight: Option<&Bound<'py, PyAny>>,
-    sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    reduction: &str,
+    #[pyo3(from_py_with = ignore_index_arg)]
+    ignore_index: i64,
+    reduction: PyBackedStr,
     label_smoothing: f64,
-    return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    grad_out: Option<&Bound<'py, PyAny>>,
     z_loss: f64,
     softcap: Option<f64>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = ClassArgs {
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
-        reduction: kernel_reduction(reduction, partial),
-        label_smoothing,
-        z_loss,
-        softcap,
-        gamma: 0.0,
-        return_grad,
-        grad_output,
-        grad_out,
-        loss: ClassLoss::CrossEntropy,
-    };
-    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
-}
-
-/// `nll_loss(...)`; see the Python docstring.
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn nll_loss<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    axis: Axis,
-    weight: Option<&Bound<'py, PyAny>>,
-    sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    reduction: &str,
-    return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = ClassArgs {
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
-        reduction: kernel_reduction(reduction, partial),
-        label_smoothing: 0.0,
-        z_loss: 0.0,
-        softcap: None,
-        gamma: 0.0,
-        return_grad,
-        grad_output,
-        grad_out: None,
-        loss: ClassLoss::Nll,
-    };
-    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
-}
-
-/// `focal_loss(...)`: the multiclass (softmax) focal loss of hard targets; see
-/// [`ce::focal_loss`]. `gamma = 0` is `cross_entropy` bit for bit.
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, axis, gamma, weight, sample_weight, ignore_index, reduction, return_grad,
-    grad_output, grad_out, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn focal_loss<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    axis: Axis,
+    /// Focal loss's exponent (0 for the other losses).
     gamma: f64,
+    return_grad: bool,
+}
+
+/// `class_loss(spec, input, target, weight, sample_weight, grad_output, grad_out,
+/// partial=None)`: the multiclass loss `spec.loss` (see the Python docstrings of
+/// `cross_entropy`, `nll_loss` and `focal_loss`; focal loss with `gamma = 0` is cross entropy
+/// bit for bit).
+#[pyfunction]
+#[pyo3(signature = (
+    spec, input, target, weight, sample_weight, grad_output, grad_out, partial=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn class_loss<'py>(
+    py: Python<'py>,
+    spec: ClassSpec,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
     weight: Option<&Bound<'py, PyAny>>,
     sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    reduction: &str,
-    return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
     grad_out: Option<&Bound<'py, PyAny>>,
     partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let reduction = Reduction::parse(&spec.reduction)?;
+    spec.check_options()?;
+    no_gradient_in_partial(spec.return_grad, partial)?;
     let args = ClassArgs {
         target,
-        axis,
         weight,
         sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
         reduction: kernel_reduction(reduction, partial),
-        label_smoothing: 0.0,
-        z_loss: 0.0,
-        softcap: None,
-        gamma,
-        return_grad,
         grad_output,
         grad_out,
-        loss: ClassLoss::Focal,
+        spec: &spec,
     };
-    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
+    let scored = match float_array(input, "input")? {
+        FloatArray::F32(x) => class_scored(py, &x, &args),
+        FloatArray::F64(x) => class_scored(py, &x, &args),
+        FloatArray::Bf16(x) => class_scored(py, &x, &args),
+    };
+    scored?.finish(py, reduction, partial)
 }
 
 /// What a call with `partial=return_losses` returns: one chunk's contribution to a streaming
@@ -201,7 +200,8 @@ struct Scored<'py> {
 impl<'py> Scored<'py> {
     /// The call's result. One-shot (`partial` is `None`): the reduced loss (or the per-sample
     /// losses for `none`), with the gradient when one was asked for. Streaming (`partial` is
-    /// `Some(return_losses)`): the [`PartialResult`], which carries no gradient.
+    /// `Some(return_losses)`): the [`PartialResult`] (the call asked for no gradient: see
+    /// [`no_gradient_in_partial`]).
     fn finish(
         self,
         py: Python<'py>,
@@ -214,12 +214,6 @@ impl<'py> Scored<'py> {
                 None => PyFloat::new(py, (self.reduced)(self.partial.reduce(reduction))).into_any(),
             };
             return result(py, loss, self.grad);
-        }
-        if self.grad.is_some() {
-            return Err(XentError::Value(
-                "a partial result carries no gradient: return_grad must be False".into(),
-            )
-            .into());
         }
         let partial = PartialResult {
             loss_sum: self.partial.loss_sum,
@@ -234,25 +228,23 @@ impl<'py> Scored<'py> {
 /// The reduction the kernel runs with: the caller's for a one-shot call; for a partial one
 /// (`Some(return_losses)`), `none` when the per-sample losses are wanted (the kernel stores
 /// them and still sums them), else `sum`.
-fn kernel_reduction(reduction: &str, partial: Option<bool>) -> &str {
+fn kernel_reduction(reduction: Reduction, partial: Option<bool>) -> Reduction {
     match partial {
         None => reduction,
-        Some(true) => "none",
-        Some(false) => "sum",
+        Some(true) => Reduction::None,
+        Some(false) => Reduction::Sum,
     }
 }
 
-/// A multiclass loss call, dispatched on the input's dtype.
-fn class_call<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    args: &ClassArgs<'_, 'py>,
-) -> PyResult<Scored<'py>> {
-    match float_array(input, "input")? {
-        FloatArray::F32(x) => class_loss(py, &x, args),
-        FloatArray::F64(x) => class_loss(py, &x, args),
-        FloatArray::Bf16(x) => class_loss(py, &x, args),
+/// A partial result carries no gradient: refused before any array is read.
+fn no_gradient_in_partial(return_grad: bool, partial: Option<bool>) -> PyResult<()> {
+    if return_grad && partial.is_some() {
+        return Err(XentError::Value(
+            "a partial result carries no gradient: return_grad must be False".into(),
+        )
+        .into());
     }
+    Ok(())
 }
 
 /// `ignore_index` as an `i64`. A Python integer beyond that range is a `ValueError` that names
@@ -301,22 +293,16 @@ fn is_numpy_bool(value: &Bound<'_, PyAny>) -> bool {
     unsafe { pyo3::ffi::PyObject_TypeCheck(value.as_ptr(), bool_type) != 0 }
 }
 
+/// A multiclass-loss call's arrays and options, before the input's dtype is known.
 struct ClassArgs<'a, 'py> {
     target: &'a Bound<'py, PyAny>,
-    axis: Axis,
     weight: Option<&'a Bound<'py, PyAny>>,
     sample_weight: Option<&'a Bound<'py, PyAny>>,
-    ignore_index: i64,
-    reduction: &'a str,
-    label_smoothing: f64,
-    z_loss: f64,
-    softcap: Option<f64>,
-    /// Focal loss's exponent (unused by the other losses).
-    gamma: f64,
-    return_grad: bool,
+    /// The reduction the kernel runs with ([`kernel_reduction`]).
+    reduction: Reduction,
     grad_output: Option<&'a Bound<'py, PyAny>>,
     grad_out: Option<&'a Bound<'py, PyAny>>,
-    loss: ClassLoss,
+    spec: &'a ClassSpec,
 }
 
 /// The target of a multiclass loss, once its kind is known.
@@ -368,14 +354,10 @@ fn class_target<'py, T: Dtype>(
         ))
         .into());
     }
-    let hard_only = match loss {
-        ClassLoss::CrossEntropy => None,
-        ClassLoss::Nll => Some("nll_loss"),
-        ClassLoss::Focal => Some("focal_loss"),
-    };
-    if let Some(name) = hard_only {
+    if loss != ClassLoss::CrossEntropy {
         return Err(XentError::Type(format!(
-            "{name} needs integer class indices, got dtype {}",
+            "{} needs integer class indices, got dtype {}",
+            loss.name(),
             float_name::<T>()
         ))
         .into());
@@ -477,20 +459,21 @@ fn result<'py>(
     }
 }
 
-fn class_loss<'py, T: Dtype>(
+fn class_scored<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &ClassArgs<'_, 'py>,
 ) -> PyResult<Scored<'py>> {
+    let spec = args.spec;
     let shape = x.shape().to_vec();
-    let (layout, axis) = layout(&shape, args.axis)?;
-    let reduction = Reduction::parse(args.reduction)?;
+    let (layout, axis) = layout(&shape, spec.axis)?;
+    let reduction = args.reduction;
     let sample_shape = without_axis(&shape, axis);
-    let target = class_target::<T>(args.target, &shape, &sample_shape, axis, args.loss)?;
-    if matches!(target, Target::Soft(_)) && args.ignore_index >= 0 {
+    let target = class_target::<T>(args.target, &shape, &sample_shape, axis, spec.loss)?;
+    if matches!(target, Target::Soft(_)) && spec.ignore_index >= 0 {
         return Err(XentError::Value(format!(
             "ignore_index ({}) does not apply to soft (class probability) targets",
-            args.ignore_index
+            spec.ignore_index
         ))
         .into());
     }
@@ -502,7 +485,7 @@ fn class_loss<'py, T: Dtype>(
         &sample_shape,
         "one value per sample needs",
     )?;
-    if args.grad_out.is_some() && !args.return_grad {
+    if args.grad_out.is_some() && !spec.return_grad {
         return Err(XentError::Value("grad_out is only used with return_grad=True".into()).into());
     }
     let upstream = upstream::<T>(args.grad_output, reduction, &sample_shape)?;
@@ -510,7 +493,7 @@ fn class_loss<'py, T: Dtype>(
     let losses = (reduction == Reduction::None)
         .then(|| uninit::<T>(py, &sample_shape))
         .transpose()?;
-    let (grad, in_place) = match (args.return_grad, args.grad_out) {
+    let (grad, in_place) = match (spec.return_grad, args.grad_out) {
         (false, _) => (None, false),
         (true, Some(o)) => {
             let (g, same) = output(o, "grad_out", x)?;
@@ -526,12 +509,12 @@ fn class_loss<'py, T: Dtype>(
         let opts = ClassOptions {
             weight: w.as_deref(),
             sample_weight: sw.as_deref(),
-            ignore_index: args.ignore_index,
+            ignore_index: spec.ignore_index,
             reduction,
-            label_smoothing: args.label_smoothing,
+            label_smoothing: spec.label_smoothing,
             grad_output: g.grad_output(),
-            z_loss: args.z_loss,
-            softcap: args.softcap,
+            z_loss: spec.z_loss,
+            softcap: spec.softcap,
         };
         let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
         let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
@@ -548,8 +531,8 @@ fn class_loss<'py, T: Dtype>(
             layout,
             target: &target,
             opts: &opts,
-            loss: args.loss,
-            gamma: args.gamma,
+            loss: spec.loss,
+            gamma: spec.gamma,
         };
         match grad_borrow {
             None => {
@@ -618,116 +601,97 @@ impl<T: Dtype> Call<'_, '_, T> {
     }
 }
 
-/// `binary_cross_entropy(...)`; `weight` is given as its distinct values and a repeat count
-/// (see [`Broadcast`]).
-#[pyfunction]
-#[pyo3(signature = (input, target, weight, weight_repeat, reduction, return_grad, grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn binary_cross_entropy<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    reduction: &str,
+/// A `_spec.BinaryLoss`: the options of one element-wise-loss call, read by attribute.
+#[derive(FromPyObject)]
+pub(crate) struct BinarySpec {
+    loss: PyBackedStr,
+    reduction: PyBackedStr,
+    /// The focal loss's exponent (0 for the other losses).
+    gamma: f64,
+    /// The focal loss's class balance (`None` for the other losses).
+    alpha: Option<f64>,
     return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = BinaryArgs {
-        target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: None,
-        reduction: kernel_reduction(reduction, partial),
-        return_grad,
-        grad_output,
-        kind: BinaryKind::Probabilities,
-    };
-    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
 }
 
-/// `binary_cross_entropy_with_logits(...)`; `weight` and `pos_weight` are given as their
-/// distinct values and repeat counts (see [`Broadcast`]).
+impl BinarySpec {
+    /// Which loss, with its options; an option the loss does not have must keep its neutral
+    /// value (`gamma = 0`, `alpha = None`).
+    fn kind(&self) -> PyResult<BinaryKind> {
+        let kind = match &*self.loss {
+            "binary_cross_entropy" => BinaryKind::Probabilities,
+            "binary_cross_entropy_with_logits" => BinaryKind::Logits,
+            "binary_focal_loss_with_logits" => {
+                return Ok(BinaryKind::Focal(FocalOptions {
+                    gamma: self.gamma,
+                    alpha: self.alpha,
+                }));
+            }
+            other => return Err(unknown_loss(other)),
+        };
+        if self.gamma != 0.0 || self.alpha.is_some() {
+            return Err(XentError::Value(format!(
+                "{} has no gamma or alpha (those are the focal loss's)",
+                &*self.loss
+            ))
+            .into());
+        }
+        Ok(kind)
+    }
+}
+
+/// `binary_loss(spec, input, target, weight, weight_repeat, pos_weight, pos_weight_repeat,
+/// grad_output, partial=None)`: the element-wise loss `spec.loss` (see the Python docstrings
+/// of `binary_cross_entropy`, `binary_cross_entropy_with_logits` and
+/// `binary_focal_loss_with_logits`, torchvision's `sigmoid_focal_loss`). `weight` and
+/// `pos_weight` are given as their distinct values and repeat counts (see [`Broadcast`]);
+/// only the loss on logits has a `pos_weight`.
 #[pyfunction]
 #[pyo3(signature = (
-    input, target, weight, weight_repeat, pos_weight, pos_weight_repeat, reduction, return_grad,
-    grad_output, partial=None))]
+    spec, input, target, weight, weight_repeat, pos_weight, pos_weight_repeat, grad_output,
+    partial=None))]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn binary_cross_entropy_with_logits<'py>(
+pub(crate) fn binary_loss<'py>(
     py: Python<'py>,
+    spec: BinarySpec,
     input: &Bound<'py, PyAny>,
     target: &Bound<'py, PyAny>,
     weight: Option<&Bound<'py, PyAny>>,
     weight_repeat: usize,
     pos_weight: Option<&Bound<'py, PyAny>>,
     pos_weight_repeat: usize,
-    reduction: &str,
-    return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
     partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let reduction = Reduction::parse(&spec.reduction)?;
+    let kind = spec.kind()?;
+    if pos_weight.is_some() && !matches!(kind, BinaryKind::Logits) {
+        return Err(XentError::Value(format!("{} has no pos_weight", &*spec.loss)).into());
+    }
+    no_gradient_in_partial(spec.return_grad, partial)?;
     let args = BinaryArgs {
         target,
         weight: weight.map(|w| (w, weight_repeat)),
         pos_weight: pos_weight.map(|w| (w, pos_weight_repeat)),
         reduction: kernel_reduction(reduction, partial),
-        return_grad,
+        return_grad: spec.return_grad,
         grad_output,
-        kind: BinaryKind::Logits,
+        kind,
     };
-    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
-}
-
-/// `binary_focal_loss_with_logits(...)`: torchvision's `sigmoid_focal_loss`; `alpha=None`
-/// weights neither class; `weight` is given as its distinct values and a repeat count (see
-/// [`Broadcast`]).
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, gamma, alpha, weight, weight_repeat, reduction, return_grad, grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn binary_focal_loss_with_logits<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    gamma: f64,
-    alpha: Option<f64>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    reduction: &str,
-    return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = BinaryArgs {
-        target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: None,
-        reduction: kernel_reduction(reduction, partial),
-        return_grad,
-        grad_output,
-        kind: BinaryKind::Focal(FocalOptions { gamma, alpha }),
+    let scored = match float_array(input, "input")? {
+        FloatArray::F32(x) => binary_scored(py, &x, &args),
+        FloatArray::F64(x) => binary_scored(py, &x, &args),
+        FloatArray::Bf16(x) => binary_scored(py, &x, &args),
     };
-    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
+    scored?.finish(py, reduction, partial)
 }
 
-/// A binary loss call, dispatched on the input's dtype.
-fn binary_call<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    args: &BinaryArgs<'_, 'py>,
-) -> PyResult<Scored<'py>> {
-    match float_array(input, "input")? {
-        FloatArray::F32(x) => binary_loss(py, &x, args),
-        FloatArray::F64(x) => binary_loss(py, &x, args),
-        FloatArray::Bf16(x) => binary_loss(py, &x, args),
-    }
-}
-
+/// An element-wise-loss call's arrays and options, before the input's dtype is known.
 struct BinaryArgs<'a, 'py> {
     target: &'a Bound<'py, PyAny>,
     weight: Option<(&'a Bound<'py, PyAny>, usize)>,
     pos_weight: Option<(&'a Bound<'py, PyAny>, usize)>,
-    reduction: &'a str,
+    /// The reduction the kernel runs with ([`kernel_reduction`]).
+    reduction: Reduction,
     return_grad: bool,
     grad_output: Option<&'a Bound<'py, PyAny>>,
     kind: BinaryKind,
@@ -779,13 +743,13 @@ fn as_broadcast<'a, T: Clone>(b: &'a WidenedBroadcast<'_, T>) -> Option<Broadcas
     })
 }
 
-fn binary_loss<'py, T: Dtype>(
+fn binary_scored<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &BinaryArgs<'_, 'py>,
 ) -> PyResult<Scored<'py>> {
     let shape = x.shape().to_vec();
-    let reduction = Reduction::parse(args.reduction)?;
+    let reduction = args.reduction;
     let target = typed::<T>(args.target, "target")?;
     if target.shape() != shape.as_slice() {
         return Err(XentError::Shape(format!(
@@ -848,36 +812,44 @@ fn binary_loss<'py, T: Dtype>(
     })
 }
 
-/// `kl_div(...)`: torch's `kl_div` of log-probabilities `input` from `target`
-/// (log-probabilities with `log_target`); `reduction` is `"none"`, `"mean"` (over elements),
-/// `"sum"` or `"batchmean"` (over `input.shape[0]`; a 0-d input is its own batch of one, as
-/// torch's sum).
-#[pyfunction]
-#[pyo3(signature = (input, target, reduction, log_target, return_grad, grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn kl_div<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    reduction: &str,
+/// A `_spec.KlDiv`: the options of one `kl_div` call, read by attribute.
+#[derive(FromPyObject)]
+pub(crate) struct KlSpec {
+    reduction: PyBackedStr,
     log_target: bool,
     return_grad: bool,
+}
+
+/// `kl_div(spec, input, target, grad_output, partial=None)`: torch's `kl_div` of
+/// log-probabilities `input` from `target` (log-probabilities with `spec.log_target`);
+/// `spec.reduction` is `"none"`, `"mean"` (over elements), `"sum"` or `"batchmean"` (over
+/// `input.shape[0]`; a 0-d input is its own batch of one, as torch's sum).
+#[pyfunction]
+#[pyo3(signature = (spec, input, target, grad_output, partial=None))]
+pub(crate) fn kl_div<'py>(
+    py: Python<'py>,
+    spec: KlSpec,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
     grad_output: Option<&Bound<'py, PyAny>>,
     partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (reduction, batchmean) = kl_reduction(reduction)?;
+    let (reduction, batchmean) = kl_reduction(&spec.reduction)?;
+    no_gradient_in_partial(spec.return_grad, partial)?;
     let args = KlArgs {
         target,
-        reduction: match partial {
-            None => reduction,
-            Some(_) => Reduction::parse(kernel_reduction("sum", partial))?,
-        },
+        reduction: kernel_reduction(reduction, partial),
         batchmean,
-        log_target,
-        return_grad,
+        log_target: spec.log_target,
+        return_grad: spec.return_grad,
         grad_output,
     };
-    kl_call(py, input, &args)?.finish(py, reduction, partial)
+    let scored = match float_array(input, "input")? {
+        FloatArray::F32(x) => kl_scored(py, &x, &args),
+        FloatArray::F64(x) => kl_scored(py, &x, &args),
+        FloatArray::Bf16(x) => kl_scored(py, &x, &args),
+    };
+    scored?.finish(py, reduction, partial)
 }
 
 /// `kl_div`'s reduction: the kernel's, and whether `mean` is `batchmean`.
@@ -901,20 +873,7 @@ struct KlArgs<'a, 'py> {
     grad_output: Option<&'a Bound<'py, PyAny>>,
 }
 
-/// A `kl_div` call, dispatched on the input's dtype.
-fn kl_call<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    args: &KlArgs<'_, 'py>,
-) -> PyResult<Scored<'py>> {
-    match float_array(input, "input")? {
-        FloatArray::F32(x) => kl_loss(py, &x, args),
-        FloatArray::F64(x) => kl_loss(py, &x, args),
-        FloatArray::Bf16(x) => kl_loss(py, &x, args),
-    }
-}
-
-fn kl_loss<'py, T: Dtype>(
+fn kl_scored<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &KlArgs<'_, 'py>,
