@@ -297,40 +297,25 @@ def has_number(msg: str, value: str) -> bool:
     return re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", msg) is not None
 
 
-def core_class(
-    loss: str,
-    x: Any,
-    t: Any,
-    weight: Any = None,
-    sample_weight: Any = None,
-    grad_output: Any = None,
-    grad_out: Any = None,
-    partial: bool | None = None,
-    **options: Any,
-) -> Any:
-    """``_core.class_loss`` for ``loss`` with ``options`` (``_spec.ClassLoss``'s fields)."""
+def core_class(loss: str, *arrays: Any, partial: bool | None = None, **options: Any) -> Any:
+    """``_core.class_loss`` for ``loss`` with ``options`` (``_spec.ClassLoss``'s fields) and
+    ``arrays``: input, target, then weight, sample_weight, grad_output and grad_out (``None``
+    where left out)."""
     from xent_rs import _core, _spec
 
-    spec = _spec.ClassLoss(loss, **options)
-    return _core.class_loss(spec, x, t, weight, sample_weight, grad_output, grad_out, partial)
+    given = arrays + (None,) * (6 - len(arrays))
+    return _core.class_loss(_spec.ClassLoss(loss, **options), *given, partial)
 
 
-def core_binary(
-    loss: str,
-    x: Any,
-    t: Any,
-    weight: Any = None,
-    pos_weight: Any = None,
-    grad_output: Any = None,
-    partial: bool | None = None,
-    **options: Any,
-) -> Any:
-    """``_core.binary_loss`` for ``loss`` with ``options`` (``_spec.BinaryLoss``'s fields);
-    ``weight`` and ``pos_weight`` are ``None`` or 1-D values repeated along the last axis."""
+def core_binary(loss: str, *arrays: Any, partial: bool | None = None, **options: Any) -> Any:
+    """``_core.binary_loss`` for ``loss`` with ``options`` (``_spec.BinaryLoss``'s fields) and
+    ``arrays``: input, target, then weight, pos_weight (each ``None`` or 1-D values repeated
+    along the last axis) and grad_output."""
     from xent_rs import _core, _spec
 
+    x, t, weight, pos_weight, grad_output = arrays + (None,) * (5 - len(arrays))
     spec = _spec.BinaryLoss(loss, **options)
-    return _core.binary_loss(spec, x, t, weight, 1, pos_weight, 1, grad_output, partial)
+    return _core.binary_loss(spec, x, t, (weight, 1), (pos_weight, 1), grad_output, partial)
 
 
 def assert_same_files(copy: Path, original: Path) -> None:

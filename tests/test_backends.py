@@ -169,15 +169,18 @@ def bfocal(gamma: float, alpha: float) -> BinaryLoss:
 LOGITS = BinaryLoss("binary_cross_entropy_with_logits", "sum", return_grad=True)
 PROBABILITIES = BinaryLoss("binary_cross_entropy", "none", return_grad=True)
 
-#: (options, arrays after conversion: input, target, weight and its repeat count, pos_weight
-#: and its repeat count, grad_output) that the CPU core's ``binary_loss`` refuses.
+#: No broadcast weight: (values, repeat count).
+NONE = (None, 1)
+
+#: (options, arrays after conversion: input, target, weight and pos_weight as (values, repeat
+#: count), grad_output) that the CPU core's ``binary_loss`` refuses.
 BINARY_CASES: dict[str, tuple[BinaryLoss, tuple[Any, ...]]] = {
-    "grad_output not scalar": (LOGITS, (X, X, None, 1, None, 1, np.ones((4, 3)))),
-    "grad_output shape": (PROBABILITIES, (X, X, None, 1, None, 1, np.ones((4, 2)))),
-    "focal negative gamma": (bfocal(-1.0, 0.25), (X, X, None, 1, None, 1, None)),
-    "focal NaN gamma": (bfocal(math.nan, 0.25), (X, X, None, 1, None, 1, None)),
-    "focal NaN alpha": (bfocal(2.0, math.nan), (X, X, None, 1, None, 1, None)),
-    "focal alpha above 1": (bfocal(2.0, 1.5), (X, X, None, 1, None, 1, None)),
+    "grad_output not scalar": (LOGITS, (X, X, NONE, NONE, np.ones((4, 3)))),
+    "grad_output shape": (PROBABILITIES, (X, X, NONE, NONE, np.ones((4, 2)))),
+    "focal negative gamma": (bfocal(-1.0, 0.25), (X, X, NONE, NONE, None)),
+    "focal NaN gamma": (bfocal(math.nan, 0.25), (X, X, NONE, NONE, None)),
+    "focal NaN alpha": (bfocal(2.0, math.nan), (X, X, NONE, NONE, None)),
+    "focal alpha above 1": (bfocal(2.0, 1.5), (X, X, NONE, NONE, None)),
 }
 
 #: (options, arrays: input, target, grad_output) that the CPU core's ``kl_div`` refuses.

@@ -554,10 +554,10 @@ def binary_loss(
     work = x.dtype
     shape = tuple(x.shape)
     t = binary_target(ns, target, x)
-    w, w_repeat = broadcast(ns, weight, shape, work, "weight")
+    w = broadcast(ns, weight, shape, work, "weight")
     g = upstream(ns, grad_output, spec.reduction, work)
-    pw, pw_repeat = broadcast(ns, pos_weight, shape, work, "pos_weight")
-    result = ns.core.binary_loss(spec, x, t, w, w_repeat, pw, pw_repeat, g)
+    pw = broadcast(ns, pos_weight, shape, work, "pos_weight")
+    result = ns.core.binary_loss(spec, x, t, w, pw, g)
     return _finish(ns, result, dtype, None)
 
 
@@ -597,9 +597,9 @@ def binary_partial(
     shape = tuple(x.shape)
     t = binary_target(NUMPY, target, x)
     w = element_weight(weight, sample_weight, shape, work)
-    values, repeat = broadcast(NUMPY, w, shape, work, "weight")
-    pw, pw_repeat = broadcast(NUMPY, pos_weight, shape, work, "pos_weight")
-    p = _core.binary_loss(spec, x, t, values, repeat, pw, pw_repeat, None, partial=return_losses)
+    bw = broadcast(NUMPY, w, shape, work, "weight")
+    pw = broadcast(NUMPY, pos_weight, shape, work, "pos_weight")
+    p = _core.binary_loss(spec, x, t, bw, pw, None, partial=return_losses)
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)
 
 

@@ -5,10 +5,12 @@ natively and computed in float32); every float argument of a call (targets, weig
 ``grad_output``, ``out``/``grad_out``) has the input's dtype, and so do the results.
 
 There is one function per loss family; its first argument is the call's options, the
-``xent_rs._spec`` object the Python layer built, read by attribute (and checked again).
+``xent_rs._spec`` object the Python layer built, read by attribute (and checked again). A
+broadcast weight of ``binary_loss`` is ``(distinct values or None, repeat count)``, as
+``xent_rs._backend.broadcast`` gives it.
 """
 
-from typing import Any, final
+from typing import Any, Final, final
 
 import numpy as np
 
@@ -65,10 +67,8 @@ def binary_loss(
     spec: BinaryLoss,
     input: np.ndarray,
     target: np.ndarray,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    pos_weight: np.ndarray | None,
-    pos_weight_repeat: int,
+    weight: tuple[np.ndarray | None, int],
+    pos_weight: tuple[np.ndarray | None, int],
     grad_output: float | np.ndarray | None,
     partial: bool | None = None,
 ) -> Any: ...
@@ -82,33 +82,24 @@ def kl_div(
 
 @final
 class Partial:
-    """One chunk's contribution to a streaming loss (a loss called with ``partial=``)."""
+    """One chunk's contribution to a streaming loss (a loss called with ``partial=``); its
+    attributes are read-only."""
 
-    @property
-    def loss_sum(self) -> float: ...
-    @property
-    def denominator(self) -> float: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def losses(self) -> np.ndarray | None: ...
+    loss_sum: Final[float]
+    denominator: Final[float]
+    count: Final[int]
+    losses: Final[np.ndarray | None]
 
 @final
 class LogLossSummary:
-    """What one native log-loss pass found."""
+    """What one native log-loss pass found; its attributes are read-only."""
 
-    @property
-    def loss_sum(self) -> float: ...
-    @property
-    def weight_sum(self) -> float: ...
-    @property
-    def out_of_range(self) -> bool: ...
-    @property
-    def normalized(self) -> bool: ...
-    @property
-    def labels_in_range(self) -> bool: ...
-    @property
-    def seen(self) -> np.ndarray: ...
+    loss_sum: Final[float]
+    weight_sum: Final[float]
+    out_of_range: Final[bool]
+    normalized: Final[bool]
+    labels_in_range: Final[bool]
+    seen: Final[np.ndarray]
 
 def log_loss(
     proba: np.ndarray,

@@ -27,6 +27,10 @@ from typing import Any
 import numpy as np
 
 from xent_rs import _cuda
+from xent_rs._spec import BinaryLoss, ClassLoss, KlDiv
+
+#: A CuPy array (CuPy is imported at first use, so it types as ``Any``).
+Array = Any
 
 _BLOCK = 256
 #: Threads per block for a few rows of at least ``_BLOCK_ROW`` values (when registers allow).
@@ -435,13 +439,13 @@ def _class_loss(
 
 
 def class_loss(
-    spec: Any,
-    input: Any,
-    target: Any,
-    weight: Any,
-    sample_weight: Any,
-    grad_output: Any,
-    grad_out: Any,
+    spec: ClassLoss,
+    input: Array,
+    target: Array,
+    weight: Array | None,
+    sample_weight: Array | None,
+    grad_output: float | Array | None,
+    grad_out: Array | None,
     partial: bool | None = None,
 ) -> Any:
     """``_core.class_loss`` on the device: the loss (0-d when reduced) or ``(loss, grad)``
@@ -515,22 +519,20 @@ def _check_probabilities(p: Any) -> None:
 
 
 def binary_loss(
-    spec: Any,
-    input: Any,
-    target: Any,
-    weight: Any,
-    weight_repeat: int,
-    pos_weight: Any,
-    pos_weight_repeat: int,
-    grad_output: Any,
+    spec: BinaryLoss,
+    input: Array,
+    target: Array,
+    weight: tuple[Array | None, int],
+    pos_weight: tuple[Array | None, int],
+    grad_output: float | Array | None,
     partial: bool | None = None,
 ) -> Any:
     """``_core.binary_loss`` on the device (the binary focal loss with ``gamma = 0`` and no
     ``alpha`` runs the path of the loss on logits)."""
     _no_partial(partial)
     shape = tuple(input.shape)
-    w = _broadcast(weight, weight_repeat, shape)
-    pw = _broadcast(pos_weight, pos_weight_repeat, shape)
+    w = _broadcast(*weight, shape)
+    pw = _broadcast(*pos_weight, shape)
     work = np.dtype(input.dtype)
     args = [a for a in (input, target, pw, w) if a is not None]
     if spec.loss == "binary_focal_loss_with_logits":
@@ -598,7 +600,11 @@ def _pointwise_loss(
 
 
 def kl_div(
-    spec: Any, input: Any, target: Any, grad_output: Any, partial: bool | None = None
+    spec: KlDiv,
+    input: Array,
+    target: Array,
+    grad_output: float | Array | None,
+    partial: bool | None = None,
 ) -> Any:
     """``_core.kl_div`` on the device (``batchmean`` divides by ``input.shape[0]``)."""
     _no_partial(partial)

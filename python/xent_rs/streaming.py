@@ -806,13 +806,9 @@ class LogLossAccumulator(Accumulator):
         # One native pass each: the loss sum and, when asked, the per-sample losses.
         if x.ndim == 1:
             t = codes.astype(x.dtype)
-            values, repeat = _backend.broadcast(
-                _backend.NUMPY, sw, x.shape, x.dtype, "sample_weight"
-            )
+            w = _backend.broadcast(_backend.NUMPY, sw, x.shape, x.dtype, "sample_weight")
             logits = _spec.binary_cross_entropy_with_logits("sum", accumulator=True)
-            p = _core.binary_loss(
-                logits, x, t, values, repeat, None, 1, None, partial=return_losses
-            )
+            p = _core.binary_loss(logits, x, t, w, (None, 1), None, partial=return_losses)
             # log_loss divides by the summed sample weight, not by BCE's element count.
             denominator = float(n) if sw is None else float(np.sum(sw, dtype=np.float64))
         else:

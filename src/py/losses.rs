@@ -639,39 +639,38 @@ impl BinarySpec {
     }
 }
 
-/// `binary_loss(spec, input, target, weight, weight_repeat, pos_weight, pos_weight_repeat,
-/// grad_output, partial=None)`: the element-wise loss `spec.loss` (see the Python docstrings
-/// of `binary_cross_entropy`, `binary_cross_entropy_with_logits` and
-/// `binary_focal_loss_with_logits`, torchvision's `sigmoid_focal_loss`). `weight` and
-/// `pos_weight` are given as their distinct values and repeat counts (see [`Broadcast`]);
-/// only the loss on logits has a `pos_weight`.
+/// A broadcast operand as Python passes it: `(values or None, repeat count)` (see
+/// [`Broadcast`]).
+type BroadcastArg<'py> = (Option<Bound<'py, PyAny>>, usize);
+
+/// `binary_loss(spec, input, target, weight, pos_weight, grad_output, partial=None)`: the
+/// element-wise loss `spec.loss` (see the Python docstrings of `binary_cross_entropy`,
+/// `binary_cross_entropy_with_logits` and `binary_focal_loss_with_logits`, torchvision's
+/// `sigmoid_focal_loss`). `weight` and `pos_weight` are each given as `(distinct values or
+/// None, repeat count)` (see [`Broadcast`]); only the loss on logits has a `pos_weight`.
 #[pyfunction]
-#[pyo3(signature = (
-    spec, input, target, weight, weight_repeat, pos_weight, pos_weight_repeat, grad_output,
-    partial=None))]
+#[pyo3(signature = (spec, input, target, weight, pos_weight, grad_output, partial=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn binary_loss<'py>(
     py: Python<'py>,
     spec: BinarySpec,
     input: &Bound<'py, PyAny>,
     target: &Bound<'py, PyAny>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    pos_weight: Option<&Bound<'py, PyAny>>,
-    pos_weight_repeat: usize,
+    weight: BroadcastArg<'py>,
+    pos_weight: BroadcastArg<'py>,
     grad_output: Option<&Bound<'py, PyAny>>,
     partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let reduction = Reduction::parse(&spec.reduction)?;
     let kind = spec.kind()?;
-    if pos_weight.is_some() && !matches!(kind, BinaryKind::Logits) {
+    if pos_weight.0.is_some() && !matches!(kind, BinaryKind::Logits) {
         return Err(XentError::Value(format!("{} has no pos_weight", &*spec.loss)).into());
     }
     no_gradient_in_partial(spec.return_grad, partial)?;
     let args = BinaryArgs {
         target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: pos_weight.map(|w| (w, pos_weight_repeat)),
+        weight: weight.0.as_ref().map(|w| (w, weight.1)),
+        pos_weight: pos_weight.0.as_ref().map(|w| (w, pos_weight.1)),
         reduction: kernel_reduction(reduction, partial),
         return_grad: spec.return_grad,
         grad_output,
