@@ -864,3 +864,49 @@ def test_counts_beyond_their_range_are_value_errors() -> None:
             call(value)
     with pytest.raises(TypeError):
         xent_rs.set_num_threads(2.5)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda x, t: core_class("nll_loss", x, t, label_smoothing=0.1),
+            "nll_loss has no label_smoothing option",
+        ),
+        (lambda x, t: core_class("nll_loss", x, t, gamma=2.0), "nll_loss has no gamma option"),
+        (
+            lambda x, t: core_class("focal_loss", x, t, z_loss=1e-4),
+            "focal_loss has no z_loss option",
+        ),
+        (
+            lambda x, t: core_class("focal_loss", x, t, softcap=5.0),
+            "focal_loss has no softcap option",
+        ),
+        (
+            lambda x, t: core_class("cross_entropy", x, t, gamma=2.0),
+            "cross_entropy has no gamma option",
+        ),
+        (lambda x, t: core_class("softmax", x, t), 'no such loss in this family: "softmax"'),
+        (
+            lambda x, t: core_binary("binary_cross_entropy", x, x, None, x[0]),
+            "binary_cross_entropy has no pos_weight",
+        ),
+        (
+            lambda x, t: core_binary("binary_focal_loss_with_logits", x, x, None, x[0], gamma=2.0),
+            "binary_focal_loss_with_logits has no pos_weight",
+        ),
+        (
+            lambda x, t: core_binary("binary_cross_entropy_with_logits", x, x, alpha=0.25),
+            "binary_cross_entropy_with_logits has no gamma or alpha (those are the focal loss's)",
+        ),
+        (
+            lambda x, t: core_binary("cross_entropy", x, x),
+            'no such loss in this family: "cross_entropy"',
+        ),
+    ],
+)
+def test_the_core_refuses_options_its_loss_does_not_have(call: Any, message: str) -> None:
+    """The native core reads a loss's options from the ``_spec`` object and checks it again: an
+    option of another loss of the family, or a loss of another family, is a ValueError."""
+    x, t = np.full((4, 3), 0.5), np.array([0, 1, 2, 0])
+    assert raises_exactly(ValueError, call, x, t) == message

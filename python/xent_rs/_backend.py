@@ -430,16 +430,16 @@ def _finish(ns: Namespace, result: Any, dtype: np.dtype[Any], half_out: Any) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-def normalize(name: Literal["log_softmax", "softmax"], x: Any, axis: int, out: Any) -> Any:
-    """``log_softmax`` or ``softmax`` of ``x`` along ``axis``, into ``out`` when given."""
+def normalize(x: Any, axis: int, out: Any, log: bool) -> Any:
+    """``softmax`` (``log_softmax`` with ``log``) of ``x`` along ``axis``, into ``out`` when
+    given."""
     ns = namespace(x, out)
     a, dtype = float_input(ns, x)
-    kernel = getattr(ns.core, name)
     core_out = _output(ns, out, a, x, dtype, "out")
     if out is not None and core_out is None:  # float16: computed in float32, then copied
-        ns.xp.copyto(out, kernel(a, axis, None).astype(dtype))
+        ns.xp.copyto(out, ns.core.softmax(a, axis, None, log).astype(dtype))
         return out
-    return _restore(kernel(a, axis, core_out), dtype)
+    return _restore(ns.core.softmax(a, axis, core_out, log), dtype)
 
 
 def logsumexp(x: Any, axis: int, keepdims: bool) -> Any:
@@ -452,17 +452,12 @@ def logsumexp(x: Any, axis: int, keepdims: bool) -> Any:
     return result[()] if result.ndim == 0 and ns is NUMPY else result
 
 
-def backward(
-    name: Literal["log_softmax_backward", "softmax_backward"],
-    grad_output: Any,
-    output: Any,
-    axis: int,
-) -> Any:
-    """The vector-Jacobian product of ``log_softmax`` or ``softmax``."""
+def backward(grad_output: Any, output: Any, axis: int, log: bool) -> Any:
+    """The vector-Jacobian product of ``softmax`` (``log_softmax`` with ``log``)."""
     ns = namespace(grad_output, output)
     y, dtype = float_input(ns, output, "output")
     g = like(ns, grad_output, y.dtype, "grad_output")
-    return _restore(getattr(ns.core, name)(g, y, axis), dtype)
+    return _restore(ns.core.softmax_backward(g, y, axis, log), dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,8 +27,6 @@ __all__ = [
     "get_output_cache",
     "kl_div",
     "log_loss",
-    "log_softmax",
-    "log_softmax_backward",
     "logsumexp",
     "set_num_threads",
     "set_output_cache",
@@ -41,11 +39,11 @@ __all__ = [
 
 __version__: str
 
-def log_softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
-def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
+def softmax(x: np.ndarray, axis: int, out: np.ndarray | None, log: bool) -> np.ndarray: ...
 def logsumexp(x: np.ndarray, axis: int) -> np.ndarray: ...
-def log_softmax_backward(grad_output: np.ndarray, output: np.ndarray, axis: int) -> np.ndarray: ...
-def softmax_backward(grad_output: np.ndarray, output: np.ndarray, axis: int) -> np.ndarray: ...
+def softmax_backward(
+    grad_output: np.ndarray, output: np.ndarray, axis: int, log: bool
+) -> np.ndarray: ...
 def class_loss(
     spec: ClassLoss,
     input: np.ndarray,

@@ -229,14 +229,10 @@ def _launch_row(
     kernel((grid,), (threads,), (*args, *sizes, np.int32(group), *extra))
 
 
-def log_softmax(x: Any, axis: int, out: Any = None) -> Any:
-    """``_core.log_softmax``: log-probabilities of ``x`` along ``axis`` (into ``out``)."""
-    return _normalize(x, axis, out, log=True)
-
-
-def softmax(x: Any, axis: int, out: Any = None) -> Any:
-    """``_core.softmax``: probabilities of ``x`` along ``axis`` (into ``out``)."""
-    return _normalize(x, axis, out, log=False)
+def softmax(x: Array, axis: int, out: Array | None, log: bool) -> Any:
+    """``_core.softmax``: probabilities (log-probabilities with ``log``) of ``x`` along
+    ``axis`` (into ``out``)."""
+    return _normalize(x, axis, out, log)
 
 
 def logsumexp(x: Any, axis: int) -> Any:
@@ -260,14 +256,10 @@ def _backward(g: Any, y: Any, axis: int, log: bool) -> Any:
     return dest
 
 
-def log_softmax_backward(grad_output: Any, output: Any, axis: int) -> Any:
-    """``_core.log_softmax_backward``: ``g - exp(output) * sum(g)`` along ``axis``."""
-    return _backward(grad_output, output, axis, log=True)
-
-
-def softmax_backward(grad_output: Any, output: Any, axis: int) -> Any:
-    """``_core.softmax_backward``: ``output * (g - sum(g * output))`` along ``axis``."""
-    return _backward(grad_output, output, axis, log=False)
+def softmax_backward(grad_output: Array, output: Array, axis: int, log: bool) -> Any:
+    """``_core.softmax_backward``: ``output * (g - sum(g * output))`` along ``axis``, or
+    ``g - exp(output) * sum(g)`` with ``log``."""
+    return _backward(grad_output, output, axis, log)
 
 
 # ---------------------------------------------------------------------------------------------

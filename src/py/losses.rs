@@ -25,8 +25,8 @@ use crate::kernels::cross_entropy::{self as ce, ClassOptions};
 use crate::kernels::kl_div::{self as kl, KlOptions};
 use crate::kernels::{GradOutput, Io, Layout, Partial, Reduction};
 use crate::py::arrays::{
-    Axis, Dtype, FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name,
-    float_array, float_name, layout, output, readonly, slice, slice_mut, typed, uninit, widened,
+    Axis, Dtype, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array,
+    float_name, layout, output, readonly, slice, slice_mut, typed, uninit, widened, with_dtype,
     without_axis,
 };
 use crate::py::gil::detached;
@@ -41,17 +41,16 @@ enum ClassLoss {
 }
 
 impl ClassLoss {
-    fn from_name(name: &Bound<'_, PyAny>) -> PyResult<Self> {
-        match &*name.extract::<PyBackedStr>()? {
+    /// The loss called `name` (`_spec.ClassLoss.loss`).
+    fn from_name(name: &str) -> PyResult<Self> {
+        match name {
             "cross_entropy" => Ok(Self::CrossEntropy),
             "nll_loss" => Ok(Self::Nll),
             "focal_loss" => Ok(Self::Focal),
             other => Err(unknown_loss(other)),
         }
     }
-}
 
-impl ClassLoss {
     /// The loss's public name.
     fn name(self) -> &'static str {
         match self {
@@ -62,51 +61,19 @@ impl ClassLoss {
     }
 }
 
-impl ClassSpec {
-    /// An option the loss does not have must keep its neutral value: `nll_loss` has none of
-    /// `label_smoothing`, `z_loss`, `softcap` and `gamma`, `focal_loss` only `gamma`, and
-    /// `cross_entropy` all but `gamma`.
-    fn check_options(&self) -> PyResult<()> {
-        let set = [
-            (
-                "label_smoothing",
-                self.label_smoothing != 0.0,
-                self.loss == ClassLoss::CrossEntropy,
-            ),
-            (
-                "z_loss",
-                self.z_loss != 0.0,
-                self.loss == ClassLoss::CrossEntropy,
-            ),
-            (
-                "softcap",
-                self.softcap.is_some(),
-                self.loss == ClassLoss::CrossEntropy,
-            ),
-            ("gamma", self.gamma != 0.0, self.loss == ClassLoss::Focal),
-        ];
-        match set.into_iter().find(|&(_, on, has)| on && !has) {
-            Some((option, _, _)) => {
-                Err(XentError::Value(format!("{} has no {option} option", self.loss.name())).into())
-            }
-            None => Ok(()),
-        }
-    }
-}
-
 /// The error for a loss name that is not of the function's family.
 fn unknown_loss(name: &str) -> PyErr {
     XentError::Value(format!("no such loss in this family: {name:?}")).into()
 }
 
-/// A `_spec.ClassLoss`: the options of one multiclass-loss call, read by attribute.
+/// A `_spec.ClassLoss`: the options of one multiclass-loss call, read by attribute. The loss
+/// name and `ignore_index` are checked after the read, so that their errors reach Python
+/// as they are (PyO3 would wrap an error of a field's conversion in a `TypeError`).
 #[derive(FromPyObject)]
-pub(crate) struct ClassSpec {
-    #[pyo3(from_py_with = ClassLoss::from_name)]
-    loss: ClassLoss,
+pub(crate) struct ClassSpec<'py> {
+    loss: PyBackedStr,
     axis: Axis,
-    #[pyo3(from_py_with = ignore_index_arg)]
-    ignore_index: i64,
+    ignore_index: Bound<'py, PyAny>,
     reduction: PyBackedStr,
     label_smoothing: f64,
     z_loss: f64,
@@ -114,6 +81,27 @@ pub(crate) struct ClassSpec {
     /// Focal loss's exponent (0 for the other losses).
     gamma: f64,
     return_grad: bool,
+}
+
+impl ClassSpec<'_> {
+    /// An option `loss` does not have must keep its neutral value: `nll_loss` has none of
+    /// `label_smoothing`, `z_loss`, `softcap` and `gamma`, `focal_loss` only `gamma`, and
+    /// `cross_entropy` all but `gamma`.
+    fn check_options(&self, loss: ClassLoss) -> PyResult<()> {
+        let ce = loss == ClassLoss::CrossEntropy;
+        let set = [
+            ("label_smoothing", self.label_smoothing != 0.0, ce),
+            ("z_loss", self.z_loss != 0.0, ce),
+            ("softcap", self.softcap.is_some(), ce),
+            ("gamma", self.gamma != 0.0, loss == ClassLoss::Focal),
+        ];
+        match set.into_iter().find(|&(_, on, has)| on && !has) {
+            Some((option, _, _)) => {
+                Err(XentError::Value(format!("{} has no {option} option", loss.name())).into())
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// `class_loss(spec, input, target, weight, sample_weight, grad_output, grad_out,
@@ -126,7 +114,7 @@ pub(crate) struct ClassSpec {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn class_loss<'py>(
     py: Python<'py>,
-    spec: ClassSpec,
+    spec: ClassSpec<'py>,
     input: &Bound<'py, PyAny>,
     target: &Bound<'py, PyAny>,
     weight: Option<&Bound<'py, PyAny>>,
@@ -135,8 +123,10 @@ pub(crate) fn class_loss<'py>(
     grad_out: Option<&Bound<'py, PyAny>>,
     partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let loss = ClassLoss::from_name(&spec.loss)?;
+    let ignore_index = ignore_index_arg(&spec.ignore_index)?;
     let reduction = Reduction::parse(&spec.reduction)?;
-    spec.check_options()?;
+    spec.check_options(loss)?;
     no_gradient_in_partial(spec.return_grad, partial)?;
     let args = ClassArgs {
         target,
@@ -145,13 +135,11 @@ pub(crate) fn class_loss<'py>(
         reduction: kernel_reduction(reduction, partial),
         grad_output,
         grad_out,
+        loss,
+        ignore_index,
         spec: &spec,
     };
-    let scored = match float_array(input, "input")? {
-        FloatArray::F32(x) => class_scored(py, &x, &args),
-        FloatArray::F64(x) => class_scored(py, &x, &args),
-        FloatArray::Bf16(x) => class_scored(py, &x, &args),
-    };
+    let scored = with_dtype!(float_array(input, "input")?, x => class_scored(py, &x, &args));
     scored?.finish(py, reduction, partial)
 }
 
@@ -302,7 +290,10 @@ struct ClassArgs<'a, 'py> {
     reduction: Reduction,
     grad_output: Option<&'a Bound<'py, PyAny>>,
     grad_out: Option<&'a Bound<'py, PyAny>>,
-    spec: &'a ClassSpec,
+    loss: ClassLoss,
+    ignore_index: i64,
+    /// The other options.
+    spec: &'a ClassSpec<'py>,
 }
 
 /// The target of a multiclass loss, once its kind is known.
@@ -469,11 +460,11 @@ fn class_scored<'py, T: Dtype>(
     let (layout, axis) = layout(&shape, spec.axis)?;
     let reduction = args.reduction;
     let sample_shape = without_axis(&shape, axis);
-    let target = class_target::<T>(args.target, &shape, &sample_shape, axis, spec.loss)?;
-    if matches!(target, Target::Soft(_)) && spec.ignore_index >= 0 {
+    let target = class_target::<T>(args.target, &shape, &sample_shape, axis, args.loss)?;
+    if matches!(target, Target::Soft(_)) && args.ignore_index >= 0 {
         return Err(XentError::Value(format!(
             "ignore_index ({}) does not apply to soft (class probability) targets",
-            spec.ignore_index
+            args.ignore_index
         ))
         .into());
     }
@@ -509,7 +500,7 @@ fn class_scored<'py, T: Dtype>(
         let opts = ClassOptions {
             weight: w.as_deref(),
             sample_weight: sw.as_deref(),
-            ignore_index: spec.ignore_index,
+            ignore_index: args.ignore_index,
             reduction,
             label_smoothing: spec.label_smoothing,
             grad_output: g.grad_output(),
@@ -531,7 +522,7 @@ fn class_scored<'py, T: Dtype>(
             layout,
             target: &target,
             opts: &opts,
-            loss: spec.loss,
+            loss: args.loss,
             gamma: spec.gamma,
         };
         match grad_borrow {
@@ -647,7 +638,8 @@ type BroadcastArg<'py> = (Option<Bound<'py, PyAny>>, usize);
 /// element-wise loss `spec.loss` (see the Python docstrings of `binary_cross_entropy`,
 /// `binary_cross_entropy_with_logits` and `binary_focal_loss_with_logits`, torchvision's
 /// `sigmoid_focal_loss`). `weight` and `pos_weight` are each given as `(distinct values or
-/// None, repeat count)` (see [`Broadcast`]); only the loss on logits has a `pos_weight`.
+/// None, repeat count)` (see [`Broadcast`]); only the loss on logits has a `pos_weight` (the
+/// kernels refuse it for the others).
 #[pyfunction]
 #[pyo3(signature = (spec, input, target, weight, pos_weight, grad_output, partial=None))]
 #[allow(clippy::too_many_arguments)]
@@ -663,9 +655,6 @@ pub(crate) fn binary_loss<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let reduction = Reduction::parse(&spec.reduction)?;
     let kind = spec.kind()?;
-    if pos_weight.0.is_some() && !matches!(kind, BinaryKind::Logits) {
-        return Err(XentError::Value(format!("{} has no pos_weight", &*spec.loss)).into());
-    }
     no_gradient_in_partial(spec.return_grad, partial)?;
     let args = BinaryArgs {
         target,
@@ -676,11 +665,7 @@ pub(crate) fn binary_loss<'py>(
         grad_output,
         kind,
     };
-    let scored = match float_array(input, "input")? {
-        FloatArray::F32(x) => binary_scored(py, &x, &args),
-        FloatArray::F64(x) => binary_scored(py, &x, &args),
-        FloatArray::Bf16(x) => binary_scored(py, &x, &args),
-    };
+    let scored = with_dtype!(float_array(input, "input")?, x => binary_scored(py, &x, &args));
     scored?.finish(py, reduction, partial)
 }
 
@@ -749,36 +734,80 @@ fn binary_scored<'py, T: Dtype>(
 ) -> PyResult<Scored<'py>> {
     let shape = x.shape().to_vec();
     let reduction = args.reduction;
-    let target = typed::<T>(args.target, "target")?;
-    if target.shape() != shape.as_slice() {
-        return Err(XentError::Shape(format!(
-            "target size {} must be the same as input size {}",
-            format_index(target.shape()),
-            format_index(&shape)
-        ))
-        .into());
-    }
+    let target = elementwise_target::<T>(args.target, &shape, |t, x| {
+        format!("target size {t} must be the same as input size {x}")
+    })?;
     let weight = broadcast_values::<T>(args.weight, "weight")?;
     let pos_weight = broadcast_values::<T>(args.pos_weight, "pos_weight")?;
     let upstream = upstream::<T>(args.grad_output, reduction, &shape)?;
+    let (w, pw) = (broadcast_widened(&weight)?, broadcast_widened(&pos_weight)?);
+    let g = upstream.values()?;
+    let opts = BinaryOptions {
+        weight: as_broadcast(&w),
+        pos_weight: as_broadcast(&pw),
+        reduction,
+        grad_output: g.grad_output(),
+    };
+    let kind = args.kind;
+    elementwise_scored(
+        py,
+        x,
+        &target,
+        reduction,
+        args.return_grad,
+        |io, target, losses| match kind {
+            BinaryKind::Logits => {
+                binary::binary_cross_entropy_with_logits(io, target, &opts, losses)
+            }
+            BinaryKind::Probabilities => {
+                binary::binary_cross_entropy(io, target, &shape, &opts, losses)
+            }
+            BinaryKind::Focal(focal) => {
+                binary::binary_focal_loss_with_logits(io, target, &focal, &opts, losses)
+            }
+        },
+    )
+}
+
+/// An element-wise loss's target: an array of dtype `T` of the input's `shape`, else the
+/// error `mismatch(target shape, input shape)` words (torch's words differ between losses).
+fn elementwise_target<'py, T: Dtype>(
+    target: &Bound<'py, PyAny>,
+    shape: &[usize],
+    mismatch: impl Fn(String, String) -> String,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let t = typed::<T>(target, "target")?;
+    if t.shape() != shape {
+        let message = mismatch(format_index(t.shape()), format_index(shape));
+        return Err(XentError::Shape(message).into());
+    }
+    Ok(t)
+}
+
+/// An element-wise loss's call over `x` and `target` (of `x`'s shape): the output buffers
+/// (per-element losses for `none`, the gradient with `return_grad`), the borrows, and
+/// `kernel(io, target, losses)` with the GIL released.
+fn elementwise_scored<'py, T, K>(
+    py: Python<'py>,
+    x: &Bound<'py, PyArrayDyn<T>>,
+    target: &Bound<'py, PyArrayDyn<T>>,
+    reduction: Reduction,
+    return_grad: bool,
+    kernel: K,
+) -> PyResult<Scored<'py>>
+where
+    T: Dtype,
+    K: FnOnce(Io<'_, T>, &[T], Option<&mut [T]>) -> Result<Partial, XentError> + Send,
+{
+    let shape = x.shape();
+    let count = x.len();
     let losses = (reduction == Reduction::None)
-        .then(|| uninit::<T>(py, &shape))
+        .then(|| uninit::<T>(py, shape))
         .transpose()?;
-    let grad = args
-        .return_grad
-        .then(|| uninit::<T>(py, &shape))
-        .transpose()?;
+    let grad = return_grad.then(|| uninit::<T>(py, shape)).transpose()?;
     let partial = {
-        let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
+        let (xr, tr) = (readonly(x, "input")?, readonly(target, "target")?);
         let (input, target) = (slice(&xr)?, slice(&tr)?);
-        let (w, pw) = (broadcast_widened(&weight)?, broadcast_widened(&pos_weight)?);
-        let g = upstream.values()?;
-        let opts = BinaryOptions {
-            weight: as_broadcast(&w),
-            pos_weight: as_broadcast(&pw),
-            reduction,
-            grad_output: g.grad_output(),
-        };
         let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
         let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
         let mut grad_rw = grad.as_ref().map(|g| g.readwrite());
@@ -789,22 +818,11 @@ fn binary_scored<'py, T: Dtype>(
                 out: slice_mut(rw)?,
             },
         };
-        let n = input.len();
-        match args.kind {
-            BinaryKind::Logits => detached(py, n, || {
-                binary::binary_cross_entropy_with_logits(io, target, &opts, loss_out)
-            })?,
-            BinaryKind::Probabilities => detached(py, n, || {
-                binary::binary_cross_entropy(io, target, &shape, &opts, loss_out)
-            })?,
-            BinaryKind::Focal(focal) => detached(py, n, || {
-                binary::binary_focal_loss_with_logits(io, target, &focal, &opts, loss_out)
-            })?,
-        }
+        detached(py, count, || kernel(io, target, loss_out))?
     };
     Ok(Scored {
         partial,
-        count: shape.iter().product(),
+        count,
         losses: losses.map(Bound::into_any),
         grad: grad.map(Bound::into_any),
         reduced: T::reduced,
@@ -843,11 +861,7 @@ pub(crate) fn kl_div<'py>(
         return_grad: spec.return_grad,
         grad_output,
     };
-    let scored = match float_array(input, "input")? {
-        FloatArray::F32(x) => kl_scored(py, &x, &args),
-        FloatArray::F64(x) => kl_scored(py, &x, &args),
-        FloatArray::Bf16(x) => kl_scored(py, &x, &args),
-    };
+    let scored = with_dtype!(float_array(input, "input")?, x => kl_scored(py, &x, &args));
     scored?.finish(py, reduction, partial)
 }
 
@@ -878,15 +892,9 @@ fn kl_scored<'py, T: Dtype>(
     args: &KlArgs<'_, 'py>,
 ) -> PyResult<Scored<'py>> {
     let shape = x.shape().to_vec();
-    let target = typed::<T>(args.target, "target")?;
-    if target.shape() != shape.as_slice() {
-        return Err(XentError::Shape(format!(
-            "target shape {} must match input shape {}",
-            format_index(target.shape()),
-            format_index(&shape)
-        ))
-        .into());
-    }
+    let target = elementwise_target::<T>(args.target, &shape, |t, x| {
+        format!("target shape {t} must match input shape {x}")
+    })?;
     let count: usize = shape.iter().product();
     // torch divides `batchmean` by `input.size(0)` except for a 0-d input, which it sums.
     let denominator = match (args.batchmean, shape.first()) {
@@ -895,40 +903,19 @@ fn kl_scored<'py, T: Dtype>(
         (false, _) => count as f64,
     };
     let upstream = upstream::<T>(args.grad_output, args.reduction, &shape)?;
-    let losses = (args.reduction == Reduction::None)
-        .then(|| uninit::<T>(py, &shape))
-        .transpose()?;
-    let grad = args
-        .return_grad
-        .then(|| uninit::<T>(py, &shape))
-        .transpose()?;
-    let partial = {
-        let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
-        let (input, target) = (slice(&xr)?, slice(&tr)?);
-        let g = upstream.values()?;
-        let opts = KlOptions {
-            log_target: args.log_target,
-            reduction: args.reduction,
-            denominator,
-            grad_output: g.grad_output(),
-        };
-        let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
-        let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
-        let mut grad_rw = grad.as_ref().map(|g| g.readwrite());
-        let io = match grad_rw.as_mut() {
-            None => Io::Read(input),
-            Some(rw) => Io::ReadWrite {
-                input,
-                out: slice_mut(rw)?,
-            },
-        };
-        detached(py, count, || kl::kl_div(io, target, &opts, loss_out))?
+    let g = upstream.values()?;
+    let opts = KlOptions {
+        log_target: args.log_target,
+        reduction: args.reduction,
+        denominator,
+        grad_output: g.grad_output(),
     };
-    Ok(Scored {
-        partial,
-        count,
-        reduced: T::reduced,
-        losses: losses.map(Bound::into_any),
-        grad: grad.map(Bound::into_any),
-    })
+    elementwise_scored(
+        py,
+        x,
+        &target,
+        args.reduction,
+        args.return_grad,
+        |io, target, losses| kl::kl_div(io, target, &opts, losses),
+    )
 }
