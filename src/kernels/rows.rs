@@ -468,6 +468,7 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
     fn run_transposed<I: Isa>(&self, isa: I, acc: &mut Accumulator<S, Paired<I>>) {
         let classes = self.layout.classes;
         let pair = Paired::new(isa);
+        let lanes = V::<S::Compute, Paired<I>>::LANES;
         let base = self.base();
         let mut tile = Tile::new(classes * TILE_ROWS);
         let mut x = Stage::<S>::new(true, classes * TILE_ROWS);
@@ -495,7 +496,12 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
                     transpose_in::<S::Compute, I>(isa, from, tx2, n, readable, classes);
                 }
             }
-            self.run_tile(pair, &mut tile, p, (r0, n), TILE_ROWS, acc);
+            for g in (0..n).step_by(lanes) {
+                let cols = tile.group(p, g, TILE_ROWS);
+                let valid = lanes.min(n - g);
+                let values = self.kernel.lanes(pair, r0 + g, valid, cols, classes);
+                acc.push_lanes(r0 + g, valid, values);
+            }
             if !p.out.is_null() {
                 // The input is in the tile by now: its stage is free for the output.
                 let to = x.write(p.out);
@@ -505,30 +511,6 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
                     x.flush(isa, p.out, n * classes);
                 }
             }
-        }
-    }
-
-    /// Runs the row kernel over the `n` rows of a transposed tile, the first of them row
-    /// `r0` (`rows = (r0, n)`), whose classes lie `pitch` values apart: a lane group at a
-    /// time, into `acc`.
-    #[inline(always)]
-    fn run_tile<I: Isa>(
-        &self,
-        pair: Paired<I>,
-        tile: &mut Tile<S::Compute>,
-        p: Ptrs<S>,
-        (r0, n): (usize, usize),
-        pitch: usize,
-        acc: &mut Accumulator<S, Paired<I>>,
-    ) {
-        let lanes = V::<S::Compute, Paired<I>>::LANES;
-        for g in (0..n).step_by(lanes) {
-            let cols = tile.group(p, g, pitch);
-            let valid = lanes.min(n - g);
-            let values = self
-                .kernel
-                .lanes(pair, r0 + g, valid, cols, self.layout.classes);
-            acc.push_lanes(r0 + g, valid, values);
         }
     }
 
@@ -622,7 +604,12 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
                     copy_span_in(isa, p.x2, inner, tx2, pitch, width, classes);
                 }
             }
-            self.run_tile(pair, &mut tile, p, (r, width), pitch, acc);
+            for g in (0..width).step_by(lanes) {
+                let cols = tile.group(p, g, pitch);
+                let valid = lanes.min(width - g);
+                let values = self.kernel.lanes(pair, r + g, valid, cols, classes);
+                acc.push_lanes(r + g, valid, values);
+            }
             if !p.out.is_null() {
                 // SAFETY: as above, for the output.
                 unsafe {

@@ -607,12 +607,12 @@ pub(crate) struct BinarySpec {
 impl BinarySpec {
     /// Which loss, with its options; an option the loss does not have must keep its neutral
     /// value (`gamma = 0`, `alpha = None`).
-    fn kind(&self) -> PyResult<BinaryKind> {
+    fn kind(&self) -> PyResult<ElementwiseKind> {
         let kind = match &*self.loss {
-            "binary_cross_entropy" => BinaryKind::Probabilities,
-            "binary_cross_entropy_with_logits" => BinaryKind::Logits,
+            "binary_cross_entropy" => ElementwiseKind::Probabilities,
+            "binary_cross_entropy_with_logits" => ElementwiseKind::Logits,
             "binary_focal_loss_with_logits" => {
-                return Ok(BinaryKind::Focal(FocalOptions {
+                return Ok(ElementwiseKind::Focal(FocalOptions {
                     gamma: self.gamma,
                     alpha: self.alpha,
                 }));
@@ -656,7 +656,7 @@ pub(crate) fn binary_loss<'py>(
     let reduction = Reduction::parse(&spec.reduction)?;
     let kind = spec.kind()?;
     no_gradient_in_partial(spec.return_grad, partial)?;
-    let args = BinaryArgs {
+    let args = ElementwiseArgs {
         target,
         weight: weight.0.as_ref().map(|w| (w, weight.1)),
         pos_weight: pos_weight.0.as_ref().map(|w| (w, pos_weight.1)),
@@ -665,12 +665,12 @@ pub(crate) fn binary_loss<'py>(
         grad_output,
         kind,
     };
-    let scored = with_dtype!(float_array(input, "input")?, x => binary_scored(py, &x, &args));
+    let scored = with_dtype!(float_array(input, "input")?, x => elementwise_loss(py, &x, &args));
     scored?.finish(py, reduction, partial)
 }
 
 /// An element-wise-loss call's arrays and options, before the input's dtype is known.
-struct BinaryArgs<'a, 'py> {
+struct ElementwiseArgs<'a, 'py> {
     target: &'a Bound<'py, PyAny>,
     weight: Option<(&'a Bound<'py, PyAny>, usize)>,
     pos_weight: Option<(&'a Bound<'py, PyAny>, usize)>,
@@ -678,15 +678,20 @@ struct BinaryArgs<'a, 'py> {
     reduction: Reduction,
     return_grad: bool,
     grad_output: Option<&'a Bound<'py, PyAny>>,
-    kind: BinaryKind,
+    kind: ElementwiseKind,
 }
 
-/// Which binary loss.
+/// Which element-wise loss.
 #[derive(Clone, Copy)]
-enum BinaryKind {
+enum ElementwiseKind {
+    /// Binary cross entropy of probabilities.
     Probabilities,
+    /// Binary cross entropy of logits.
     Logits,
+    /// The binary focal loss of logits.
     Focal(FocalOptions),
+    /// The KL divergence; `batchmean`: its `mean` divides by the batch, not the elements.
+    Kl { log_target: bool, batchmean: bool },
 }
 
 /// A broadcast operand's values as a 1-D array of dtype `T`.
@@ -727,15 +732,19 @@ fn as_broadcast<'a, T: Clone>(b: &'a WidenedBroadcast<'_, T>) -> Option<Broadcas
     })
 }
 
-fn binary_scored<'py, T: Dtype>(
+/// An element-wise loss (binary or KL) over `x` of dtype `T`: its checks, its options, and
+/// the kernel's call.
+fn elementwise_loss<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
-    args: &BinaryArgs<'_, 'py>,
+    args: &ElementwiseArgs<'_, 'py>,
 ) -> PyResult<Scored<'py>> {
     let shape = x.shape().to_vec();
     let reduction = args.reduction;
-    let target = elementwise_target::<T>(args.target, &shape, |t, x| {
-        format!("target size {t} must be the same as input size {x}")
+    let kind = args.kind;
+    let target = elementwise_target::<T>(args.target, &shape, |t, x| match kind {
+        ElementwiseKind::Kl { .. } => format!("target shape {t} must match input shape {x}"),
+        _ => format!("target size {t} must be the same as input size {x}"),
     })?;
     let weight = broadcast_values::<T>(args.weight, "weight")?;
     let pos_weight = broadcast_values::<T>(args.pos_weight, "pos_weight")?;
@@ -748,7 +757,6 @@ fn binary_scored<'py, T: Dtype>(
         reduction,
         grad_output: g.grad_output(),
     };
-    let kind = args.kind;
     elementwise_scored(
         py,
         x,
@@ -756,17 +764,39 @@ fn binary_scored<'py, T: Dtype>(
         reduction,
         args.return_grad,
         |io, target, losses| match kind {
-            BinaryKind::Logits => {
+            ElementwiseKind::Logits => {
                 binary::binary_cross_entropy_with_logits(io, target, &opts, losses)
             }
-            BinaryKind::Probabilities => {
+            ElementwiseKind::Probabilities => {
                 binary::binary_cross_entropy(io, target, &shape, &opts, losses)
             }
-            BinaryKind::Focal(focal) => {
+            ElementwiseKind::Focal(focal) => {
                 binary::binary_focal_loss_with_logits(io, target, &focal, &opts, losses)
+            }
+            ElementwiseKind::Kl {
+                log_target,
+                batchmean,
+            } => {
+                let kl = KlOptions {
+                    log_target,
+                    reduction,
+                    denominator: kl_denominator(&shape, batchmean),
+                    grad_output: opts.grad_output,
+                };
+                kl::kl_div(io, target, &kl, losses)
             }
         },
     )
+}
+
+/// What `kl_div`'s `mean` divides by: the elements, or for `batchmean` `input.shape[0]`
+/// (torch's; a 0-d input, which torch sums, counts as a batch of one).
+fn kl_denominator(shape: &[usize], batchmean: bool) -> f64 {
+    match (batchmean, shape.first()) {
+        (true, Some(&batch)) => batch as f64,
+        (true, None) => 1.0,
+        (false, _) => shape.iter().product::<usize>() as f64,
+    }
 }
 
 /// An element-wise loss's target: an array of dtype `T` of the input's `shape`, else the
@@ -853,15 +883,19 @@ pub(crate) fn kl_div<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (reduction, batchmean) = kl_reduction(&spec.reduction)?;
     no_gradient_in_partial(spec.return_grad, partial)?;
-    let args = KlArgs {
+    let args = ElementwiseArgs {
         target,
+        weight: None,
+        pos_weight: None,
         reduction: kernel_reduction(reduction, partial),
-        batchmean,
-        log_target: spec.log_target,
         return_grad: spec.return_grad,
         grad_output,
+        kind: ElementwiseKind::Kl {
+            log_target: spec.log_target,
+            batchmean,
+        },
     };
-    let scored = with_dtype!(float_array(input, "input")?, x => kl_scored(py, &x, &args));
+    let scored = with_dtype!(float_array(input, "input")?, x => elementwise_loss(py, &x, &args));
     scored?.finish(py, reduction, partial)
 }
 
@@ -875,47 +909,4 @@ fn kl_reduction(name: &str) -> PyResult<(Reduction, bool)> {
         ))
         .into()),
     }
-}
-
-struct KlArgs<'a, 'py> {
-    target: &'a Bound<'py, PyAny>,
-    reduction: Reduction,
-    batchmean: bool,
-    log_target: bool,
-    return_grad: bool,
-    grad_output: Option<&'a Bound<'py, PyAny>>,
-}
-
-fn kl_scored<'py, T: Dtype>(
-    py: Python<'py>,
-    x: &Bound<'py, PyArrayDyn<T>>,
-    args: &KlArgs<'_, 'py>,
-) -> PyResult<Scored<'py>> {
-    let shape = x.shape().to_vec();
-    let target = elementwise_target::<T>(args.target, &shape, |t, x| {
-        format!("target shape {t} must match input shape {x}")
-    })?;
-    let count: usize = shape.iter().product();
-    // torch divides `batchmean` by `input.size(0)` except for a 0-d input, which it sums.
-    let denominator = match (args.batchmean, shape.first()) {
-        (true, Some(&batch)) => batch as f64,
-        (true, None) => 1.0,
-        (false, _) => count as f64,
-    };
-    let upstream = upstream::<T>(args.grad_output, args.reduction, &shape)?;
-    let g = upstream.values()?;
-    let opts = KlOptions {
-        log_target: args.log_target,
-        reduction: args.reduction,
-        denominator,
-        grad_output: g.grad_output(),
-    };
-    elementwise_scored(
-        py,
-        x,
-        &target,
-        args.reduction,
-        args.return_grad,
-        |io, target, losses| kl::kl_div(io, target, &opts, losses),
-    )
 }
