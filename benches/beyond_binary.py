@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import peers
 
-from xent_rs import _core
+from xent_rs import _core, _spec
 
 GAMMA, ALPHA = 2.0, 0.25
 
@@ -53,11 +53,11 @@ def np_kl(lp: np.ndarray, t: np.ndarray) -> tuple[Any, np.ndarray]:
 
 
 def xent_calls(x: np.ndarray, t: np.ndarray, lp: np.ndarray, q: np.ndarray) -> dict[str, Any]:
+    focal = _spec.binary_focal_loss_with_logits(GAMMA, ALPHA, return_grad=True)
+    kl = _spec.kl_div("batchmean", return_grad=True)
     return {
-        "focal": lambda: _core.binary_focal_loss_with_logits(
-            x, t, GAMMA, ALPHA, None, 1, "mean", True, None
-        ),
-        "kl": lambda: _core.kl_div(lp, q, "batchmean", False, True, None),
+        "focal": lambda: _core.binary_loss(focal, x, t, (None, 1), (None, 1), None),
+        "kl": lambda: _core.kl_div(kl, lp, q, None),
     }
 
 

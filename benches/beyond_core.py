@@ -27,15 +27,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import Data, workloads
 
-from xent_rs import _core
+from xent_rs import _core, _spec
 
 
 def ce(x: np.ndarray, y: np.ndarray, **extra: Any) -> Any:
-    return _core.cross_entropy(x, y, -1, None, None, -100, "mean", 0.0, True, None, None, **extra)
+    spec = _spec.cross_entropy(return_grad=True, **extra)
+    return _core.class_loss(spec, x, y, None, None, None, None)
 
 
 def focal(x: np.ndarray, y: np.ndarray, gamma: float) -> Any:
-    return _core.focal_loss(x, y, -1, gamma, None, None, -100, "mean", True, None, None)
+    spec = _spec.focal_loss(gamma=gamma, return_grad=True)
+    return _core.class_loss(spec, x, y, None, None, None, None)
 
 
 def numpy_focal(x: np.ndarray, y: np.ndarray, gamma: float) -> tuple[float, np.ndarray]:

@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use xent_rs::kernels::cross_entropy::{ClassOptions, cross_entropy};
-use xent_rs::kernels::{GradOutput, Io, Layout, Reduction, Targets};
+use xent_rs::kernels::{Io, Layout, Reduction, Targets};
 use xent_rs::simd::math::{Func, evaluate};
 use xent_rs::simd::{self, Level};
 
@@ -90,14 +90,8 @@ fn bench_cross_entropy() {
         };
         for softcap in [None, Some(30.0)] {
             let opts = ClassOptions {
-                weight: None,
-                sample_weight: None,
-                ignore_index: -100,
-                reduction: Reduction::Mean,
-                label_smoothing: 0.0,
-                grad_output: GradOutput::Scalar(1.0),
-                z_loss: 0.0,
                 softcap,
+                ..ClassOptions::plain(Reduction::Mean)
             };
             let mut grad = vec![0.0f32; rows * classes];
             let mut base = (0.0, 0.0);

@@ -4,6 +4,8 @@
 - ``assert_golden_close()``: the golden tolerance rule (README of ``tests/golden``).
 - ``assert_same_files()``: a reference directory kept in ``tests/`` is an exact copy of the
   shared one (``../shared/...``) it was taken from.
+- ``core_class()`` / ``core_binary()``: a call of the native core with an options object built
+  directly, without ``_spec``'s checks, so that the core's own checks answer.
 - ``restore_threads``: puts ``xent_rs.set_num_threads`` back after a test that changes it.
 - hypothesis profile ``xent``: no deadline, modest example counts (the suite stays fast).
 - ``--require-installed``: fail unless ``xent_rs`` is an installed one (CI tests its wheel
@@ -293,6 +295,27 @@ def raises_writing_into(exc: type[BaseException], op: str, x: Any, target: Any, 
 def has_number(msg: str, value: str) -> bool:
     """``value`` appears in ``msg`` as a whole number (not as part of a longer one)."""
     return re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", msg) is not None
+
+
+def core_class(loss: str, *arrays: Any, partial: bool | None = None, **options: Any) -> Any:
+    """``_core.class_loss`` for ``loss`` with ``options`` (``_spec.ClassLoss``'s fields) and
+    ``arrays``: input, target, then weight, sample_weight, grad_output and grad_out (``None``
+    where left out)."""
+    from xent_rs import _core, _spec
+
+    given = arrays + (None,) * (6 - len(arrays))
+    return _core.class_loss(_spec.ClassLoss(loss, **options), *given, partial)
+
+
+def core_binary(loss: str, *arrays: Any, partial: bool | None = None, **options: Any) -> Any:
+    """``_core.binary_loss`` for ``loss`` with ``options`` (``_spec.BinaryLoss``'s fields) and
+    ``arrays``: input, target, then weight, pos_weight (each ``None`` or 1-D values repeated
+    along the last axis) and grad_output."""
+    from xent_rs import _core, _spec
+
+    x, t, weight, pos_weight, grad_output = arrays + (None,) * (5 - len(arrays))
+    spec = _spec.BinaryLoss(loss, **options)
+    return _core.binary_loss(spec, x, t, (weight, 1), (pos_weight, 1), grad_output, partial)
 
 
 def assert_same_files(copy: Path, original: Path) -> None:

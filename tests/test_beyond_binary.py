@@ -9,6 +9,7 @@ loss; the public front end (being redesigned) will wrap these calls.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -22,7 +23,9 @@ from conftest import (
     load_golden,
 )
 
+import xent_rs
 from xent_rs import _backend, _core
+from xent_rs._spec import BinaryLoss, KlDiv
 
 OPS = ("binary_focal_loss_with_logits", "kl_div")
 
@@ -34,35 +37,29 @@ def _params(errors: bool) -> list[Any]:
     return [pytest.param(c, id=c.id) for c in CASES if (c.expect_error is not None) == errors]
 
 
-def focal(
-    x: np.ndarray,
-    t: np.ndarray,
-    *,
-    gamma: float = 2.0,
-    alpha: float | None = 0.25,
-    weight: Any = None,
-    reduction: str = "mean",
-    return_grad: bool = False,
-    grad_output: Any = None,
-) -> Any:
-    """``_core.binary_focal_loss_with_logits`` with SPEC.md's defaults and a broadcast weight."""
-    w, repeat = _backend.broadcast(_backend.NUMPY, weight, x.shape, x.dtype, "weight")
-    return _core.binary_focal_loss_with_logits(
-        x, t, gamma, alpha, w, repeat, reduction, return_grad, grad_output
-    )
+def _defaults(name: str, **given: Any) -> dict[str, Any]:
+    """``given`` completed with the defaults of the public ``xent_rs.<name>`` (SPEC.md's)."""
+    public = inspect.signature(getattr(xent_rs, name))
+    bound = public.bind(None, None, **given)
+    bound.apply_defaults()
+    return {k: v for k, v in bound.arguments.items() if k not in ("input", "target")}
 
 
-def kl(
-    x: np.ndarray,
-    t: np.ndarray,
-    *,
-    reduction: str = "mean",
-    log_target: bool = False,
-    return_grad: bool = False,
-    grad_output: Any = None,
-) -> Any:
-    """``_core.kl_div`` with SPEC.md's defaults."""
-    return _core.kl_div(x, t, reduction, log_target, return_grad, grad_output)
+def focal(x: np.ndarray, t: np.ndarray, **given: Any) -> Any:
+    """``_core.binary_loss`` of the binary focal loss, with the public defaults (the options
+    unchecked by ``_spec``) and a broadcast weight."""
+    o = _defaults("binary_focal_loss_with_logits", **given)
+    w = _backend.broadcast(_backend.NUMPY, o["weight"], x.shape, x.dtype, "weight")
+    loss = "binary_focal_loss_with_logits"
+    spec = BinaryLoss(loss, o["reduction"], o["gamma"], o["alpha"], o["return_grad"])
+    return _core.binary_loss(spec, x, t, w, (None, 1), o["grad_output"])
+
+
+def kl(x: np.ndarray, t: np.ndarray, **given: Any) -> Any:
+    """``_core.kl_div`` with the public defaults (the options unchecked by ``_spec``)."""
+    o = _defaults("kl_div", **given)
+    spec = KlDiv(o["reduction"], o["log_target"], o["return_grad"])
+    return _core.kl_div(spec, x, t, o["grad_output"])
 
 
 def _call(case: GoldenCase, return_grad: bool = False) -> Any:
@@ -208,8 +205,9 @@ def test_focal_gamma_zero_without_alpha_is_bce_bit_for_bit(
     x = (20 * rng.standard_normal((33, 17))).astype(dtype)
     t = rng.uniform(0, 1, (33, 17)).astype(dtype)
     w = rng.uniform(0, 2, 17).astype(dtype)
-    got = _core.binary_focal_loss_with_logits(x, t, 0.0, None, w, 1, reduction, True, None)
-    want = _core.binary_cross_entropy_with_logits(x, t, w, 1, None, 1, reduction, True, None)
+    got = focal(x, t, gamma=0.0, alpha=None, weight=w, reduction=reduction, return_grad=True)
+    spec = BinaryLoss("binary_cross_entropy_with_logits", reduction, return_grad=True)
+    want = _core.binary_loss(spec, x, t, (w, 1), (None, 1), None)
     for g, h in zip(got, want, strict=True):
         assert np.asarray(g).tobytes() == np.asarray(h).tobytes()
 
@@ -266,9 +264,8 @@ def test_partials_are_the_one_shot_pass(rng: np.random.Generator, return_losses:
     x = 3 * rng.standard_normal((40, 6))
     t = rng.uniform(0, 1, (40, 6))
     w = rng.uniform(0.5, 2, 6)
-    p = _core.binary_focal_loss_with_logits(
-        x, t, 2.0, 0.25, w, 1, "sum", False, None, partial=return_losses
-    )
+    spec = BinaryLoss("binary_focal_loss_with_logits", "sum", 2.0, 0.25)
+    p = _core.binary_loss(spec, x, t, (w, 1), (None, 1), None, partial=return_losses)
     assert p.loss_sum == focal(x, t, weight=w, reduction="sum")
     assert p.denominator == 240.0 and p.count == 240
     assert p.loss_sum / p.denominator == focal(x, t, weight=w)
@@ -279,9 +276,8 @@ def test_partials_are_the_one_shot_pass(rng: np.random.Generator, return_losses:
 
     lp, q = np.log(rng.dirichlet(np.ones(6), 40)), rng.dirichlet(np.ones(6), 40)
     for batchmean, reduction, denominator in [(False, "mean", 240.0), (True, "batchmean", 40.0)]:
-        k = _core.kl_div(
-            lp, q, "batchmean" if batchmean else "sum", False, False, None, partial=return_losses
-        )
+        spec = KlDiv("batchmean" if batchmean else "sum")
+        k = _core.kl_div(spec, lp, q, None, partial=return_losses)
         assert k.loss_sum == kl(lp, q, reduction="sum")
         assert k.denominator == denominator and k.count == 240
         assert k.loss_sum / k.denominator == kl(lp, q, reduction=reduction)
@@ -310,10 +306,9 @@ def test_focal_option_errors(gamma: float, alpha: float, message: str) -> None:
     with pytest.raises(ValueError) as info:
         focal(x, x, gamma=gamma, alpha=alpha)
     assert str(info.value) == message
+    spec = BinaryLoss("binary_focal_loss_with_logits", "sum", gamma, alpha)
     with pytest.raises(ValueError):
-        _core.binary_focal_loss_with_logits(
-            x, x, gamma, alpha, None, 1, "sum", False, None, partial=False
-        )
+        _core.binary_loss(spec, x, x, (None, 1), (None, 1), None, partial=False)
 
 
 def test_shape_dtype_and_reduction_errors() -> None:

@@ -1,7 +1,7 @@
 """``z_loss`` / ``softcap`` in cross entropy and the multiclass ``focal_loss``, through ``_core``.
 
-The public front ends take these options once the spec redesign wires them in; until then the
-binding is tested directly: every ``cross_entropy`` and ``focal_loss`` case of
+The native core is tested directly, with options objects built without ``_spec``'s checks so
+that the core's own checks answer: every ``cross_entropy`` and ``focal_loss`` case of
 ``shared/golden-beyond`` (PyTorch autograd in float64), finite-difference gradients of every
 new option, the bit-for-bit promises (options off, ``gamma = 0``, thread counts) and the
 errors with their exact types and messages.
@@ -9,6 +9,7 @@ errors with their exact types and messages.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from conftest import SHARED_DIR, assert_golden_close
 
 xent_rs: Any = pytest.importorskip("xent_rs")
 _core: Any = pytest.importorskip("xent_rs._core")
+ClassLoss: Any = pytest.importorskip("xent_rs._spec").ClassLoss
 
 BEYOND_DIR = SHARED_DIR / "golden-beyond"
 
@@ -30,24 +32,40 @@ BEYOND_DIR = SHARED_DIR / "golden-beyond"
 # --------------------------------------------------------------------------------------------
 
 
-def _core_with_public_defaults(name: str) -> Callable[..., Any]:
-    """``_core.<name>`` called as the public ``xent_rs.<name>`` is, with its defaults.
+#: What the core takes beside the options object, in its order.
+ARRAYS = ("input", "target", "weight", "sample_weight", "grad_output", "grad_out")
 
-    The arguments are bound to the public signature, then handed to the core by name (the core
-    names its parameters as the public function does), so no Python-side conversion runs.
+
+def _core_with_public_defaults(name: str) -> Callable[..., Any]:
+    """``_core.class_loss`` called as the public ``xent_rs.<name>`` is, with its defaults.
+
+    The arguments are bound to the public signature; the options go into a ``ClassLoss``
+    built directly and the arrays to the core as they are, so no Python-side check or
+    conversion runs.
     """
     public = inspect.signature(getattr(xent_rs, name))
-    core = getattr(_core, name)
+    options = {f.name for f in dataclasses.fields(ClassLoss)}
 
     def call(*args: Any, **kw: Any) -> Any:
         bound = public.bind(*args, **kw)
         bound.apply_defaults()
-        return core(**bound.arguments)
+        given = dict(bound.arguments)
+        spec = ClassLoss(name, **{k: given.pop(k) for k in list(given) if k in options})
+        assert set(given) == set(ARRAYS), "every public argument reaches the core"
+        return _core.class_loss(spec, *(given[k] for k in ARRAYS))
 
     return call
 
 
-#: ``_core.cross_entropy`` (with z_loss and softcap) and ``_core.focal_loss``.
+def partial(name: str, x: np.ndarray, t: np.ndarray, return_losses: bool = True, **kw: Any) -> Any:
+    """The core's partial result of loss ``name`` (options by keyword, ``reduction="sum"``;
+    ``weight`` and ``sample_weight`` too)."""
+    w, sw = kw.pop("weight", None), kw.pop("sample_weight", None)
+    spec = ClassLoss(name, reduction="sum", **kw)
+    return _core.class_loss(spec, x, t, w, sw, None, None, partial=return_losses)
+
+
+#: ``cross_entropy`` (with z_loss and softcap) and ``focal_loss`` through ``_core.class_loss``.
 ce = _core_with_public_defaults("cross_entropy")
 focal = _core_with_public_defaults("focal_loss")
 
@@ -273,12 +291,8 @@ def test_options_off_are_the_plain_call_bit_for_bit(
         soft = ce(x, p, return_grad=True, **kw)
         soft_off = ce(x, p, return_grad=True, z_loss=0.0, softcap=None, **kw)
         same_bits(soft_off[1], soft[1])
-    part = _core.cross_entropy(
-        x, t, axis, w, None, -100, "sum", 0.0, False, None, None, partial=True
-    )
-    part_off = _core.cross_entropy(
-        x, t, axis, w, None, -100, "sum", 0.0, False, None, None, 0.0, None, partial=True
-    )
+    part = partial("cross_entropy", x, t, axis=axis, weight=w)
+    part_off = partial("cross_entropy", x, t, axis=axis, weight=w, z_loss=0.0, softcap=None)
     assert part.loss_sum == part_off.loss_sum
     same_bits(part.losses, part_off.losses)
 
@@ -310,10 +324,8 @@ def test_focal_without_focus_is_cross_entropy_bit_for_bit(
         b = ce(x, t, return_grad=True, **kw)
         same_bits(a[0], b[0])
         same_bits(a[1], b[1])
-    fp = _core.focal_loss(x, t, axis, 0.0, None, sw, -100, "sum", False, None, None, partial=True)
-    cp = _core.cross_entropy(
-        x, t, axis, None, sw, -100, "sum", 0.0, False, None, None, partial=True
-    )
+    fp = partial("focal_loss", x, t, axis=axis, sample_weight=sw)
+    cp = partial("cross_entropy", x, t, axis=axis, sample_weight=sw)
     assert (fp.loss_sum, fp.denominator, fp.count) == (cp.loss_sum, cp.denominator, cp.count)
     same_bits(fp.losses, cp.losses)
 
@@ -343,13 +355,11 @@ def test_one_and_two_threads_give_the_same_bits(shape: tuple[int, ...], axis: in
 
 def test_partials_match_the_one_shot_calls() -> None:
     x, t = _hard((200, 13), -1, np.float32)
-    part = _core.cross_entropy(
-        x, t, -1, None, None, -100, "sum", 0.0, False, None, None, 0.01, 4.0, partial=True
-    )
+    part = partial("cross_entropy", x, t, z_loss=0.01, softcap=4.0)
     same_bits(part.losses, ce(x, t, reduction="none", z_loss=0.01, softcap=4.0))
     assert part.loss_sum == ce(x, t, reduction="sum", z_loss=0.01, softcap=4.0)
     assert part.denominator == 199.0 and part.count == 200
-    fp = _core.focal_loss(x, t, -1, 2.0, None, None, -100, "sum", False, None, None, partial=False)
+    fp = partial("focal_loss", x, t, return_losses=False, gamma=2.0)
     assert fp.losses is None
     assert fp.loss_sum == focal(x, t, reduction="sum")
     assert fp.loss_sum / fp.denominator == focal(x, t)
@@ -418,7 +428,7 @@ def test_bad_gamma_is_a_value_error(gamma: float) -> None:
         f"gamma must be a finite number >= 0.0, got {_rust(gamma)}",
     )
     with pytest.raises(ValueError):
-        _core.focal_loss(x, t, -1, gamma, None, None, -100, "sum", False, None, None, partial=False)
+        partial("focal_loss", x, t, return_losses=False, gamma=gamma)
 
 
 def test_focal_errors_have_cross_entropys_types() -> None:

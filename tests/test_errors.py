@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import has_number, raises_exactly, raises_writing_into
+from conftest import core_binary, core_class, has_number, raises_exactly, raises_writing_into
 
 xent_rs = pytest.importorskip("xent_rs")
 
@@ -794,18 +794,16 @@ NEW_OPTIONS = [
 
 
 def _core_ce(x: Any, t: Any, z_loss: float = 0.0, softcap: float | None = None) -> Any:
-    args = (x, t, -1, None, None, -100, "mean", 0.0, False, None, None, z_loss, softcap)
-    return xent_rs._core.cross_entropy(*args)
+    return core_class("cross_entropy", x, t, z_loss=z_loss, softcap=softcap)
 
 
 def _core_focal(x: Any, t: Any, gamma: float) -> Any:
-    return xent_rs._core.focal_loss(x, t, -1, gamma, None, None, -100, "mean", False, None, None)
+    return core_class("focal_loss", x, t, gamma=gamma)
 
 
 def _core_bfocal(x: Any, gamma: float, alpha: float) -> Any:
-    return xent_rs._core.binary_focal_loss_with_logits(
-        x, np.zeros_like(x), gamma, alpha, None, 1, "mean", False, None
-    )
+    loss = "binary_focal_loss_with_logits"
+    return core_binary(loss, x, np.zeros_like(x), gamma=gamma, alpha=alpha)
 
 
 @pytest.mark.parametrize(("fn", "keyword", "value", "core"), NEW_OPTIONS)
@@ -866,3 +864,49 @@ def test_counts_beyond_their_range_are_value_errors() -> None:
             call(value)
     with pytest.raises(TypeError):
         xent_rs.set_num_threads(2.5)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda x, t: core_class("nll_loss", x, t, label_smoothing=0.1),
+            "nll_loss has no label_smoothing option",
+        ),
+        (lambda x, t: core_class("nll_loss", x, t, gamma=2.0), "nll_loss has no gamma option"),
+        (
+            lambda x, t: core_class("focal_loss", x, t, z_loss=1e-4),
+            "focal_loss has no z_loss option",
+        ),
+        (
+            lambda x, t: core_class("focal_loss", x, t, softcap=5.0),
+            "focal_loss has no softcap option",
+        ),
+        (
+            lambda x, t: core_class("cross_entropy", x, t, gamma=2.0),
+            "cross_entropy has no gamma option",
+        ),
+        (lambda x, t: core_class("softmax", x, t), 'no such loss in this family: "softmax"'),
+        (
+            lambda x, t: core_binary("binary_cross_entropy", x, x, None, x[0]),
+            "binary_cross_entropy has no pos_weight",
+        ),
+        (
+            lambda x, t: core_binary("binary_focal_loss_with_logits", x, x, None, x[0], gamma=2.0),
+            "binary_focal_loss_with_logits has no pos_weight",
+        ),
+        (
+            lambda x, t: core_binary("binary_cross_entropy_with_logits", x, x, alpha=0.25),
+            "binary_cross_entropy_with_logits has no gamma or alpha (those are the focal loss's)",
+        ),
+        (
+            lambda x, t: core_binary("cross_entropy", x, x),
+            'no such loss in this family: "cross_entropy"',
+        ),
+    ],
+)
+def test_the_core_refuses_options_its_loss_does_not_have(call: Any, message: str) -> None:
+    """The native core reads a loss's options from the ``_spec`` object and checks it again: an
+    option of another loss of the family, or a loss of another family, is a ValueError."""
+    x, t = np.full((4, 3), 0.5), np.array([0, 1, 2, 0])
+    assert raises_exactly(ValueError, call, x, t) == message

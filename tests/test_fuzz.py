@@ -1211,6 +1211,15 @@ def _bad_reduction(draw: st.DrawFn) -> tuple[Any, tuple[str, ...]]:
     return draw(BAD_REDUCTIONS), VE
 
 
+def _bad_axis(draw: st.DrawFn, mut: str, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """The axis of an "axis range" mutation (an integer past the input's dimensions: a
+    ``ValueError``) or an "axis type" one (not an integer: a ``TypeError``), and the error."""
+    if mut == "axis type":
+        return draw(BAD_AXIS_TYPES), TE
+    k = draw(st.integers(0, 3))
+    return draw(st.sampled_from([len(shape) + k, -len(shape) - 1 - k, 10**6])), VE
+
+
 @st.composite
 def invalid_multiclass(draw: st.DrawFn) -> Call:
     """cross_entropy / nll_loss and their accumulators' update, one thing wrong."""
@@ -1277,11 +1286,8 @@ def invalid_multiclass(draw: st.DrawFn) -> Call:
         xa, ta = Arr(np.array(1.5, dtype=xdt), draw(st.sampled_from(ALL_LAYOUTS))), np.array(0)
         opts.pop("weight", None)
         opts["axis"], sw = -1, None
-    elif mut == "axis range":
-        k = draw(st.integers(0, 3))
-        opts["axis"] = draw(st.sampled_from([len(shape) + k, -len(shape) - 1 - k, 10**6]))
-    elif mut == "axis type":
-        opts["axis"], expect = draw(BAD_AXIS_TYPES), TE
+    elif mut in ("axis range", "axis type"):
+        opts["axis"], expect = _bad_axis(draw, mut, shape)
     elif mut == "reduction":
         opts["reduction"], expect = _bad_reduction(draw)
         if acc:
@@ -1382,11 +1388,8 @@ def invalid_softmax_family(draw: st.DrawFn) -> Call:
     elif mut == "0-d input":
         xa = Arr(np.array(0.5, dtype=xdt))
         ga = Arr(np.array(1.0))
-    elif mut == "axis range":
-        k = draw(st.integers(0, 3))
-        kw["axis"] = draw(st.sampled_from([len(shape) + k, -len(shape) - 1 - k, 10**6]))
-    elif mut == "axis type":
-        kw["axis"], expect = draw(BAD_AXIS_TYPES), TE
+    elif mut in ("axis range", "axis type"):
+        kw["axis"], expect = _bad_axis(draw, mut, shape)
     elif mut == "shape mismatch":
         ga = _lay(draw, rng.standard_normal(_changed_shape(draw, shape)))
     elif mut == "grad_output dtype":

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import core_binary, core_class
 
 import xent_rs
 from xent_rs import _core
@@ -37,8 +38,8 @@ def test_cross_entropy_partial_is_the_one_shot_pass(
     c = _class_case(dtype, soft, weighted)
     x, t, w, sw = c["x"], c["t"], c["w"], c["sw"]
     kw = {"weight": w, "sample_weight": sw, "label_smoothing": 0.1}
-    p = _core.cross_entropy(
-        x, t, -1, w, sw, -100, "sum", 0.1, False, None, None, partial=return_losses
+    p = core_class(
+        "cross_entropy", x, t, w, sw, partial=return_losses, reduction="sum", label_smoothing=0.1
     )
     # The one-shot functions round the same float64 numbers to the input's dtype.
     assert dtype(p.loss_sum) == xent_rs.cross_entropy(x, t, reduction="sum", **kw)
@@ -61,7 +62,7 @@ def test_cross_entropy_partial_is_the_one_shot_pass(
 def test_nll_partial() -> None:
     c = _class_case(np.float64, False, True)
     x, t, w, sw = c["x"], c["t"], c["w"], c["sw"]
-    p = _core.nll_loss(x, t, -1, w, sw, -100, "sum", False, None, partial=True)
+    p = core_class("nll_loss", x, t, w, sw, partial=True, reduction="sum")
     assert p.loss_sum == xent_rs.nll_loss(x, t, weight=w, sample_weight=sw, reduction="sum")
     np.testing.assert_array_equal(
         p.losses, xent_rs.nll_loss(x, t, weight=w, sample_weight=sw, reduction="none")
@@ -74,8 +75,8 @@ def test_binary_partials(return_losses: bool) -> None:
     x = RNG.standard_normal((50, 4)).astype(np.float32)
     t = (RNG.random((50, 4)) < 0.5).astype(np.float32)
     w = RNG.uniform(0.5, 2, 4).astype(np.float32)
-    p = _core.binary_cross_entropy_with_logits(
-        x, t, w, 1, w, 1, "sum", False, None, partial=return_losses
+    p = core_binary(
+        "binary_cross_entropy_with_logits", x, t, w, w, partial=return_losses, reduction="sum"
     )
     kw = {"weight": w, "pos_weight": w}
     # The one-shot functions round the same float64 sum to float32 (compared as float32: NumPy
@@ -84,7 +85,7 @@ def test_binary_partials(return_losses: bool) -> None:
     assert got == xent_rs.binary_cross_entropy_with_logits(x, t, reduction="sum", **kw)
     assert p.denominator == 200.0 and p.count == 200
     prob = 1 / (1 + np.exp(-x))
-    q = _core.binary_cross_entropy(prob, t, None, 1, "sum", False, None, partial=return_losses)
+    q = core_binary("binary_cross_entropy", prob, t, partial=return_losses, reduction="sum")
     assert np.float32(q.loss_sum) == xent_rs.binary_cross_entropy(prob, t, reduction="sum")
     if return_losses:
         np.testing.assert_array_equal(
@@ -96,10 +97,9 @@ def test_binary_partials(return_losses: bool) -> None:
 
 
 def _ce_partial(x: np.ndarray, t: np.ndarray, label_smoothing: float, losses: bool) -> Any:
-    """``_core.cross_entropy``'s partial result, no weights."""
-    return _core.cross_entropy(
-        x, t, -1, None, None, -100, "sum", label_smoothing, False, None, None, partial=losses
-    )
+    """``_core.class_loss``'s partial result of cross entropy, no weights."""
+    options = {"reduction": "sum", "label_smoothing": label_smoothing}
+    return core_class("cross_entropy", x, t, partial=losses, **options)
 
 
 def test_partials_check_like_the_one_shot_functions() -> None:
@@ -109,18 +109,13 @@ def test_partials_check_like_the_one_shot_functions() -> None:
     with pytest.raises(ValueError, match="label_smoothing"):
         _ce_partial(x, np.array([0, 1, 1]), 2.0, False)
     with pytest.raises(TypeError, match="ignore_index"):
-        _core.nll_loss(
-            x, np.array([0, 1, 1]), -1, None, None, 1.5, "sum", False, None, partial=False
-        )
+        core_class("nll_loss", x, np.array([0, 1, 1]), partial=False, ignore_index=1.5)
 
 
 def test_a_partial_result_carries_no_gradient() -> None:
     x = np.zeros((3, 4))
     with pytest.raises(ValueError, match="partial result carries no gradient"):
-        _core.cross_entropy(
-            x, np.array([0, 1, 1]), -1, None, None, -100, "sum", 0.0, True, None, None,
-            partial=False,
-        )  # fmt: skip
+        core_class("cross_entropy", x, np.array([0, 1, 1]), partial=False, return_grad=True)
 
 
 def test_zero_class_soft_partial_gives_nan_mean() -> None:
@@ -141,13 +136,13 @@ def test_log_loss_summary_is_named() -> None:
 def test_accumulator_update_is_one_native_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     """``update(..., return_losses=True)`` calls the core once, for its partial result."""
     calls: list[Any] = []
-    original = _core.cross_entropy
+    original = _core.class_loss
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs.get("partial"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_core, "cross_entropy", spy)
+    monkeypatch.setattr(_core, "class_loss", spy)
     c = _class_case(np.float32, False, True)
     acc = xent_rs.streaming.CrossEntropyAccumulator(weight=c["w"])
     losses = acc.update(c["x"], c["t"], c["sw"], return_losses=True)

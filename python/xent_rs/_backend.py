@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
@@ -431,16 +430,16 @@ def _finish(ns: Namespace, result: Any, dtype: np.dtype[Any], half_out: Any) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-def normalize(name: Literal["log_softmax", "softmax"], x: Any, axis: int, out: Any) -> Any:
-    """``log_softmax`` or ``softmax`` of ``x`` along ``axis``, into ``out`` when given."""
+def normalize(x: Any, axis: int, out: Any, log: bool) -> Any:
+    """``softmax`` (``log_softmax`` with ``log``) of ``x`` along ``axis``, into ``out`` when
+    given."""
     ns = namespace(x, out)
     a, dtype = float_input(ns, x)
-    kernel = getattr(ns.core, name)
     core_out = _output(ns, out, a, x, dtype, "out")
     if out is not None and core_out is None:  # float16: computed in float32, then copied
-        ns.xp.copyto(out, kernel(a, axis, None).astype(dtype))
+        ns.xp.copyto(out, ns.core.softmax(a, axis, None, log).astype(dtype))
         return out
-    return _restore(kernel(a, axis, core_out), dtype)
+    return _restore(ns.core.softmax(a, axis, core_out, log), dtype)
 
 
 def logsumexp(x: Any, axis: int, keepdims: bool) -> Any:
@@ -453,17 +452,12 @@ def logsumexp(x: Any, axis: int, keepdims: bool) -> Any:
     return result[()] if result.ndim == 0 and ns is NUMPY else result
 
 
-def backward(
-    name: Literal["log_softmax_backward", "softmax_backward"],
-    grad_output: Any,
-    output: Any,
-    axis: int,
-) -> Any:
-    """The vector-Jacobian product of ``log_softmax`` or ``softmax``."""
+def backward(grad_output: Any, output: Any, axis: int, log: bool) -> Any:
+    """The vector-Jacobian product of ``softmax`` (``log_softmax`` with ``log``)."""
     ns = namespace(grad_output, output)
     y, dtype = float_input(ns, output, "output")
     g = like(ns, grad_output, y.dtype, "grad_output")
-    return _restore(getattr(ns.core, name)(g, y, axis), dtype)
+    return _restore(ns.core.softmax_backward(g, y, axis, log), dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,15 +482,15 @@ def class_loss(
         and grad_out is None
         and plain_labels(input, target)
     ):  # the common training call: nothing to convert, the NumPy backend
-        return _finish(NUMPY, _class_core(_core, spec, input, target), input.dtype, None)
+        result = _core.class_loss(spec, input, target, None, None, None, None)
+        return _finish(NUMPY, result, input.dtype, None)
     ns = namespace(input, target, weight, sample_weight, grad_output, grad_out)
     x, dtype = float_input(ns, input)
     work = x.dtype
     core_grad_out = grad_out
     if spec.return_grad:
         core_grad_out = _output(ns, grad_out, x, input, dtype, "grad_out")
-    result = _class_core(
-        ns.core,
+    result = ns.core.class_loss(
         spec,
         x,
         class_target(ns, target, work),
@@ -506,35 +500,6 @@ def class_loss(
         core_grad_out,
     )
     return _finish(ns, result, dtype, grad_out if core_grad_out is None else None)
-
-
-def _class_core(
-    core: ModuleType,
-    spec: ClassLoss,
-    x: Any,
-    t: Any,
-    w: Any = None,
-    sw: Any = None,
-    g: Any = None,
-    grad_out: Any = None,
-    **partial: bool,
-) -> Any:
-    """The core's call for ``spec``: one-shot, or with ``partial=return_losses`` the partial
-    result an accumulator adds."""
-    if spec.loss == "nll_loss":
-        return core.nll_loss(
-            x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.return_grad, g,
-            **partial,
-        )  # fmt: skip
-    if spec.loss == "focal_loss":
-        return core.focal_loss(
-            x, t, spec.axis, spec.gamma, w, sw, spec.ignore_index, spec.reduction,
-            spec.return_grad, g, grad_out, **partial,
-        )  # fmt: skip
-    return core.cross_entropy(
-        x, t, spec.axis, w, sw, spec.ignore_index, spec.reduction, spec.label_smoothing,
-        spec.return_grad, g, grad_out, spec.z_loss, spec.softcap, **partial,
-    )  # fmt: skip
 
 
 def class_partial(
@@ -554,7 +519,7 @@ def class_partial(
     # refuses it as the one-shot functions do.
     w = optional(NUMPY, weight, work, "weight")
     sw = optional(NUMPY, sample_weight, work, "sample_weight")
-    p = _class_core(_core, spec, x, t, w, sw, partial=return_losses)
+    p = _core.class_loss(spec, x, t, w, sw, None, None, partial=return_losses)
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)
 
 
@@ -584,39 +549,11 @@ def binary_loss(
     work = x.dtype
     shape = tuple(x.shape)
     t = binary_target(ns, target, x)
-    w, w_repeat = broadcast(ns, weight, shape, work, "weight")
+    w = broadcast(ns, weight, shape, work, "weight")
     g = upstream(ns, grad_output, spec.reduction, work)
-    pw, pw_repeat = broadcast(ns, pos_weight, shape, work, "pos_weight")
-    result = _binary_core(ns.core, spec, x, t, w, w_repeat, pw, pw_repeat, g)
+    pw = broadcast(ns, pos_weight, shape, work, "pos_weight")
+    result = ns.core.binary_loss(spec, x, t, w, pw, g)
     return _finish(ns, result, dtype, None)
-
-
-def _binary_core(
-    core: ModuleType,
-    spec: BinaryLoss,
-    x: Any,
-    t: Any,
-    w: Any,
-    w_repeat: int,
-    pw: Any,
-    pw_repeat: int,
-    g: Any,
-    **partial: bool,
-) -> Any:
-    """The core's call for ``spec``: one-shot, or with ``partial=return_losses`` the partial
-    result an accumulator adds."""
-    if spec.loss == "binary_cross_entropy":
-        return core.binary_cross_entropy(
-            x, t, w, w_repeat, spec.reduction, spec.return_grad, g, **partial
-        )
-    if spec.loss == "binary_focal_loss_with_logits":
-        return core.binary_focal_loss_with_logits(
-            x, t, spec.gamma, spec.alpha, w, w_repeat, spec.reduction, spec.return_grad, g,
-            **partial,
-        )  # fmt: skip
-    return core.binary_cross_entropy_with_logits(
-        x, t, w, w_repeat, pw, pw_repeat, spec.reduction, spec.return_grad, g, **partial
-    )
 
 
 def element_weight(
@@ -655,9 +592,9 @@ def binary_partial(
     shape = tuple(x.shape)
     t = binary_target(NUMPY, target, x)
     w = element_weight(weight, sample_weight, shape, work)
-    values, repeat = broadcast(NUMPY, w, shape, work, "weight")
-    pw, pw_repeat = broadcast(NUMPY, pos_weight, shape, work, "pos_weight")
-    p = _binary_core(_core, spec, x, t, values, repeat, pw, pw_repeat, None, partial=return_losses)
+    bw = broadcast(NUMPY, w, shape, work, "weight")
+    pw = broadcast(NUMPY, pos_weight, shape, work, "pos_weight")
+    p = _core.binary_loss(spec, x, t, bw, pw, None, partial=return_losses)
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)
 
 
@@ -668,7 +605,7 @@ def kl_div(spec: KlDiv, input: Any, target: Any, grad_output: Any) -> Any:
     work = x.dtype
     t = like(ns, target, work, "target")
     g = upstream(ns, grad_output, spec.reduction, work)
-    result = ns.core.kl_div(x, t, spec.reduction, spec.log_target, spec.return_grad, g)
+    result = ns.core.kl_div(spec, x, t, g)
     return _finish(ns, result, dtype, None)
 
 
@@ -679,5 +616,5 @@ def kl_div_partial(
     denominator counts rows, ``mean``'s elements."""
     x, dtype = float_input(NUMPY, input)
     t = like(NUMPY, target, x.dtype, "target")
-    p = _core.kl_div(x, t, spec.reduction, spec.log_target, False, None, partial=return_losses)
+    p = _core.kl_div(spec, x, t, None, partial=return_losses)
     return p.loss_sum, p.denominator, p.count, half_losses(p.losses, dtype)

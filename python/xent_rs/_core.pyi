@@ -3,30 +3,31 @@
 Float arrays are C-contiguous float32, float64 or bfloat16 (``ml_dtypes.bfloat16``, read
 natively and computed in float32); every float argument of a call (targets, weights,
 ``grad_output``, ``out``/``grad_out``) has the input's dtype, and so do the results.
+
+There is one function per loss family; its first argument is the call's options, the
+``xent_rs._spec`` object the Python layer built, read by attribute (and checked again). A
+broadcast weight of ``binary_loss`` is ``(distinct values or None, repeat count)``, as
+``xent_rs._backend.broadcast`` gives it.
 """
 
-from typing import Any, final
+from typing import Any, Final, final
 
 import numpy as np
+
+from xent_rs._spec import BinaryLoss, ClassLoss, KlDiv
 
 __all__ = [
     "LogLossSummary",
     "Partial",
     "__version__",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "binary_focal_loss_with_logits",
-    "cross_entropy",
+    "binary_loss",
+    "class_loss",
     "cross_entropy_denominator",
-    "focal_loss",
     "get_num_threads",
     "get_output_cache",
     "kl_div",
     "log_loss",
-    "log_softmax",
-    "log_softmax_backward",
     "logsumexp",
-    "nll_loss",
     "set_num_threads",
     "set_output_cache",
     "set_simd_level",
@@ -38,37 +39,17 @@ __all__ = [
 
 __version__: str
 
-def log_softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
-def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray: ...
+def softmax(x: np.ndarray, axis: int, out: np.ndarray | None, log: bool) -> np.ndarray: ...
 def logsumexp(x: np.ndarray, axis: int) -> np.ndarray: ...
-def log_softmax_backward(grad_output: np.ndarray, output: np.ndarray, axis: int) -> np.ndarray: ...
-def softmax_backward(grad_output: np.ndarray, output: np.ndarray, axis: int) -> np.ndarray: ...
-def cross_entropy(
+def softmax_backward(
+    grad_output: np.ndarray, output: np.ndarray, axis: int, log: bool
+) -> np.ndarray: ...
+def class_loss(
+    spec: ClassLoss,
     input: np.ndarray,
     target: np.ndarray,
-    axis: int,
     weight: np.ndarray | None,
     sample_weight: np.ndarray | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    return_grad: bool,
-    grad_output: float | np.ndarray | None,
-    grad_out: np.ndarray | None,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    partial: bool | None = None,
-) -> Any: ...
-def focal_loss(
-    input: np.ndarray,
-    target: np.ndarray,
-    axis: int,
-    gamma: float,
-    weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    ignore_index: int,
-    reduction: str,
-    return_grad: bool,
     grad_output: float | np.ndarray | None,
     grad_out: np.ndarray | None,
     partial: bool | None = None,
@@ -80,91 +61,43 @@ def cross_entropy_denominator(
     sample_weight: np.ndarray | None,
     ignore_index: int,
 ) -> float: ...
-def nll_loss(
+def binary_loss(
+    spec: BinaryLoss,
     input: np.ndarray,
     target: np.ndarray,
-    axis: int,
-    weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    ignore_index: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: float | np.ndarray | None,
-    partial: bool | None = None,
-) -> Any: ...
-def binary_cross_entropy(
-    input: np.ndarray,
-    target: np.ndarray,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: float | np.ndarray | None,
-    partial: bool | None = None,
-) -> Any: ...
-def binary_cross_entropy_with_logits(
-    input: np.ndarray,
-    target: np.ndarray,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    pos_weight: np.ndarray | None,
-    pos_weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: float | np.ndarray | None,
-    partial: bool | None = None,
-) -> Any: ...
-def binary_focal_loss_with_logits(
-    input: np.ndarray,
-    target: np.ndarray,
-    gamma: float,
-    alpha: float | None,
-    weight: np.ndarray | None,
-    weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
+    weight: tuple[np.ndarray | None, int],
+    pos_weight: tuple[np.ndarray | None, int],
     grad_output: float | np.ndarray | None,
     partial: bool | None = None,
 ) -> Any: ...
 def kl_div(
+    spec: KlDiv,
     input: np.ndarray,
     target: np.ndarray,
-    reduction: str,
-    log_target: bool,
-    return_grad: bool,
     grad_output: float | np.ndarray | None,
     partial: bool | None = None,
 ) -> Any: ...
 
 @final
 class Partial:
-    """One chunk's contribution to a streaming loss (a loss called with ``partial=``)."""
+    """One chunk's contribution to a streaming loss (a loss called with ``partial=``); its
+    attributes are read-only."""
 
-    @property
-    def loss_sum(self) -> float: ...
-    @property
-    def denominator(self) -> float: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def losses(self) -> np.ndarray | None: ...
+    loss_sum: Final[float]
+    denominator: Final[float]
+    count: Final[int]
+    losses: Final[np.ndarray | None]
 
 @final
 class LogLossSummary:
-    """What one native log-loss pass found."""
+    """What one native log-loss pass found; its attributes are read-only."""
 
-    @property
-    def loss_sum(self) -> float: ...
-    @property
-    def weight_sum(self) -> float: ...
-    @property
-    def out_of_range(self) -> bool: ...
-    @property
-    def normalized(self) -> bool: ...
-    @property
-    def labels_in_range(self) -> bool: ...
-    @property
-    def seen(self) -> np.ndarray: ...
+    loss_sum: Final[float]
+    weight_sum: Final[float]
+    out_of_range: Final[bool]
+    normalized: Final[bool]
+    labels_in_range: Final[bool]
+    seen: Final[np.ndarray]
 
 def log_loss(
     proba: np.ndarray,

@@ -27,6 +27,10 @@ from typing import Any
 import numpy as np
 
 from xent_rs import _cuda
+from xent_rs._spec import BinaryLoss, ClassLoss, KlDiv
+
+#: A CuPy array (CuPy is imported at first use, so it types as ``Any``).
+Array = Any
 
 _BLOCK = 256
 #: Threads per block for a few rows of at least ``_BLOCK_ROW`` values (when registers allow).
@@ -225,14 +229,10 @@ def _launch_row(
     kernel((grid,), (threads,), (*args, *sizes, np.int32(group), *extra))
 
 
-def log_softmax(x: Any, axis: int, out: Any = None) -> Any:
-    """``_core.log_softmax``: log-probabilities of ``x`` along ``axis`` (into ``out``)."""
-    return _normalize(x, axis, out, log=True)
-
-
-def softmax(x: Any, axis: int, out: Any = None) -> Any:
-    """``_core.softmax``: probabilities of ``x`` along ``axis`` (into ``out``)."""
-    return _normalize(x, axis, out, log=False)
+def softmax(x: Array, axis: int, out: Array | None, log: bool) -> Any:
+    """``_core.softmax``: probabilities (log-probabilities with ``log``) of ``x`` along
+    ``axis`` (into ``out``)."""
+    return _normalize(x, axis, out, log)
 
 
 def logsumexp(x: Any, axis: int) -> Any:
@@ -256,14 +256,10 @@ def _backward(g: Any, y: Any, axis: int, log: bool) -> Any:
     return dest
 
 
-def log_softmax_backward(grad_output: Any, output: Any, axis: int) -> Any:
-    """``_core.log_softmax_backward``: ``g - exp(output) * sum(g)`` along ``axis``."""
-    return _backward(grad_output, output, axis, log=True)
-
-
-def softmax_backward(grad_output: Any, output: Any, axis: int) -> Any:
-    """``_core.softmax_backward``: ``output * (g - sum(g * output))`` along ``axis``."""
-    return _backward(grad_output, output, axis, log=False)
+def softmax_backward(grad_output: Array, output: Array, axis: int, log: bool) -> Any:
+    """``_core.softmax_backward``: ``output * (g - sum(g * output))`` along ``axis``, or
+    ``g - exp(output) * sum(g)`` with ``log``."""
+    return _backward(grad_output, output, axis, log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,13 +315,13 @@ def _class_loss(
     return_grad: bool,
     g: Any,
     grad_out: Any,
-    nll: bool,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    gamma: float = 0.0,
-    loss_name: str = "cross_entropy",
+    loss_name: str,
+    z_loss: float,
+    softcap: float | None,
+    gamma: float,
 ) -> Any:
     cp = _cp()
+    nll = loss_name == "nll_loss"
     work = np.dtype(x.dtype)
     shape = tuple(x.shape)
     ax = _axis(shape, axis)
@@ -347,9 +343,8 @@ def _class_loss(
                 f"target has the shape of class indices {sample_shape} but a floating dtype "
                 f"({work}); cast it to integers, e.g. target.astype(np.int64)"
             )
-        if nll or loss_name == "focal_loss":
-            name = "nll_loss" if nll else loss_name
-            raise TypeError(f"{name} needs integer class indices, got dtype {work}")
+        if loss_name != "cross_entropy":
+            raise TypeError(f"{loss_name} needs integer class indices, got dtype {work}")
         if t.shape != shape:
             raise mismatch(shape, "class probabilities need the input's shape")
         if ignore_index >= 0:
@@ -366,7 +361,6 @@ def _class_loss(
     if grad_out is not None and not return_grad:
         raise ValueError("grad_out is only used with return_grad=True")
     gscalar, go = _upstream(g, reduction, sample_shape)
-    _check_options(z_loss, softcap, gamma)
     if grad_out is not None:
         _output(grad_out, "grad_out", x)
         for other in (t, w, sw, go):  # the CPU path's borrow check refuses these too
@@ -436,49 +430,24 @@ def _class_loss(
     return (loss, grad) if return_grad else loss
 
 
-def cross_entropy(
-    input: Any,
-    target: Any,
-    axis: int,
-    weight: Any,
-    sample_weight: Any,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    return_grad: bool,
-    grad_output: Any,
-    grad_out: Any,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
+def class_loss(
+    spec: ClassLoss,
+    input: Array,
+    target: Array,
+    weight: Array | None,
+    sample_weight: Array | None,
+    grad_output: float | Array | None,
+    grad_out: Array | None,
     partial: bool | None = None,
 ) -> Any:
-    """``_core.cross_entropy`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
+    """``_core.class_loss`` on the device: the loss (0-d when reduced) or ``(loss, grad)``
+    (focal loss with ``gamma = 0`` runs cross entropy's path)."""
     _no_partial(partial)
+    _check_options(spec.z_loss, spec.softcap, spec.gamma)
     return _class_loss(
-        input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
-        return_grad, grad_output, grad_out, nll=False, z_loss=z_loss, softcap=softcap,
-    )  # fmt: skip
-
-
-def focal_loss(
-    input: Any,
-    target: Any,
-    axis: int,
-    gamma: float,
-    weight: Any,
-    sample_weight: Any,
-    ignore_index: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: Any,
-    grad_out: Any,
-    partial: bool | None = None,
-) -> Any:
-    """``_core.focal_loss`` on the device (``gamma = 0`` runs cross entropy's path)."""
-    _no_partial(partial)
-    return _class_loss(
-        input, target, axis, weight, sample_weight, ignore_index, reduction, 0.0, return_grad,
-        grad_output, grad_out, nll=False, gamma=gamma, loss_name="focal_loss",
+        input, target, spec.axis, weight, sample_weight, spec.ignore_index, spec.reduction,
+        spec.label_smoothing, spec.return_grad, grad_output, grad_out, loss_name=spec.loss,
+        z_loss=spec.z_loss, softcap=spec.softcap, gamma=spec.gamma,
     )  # fmt: skip
 
 
@@ -503,26 +472,6 @@ def _check_options(z_loss: float, softcap: float | None, gamma: float) -> None:
         )
     if not (gamma >= 0.0 and math.isfinite(gamma)):
         raise ValueError(f"gamma must be a finite number >= 0.0, got {_shown(gamma)}")
-
-
-def nll_loss(
-    input: Any,
-    target: Any,
-    axis: int,
-    weight: Any,
-    sample_weight: Any,
-    ignore_index: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: Any,
-    partial: bool | None = None,
-) -> Any:
-    """``_core.nll_loss`` on the device: the loss (0-d when reduced) or ``(loss, grad)``."""
-    _no_partial(partial)
-    return _class_loss(
-        input, target, axis, weight, sample_weight, ignore_index, reduction, 0.0, return_grad,
-        grad_output, None, nll=True,
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,82 +510,47 @@ def _check_probabilities(p: Any) -> None:
     )
 
 
-def _binary_loss(
-    x: Any,
-    t: Any,
-    w: Any,
-    pw: Any,
-    reduction: str,
-    return_grad: bool,
-    g: Any,
-    logits: bool,
-) -> Any:
-    cp = _cp()
-    work = np.dtype(x.dtype)
-    shape = tuple(x.shape)
-    gscalar, go = _upstream(g, reduction, shape)
-    if not logits:
-        _check_probabilities(x)
-
-    # The kernels' parameters: x, t, then pw and w when given (see _cuda.binary).
-    parts = _cuda.binary_parts(logits, pw is not None, w is not None)
-    args = [a for a in (x, t, pw, w) if a is not None]
-    n = x.size
-    loss: Any
-    if reduction == "none":
-        if return_grad:
-            upstream = go if go is not None else work.type(gscalar)
-            loss, grad = _elementwise(_cuda.pointwise(parts, "none_grad"))(*args, upstream)
-        else:
-            loss = _elementwise(_cuda.pointwise(parts, "none"))(*args)
-    else:
-        if n == 0:
-            total = cp.zeros((), dtype=cp.float64)
-        else:
-            total = _reduction(_cuda.pointwise_sum(parts))(*args)
-        if reduction == "mean":
-            total = total / float(n)
-        loss = total.astype(work)
-        if return_grad:
-            scale = gscalar if reduction == "sum" else (gscalar / n if n else 0.0)
-            grad = _elementwise(_cuda.pointwise(parts, "grad"))(*args, work.type(scale))
-    return (loss, grad) if return_grad else loss
-
-
-def binary_cross_entropy(
-    input: Any,
-    target: Any,
-    weight: Any,
-    weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: Any,
+def binary_loss(
+    spec: BinaryLoss,
+    input: Array,
+    target: Array,
+    weight: tuple[Array | None, int],
+    pos_weight: tuple[Array | None, int],
+    grad_output: float | Array | None,
     partial: bool | None = None,
 ) -> Any:
-    """``_core.binary_cross_entropy`` on the device."""
-    _no_partial(partial)
-    w = _broadcast(weight, weight_repeat, tuple(input.shape))
-    return _binary_loss(input, target, w, None, reduction, return_grad, grad_output, logits=False)
-
-
-def binary_cross_entropy_with_logits(
-    input: Any,
-    target: Any,
-    weight: Any,
-    weight_repeat: int,
-    pos_weight: Any,
-    pos_weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: Any,
-    partial: bool | None = None,
-) -> Any:
-    """``_core.binary_cross_entropy_with_logits`` on the device."""
+    """``_core.binary_loss`` on the device (the binary focal loss with ``gamma = 0`` and no
+    ``alpha`` runs the path of the loss on logits)."""
     _no_partial(partial)
     shape = tuple(input.shape)
-    w = _broadcast(weight, weight_repeat, shape)
-    pw = _broadcast(pos_weight, pos_weight_repeat, shape)
-    return _binary_loss(input, target, w, pw, reduction, return_grad, grad_output, logits=True)
+    w = _broadcast(*weight, shape)
+    pw = _broadcast(*pos_weight, shape)
+    work = np.dtype(input.dtype)
+    args = [a for a in (input, target, pw, w) if a is not None]
+    if spec.loss == "binary_focal_loss_with_logits":
+        gamma, alpha = spec.gamma, spec.alpha
+        _check_options(0.0, None, gamma)
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1] or be None, got {_shown(alpha)}")
+        if gamma != 0.0 or alpha is not None:
+            power = int(gamma) if gamma == int(gamma) and gamma <= 16 else -1
+            a = 0.0 if alpha is None else alpha
+            args += [work.type(gamma), np.int32(power), np.int32(alpha is not None)]
+            args += [work.type(a), work.type(1.0 - a)]
+            parts = _cuda.focal_parts(w is not None)
+        else:  # exactly BCE with logits
+            parts = _cuda.binary_parts(True, False, w is not None)
+    else:
+        logits = spec.loss == "binary_cross_entropy_with_logits"
+        if not logits:  # the upstream gradient's checks first, as on the CPU
+            _upstream(grad_output, spec.reduction, shape)
+            _check_probabilities(input)
+        # The kernels' parameters: x, t, then pw and w when given (see _cuda.binary).
+        parts = _cuda.binary_parts(logits, pw is not None, w is not None)
+    n = math.prod(shape)
+    return _pointwise_loss(
+        parts, args, shape, work, spec.reduction, spec.return_grad, grad_output, n
+    )
 
 
 def _pointwise_loss(
@@ -677,51 +591,16 @@ def _pointwise_loss(
     return (loss, grad) if return_grad else loss
 
 
-def binary_focal_loss_with_logits(
-    input: Any,
-    target: Any,
-    gamma: float,
-    alpha: float | None,
-    weight: Any,
-    weight_repeat: int,
-    reduction: str,
-    return_grad: bool,
-    grad_output: Any,
-    partial: bool | None = None,
-) -> Any:
-    """``_core.binary_focal_loss_with_logits`` on the device."""
-    _no_partial(partial)
-    shape = tuple(input.shape)
-    _check_options(0.0, None, gamma)
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1] or be None, got {_shown(alpha)}")
-    if gamma == 0.0 and alpha is None:  # exactly BCE with logits
-        return binary_cross_entropy_with_logits(
-            input, target, weight, weight_repeat, None, 1, reduction, return_grad, grad_output
-        )
-    work = np.dtype(input.dtype)
-    w = _broadcast(weight, weight_repeat, shape)
-    power = int(gamma) if gamma == int(gamma) and gamma <= 16 else -1
-    a = 0.0 if alpha is None else alpha
-    options = [work.type(gamma), np.int32(power), np.int32(alpha is not None)]
-    options += [work.type(a), work.type(1.0 - a)]
-    args = [x for x in (input, target, w) if x is not None] + options
-    parts = _cuda.focal_parts(w is not None)
-    n = math.prod(shape)
-    return _pointwise_loss(parts, args, shape, work, reduction, return_grad, grad_output, n)
-
-
 def kl_div(
-    input: Any,
-    target: Any,
-    reduction: str,
-    log_target: bool,
-    return_grad: bool,
-    grad_output: Any,
+    spec: KlDiv,
+    input: Array,
+    target: Array,
+    grad_output: float | Array | None,
     partial: bool | None = None,
 ) -> Any:
     """``_core.kl_div`` on the device (``batchmean`` divides by ``input.shape[0]``)."""
     _no_partial(partial)
+    reduction = spec.reduction
     if reduction not in ("none", "mean", "sum", "batchmean"):
         raise ValueError(
             f'reduction must be "none", "mean", "sum" or "batchmean", got "{reduction}"'
@@ -735,7 +614,7 @@ def kl_div(
         reduction = "mean"
     else:
         denominator = float(math.prod(shape))
-    parts = _cuda.kl_parts(log_target)
+    parts = _cuda.kl_parts(spec.log_target)
     return _pointwise_loss(
-        parts, [input, target], shape, work, reduction, return_grad, grad_output, denominator
+        parts, [input, target], shape, work, reduction, spec.return_grad, grad_output, denominator
     )

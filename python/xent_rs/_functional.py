@@ -48,7 +48,7 @@ def log_softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any
     >>> xent_rs.log_softmax(x)
     array([   0., -999.])
     """
-    return _backend.normalize("log_softmax", x, axis, out)
+    return _backend.normalize(x, axis, out, log=True)
 
 
 def softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
@@ -74,7 +74,7 @@ def softmax(x: Any, axis: int = -1, *, out: np.ndarray | None = None) -> Any:
     >>> xent_rs.softmax(np.array([1000.0, 1.0, 1000.0]))
     array([0.5, 0. , 0.5])
     """
-    return _backend.normalize("softmax", x, axis, out)
+    return _backend.normalize(x, axis, out, log=False)
 
 
 def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False) -> Any:
@@ -128,7 +128,7 @@ def log_softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
     >>> xent_rs.log_softmax_backward(np.array([1.0, 0.0]), y)
     array([ 0.5, -0.5])
     """
-    return _backend.backward("log_softmax_backward", grad_output, output, axis)
+    return _backend.backward(grad_output, output, axis, log=True)
 
 
 def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
@@ -152,7 +152,7 @@ def softmax_backward(grad_output: Any, output: Any, axis: int = -1) -> Any:
     >>> xent_rs.softmax_backward(np.array([1.0, 0.0]), np.array([0.5, 0.5]))
     array([ 0.25, -0.25])
     """
-    return _backend.backward("softmax_backward", grad_output, output, axis)
+    return _backend.backward(grad_output, output, axis, log=False)
 
 
 def cross_entropy(

@@ -17,6 +17,7 @@ number of its own threads; see ``docs/semantics.md``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from typing import Any, NamedTuple
@@ -257,13 +258,16 @@ def linear_cross_entropy(
     t1 = t.reshape(n)
     sw1 = None if sw is None else sw.reshape(n)
 
-    def fused(z: Any, rows: slice, upstream: Any, core_reduction: str) -> Any:
-        result = core.cross_entropy(
-            z, t1[rows], -1, cw, None if sw1 is None else sw1[rows], spec.ignore_index,
-            core_reduction, spec.label_smoothing, spec.return_grad, upstream,
-            z if spec.return_grad else None, spec.z_loss, spec.softcap,
-        )  # fmt: skip
-        return result[0] if spec.return_grad else result
+    # Each chunk is summed (or kept per sample): the mean divides once, at the end.
+    chunk_spec = dataclasses.replace(spec, reduction="none" if spec.reduction == "none" else "sum")
+    grad_out = spec.return_grad
+
+    def fused(z: Any, rows: slice, upstream: Any) -> Any:
+        sw_rows = None if sw1 is None else sw1[rows]
+        result = core.class_loss(
+            chunk_spec, z, t1[rows], cw, sw_rows, upstream, z if grad_out else None
+        )
+        return result[0] if grad_out else result
 
     chunked = Chunked(
         xp=ns.xp,
@@ -307,8 +311,8 @@ class Chunked(NamedTuple):
         """The loss (a 0-d array in the work dtype, or ``(N,)`` per-sample losses for
         ``none``) and the gradients, for ``(N, D)`` inputs ``h``. ``go`` is the upstream
         gradient (``None``, a float, or ``(..., )`` values for ``none``); ``fused(z, rows,
-        upstream, reduction)`` runs the fused pass over chunk ``z`` of ``rows`` and returns
-        its loss."""
+        upstream)`` runs the fused pass over chunk ``z`` of ``rows`` (summed, or per sample
+        for ``none``) and returns its loss."""
         xp, reduction = self.xp, self.reduction
         (n, d), v, work = h.shape, w.shape[0], h.dtype
         rows = self.rows
@@ -320,7 +324,6 @@ class Chunked(NamedTuple):
             if reduction == "mean":
                 g = 0.0 if self.denominator == 0.0 else g / self.denominator
             upstream = g if self.return_grad else None
-        core_reduction: _spec.Reduction = "none" if reduction == "none" else "sum"
 
         logits = xp.empty((rows, v), work)
         losses = xp.empty(n, work) if reduction == "none" else None
@@ -344,9 +347,9 @@ class Chunked(NamedTuple):
                 xp.add(z, b, out=z)
             if losses is not None:
                 chunk_go = None if go1 is None else go1[r0:r1]
-                losses[r0:r1] = fused(z, slice(r0, r1), chunk_go, core_reduction)
+                losses[r0:r1] = fused(z, slice(r0, r1), chunk_go)
             else:
-                sums.append(fused(z, slice(r0, r1), upstream, core_reduction))
+                sums.append(fused(z, slice(r0, r1), upstream))
             if grad_h is None:
                 continue
             assert grad_w is not None and block is not None

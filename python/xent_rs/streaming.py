@@ -806,18 +806,14 @@ class LogLossAccumulator(Accumulator):
         # One native pass each: the loss sum and, when asked, the per-sample losses.
         if x.ndim == 1:
             t = codes.astype(x.dtype)
-            values, repeat = _backend.broadcast(
-                _backend.NUMPY, sw, x.shape, x.dtype, "sample_weight"
-            )
-            p = _core.binary_cross_entropy_with_logits(
-                x, t, values, repeat, None, 1, "sum", False, None, partial=return_losses
-            )
+            w = _backend.broadcast(_backend.NUMPY, sw, x.shape, x.dtype, "sample_weight")
+            logits = _spec.binary_cross_entropy_with_logits("sum", accumulator=True)
+            p = _core.binary_loss(logits, x, t, w, (None, 1), None, partial=return_losses)
             # log_loss divides by the summed sample weight, not by BCE's element count.
             denominator = float(n) if sw is None else float(np.sum(sw, dtype=np.float64))
         else:
-            p = _core.cross_entropy(
-                x, codes, -1, None, sw, -100, "sum", 0.0, False, None, None, partial=return_losses
-            )
+            ce = _spec.cross_entropy(reduction="sum", accumulator=True)
+            p = _core.class_loss(ce, x, codes, None, sw, None, None, partial=return_losses)
             denominator = p.denominator
         if math.isnan(p.loss_sum) and bool(np.isnan(x).any()):
             raise ValueError("Input contains NaN.")

@@ -32,23 +32,6 @@ fn probabilities(n: usize, classes: usize, seed: u64) -> Vec<f64> {
         .collect()
 }
 
-fn class_options<'a>(
-    weight: Option<&'a [f32]>,
-    reduction: Reduction,
-    label_smoothing: f64,
-) -> ClassOptions<'a, f32> {
-    ClassOptions {
-        weight,
-        sample_weight: None,
-        ignore_index: -100,
-        reduction,
-        label_smoothing,
-        grad_output: GradOutput::Scalar(1.5),
-        z_loss: 0.0,
-        softcap: None,
-    }
-}
-
 /// One layout: every softmax-family op and every class loss, bfloat16 against float32.
 fn check_layout(layout: Layout, what: &str) {
     let (n, rows) = (layout.len(), layout.rows());
@@ -123,7 +106,12 @@ fn check_layout(layout: Layout, what: &str) {
         (true, Reduction::None, 0.1),
         (false, Reduction::Sum, 0.2),
     ] {
-        let opts = class_options(weighted.then_some(&weight[..]), reduction, smoothing);
+        let opts = ClassOptions {
+            weight: weighted.then_some(&weight[..]),
+            label_smoothing: smoothing,
+            grad_output: GradOutput::Scalar(1.5),
+            ..ClassOptions::plain(reduction)
+        };
         let none = reduction == Reduction::None;
         // The reduced call without gradient (targets checked in the pass), then the call
         // with gradient and per-sample losses.

@@ -107,14 +107,18 @@ pub fn binary_cross_entropy<S: Storage>(
     opts: &BinaryOptions<'_, S::Compute>,
     losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
-    if opts.pos_weight.is_some() {
-        return Err(XentError::Value(
-            "binary_cross_entropy has no pos_weight".into(),
-        ));
-    }
+    no_pos_weight(opts, "binary_cross_entropy")?;
     check_probabilities(&io, shape)?;
     let n = io.len() as f64;
     pointwise(io, target, opts, losses, Probabilities, n)
+}
+
+/// Only the loss on logits has a `pos_weight`: the error for `loss`, which has none.
+fn no_pos_weight<T>(opts: &BinaryOptions<'_, T>, loss: &str) -> Result<(), XentError> {
+    match opts.pos_weight {
+        Some(_) => Err(XentError::Value(format!("{loss} has no pos_weight"))),
+        None => Ok(()),
+    }
 }
 
 /// Binary cross entropy of logits `io`; see [`binary_cross_entropy`].
@@ -550,11 +554,7 @@ pub fn binary_focal_loss_with_logits<S: Storage>(
     opts: &BinaryOptions<'_, S::Compute>,
     losses: Option<&mut [S]>,
 ) -> Result<Partial, XentError> {
-    if opts.pos_weight.is_some() {
-        return Err(XentError::Value(
-            "binary_focal_loss_with_logits has no pos_weight".into(),
-        ));
-    }
+    no_pos_weight(opts, "binary_focal_loss_with_logits")?;
     let kind = Focal::<S::Compute>::new(focal)?;
     let n = io.len() as f64;
     pointwise(io, target, opts, losses, kind, n)

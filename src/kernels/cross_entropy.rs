@@ -60,6 +60,21 @@ pub struct ClassOptions<'a, T> {
 }
 
 impl<T> ClassOptions<'_, T> {
+    /// torch's defaults with `reduction`: no weights, `ignore_index = -100`, no label
+    /// smoothing, no z-loss, no cap, an upstream gradient of 1.
+    pub fn plain(reduction: Reduction) -> Self {
+        ClassOptions {
+            weight: None,
+            sample_weight: None,
+            ignore_index: -100,
+            reduction,
+            label_smoothing: 0.0,
+            grad_output: GradOutput::Scalar(1.0),
+            z_loss: 0.0,
+            softcap: None,
+        }
+    }
+
     /// Whether z-loss or the soft cap is on (the kernels keep their plain path otherwise).
     fn extended(&self) -> bool {
         self.z_loss != 0.0 || self.softcap.is_some()
@@ -373,11 +388,7 @@ pub fn hard_target_denominator<T: Float>(
         weight,
         sample_weight,
         ignore_index,
-        reduction: Reduction::Mean,
-        label_smoothing: 0.0,
-        grad_output: GradOutput::Scalar(1.0),
-        z_loss: 0.0,
-        softcap: None,
+        ..ClassOptions::plain(Reduction::Mean)
     };
     check_targets(targets, target_shape, classes, &opts)
 }
@@ -2016,12 +2027,9 @@ mod tests {
         ClassOptions {
             weight,
             sample_weight,
-            ignore_index: -100,
-            reduction,
             label_smoothing: eps,
             grad_output: GradOutput::Scalar(1.5),
-            z_loss: 0.0,
-            softcap: None,
+            ..ClassOptions::plain(reduction)
         }
     }
 
@@ -2173,12 +2181,8 @@ mod tests {
                         let opts = ClassOptions {
                             weight,
                             sample_weight,
-                            ignore_index: -100,
-                            reduction,
-                            label_smoothing: 0.0,
                             grad_output,
-                            z_loss: 0.0,
-                            softcap: None,
+                            ..ClassOptions::plain(reduction)
                         };
                         for grad in [false, true] {
                             for targets in [Targets::I64(&t64), Targets::I32(&t32)] {
@@ -2305,14 +2309,8 @@ mod tests {
                 .map(|r| (r % layout.classes) as i32)
                 .collect();
             let opts = ClassOptions {
-                weight: None,
-                sample_weight: None,
-                ignore_index: -100,
-                reduction: Reduction::Sum,
                 label_smoothing: 0.2,
-                grad_output: GradOutput::Scalar(1.0),
-                z_loss: 0.0,
-                softcap: None,
+                ..ClassOptions::plain(Reduction::Sum)
             };
             at_every_level(|_| {
                 let t = Targets::I32(&targets);
@@ -2343,14 +2341,9 @@ mod tests {
         for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
             for sample_weight in [None, Some(&[1.0, 2.0, 3.0][..])] {
                 let opts = ClassOptions {
-                    weight: None,
                     sample_weight,
-                    ignore_index: -100,
-                    reduction,
                     label_smoothing: 0.1,
-                    grad_output: GradOutput::Scalar(1.0),
-                    z_loss: 0.0,
-                    softcap: None,
+                    ..ClassOptions::plain(reduction)
                 };
                 let mut losses = vec![f64::NAN; 3];
                 let per_row = (reduction == Reduction::None).then_some(&mut losses[..]);
@@ -2410,13 +2403,8 @@ mod tests {
             at_every_level(|level| {
                 let opts = ClassOptions {
                     weight: Some(&w),
-                    sample_weight: None,
-                    ignore_index: -100,
-                    reduction: Reduction::Sum,
                     label_smoothing: eps,
-                    grad_output: GradOutput::Scalar(1.0),
-                    z_loss: 0.0,
-                    softcap: None,
+                    ..ClassOptions::plain(Reduction::Sum)
                 };
                 let mut grad = vec![0.0; layout.len()];
                 let got = cross_entropy_soft(
@@ -2554,12 +2542,11 @@ mod tests {
         ClassOptions {
             weight,
             sample_weight,
-            ignore_index: -100,
-            reduction: Reduction::Mean,
             label_smoothing: eps,
             grad_output: GradOutput::Scalar(1.5),
             z_loss,
             softcap,
+            ..ClassOptions::plain(Reduction::Mean)
         }
     }
 
@@ -3001,16 +2988,7 @@ mod tests {
         };
         let x = vec![1.0f32, f32::NAN, 0.0, 2.0, 3.0, 4.0];
         let targets = [-100i64, -100];
-        let opts = ClassOptions {
-            weight: None,
-            sample_weight: None,
-            ignore_index: -100,
-            reduction: Reduction::Mean,
-            label_smoothing: 0.0,
-            grad_output: GradOutput::Scalar(1.0),
-            z_loss: 0.0,
-            softcap: None,
-        };
+        let opts = ClassOptions::plain(Reduction::Mean);
         let mut grad = vec![5.0f32; 6];
         let io = Io::ReadWrite {
             input: &x,
@@ -3060,14 +3038,8 @@ mod tests {
             .collect();
         let targets: Vec<i64> = (0..300).map(|r| (r * 13 % 700) as i64).collect();
         let opts = ClassOptions {
-            weight: None,
-            sample_weight: None,
-            ignore_index: -100,
-            reduction: Reduction::Mean,
             label_smoothing: 0.1,
-            grad_output: GradOutput::Scalar(1.0),
-            z_loss: 0.0,
-            softcap: None,
+            ..ClassOptions::plain(Reduction::Mean)
         };
         let run = |threads: usize| {
             crate::parallel::set_num_threads(threads).unwrap();
@@ -3107,12 +3079,7 @@ mod tests {
             let opts = ClassOptions {
                 weight,
                 sample_weight,
-                ignore_index: -100,
-                reduction: Reduction::Mean,
-                label_smoothing: 0.0,
-                grad_output: GradOutput::Scalar(1.0),
-                z_loss: 0.0,
-                softcap: None,
+                ..ClassOptions::plain(Reduction::Mean)
             };
             let mut grad = vec![0.0; layout.len()];
             let io = Io::ReadWrite {

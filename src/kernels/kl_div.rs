@@ -49,44 +49,45 @@ pub fn kl_div<S: Storage>(
         grad_output: opts.grad_output,
     };
     if opts.log_target {
-        pointwise(io, target, &driver, losses, LogTarget, opts.denominator)
+        pointwise(
+            io,
+            target,
+            &driver,
+            losses,
+            KlTerms::<true>,
+            opts.denominator,
+        )
     } else {
-        pointwise(io, target, &driver, losses, ProbTarget, opts.denominator)
+        pointwise(
+            io,
+            target,
+            &driver,
+            losses,
+            KlTerms::<false>,
+            opts.denominator,
+        )
     }
 }
 
-/// Probability targets.
-struct ProbTarget;
+/// The pointwise terms: targets that are probabilities, or log-probabilities with `LOG`.
+struct KlTerms<const LOG: bool>;
 
-impl<T: Float> Terms<T> for ProbTarget {
+impl<T: Float, const LOG: bool> Terms<T> for KlTerms<LOG> {
     #[inline(always)]
     fn terms<I: Isa>(&self, x: V<T, I>, t: V<T, I>, _: Option<V<T, I>>) -> (V<T, I>, V<T, I>) {
         let isa = x.isa();
         let zero = V::<T, I>::splat(isa, T::ZERO);
-        // torch's `xlogy(t, t) - t x`, each product rounded.
-        let loss = t.mul(T::ln(t)).sub(t.mul(x));
-        (
-            V::<T, I>::select(t.eq(zero), zero, loss),
+        let minus_one = V::<T, I>::splat(isa, T::from_f64(-1.0));
+        if LOG {
+            let p = T::exp(t);
+            let loss = p.mul(t.sub(x));
+            (V::<T, I>::select(p.eq(zero), zero, loss), minus_one.mul(p))
+        } else {
+            // torch's `xlogy(t, t) - t x`, each product rounded.
+            let loss = t.mul(T::ln(t)).sub(t.mul(x));
             // `-1 · t` rather than `0 - t`: torch's -0 where t = 0.
-            V::<T, I>::splat(isa, T::from_f64(-1.0)).mul(t),
-        )
-    }
-}
-
-/// Log-probability targets.
-struct LogTarget;
-
-impl<T: Float> Terms<T> for LogTarget {
-    #[inline(always)]
-    fn terms<I: Isa>(&self, x: V<T, I>, t: V<T, I>, _: Option<V<T, I>>) -> (V<T, I>, V<T, I>) {
-        let isa = x.isa();
-        let zero = V::<T, I>::splat(isa, T::ZERO);
-        let p = T::exp(t);
-        let loss = p.mul(t.sub(x));
-        (
-            V::<T, I>::select(p.eq(zero), zero, loss),
-            V::<T, I>::splat(isa, T::from_f64(-1.0)).mul(p),
-        )
+            (V::<T, I>::select(t.eq(zero), zero, loss), minus_one.mul(t))
+        }
     }
 }
 

@@ -21,6 +21,19 @@ use crate::error::{XentError, format_index};
 use crate::float::{Bf16, Storage};
 use crate::kernels::{Layout, Targets};
 
+/// Evaluates `$body` with `$x` bound to the typed array a [`FloatArray`] holds, whichever its
+/// dtype: the one dtype dispatch of every entry point, written once.
+macro_rules! with_dtype {
+    ($array:expr, $x:ident => $body:expr) => {
+        match $array {
+            $crate::py::arrays::FloatArray::F32($x) => $body,
+            $crate::py::arrays::FloatArray::F64($x) => $body,
+            $crate::py::arrays::FloatArray::Bf16($x) => $body,
+        }
+    };
+}
+pub(crate) use with_dtype;
+
 /// A float32, float64 or bfloat16 array: the one dtype dispatch of every entry point.
 pub(crate) enum FloatArray<'py> {
     /// float32.

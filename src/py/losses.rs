@@ -1,10 +1,13 @@
-//! Bindings of the losses: cross entropy, NLL, the multiclass focal loss, binary cross entropy
-//! (on probabilities and on logits), the binary focal loss on logits and the KL divergence.
-//! Each returns the loss (a Python float when reduced, an array for `none`) or, with
-//! `return_grad`, `(loss, grad)`. With `partial=return_losses` (a bool; `None` by default) the
-//! same pass serves the streaming accumulators: it returns a [`PartialResult`] (the loss sum,
-//! the `mean` denominator, the number of loss terms and, with `partial=True`, the per-sample
-//! losses), never reduced.
+//! Bindings of the losses, one function per family: [`class_loss`] (cross entropy, NLL, the
+//! multiclass focal loss), [`binary_loss`] (binary cross entropy on probabilities and on
+//! logits, the binary focal loss on logits) and [`kl_div`]. Each takes the call's checked
+//! options as the `xent_rs._spec` object the Python layer built (read here by attribute and
+//! checked again: this is the last line before memory is touched), and returns the loss (a
+//! Python float when reduced, an array for `none`) or, with `return_grad`, `(loss, grad)`.
+//! With `partial=return_losses` (a bool; `None` by default) the same pass serves the
+//! streaming accumulators: it returns a [`PartialResult`] (the loss sum, the `mean`
+//! denominator, the number of loss terms and, with `partial=True`, the per-sample losses),
+//! never reduced.
 
 use std::borrow::Cow;
 
@@ -13,6 +16,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBool, PyFloat, PyTuple};
 
 use crate::error::{XentError, format_index};
@@ -21,139 +25,122 @@ use crate::kernels::cross_entropy::{self as ce, ClassOptions};
 use crate::kernels::kl_div::{self as kl, KlOptions};
 use crate::kernels::{GradOutput, Io, Layout, Partial, Reduction};
 use crate::py::arrays::{
-    Axis, Dtype, FloatArray, Output, TargetArray, borrow_output, check_shape, dtype_name,
-    float_array, float_name, layout, output, readonly, slice, slice_mut, typed, uninit, widened,
+    Axis, Dtype, Output, TargetArray, borrow_output, check_shape, dtype_name, float_array,
+    float_name, layout, output, readonly, slice, slice_mut, typed, uninit, widened, with_dtype,
     without_axis,
 };
 use crate::py::gil::detached;
 
-/// Which multiclass loss.
+/// Which multiclass loss: `_spec.ClassLoss.loss`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ClassLoss {
     CrossEntropy,
     Nll,
-    /// Focal loss, with its `gamma` in [`ClassArgs::gamma`].
+    /// Focal loss, with its `gamma` in [`ClassSpec::gamma`].
     Focal,
 }
 
-/// `cross_entropy(...)`; see the Python docstring.
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, axis, weight, sample_weight, ignore_index, reduction, label_smoothing,
-    return_grad, grad_output, grad_out, z_loss=0.0, softcap=None, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn cross_entropy<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
+impl ClassLoss {
+    /// The loss called `name` (`_spec.ClassLoss.loss`).
+    fn from_name(name: &str) -> PyResult<Self> {
+        match name {
+            "cross_entropy" => Ok(Self::CrossEntropy),
+            "nll_loss" => Ok(Self::Nll),
+            "focal_loss" => Ok(Self::Focal),
+            other => Err(unknown_loss(other)),
+        }
+    }
+
+    /// The loss's public name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::CrossEntropy => "cross_entropy",
+            Self::Nll => "nll_loss",
+            Self::Focal => "focal_loss",
+        }
+    }
+}
+
+/// The error for a loss name that is not of the function's family.
+fn unknown_loss(name: &str) -> PyErr {
+    XentError::Value(format!("no such loss in this family: {name:?}")).into()
+}
+
+/// A `_spec.ClassLoss`: the options of one multiclass-loss call, read by attribute. The loss
+/// name and `ignore_index` are checked after the read, so that their errors reach Python
+/// as they are (PyO3 would wrap an error of a field's conversion in a `TypeError`).
+#[derive(FromPyObject)]
+pub(crate) struct ClassSpec<'py> {
+    loss: PyBackedStr,
     axis: Axis,
-    weight: Option<&Bound<'py, PyAny>>,
-    sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    reduction: &str,
+    ignore_index: Bound<'py, PyAny>,
+    reduction: PyBackedStr,
     label_smoothing: f64,
-    return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    grad_out: Option<&Bound<'py, PyAny>>,
     z_loss: f64,
     softcap: Option<f64>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = ClassArgs {
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
-        reduction: kernel_reduction(reduction, partial),
-        label_smoothing,
-        z_loss,
-        softcap,
-        gamma: 0.0,
-        return_grad,
-        grad_output,
-        grad_out,
-        loss: ClassLoss::CrossEntropy,
-    };
-    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
-}
-
-/// `nll_loss(...)`; see the Python docstring.
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, axis, weight, sample_weight, ignore_index, reduction, return_grad, grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn nll_loss<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    axis: Axis,
-    weight: Option<&Bound<'py, PyAny>>,
-    sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    reduction: &str,
-    return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = ClassArgs {
-        target,
-        axis,
-        weight,
-        sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
-        reduction: kernel_reduction(reduction, partial),
-        label_smoothing: 0.0,
-        z_loss: 0.0,
-        softcap: None,
-        gamma: 0.0,
-        return_grad,
-        grad_output,
-        grad_out: None,
-        loss: ClassLoss::Nll,
-    };
-    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
-}
-
-/// `focal_loss(...)`: the multiclass (softmax) focal loss of hard targets; see
-/// [`ce::focal_loss`]. `gamma = 0` is `cross_entropy` bit for bit.
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, axis, gamma, weight, sample_weight, ignore_index, reduction, return_grad,
-    grad_output, grad_out, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn focal_loss<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    axis: Axis,
+    /// Focal loss's exponent (0 for the other losses).
     gamma: f64,
+    return_grad: bool,
+}
+
+impl ClassSpec<'_> {
+    /// An option `loss` does not have must keep its neutral value: `nll_loss` has none of
+    /// `label_smoothing`, `z_loss`, `softcap` and `gamma`, `focal_loss` only `gamma`, and
+    /// `cross_entropy` all but `gamma`.
+    fn check_options(&self, loss: ClassLoss) -> PyResult<()> {
+        let ce = loss == ClassLoss::CrossEntropy;
+        let set = [
+            ("label_smoothing", self.label_smoothing != 0.0, ce),
+            ("z_loss", self.z_loss != 0.0, ce),
+            ("softcap", self.softcap.is_some(), ce),
+            ("gamma", self.gamma != 0.0, loss == ClassLoss::Focal),
+        ];
+        match set.into_iter().find(|&(_, on, has)| on && !has) {
+            Some((option, _, _)) => {
+                Err(XentError::Value(format!("{} has no {option} option", loss.name())).into())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// `class_loss(spec, input, target, weight, sample_weight, grad_output, grad_out,
+/// partial=None)`: the multiclass loss `spec.loss` (see the Python docstrings of
+/// `cross_entropy`, `nll_loss` and `focal_loss`; focal loss with `gamma = 0` is cross entropy
+/// bit for bit).
+#[pyfunction]
+#[pyo3(signature = (
+    spec, input, target, weight, sample_weight, grad_output, grad_out, partial=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn class_loss<'py>(
+    py: Python<'py>,
+    spec: ClassSpec<'py>,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
     weight: Option<&Bound<'py, PyAny>>,
     sample_weight: Option<&Bound<'py, PyAny>>,
-    ignore_index: &Bound<'py, PyAny>,
-    reduction: &str,
-    return_grad: bool,
     grad_output: Option<&Bound<'py, PyAny>>,
     grad_out: Option<&Bound<'py, PyAny>>,
     partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let loss = ClassLoss::from_name(&spec.loss)?;
+    let ignore_index = ignore_index_arg(&spec.ignore_index)?;
+    let reduction = Reduction::parse(&spec.reduction)?;
+    spec.check_options(loss)?;
+    no_gradient_in_partial(spec.return_grad, partial)?;
     let args = ClassArgs {
         target,
-        axis,
         weight,
         sample_weight,
-        ignore_index: ignore_index_arg(ignore_index)?,
         reduction: kernel_reduction(reduction, partial),
-        label_smoothing: 0.0,
-        z_loss: 0.0,
-        softcap: None,
-        gamma,
-        return_grad,
         grad_output,
         grad_out,
-        loss: ClassLoss::Focal,
+        loss,
+        ignore_index,
+        spec: &spec,
     };
-    class_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
+    let scored = with_dtype!(float_array(input, "input")?, x => class_scored(py, &x, &args));
+    scored?.finish(py, reduction, partial)
 }
 
 /// What a call with `partial=return_losses` returns: one chunk's contribution to a streaming
@@ -201,7 +188,8 @@ struct Scored<'py> {
 impl<'py> Scored<'py> {
     /// The call's result. One-shot (`partial` is `None`): the reduced loss (or the per-sample
     /// losses for `none`), with the gradient when one was asked for. Streaming (`partial` is
-    /// `Some(return_losses)`): the [`PartialResult`], which carries no gradient.
+    /// `Some(return_losses)`): the [`PartialResult`] (the call asked for no gradient: see
+    /// [`no_gradient_in_partial`]).
     fn finish(
         self,
         py: Python<'py>,
@@ -214,12 +202,6 @@ impl<'py> Scored<'py> {
                 None => PyFloat::new(py, (self.reduced)(self.partial.reduce(reduction))).into_any(),
             };
             return result(py, loss, self.grad);
-        }
-        if self.grad.is_some() {
-            return Err(XentError::Value(
-                "a partial result carries no gradient: return_grad must be False".into(),
-            )
-            .into());
         }
         let partial = PartialResult {
             loss_sum: self.partial.loss_sum,
@@ -234,25 +216,23 @@ impl<'py> Scored<'py> {
 /// The reduction the kernel runs with: the caller's for a one-shot call; for a partial one
 /// (`Some(return_losses)`), `none` when the per-sample losses are wanted (the kernel stores
 /// them and still sums them), else `sum`.
-fn kernel_reduction(reduction: &str, partial: Option<bool>) -> &str {
+fn kernel_reduction(reduction: Reduction, partial: Option<bool>) -> Reduction {
     match partial {
         None => reduction,
-        Some(true) => "none",
-        Some(false) => "sum",
+        Some(true) => Reduction::None,
+        Some(false) => Reduction::Sum,
     }
 }
 
-/// A multiclass loss call, dispatched on the input's dtype.
-fn class_call<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    args: &ClassArgs<'_, 'py>,
-) -> PyResult<Scored<'py>> {
-    match float_array(input, "input")? {
-        FloatArray::F32(x) => class_loss(py, &x, args),
-        FloatArray::F64(x) => class_loss(py, &x, args),
-        FloatArray::Bf16(x) => class_loss(py, &x, args),
+/// A partial result carries no gradient: refused before any array is read.
+fn no_gradient_in_partial(return_grad: bool, partial: Option<bool>) -> PyResult<()> {
+    if return_grad && partial.is_some() {
+        return Err(XentError::Value(
+            "a partial result carries no gradient: return_grad must be False".into(),
+        )
+        .into());
     }
+    Ok(())
 }
 
 /// `ignore_index` as an `i64`. A Python integer beyond that range is a `ValueError` that names
@@ -301,22 +281,19 @@ fn is_numpy_bool(value: &Bound<'_, PyAny>) -> bool {
     unsafe { pyo3::ffi::PyObject_TypeCheck(value.as_ptr(), bool_type) != 0 }
 }
 
+/// A multiclass-loss call's arrays and options, before the input's dtype is known.
 struct ClassArgs<'a, 'py> {
     target: &'a Bound<'py, PyAny>,
-    axis: Axis,
     weight: Option<&'a Bound<'py, PyAny>>,
     sample_weight: Option<&'a Bound<'py, PyAny>>,
-    ignore_index: i64,
-    reduction: &'a str,
-    label_smoothing: f64,
-    z_loss: f64,
-    softcap: Option<f64>,
-    /// Focal loss's exponent (unused by the other losses).
-    gamma: f64,
-    return_grad: bool,
+    /// The reduction the kernel runs with ([`kernel_reduction`]).
+    reduction: Reduction,
     grad_output: Option<&'a Bound<'py, PyAny>>,
     grad_out: Option<&'a Bound<'py, PyAny>>,
     loss: ClassLoss,
+    ignore_index: i64,
+    /// The other options.
+    spec: &'a ClassSpec<'py>,
 }
 
 /// The target of a multiclass loss, once its kind is known.
@@ -368,14 +345,10 @@ fn class_target<'py, T: Dtype>(
         ))
         .into());
     }
-    let hard_only = match loss {
-        ClassLoss::CrossEntropy => None,
-        ClassLoss::Nll => Some("nll_loss"),
-        ClassLoss::Focal => Some("focal_loss"),
-    };
-    if let Some(name) = hard_only {
+    if loss != ClassLoss::CrossEntropy {
         return Err(XentError::Type(format!(
-            "{name} needs integer class indices, got dtype {}",
+            "{} needs integer class indices, got dtype {}",
+            loss.name(),
             float_name::<T>()
         ))
         .into());
@@ -477,14 +450,15 @@ fn result<'py>(
     }
 }
 
-fn class_loss<'py, T: Dtype>(
+fn class_scored<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     args: &ClassArgs<'_, 'py>,
 ) -> PyResult<Scored<'py>> {
+    let spec = args.spec;
     let shape = x.shape().to_vec();
-    let (layout, axis) = layout(&shape, args.axis)?;
-    let reduction = Reduction::parse(args.reduction)?;
+    let (layout, axis) = layout(&shape, spec.axis)?;
+    let reduction = args.reduction;
     let sample_shape = without_axis(&shape, axis);
     let target = class_target::<T>(args.target, &shape, &sample_shape, axis, args.loss)?;
     if matches!(target, Target::Soft(_)) && args.ignore_index >= 0 {
@@ -502,7 +476,7 @@ fn class_loss<'py, T: Dtype>(
         &sample_shape,
         "one value per sample needs",
     )?;
-    if args.grad_out.is_some() && !args.return_grad {
+    if args.grad_out.is_some() && !spec.return_grad {
         return Err(XentError::Value("grad_out is only used with return_grad=True".into()).into());
     }
     let upstream = upstream::<T>(args.grad_output, reduction, &sample_shape)?;
@@ -510,7 +484,7 @@ fn class_loss<'py, T: Dtype>(
     let losses = (reduction == Reduction::None)
         .then(|| uninit::<T>(py, &sample_shape))
         .transpose()?;
-    let (grad, in_place) = match (args.return_grad, args.grad_out) {
+    let (grad, in_place) = match (spec.return_grad, args.grad_out) {
         (false, _) => (None, false),
         (true, Some(o)) => {
             let (g, same) = output(o, "grad_out", x)?;
@@ -528,10 +502,10 @@ fn class_loss<'py, T: Dtype>(
             sample_weight: sw.as_deref(),
             ignore_index: args.ignore_index,
             reduction,
-            label_smoothing: args.label_smoothing,
+            label_smoothing: spec.label_smoothing,
             grad_output: g.grad_output(),
-            z_loss: args.z_loss,
-            softcap: args.softcap,
+            z_loss: spec.z_loss,
+            softcap: spec.softcap,
         };
         let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
         let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
@@ -549,7 +523,7 @@ fn class_loss<'py, T: Dtype>(
             target: &target,
             opts: &opts,
             loss: args.loss,
-            gamma: args.gamma,
+            gamma: spec.gamma,
         };
         match grad_borrow {
             None => {
@@ -618,127 +592,106 @@ impl<T: Dtype> Call<'_, '_, T> {
     }
 }
 
-/// `binary_cross_entropy(...)`; `weight` is given as its distinct values and a repeat count
-/// (see [`Broadcast`]).
-#[pyfunction]
-#[pyo3(signature = (input, target, weight, weight_repeat, reduction, return_grad, grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn binary_cross_entropy<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    reduction: &str,
-    return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = BinaryArgs {
-        target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: None,
-        reduction: kernel_reduction(reduction, partial),
-        return_grad,
-        grad_output,
-        kind: BinaryKind::Probabilities,
-    };
-    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
-}
-
-/// `binary_cross_entropy_with_logits(...)`; `weight` and `pos_weight` are given as their
-/// distinct values and repeat counts (see [`Broadcast`]).
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, weight, weight_repeat, pos_weight, pos_weight_repeat, reduction, return_grad,
-    grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn binary_cross_entropy_with_logits<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    pos_weight: Option<&Bound<'py, PyAny>>,
-    pos_weight_repeat: usize,
-    reduction: &str,
-    return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = BinaryArgs {
-        target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: pos_weight.map(|w| (w, pos_weight_repeat)),
-        reduction: kernel_reduction(reduction, partial),
-        return_grad,
-        grad_output,
-        kind: BinaryKind::Logits,
-    };
-    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
-}
-
-/// `binary_focal_loss_with_logits(...)`: torchvision's `sigmoid_focal_loss`; `alpha=None`
-/// weights neither class; `weight` is given as its distinct values and a repeat count (see
-/// [`Broadcast`]).
-#[pyfunction]
-#[pyo3(signature = (
-    input, target, gamma, alpha, weight, weight_repeat, reduction, return_grad, grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn binary_focal_loss_with_logits<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
+/// A `_spec.BinaryLoss`: the options of one element-wise-loss call, read by attribute.
+#[derive(FromPyObject)]
+pub(crate) struct BinarySpec {
+    loss: PyBackedStr,
+    reduction: PyBackedStr,
+    /// The focal loss's exponent (0 for the other losses).
     gamma: f64,
+    /// The focal loss's class balance (`None` for the other losses).
     alpha: Option<f64>,
-    weight: Option<&Bound<'py, PyAny>>,
-    weight_repeat: usize,
-    reduction: &str,
     return_grad: bool,
-    grad_output: Option<&Bound<'py, PyAny>>,
-    partial: Option<bool>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let args = BinaryArgs {
-        target,
-        weight: weight.map(|w| (w, weight_repeat)),
-        pos_weight: None,
-        reduction: kernel_reduction(reduction, partial),
-        return_grad,
-        grad_output,
-        kind: BinaryKind::Focal(FocalOptions { gamma, alpha }),
-    };
-    binary_call(py, input, &args)?.finish(py, Reduction::parse(reduction)?, partial)
 }
 
-/// A binary loss call, dispatched on the input's dtype.
-fn binary_call<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    args: &BinaryArgs<'_, 'py>,
-) -> PyResult<Scored<'py>> {
-    match float_array(input, "input")? {
-        FloatArray::F32(x) => binary_loss(py, &x, args),
-        FloatArray::F64(x) => binary_loss(py, &x, args),
-        FloatArray::Bf16(x) => binary_loss(py, &x, args),
+impl BinarySpec {
+    /// Which loss, with its options; an option the loss does not have must keep its neutral
+    /// value (`gamma = 0`, `alpha = None`).
+    fn kind(&self) -> PyResult<ElementwiseKind> {
+        let kind = match &*self.loss {
+            "binary_cross_entropy" => ElementwiseKind::Probabilities,
+            "binary_cross_entropy_with_logits" => ElementwiseKind::Logits,
+            "binary_focal_loss_with_logits" => {
+                return Ok(ElementwiseKind::Focal(FocalOptions {
+                    gamma: self.gamma,
+                    alpha: self.alpha,
+                }));
+            }
+            other => return Err(unknown_loss(other)),
+        };
+        if self.gamma != 0.0 || self.alpha.is_some() {
+            return Err(XentError::Value(format!(
+                "{} has no gamma or alpha (those are the focal loss's)",
+                &*self.loss
+            ))
+            .into());
+        }
+        Ok(kind)
     }
 }
 
-struct BinaryArgs<'a, 'py> {
+/// A broadcast operand as Python passes it: `(values or None, repeat count)` (see
+/// [`Broadcast`]).
+type BroadcastArg<'py> = (Option<Bound<'py, PyAny>>, usize);
+
+/// `binary_loss(spec, input, target, weight, pos_weight, grad_output, partial=None)`: the
+/// element-wise loss `spec.loss` (see the Python docstrings of `binary_cross_entropy`,
+/// `binary_cross_entropy_with_logits` and `binary_focal_loss_with_logits`, torchvision's
+/// `sigmoid_focal_loss`). `weight` and `pos_weight` are each given as `(distinct values or
+/// None, repeat count)` (see [`Broadcast`]); only the loss on logits has a `pos_weight` (the
+/// kernels refuse it for the others).
+#[pyfunction]
+#[pyo3(signature = (spec, input, target, weight, pos_weight, grad_output, partial=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_loss<'py>(
+    py: Python<'py>,
+    spec: BinarySpec,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    weight: BroadcastArg<'py>,
+    pos_weight: BroadcastArg<'py>,
+    grad_output: Option<&Bound<'py, PyAny>>,
+    partial: Option<bool>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reduction = Reduction::parse(&spec.reduction)?;
+    let kind = spec.kind()?;
+    no_gradient_in_partial(spec.return_grad, partial)?;
+    let args = ElementwiseArgs {
+        target,
+        weight: weight.0.as_ref().map(|w| (w, weight.1)),
+        pos_weight: pos_weight.0.as_ref().map(|w| (w, pos_weight.1)),
+        reduction: kernel_reduction(reduction, partial),
+        return_grad: spec.return_grad,
+        grad_output,
+        kind,
+    };
+    let scored = with_dtype!(float_array(input, "input")?, x => elementwise_loss(py, &x, &args));
+    scored?.finish(py, reduction, partial)
+}
+
+/// An element-wise-loss call's arrays and options, before the input's dtype is known.
+struct ElementwiseArgs<'a, 'py> {
     target: &'a Bound<'py, PyAny>,
     weight: Option<(&'a Bound<'py, PyAny>, usize)>,
     pos_weight: Option<(&'a Bound<'py, PyAny>, usize)>,
-    reduction: &'a str,
+    /// The reduction the kernel runs with ([`kernel_reduction`]).
+    reduction: Reduction,
     return_grad: bool,
     grad_output: Option<&'a Bound<'py, PyAny>>,
-    kind: BinaryKind,
+    kind: ElementwiseKind,
 }
 
-/// Which binary loss.
+/// Which element-wise loss.
 #[derive(Clone, Copy)]
-enum BinaryKind {
+enum ElementwiseKind {
+    /// Binary cross entropy of probabilities.
     Probabilities,
+    /// Binary cross entropy of logits.
     Logits,
+    /// The binary focal loss of logits.
     Focal(FocalOptions),
+    /// The KL divergence; `batchmean`: its `mean` divides by the batch, not the elements.
+    Kl { log_target: bool, batchmean: bool },
 }
 
 /// A broadcast operand's values as a 1-D array of dtype `T`.
@@ -779,43 +732,112 @@ fn as_broadcast<'a, T: Clone>(b: &'a WidenedBroadcast<'_, T>) -> Option<Broadcas
     })
 }
 
-fn binary_loss<'py, T: Dtype>(
+/// An element-wise loss (binary or KL) over `x` of dtype `T`: its checks, its options, and
+/// the kernel's call.
+fn elementwise_loss<'py, T: Dtype>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
-    args: &BinaryArgs<'_, 'py>,
+    args: &ElementwiseArgs<'_, 'py>,
 ) -> PyResult<Scored<'py>> {
     let shape = x.shape().to_vec();
-    let reduction = Reduction::parse(args.reduction)?;
-    let target = typed::<T>(args.target, "target")?;
-    if target.shape() != shape.as_slice() {
-        return Err(XentError::Shape(format!(
-            "target size {} must be the same as input size {}",
-            format_index(target.shape()),
-            format_index(&shape)
-        ))
-        .into());
-    }
+    let reduction = args.reduction;
+    let kind = args.kind;
+    let target = elementwise_target::<T>(args.target, &shape, |t, x| match kind {
+        ElementwiseKind::Kl { .. } => format!("target shape {t} must match input shape {x}"),
+        _ => format!("target size {t} must be the same as input size {x}"),
+    })?;
     let weight = broadcast_values::<T>(args.weight, "weight")?;
     let pos_weight = broadcast_values::<T>(args.pos_weight, "pos_weight")?;
     let upstream = upstream::<T>(args.grad_output, reduction, &shape)?;
+    let (w, pw) = (broadcast_widened(&weight)?, broadcast_widened(&pos_weight)?);
+    let g = upstream.values()?;
+    let opts = BinaryOptions {
+        weight: as_broadcast(&w),
+        pos_weight: as_broadcast(&pw),
+        reduction,
+        grad_output: g.grad_output(),
+    };
+    elementwise_scored(
+        py,
+        x,
+        &target,
+        reduction,
+        args.return_grad,
+        |io, target, losses| match kind {
+            ElementwiseKind::Logits => {
+                binary::binary_cross_entropy_with_logits(io, target, &opts, losses)
+            }
+            ElementwiseKind::Probabilities => {
+                binary::binary_cross_entropy(io, target, &shape, &opts, losses)
+            }
+            ElementwiseKind::Focal(focal) => {
+                binary::binary_focal_loss_with_logits(io, target, &focal, &opts, losses)
+            }
+            ElementwiseKind::Kl {
+                log_target,
+                batchmean,
+            } => {
+                let kl = KlOptions {
+                    log_target,
+                    reduction,
+                    denominator: kl_denominator(&shape, batchmean),
+                    grad_output: opts.grad_output,
+                };
+                kl::kl_div(io, target, &kl, losses)
+            }
+        },
+    )
+}
+
+/// What `kl_div`'s `mean` divides by: the elements, or for `batchmean` `input.shape[0]`
+/// (torch's; a 0-d input, which torch sums, counts as a batch of one).
+fn kl_denominator(shape: &[usize], batchmean: bool) -> f64 {
+    match (batchmean, shape.first()) {
+        (true, Some(&batch)) => batch as f64,
+        (true, None) => 1.0,
+        (false, _) => shape.iter().product::<usize>() as f64,
+    }
+}
+
+/// An element-wise loss's target: an array of dtype `T` of the input's `shape`, else the
+/// error `mismatch(target shape, input shape)` words (torch's words differ between losses).
+fn elementwise_target<'py, T: Dtype>(
+    target: &Bound<'py, PyAny>,
+    shape: &[usize],
+    mismatch: impl Fn(String, String) -> String,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let t = typed::<T>(target, "target")?;
+    if t.shape() != shape {
+        let message = mismatch(format_index(t.shape()), format_index(shape));
+        return Err(XentError::Shape(message).into());
+    }
+    Ok(t)
+}
+
+/// An element-wise loss's call over `x` and `target` (of `x`'s shape): the output buffers
+/// (per-element losses for `none`, the gradient with `return_grad`), the borrows, and
+/// `kernel(io, target, losses)` with the GIL released.
+fn elementwise_scored<'py, T, K>(
+    py: Python<'py>,
+    x: &Bound<'py, PyArrayDyn<T>>,
+    target: &Bound<'py, PyArrayDyn<T>>,
+    reduction: Reduction,
+    return_grad: bool,
+    kernel: K,
+) -> PyResult<Scored<'py>>
+where
+    T: Dtype,
+    K: FnOnce(Io<'_, T>, &[T], Option<&mut [T]>) -> Result<Partial, XentError> + Send,
+{
+    let shape = x.shape();
+    let count = x.len();
     let losses = (reduction == Reduction::None)
-        .then(|| uninit::<T>(py, &shape))
+        .then(|| uninit::<T>(py, shape))
         .transpose()?;
-    let grad = args
-        .return_grad
-        .then(|| uninit::<T>(py, &shape))
-        .transpose()?;
+    let grad = return_grad.then(|| uninit::<T>(py, shape)).transpose()?;
     let partial = {
-        let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
+        let (xr, tr) = (readonly(x, "input")?, readonly(target, "target")?);
         let (input, target) = (slice(&xr)?, slice(&tr)?);
-        let (w, pw) = (broadcast_widened(&weight)?, broadcast_widened(&pos_weight)?);
-        let g = upstream.values()?;
-        let opts = BinaryOptions {
-            weight: as_broadcast(&w),
-            pos_weight: as_broadcast(&pw),
-            reduction,
-            grad_output: g.grad_output(),
-        };
         let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
         let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
         let mut grad_rw = grad.as_ref().map(|g| g.readwrite());
@@ -826,58 +848,55 @@ fn binary_loss<'py, T: Dtype>(
                 out: slice_mut(rw)?,
             },
         };
-        let n = input.len();
-        match args.kind {
-            BinaryKind::Logits => detached(py, n, || {
-                binary::binary_cross_entropy_with_logits(io, target, &opts, loss_out)
-            })?,
-            BinaryKind::Probabilities => detached(py, n, || {
-                binary::binary_cross_entropy(io, target, &shape, &opts, loss_out)
-            })?,
-            BinaryKind::Focal(focal) => detached(py, n, || {
-                binary::binary_focal_loss_with_logits(io, target, &focal, &opts, loss_out)
-            })?,
-        }
+        detached(py, count, || kernel(io, target, loss_out))?
     };
     Ok(Scored {
         partial,
-        count: shape.iter().product(),
+        count,
         losses: losses.map(Bound::into_any),
         grad: grad.map(Bound::into_any),
         reduced: T::reduced,
     })
 }
 
-/// `kl_div(...)`: torch's `kl_div` of log-probabilities `input` from `target`
-/// (log-probabilities with `log_target`); `reduction` is `"none"`, `"mean"` (over elements),
-/// `"sum"` or `"batchmean"` (over `input.shape[0]`; a 0-d input is its own batch of one, as
-/// torch's sum).
-#[pyfunction]
-#[pyo3(signature = (input, target, reduction, log_target, return_grad, grad_output, partial=None))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn kl_div<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    reduction: &str,
+/// A `_spec.KlDiv`: the options of one `kl_div` call, read by attribute.
+#[derive(FromPyObject)]
+pub(crate) struct KlSpec {
+    reduction: PyBackedStr,
     log_target: bool,
     return_grad: bool,
+}
+
+/// `kl_div(spec, input, target, grad_output, partial=None)`: torch's `kl_div` of
+/// log-probabilities `input` from `target` (log-probabilities with `spec.log_target`);
+/// `spec.reduction` is `"none"`, `"mean"` (over elements), `"sum"` or `"batchmean"` (over
+/// `input.shape[0]`; a 0-d input is its own batch of one, as torch's sum).
+#[pyfunction]
+#[pyo3(signature = (spec, input, target, grad_output, partial=None))]
+pub(crate) fn kl_div<'py>(
+    py: Python<'py>,
+    spec: KlSpec,
+    input: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
     grad_output: Option<&Bound<'py, PyAny>>,
     partial: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (reduction, batchmean) = kl_reduction(reduction)?;
-    let args = KlArgs {
+    let (reduction, batchmean) = kl_reduction(&spec.reduction)?;
+    no_gradient_in_partial(spec.return_grad, partial)?;
+    let args = ElementwiseArgs {
         target,
-        reduction: match partial {
-            None => reduction,
-            Some(_) => Reduction::parse(kernel_reduction("sum", partial))?,
-        },
-        batchmean,
-        log_target,
-        return_grad,
+        weight: None,
+        pos_weight: None,
+        reduction: kernel_reduction(reduction, partial),
+        return_grad: spec.return_grad,
         grad_output,
+        kind: ElementwiseKind::Kl {
+            log_target: spec.log_target,
+            batchmean,
+        },
     };
-    kl_call(py, input, &args)?.finish(py, reduction, partial)
+    let scored = with_dtype!(float_array(input, "input")?, x => elementwise_loss(py, &x, &args));
+    scored?.finish(py, reduction, partial)
 }
 
 /// `kl_div`'s reduction: the kernel's, and whether `mean` is `batchmean`.
@@ -890,87 +909,4 @@ fn kl_reduction(name: &str) -> PyResult<(Reduction, bool)> {
         ))
         .into()),
     }
-}
-
-struct KlArgs<'a, 'py> {
-    target: &'a Bound<'py, PyAny>,
-    reduction: Reduction,
-    batchmean: bool,
-    log_target: bool,
-    return_grad: bool,
-    grad_output: Option<&'a Bound<'py, PyAny>>,
-}
-
-/// A `kl_div` call, dispatched on the input's dtype.
-fn kl_call<'py>(
-    py: Python<'py>,
-    input: &Bound<'py, PyAny>,
-    args: &KlArgs<'_, 'py>,
-) -> PyResult<Scored<'py>> {
-    match float_array(input, "input")? {
-        FloatArray::F32(x) => kl_loss(py, &x, args),
-        FloatArray::F64(x) => kl_loss(py, &x, args),
-        FloatArray::Bf16(x) => kl_loss(py, &x, args),
-    }
-}
-
-fn kl_loss<'py, T: Dtype>(
-    py: Python<'py>,
-    x: &Bound<'py, PyArrayDyn<T>>,
-    args: &KlArgs<'_, 'py>,
-) -> PyResult<Scored<'py>> {
-    let shape = x.shape().to_vec();
-    let target = typed::<T>(args.target, "target")?;
-    if target.shape() != shape.as_slice() {
-        return Err(XentError::Shape(format!(
-            "target shape {} must match input shape {}",
-            format_index(target.shape()),
-            format_index(&shape)
-        ))
-        .into());
-    }
-    let count: usize = shape.iter().product();
-    // torch divides `batchmean` by `input.size(0)` except for a 0-d input, which it sums.
-    let denominator = match (args.batchmean, shape.first()) {
-        (true, Some(&batch)) => batch as f64,
-        (true, None) => 1.0,
-        (false, _) => count as f64,
-    };
-    let upstream = upstream::<T>(args.grad_output, args.reduction, &shape)?;
-    let losses = (args.reduction == Reduction::None)
-        .then(|| uninit::<T>(py, &shape))
-        .transpose()?;
-    let grad = args
-        .return_grad
-        .then(|| uninit::<T>(py, &shape))
-        .transpose()?;
-    let partial = {
-        let (xr, tr) = (readonly(x, "input")?, readonly(&target, "target")?);
-        let (input, target) = (slice(&xr)?, slice(&tr)?);
-        let g = upstream.values()?;
-        let opts = KlOptions {
-            log_target: args.log_target,
-            reduction: args.reduction,
-            denominator,
-            grad_output: g.grad_output(),
-        };
-        let mut loss_rw = losses.as_ref().map(|l| l.readwrite());
-        let loss_out = loss_rw.as_mut().map(slice_mut).transpose()?;
-        let mut grad_rw = grad.as_ref().map(|g| g.readwrite());
-        let io = match grad_rw.as_mut() {
-            None => Io::Read(input),
-            Some(rw) => Io::ReadWrite {
-                input,
-                out: slice_mut(rw)?,
-            },
-        };
-        detached(py, count, || kl::kl_div(io, target, &opts, loss_out))?
-    };
-    Ok(Scored {
-        partial,
-        count,
-        reduced: T::reduced,
-        losses: losses.map(Bound::into_any),
-        grad: grad.map(Bound::into_any),
-    })
 }

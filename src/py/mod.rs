@@ -100,22 +100,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Cargo.toml's version, the one source of the package's version (maturin writes the same
     // into the wheel's metadata); `xent_rs.__version__` is this.
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(softmax::log_softmax, m)?)?;
     m.add_function(wrap_pyfunction!(softmax::softmax, m)?)?;
     m.add_function(wrap_pyfunction!(softmax::logsumexp, m)?)?;
-    m.add_function(wrap_pyfunction!(softmax::log_softmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(softmax::softmax_backward, m)?)?;
-    m.add_function(wrap_pyfunction!(losses::cross_entropy, m)?)?;
-    m.add_function(wrap_pyfunction!(losses::nll_loss, m)?)?;
-    m.add_function(wrap_pyfunction!(losses::focal_loss, m)?)?;
-    m.add_function(wrap_pyfunction!(losses::binary_cross_entropy, m)?)?;
-    m.add_function(wrap_pyfunction!(
-        losses::binary_cross_entropy_with_logits,
-        m
-    )?)?;
-    m.add_class::<losses::PartialResult>()?;
-    m.add_function(wrap_pyfunction!(losses::binary_focal_loss_with_logits, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::class_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(losses::binary_loss, m)?)?;
     m.add_function(wrap_pyfunction!(losses::kl_div, m)?)?;
+    m.add_class::<losses::PartialResult>()?;
     m.add_function(wrap_pyfunction!(linear::cross_entropy_denominator, m)?)?;
     m.add_function(wrap_pyfunction!(scoring::log_loss, m)?)?;
     m.add_class::<scoring::Summary>()?;

@@ -4,46 +4,26 @@ use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use crate::error::XentError;
-use crate::float::Bf16;
 use crate::kernels::{Io, Layout, softmax as k};
 use crate::py::arrays::{
-    Axis, Dtype, FloatArray, Output, borrow_output, check_shape, float_array, layout, output,
-    readonly, slice, slice_mut, typed, uninit, without_axis,
+    Axis, Dtype, Output, borrow_output, check_shape, float_array, layout, output, readonly, slice,
+    slice_mut, typed, uninit, with_dtype, without_axis,
 };
 use crate::py::gil::detached;
 
 type Normalizer<T> = fn(Io<'_, T>, Layout) -> Result<(), XentError>;
 
-/// `log_softmax(x, axis, out)`: a new array, or `out` filled.
+/// `softmax(x, axis, out, log)`: the softmax of `x` along `axis` (its logarithm, computed as
+/// such, with `log`): a new array, or `out` filled.
 #[pyfunction]
-#[pyo3(signature = (x, axis, out=None))]
-pub(crate) fn log_softmax<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    axis: Axis,
-    out: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    match float_array(x, "input")? {
-        FloatArray::F32(a) => normalize(py, &a, axis, out, k::log_softmax::<f32>),
-        FloatArray::F64(a) => normalize(py, &a, axis, out, k::log_softmax::<f64>),
-        FloatArray::Bf16(a) => normalize(py, &a, axis, out, k::log_softmax::<Bf16>),
-    }
-}
-
-/// `softmax(x, axis, out)`: a new array, or `out` filled.
-#[pyfunction]
-#[pyo3(signature = (x, axis, out=None))]
 pub(crate) fn softmax<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     axis: Axis,
     out: Option<&Bound<'py, PyAny>>,
+    log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    match float_array(x, "input")? {
-        FloatArray::F32(a) => normalize(py, &a, axis, out, k::softmax::<f32>),
-        FloatArray::F64(a) => normalize(py, &a, axis, out, k::softmax::<f64>),
-        FloatArray::Bf16(a) => normalize(py, &a, axis, out, k::softmax::<Bf16>),
-    }
+    with_dtype!(float_array(x, "input")?, a => normalize(py, &a, axis, out, log))
 }
 
 fn normalize<'py, T: Dtype>(
@@ -51,8 +31,9 @@ fn normalize<'py, T: Dtype>(
     x: &Bound<'py, PyArrayDyn<T>>,
     axis: Axis,
     out: Option<&Bound<'py, PyAny>>,
-    kernel: Normalizer<T>,
+    log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let kernel: Normalizer<T> = if log { k::log_softmax } else { k::softmax };
     let shape = x.shape().to_vec();
     let (layout, _) = layout(&shape, axis)?;
     let (dest, in_place) = match out {
@@ -100,43 +81,22 @@ pub(crate) fn logsumexp<'py>(
         }
         Ok(dest.into_any())
     }
-    match float_array(x, "input")? {
-        FloatArray::F32(a) => typed_lse(py, &a, axis),
-        FloatArray::F64(a) => typed_lse(py, &a, axis),
-        FloatArray::Bf16(a) => typed_lse(py, &a, axis),
-    }
+    with_dtype!(float_array(x, "input")?, a => typed_lse(py, &a, axis))
 }
 
 type Backward<T> = fn(&[T], &[T], Layout, &mut [T]) -> Result<(), XentError>;
 
-/// `log_softmax_backward(grad_output, output, axis)`.
-#[pyfunction]
-pub(crate) fn log_softmax_backward<'py>(
-    py: Python<'py>,
-    grad_output: &Bound<'py, PyAny>,
-    output: &Bound<'py, PyAny>,
-    axis: Axis,
-) -> PyResult<Bound<'py, PyAny>> {
-    match float_array(output, "output")? {
-        FloatArray::F32(y) => backward(py, grad_output, &y, axis, k::log_softmax_backward::<f32>),
-        FloatArray::F64(y) => backward(py, grad_output, &y, axis, k::log_softmax_backward::<f64>),
-        FloatArray::Bf16(y) => backward(py, grad_output, &y, axis, k::log_softmax_backward::<Bf16>),
-    }
-}
-
-/// `softmax_backward(grad_output, output, axis)`.
+/// `softmax_backward(grad_output, output, axis, log)`: the vector-Jacobian product of
+/// `softmax` (of `log_softmax` with `log`) at its `output`.
 #[pyfunction]
 pub(crate) fn softmax_backward<'py>(
     py: Python<'py>,
     grad_output: &Bound<'py, PyAny>,
     output: &Bound<'py, PyAny>,
     axis: Axis,
+    log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    match float_array(output, "output")? {
-        FloatArray::F32(y) => backward(py, grad_output, &y, axis, k::softmax_backward::<f32>),
-        FloatArray::F64(y) => backward(py, grad_output, &y, axis, k::softmax_backward::<f64>),
-        FloatArray::Bf16(y) => backward(py, grad_output, &y, axis, k::softmax_backward::<Bf16>),
-    }
+    with_dtype!(float_array(output, "output")?, y => backward(py, grad_output, &y, axis, log))
 }
 
 fn backward<'py, T: Dtype>(
@@ -144,8 +104,10 @@ fn backward<'py, T: Dtype>(
     grad_output: &Bound<'py, PyAny>,
     y: &Bound<'py, PyArrayDyn<T>>,
     axis: Axis,
-    kernel: Backward<T>,
+    log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let (log_vjp, vjp) = (k::log_softmax_backward, k::softmax_backward);
+    let kernel: Backward<T> = if log { log_vjp } else { vjp };
     let shape = y.shape().to_vec();
     let (layout, _) = layout(&shape, axis)?;
     let g = typed::<T>(grad_output, "grad_output")?;

@@ -195,6 +195,17 @@ __device__ void xent_row_ms(const T* x, long long b, long long classes, long lon
 #define XENT_BASE(r) ((r) / inner * classes * inner + (r) % inner)
 #define XENT_EACH(c) for (long long c = g.lane; c < classes; c += g.size)
 
+// Stores row r's loss (lane 0 of the group writes it), then leaves the row with `done`
+// (`continue` in a row loop, `return` in a per-row function) when no gradient is asked for,
+// or after writing a zero gradient when the row's upstream gradient is 0 (`zero`).
+#define XENT_STORE_ROW(value, done)                                                \
+    if (g.lane == 0) rowloss[r] = (value);                                         \
+    if (!grad) done;                                                               \
+    if (zero) {                                                                    \
+        XENT_EACH(c) grad[b + c * inner] = (T)0;                                   \
+        done;                                                                      \
+    }
+
 template <typename T>
 __global__ void xent_softmax(const T* x, T* y, long long rows, long long classes,
                              long long inner, int group, int log_mode) {
@@ -294,12 +305,7 @@ __device__ void xent_focal_row(const T* x, T* grad, long long b, long long class
     const double lp = ((double)xy - ms) - ln_s;
     double loss, coef;
     xent_focal_terms(lp, gamma, &loss, &coef);
-    if (g.lane == 0) rowloss[r] = weighted * loss;
-    if (!grad) return;
-    if (zero) {
-        XENT_EACH(c) grad[b + c * inner] = (T)0;
-        return;
-    }
+    XENT_STORE_ROW(weighted * loss, return);
     const T m = (T)ms;
     const double hit = scale * coef;
     const T a = (T)(hit / s);
@@ -371,12 +377,7 @@ __global__ void xent_ce_hard(const T* x, T* grad, const long long* target, const
             loss += zloss * wy * lse * lse;
             coef += 2.0 * zloss * wy * lse;
         }
-        if (g.lane == 0) rowloss[r] = sw * loss;
-        if (!grad) continue;
-        if (zero) {
-            XENT_EACH(c) grad[b + c * inner] = (T)0;
-            continue;
-        }
+        XENT_STORE_ROW(sw * loss, continue);
         const double gr = gs * sw;
         const T a = (T)(gr * coef / s);
         const T bs = (T)(gr * eps / cls);
@@ -430,12 +431,7 @@ __global__ void xent_ce_soft(const T* x, const T* target, T* grad, const T* weig
             loss += sw * zloss * lse * lse;
             coef += 2.0 * zloss * lse;
         }
-        if (g.lane == 0) rowloss[r] = loss;
-        if (!grad) continue;
-        if (zero) {
-            XENT_EACH(c) grad[b + c * inner] = (T)0;
-            continue;
-        }
+        XENT_STORE_ROW(loss, continue);
         const double gr = gs * sw;
         const T a = (T)(gr * coef / s);
         const T gt = (T)gr;
