@@ -260,14 +260,13 @@ def linear_cross_entropy(
 
     # Each chunk is summed (or kept per sample): the mean divides once, at the end.
     chunk_spec = dataclasses.replace(spec, reduction="none" if spec.reduction == "none" else "sum")
-    grad_out = spec.return_grad
 
     def fused(z: Any, rows: slice, upstream: Any) -> Any:
         sw_rows = None if sw1 is None else sw1[rows]
         result = core.class_loss(
-            chunk_spec, z, t1[rows], cw, sw_rows, upstream, z if grad_out else None
+            chunk_spec, z, t1[rows], cw, sw_rows, upstream, z if spec.return_grad else None
         )
-        return result[0] if grad_out else result
+        return result[0] if spec.return_grad else result
 
     chunked = Chunked(
         xp=ns.xp,
