@@ -303,24 +303,11 @@ def cross_entropy_denominator(
     return float(_hard_denominator(t, weight, sw, ignore_index))
 
 
-def _class_loss(
-    x: Any,
-    t: Any,
-    axis: int,
-    w: Any,
-    sw: Any,
-    ignore_index: int,
-    reduction: str,
-    eps: float,
-    return_grad: bool,
-    g: Any,
-    grad_out: Any,
-    loss_name: str,
-    z_loss: float,
-    softcap: float | None,
-    gamma: float,
-) -> Any:
+def _class_loss(spec: ClassLoss, x: Any, t: Any, w: Any, sw: Any, g: Any, grad_out: Any) -> Any:
     cp = _cp()
+    axis, ignore_index, reduction = spec.axis, spec.ignore_index, spec.reduction
+    eps, return_grad, loss_name = spec.label_smoothing, spec.return_grad, spec.loss
+    z_loss, softcap, gamma = spec.z_loss, spec.softcap, spec.gamma
     nll = loss_name == "nll_loss"
     work = np.dtype(x.dtype)
     shape = tuple(x.shape)
@@ -444,11 +431,7 @@ def class_loss(
     (focal loss with ``gamma = 0`` runs cross entropy's path)."""
     _no_partial(partial)
     _check_options(spec.z_loss, spec.softcap, spec.gamma)
-    return _class_loss(
-        input, target, spec.axis, weight, sample_weight, spec.ignore_index, spec.reduction,
-        spec.label_smoothing, spec.return_grad, grad_output, grad_out, loss_name=spec.loss,
-        z_loss=spec.z_loss, softcap=spec.softcap, gamma=spec.gamma,
-    )  # fmt: skip
+    return _class_loss(spec, input, target, weight, sample_weight, grad_output, grad_out)
 
 
 def _no_partial(partial: bool | None) -> None:
