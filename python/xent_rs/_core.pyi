@@ -28,6 +28,7 @@ __all__ = [
     "kl_div",
     "log_loss",
     "logsumexp",
+    "matmul",
     "set_num_threads",
     "set_output_cache",
     "set_simd_level",
@@ -61,6 +62,7 @@ def cross_entropy_denominator(
     sample_weight: np.ndarray | None,
     ignore_index: int,
 ) -> float: ...
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool) -> None: ...
 def binary_loss(
     spec: BinaryLoss,
     input: np.ndarray,

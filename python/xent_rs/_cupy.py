@@ -303,6 +303,24 @@ def cross_entropy_denominator(
     return float(_hard_denominator(t, weight, sw, ignore_index))
 
 
+def matmul(a: Any, b: Any, out: Any, accumulate: bool) -> None:
+    """``_core.matmul`` on the device, cuBLAS through ``cupy.matmul``: ``out = a @ b``, or
+    ``out += a @ b`` a few rows at a time through a block of half ``a``'s size
+    (``cupy.matmul`` cannot accumulate into its output)."""
+    cp = _cp()
+    if not accumulate:
+        cp.matmul(a, b, out=out)
+        return
+    rows, cols = out.shape
+    step = max(1, min(rows, a.size // 2 // max(1, cols)))
+    block = cp.empty((step, cols), out.dtype)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        part = block[: r1 - r0]
+        cp.matmul(a[r0:r1], b, out=part)
+        cp.add(out[r0:r1], part, out=out[r0:r1])
+
+
 def _class_loss(spec: ClassLoss, x: Any, t: Any, w: Any, sw: Any, g: Any, grad_out: Any) -> Any:
     cp = _cp()
     axis, ignore_index, reduction = spec.axis, spec.ignore_index, spec.reduction

@@ -6,13 +6,13 @@ one buffer reused by every chunk, the core's fused cross-entropy pass writes the
 gradient over them in place, and three more matrix products turn that gradient into the
 gradients of ``h``, ``W`` and ``b``. The ``(..., V)`` logits never exist at once.
 
-The matrix products are the array module's (``np.matmul(..., out=)``, its BLAS, with the GIL
-released; ``cupy.matmul``, cuBLAS, on CuPy arrays); the fused pass is the backend's core (the
-Rust core on its private pool, ``xent_rs.set_num_threads``, or the CUDA kernel). The NumPy and
-the CuPy paths are this one code with the backend (``xent_rs._backend``) as a parameter. The chunks
-depend on the shapes only, so the results are the same bits for any xent_rs thread count,
-given a BLAS that returns the same bits for the same product (OpenBLAS does for a fixed
-number of its own threads; see ``docs/semantics.md``).
+The matrix products and the fused pass are the backend core's: on NumPy arrays the Rust
+core's ``matmul`` (tiles of one product on its private pool, ``xent_rs.set_num_threads``, the
+GIL released, each chunk's weight gradient accumulated in place) and its fused pass; on CuPy
+arrays cuBLAS (``cupy.matmul``) and the CUDA kernel. The NumPy and the CuPy paths are this one
+code with the backend (``xent_rs._backend``) as a parameter. The chunks and the core's tiles
+depend on the shapes only, so on NumPy arrays the results are the same bits for any thread
+count.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from xent_rs import _backend, _spec
 
 #: Bytes of the one logits buffer when ``chunk_size`` is not given.
 CHUNK_BYTES = 32 << 20
-#: Rows below which the BLAS products lose speed (measured, benches/NOTES.md): the default
+#: Rows below which the matrix products lose speed (measured, benches/NOTES.md): the default
 #: chunk has at least this many while its buffer stays within ``MAX_CHUNK_BYTES``.
 MIN_ROWS = 128
 MAX_CHUNK_BYTES = 128 << 20
@@ -162,8 +162,8 @@ def linear_cross_entropy(
     computed into one reused buffer, the fused loss-and-gradient pass of
     :func:`cross_entropy` runs over them in place, and the gradients with respect to
     ``input``, ``linear_weight`` and ``linear_bias`` are accumulated chunk by chunk. Peak
-    memory beyond the arguments is the gradients plus one chunk's logits and half as much again
-    (through which each chunk's ``linear_weight`` gradient is added).
+    memory beyond the arguments is the gradients plus one chunk's logits (on CuPy arrays half
+    as much again, through which each chunk's ``linear_weight`` gradient is added).
 
     Parameters
     ----------
@@ -270,6 +270,7 @@ def linear_cross_entropy(
 
     chunked = Chunked(
         xp=ns.xp,
+        matmul=core.matmul,
         rows=chunk_rows(n, v, work.itemsize, chunk_size),
         reduction=spec.reduction,
         denominator=denominator,
@@ -297,6 +298,8 @@ class Chunked(NamedTuple):
 
     #: The array module: ``numpy`` or ``cupy``.
     xp: Any
+    #: The backend core's ``matmul(a, b, out, accumulate)``: ``out = a @ b``, or ``out += a @ b``.
+    matmul: Any
     #: Rows per chunk.
     rows: int
     #: ``none``, ``mean`` or ``sum``.
@@ -312,7 +315,7 @@ class Chunked(NamedTuple):
         gradient (``None``, a float, or ``(..., )`` values for ``none``); ``fused(z, rows,
         upstream)`` runs the fused pass over chunk ``z`` of ``rows`` (summed, or per sample
         for ``none``) and returns its loss."""
-        xp, reduction = self.xp, self.reduction
+        xp, matmul, reduction = self.xp, self.matmul, self.reduction
         (n, d), v, work = h.shape, w.shape[0], h.dtype
         rows = self.rows
         go1 = go.reshape(n) if reduction == "none" and go is not None else go
@@ -327,21 +330,16 @@ class Chunked(NamedTuple):
         logits = xp.empty((rows, v), work)
         losses = xp.empty(n, work) if reduction == "none" else None
         sums: list[Any] = []
-        grad_h = grad_w = grad_b = block = None
+        grad_h = grad_w = grad_b = None
         if self.return_grad:
             grad_h = xp.empty((n, d), work)
             grad_w = xp.zeros((v, d), work) if n == 0 else xp.empty((v, d), work)
             grad_b = None if b is None else xp.zeros(v, xp.float64)
-            # A chunk's grad_W is added through a block of classes at a time (matmul cannot
-            # accumulate into its output): half the logits buffer, so that the scratch memory
-            # stays 1.5 buffers.
-            step = max(1, min(v, rows * v // 2 // max(1, d)))
-            block = xp.empty((step, d), work)
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
             z = logits[: r1 - r0]
             hc = h[r0:r1]
-            xp.matmul(hc, w.T, out=z)
+            matmul(hc, w.T, z, False)
             if b is not None:
                 xp.add(z, b, out=z)
             if losses is not None:
@@ -351,13 +349,10 @@ class Chunked(NamedTuple):
                 sums.append(fused(z, slice(r0, r1), upstream))
             if grad_h is None:
                 continue
-            assert grad_w is not None and block is not None
+            assert grad_w is not None
             # z now holds the chunk's gradient with respect to its logits.
-            xp.matmul(z, w, out=grad_h[r0:r1])
-            if r0 == 0:
-                xp.matmul(z.T, hc, out=grad_w)
-            else:
-                _accumulate(xp, grad_w, z, hc, block)
+            matmul(z, w, grad_h[r0:r1], False)
+            matmul(z.T, hc, grad_w, r0 > 0)
             if grad_b is not None:
                 grad_b += z.sum(axis=0, dtype=xp.float64)
 
@@ -372,15 +367,3 @@ class Chunked(NamedTuple):
         if grad_h is None:
             return loss, None
         return loss, LinearGrads(grad_h, grad_w, None if grad_b is None else grad_b.astype(work))
-
-
-def _accumulate(xp: Any, grad_w: Any, g: Any, h: Any, block: Any) -> None:
-    """``grad_w += g.T @ h`` through ``block``, a few classes at a time: no ``(V, D)``
-    temporary (a strided column slice of ``g`` is a transposed operand to the BLAS, not a
-    copy)."""
-    step = block.shape[0]
-    for c0 in range(0, grad_w.shape[0], step):
-        c1 = min(grad_w.shape[0], c0 + step)
-        part = block[: c1 - c0]
-        xp.matmul(g[:, c0:c1].T, h, out=part)
-        xp.add(grad_w[c0:c1], part, out=grad_w[c0:c1])

@@ -7,6 +7,7 @@
 pub mod binary;
 pub mod cross_entropy;
 pub mod kl_div;
+pub mod linear;
 pub mod log_loss;
 pub mod softmax;
 

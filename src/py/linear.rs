@@ -1,13 +1,15 @@
 //! Bindings for the losses that run the core's kernels in pieces from Python: the `mean`
 //! denominator of a hard-target cross entropy, known (and its targets checked) before the
-//! first piece runs.
+//! first piece runs, and the matrix products of `linear_cross_entropy`'s chunks.
 
-use numpy::PyUntypedArrayMethods;
+use numpy::ndarray::ArrayViewD;
+use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use crate::error::XentError;
 use crate::float::Float;
 use crate::kernels::cross_entropy as ce;
+use crate::kernels::linear::{self, Dims, Gemm, Order};
 use crate::py::arrays::{
     Dtype, FloatArray, TargetArray, check_shape, dtype_name, float_array, readonly, slice, typed,
 };
@@ -97,4 +99,94 @@ fn denominator<T: Dtype + Float>(
     detached(py, t.len(), || {
         ce::hard_target_denominator(t, &shape, classes, w, sw, ignore_index)
     })
+}
+
+/// `matmul(a, b, out, accumulate)`: `out = a @ b`, or `out += a @ b` with `accumulate`, for
+/// 2-D float32 or float64 arrays of one dtype, each C- or Fortran-contiguous (a transposed
+/// view is one), `out` overlapping neither `a` nor `b`. Runs on the private pool with the
+/// GIL released; the bits are the same for any thread count.
+#[pyfunction]
+#[pyo3(signature = (a, b, out, accumulate))]
+pub(crate) fn matmul(
+    py: Python<'_>,
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    accumulate: bool,
+) -> PyResult<()> {
+    match float_array(a, "a")? {
+        FloatArray::F32(a) => typed_matmul(py, &a, b, out, accumulate),
+        FloatArray::F64(a) => typed_matmul(py, &a, b, out, accumulate),
+        // The Python layer computes half-precision heads in float32.
+        FloatArray::Bf16(_) => {
+            Err(XentError::Type("a must be float32 or float64 here, got bfloat16".into()).into())
+        }
+    }
+}
+
+/// [`matmul`] on arrays of `T`.
+fn typed_matmul<'py, T: Dtype + Gemm>(
+    py: Python<'py>,
+    a: &Bound<'py, PyArrayDyn<T>>,
+    b: &Bound<'py, PyAny>,
+    out: &Bound<'py, PyAny>,
+    accumulate: bool,
+) -> PyResult<()> {
+    let (b, out) = (typed::<T>(b, "b")?, typed::<T>(out, "out")?);
+    let (ar, br) = (read(a, "a")?, read(&b, "b")?);
+    // rust-numpy refuses the write borrow when `out` shares memory with `a` or `b`.
+    let mut or = out.try_readwrite().map_err(|_| {
+        XentError::Value("out overlaps a or b, which this call reads; pass a separate array".into())
+    })?;
+    let (a, da) = matrix(ar.as_array(), "a")?;
+    let (b, db) = matrix(br.as_array(), "b")?;
+    let out = or.as_array_mut();
+    let dc = dims(out.shape(), out.is_standard_layout(), "out")?;
+    let c = match dc.order {
+        Order::Rows => out.into_slice(),
+        Order::Columns => out.reversed_axes().into_slice(),
+    }
+    .ok_or_else(|| contiguous("out"))?;
+    let work = da.rows.saturating_mul(da.cols).saturating_mul(db.cols);
+    detached(py, work, || {
+        linear::matmul((a, da), (b, db), (c, dc), accumulate)
+    })
+}
+
+/// The read borrow of an operand (strided: [`matrix`] checks its layout).
+fn read<'py, T: Element>(
+    x: &Bound<'py, PyArrayDyn<T>>,
+    what: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    x.try_readonly()
+        .map_err(|e| XentError::Value(format!("{what}: {e}")).into())
+}
+
+/// A read view as a contiguous matrix: its values in memory order and its [`Dims`].
+fn matrix<'a, T>(view: ArrayViewD<'a, T>, what: &str) -> PyResult<(&'a [T], Dims)> {
+    let d = dims(view.shape(), view.is_standard_layout(), what)?;
+    let values = match d.order {
+        Order::Rows => view.to_slice(),
+        Order::Columns => view.reversed_axes().to_slice(),
+    };
+    Ok((values.ok_or_else(|| contiguous(what))?, d))
+}
+
+/// The error for an operand that is neither C- nor Fortran-contiguous.
+fn contiguous(what: &str) -> PyErr {
+    XentError::Value(format!("{what} must be C- or Fortran-contiguous")).into()
+}
+
+/// The [`Dims`] of a 2-D array of `shape`: C order when `c_order`, else Fortran order (which
+/// the slice of its reversed axes then confirms, or refutes).
+fn dims(shape: &[usize], c_order: bool, what: &str) -> PyResult<Dims> {
+    let &[rows, cols] = shape else {
+        return Err(XentError::Shape(format!(
+            "{what} must be 2-D, got {} dimensions",
+            shape.len()
+        ))
+        .into());
+    };
+    let order = if c_order { Order::Rows } else { Order::Columns };
+    Ok(Dims { rows, cols, order })
 }

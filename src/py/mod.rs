@@ -108,6 +108,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(losses::kl_div, m)?)?;
     m.add_class::<losses::PartialResult>()?;
     m.add_function(wrap_pyfunction!(linear::cross_entropy_denominator, m)?)?;
+    m.add_function(wrap_pyfunction!(linear::matmul, m)?)?;
     m.add_function(wrap_pyfunction!(scoring::log_loss, m)?)?;
     m.add_class::<scoring::Summary>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
