@@ -319,8 +319,9 @@ def test_ctrl_c_stops_one_huge_row_and_a_callers_buffer_is_usable_after() -> Non
 
 
 def test_cli_score_stopped_by_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> None:
-    """A real SIGINT lands 50 ms into the first chunk, a single native call of 2**26 values
-    (which stops midway); the command exits with 130 and one line, no traceback."""
+    """A real SIGINT lands 10 ms into the first chunk, a single native call of 2**26 values
+    (which stops midway: the call takes 50 ms on a fast core, so a later signal could miss
+    it); the command exits with 130 and one line, no traceback."""
     rows = 1 << 22
     x = np.random.default_rng(0).standard_normal((rows, 16))
     np.save(tmp_path / "pred.npy", x)
@@ -334,7 +335,7 @@ def test_cli_score_stopped_by_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> 
         update = streaming.CrossEntropyAccumulator.update
 
         def first_update_interrupted(self, *args, **kwargs):
-            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
             return update(self, *args, **kwargs)
 
         streaming.CrossEntropyAccumulator.update = first_update_interrupted
