@@ -195,6 +195,14 @@ pub(crate) fn readonly<'py, T: Element>(
     if !a.is_c_contiguous() {
         return Err(XentError::Value(format!("{what} must be C-contiguous")).into());
     }
+    readonly_any_layout(a, what)
+}
+
+/// A read-only view of an array in whatever layout it has (the caller checks the layout).
+pub(crate) fn readonly_any_layout<'py, T: Element>(
+    a: &Bound<'py, PyArrayDyn<T>>,
+    what: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     a.try_readonly()
         .map_err(|e| XentError::Value(format!("{what}: {e}")).into())
 }

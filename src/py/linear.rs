@@ -3,7 +3,7 @@
 //! first piece runs, and the matrix products of `linear_cross_entropy`'s chunks.
 
 use numpy::ndarray::ArrayViewD;
-use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use crate::error::XentError;
@@ -11,7 +11,8 @@ use crate::float::Float;
 use crate::kernels::cross_entropy as ce;
 use crate::kernels::linear::{self, Dims, Gemm, Order};
 use crate::py::arrays::{
-    Dtype, FloatArray, TargetArray, check_shape, dtype_name, float_array, readonly, slice, typed,
+    Dtype, FloatArray, TargetArray, check_shape, dtype_name, float_array, readonly,
+    readonly_any_layout, slice, typed,
 };
 use crate::py::gil::detached;
 use crate::py::losses::ignore_index_arg;
@@ -133,7 +134,8 @@ fn typed_matmul<'py, T: Dtype + Gemm>(
     accumulate: bool,
 ) -> PyResult<()> {
     let (b, out) = (typed::<T>(b, "b")?, typed::<T>(out, "out")?);
-    let (ar, br) = (read(a, "a")?, read(&b, "b")?);
+    // Either order is accepted: `matrix` checks the layout.
+    let (ar, br) = (readonly_any_layout(a, "a")?, readonly_any_layout(&b, "b")?);
     // rust-numpy refuses the write borrow when `out` shares memory with `a` or `b`.
     let mut or = out.try_readwrite().map_err(|_| {
         XentError::Value("out overlaps a or b, which this call reads; pass a separate array".into())
@@ -151,15 +153,6 @@ fn typed_matmul<'py, T: Dtype + Gemm>(
     detached(py, work, || {
         linear::matmul((a, da), (b, db), (c, dc), accumulate)
     })
-}
-
-/// The read borrow of an operand (strided: [`matrix`] checks its layout).
-fn read<'py, T: Element>(
-    x: &Bound<'py, PyArrayDyn<T>>,
-    what: &str,
-) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
-    x.try_readonly()
-        .map_err(|e| XentError::Value(format!("{what}: {e}")).into())
 }
 
 /// A read view as a contiguous matrix: its values in memory order and its [`Dims`].
