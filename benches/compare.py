@@ -32,6 +32,12 @@ gradient, log-probabilities): steady-state cost per call. The in-place gradient 
 (``grad_out=x``) works on a copy of the logits that is refilled from the original before each
 call, outside the timed region. The cyclic garbage collector is off inside a cell.
 
+Mirrors: an xent_rs op with a bar against another xent_rs op on the same arrays
+(``peers.MIRRORS``: an accumulator's ``update`` against the one-shot call, an option against
+plain cross entropy, bfloat16 against float16) is timed once more together with that op, the
+two calls taking turns for 21 rounds (9 in quick mode), after the workload's cells; the
+mirror table compares those two medians, which come from the same minutes of the machine.
+
 Quick mode: every workload 16x smaller (so mostly cache-resident: the floors mean less), the
 sweep up to N*C = 10^6, at least 5 calls or 0.03 s per cell, and no jax unless ``--jax``.
 
@@ -102,6 +108,7 @@ class Timing:
         self.min_calls = 5 if quick else 7
         self.min_time = 0.03 if quick else 0.5
         self.max_calls = 50 if quick else 200
+        self.pair_rounds = 9 if quick else 21
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -363,6 +370,78 @@ def run_workload(
                         log(f"{wl.name} {op} {lib}@{t}t: ERROR {cell['error']}")
                     cells.append(cell)
     return cells
+
+
+def mirror_pairs(ops: list[str]) -> list[tuple[str, str]]:
+    """The (op, mirrored op) pairs among ``ops`` (``peers.MIRRORS``)."""
+    return [(op, peers.MIRRORS[op][0]) for op in ops if peers.MIRRORS.get(op, ("",))[0] in ops]
+
+
+def run_mirror_pairs(
+    wl: peers.Workload,
+    ops: list[str],
+    threads: list[int],
+    mods: dict[str, Any],
+    timing: Timing,
+) -> list[dict[str, Any]]:
+    """Each mirrored xent_rs op of one workload timed against its mirror in alternation.
+
+    The two calls take turns (``Timing.pair_rounds`` rounds, the order swapped every round),
+    so that both medians come from the same minutes of the machine: the cells of the main
+    tables are timed minutes apart, and on a shared VM a 20 ms cell moves 10-20 % between
+    runs, more than the bars leave.
+    """
+    pairs = mirror_pairs(ops)
+    if not pairs or "xent_rs" not in mods:
+        return []
+    data = peers.Data(wl)
+    out = []
+    for t in threads:
+        with thread_limit(t, mods):
+            for op, mirror in pairs:
+                pair = {"workload": wl.name, "op": op, "mirror": mirror, "threads": t}
+                try:
+                    a = build("xent_rs", op, data, mods)
+                    b = build("xent_rs", mirror, data, mods)
+                    if a is None or b is None:
+                        continue
+                    ms, mirror_ms = time_pair(a, b, timing)
+                    del a, b
+                    pair.update(ms=ms, mirror_ms=mirror_ms, rounds=timing.pair_rounds)
+                    log(f"{wl.name} {op} / {mirror}@{t}t: {ms:.4g} / {mirror_ms:.4g} ms")
+                except Exception as exc:  # reported, not fatal
+                    pair["error"] = describe_error(exc)
+                    log(f"{wl.name} {op} / {mirror}@{t}t: ERROR {pair['error']}")
+                out.append(pair)
+    return out
+
+
+def time_pair(a: peers.Call, b: peers.Call, timing: Timing) -> tuple[float, float]:
+    """Median ms of ``a`` and of ``b``, timed in alternation (see :func:`run_mirror_pairs`)."""
+
+    def once(call: peers.Call) -> float:
+        if call.setup:
+            call.setup()
+        t0 = time.perf_counter()
+        call.fn()
+        return time.perf_counter() - t0
+
+    gc.disable()
+    try:
+        for call in (a, b):
+            for _ in range(timing.warmup):
+                once(call)
+        ta, tb = [], []
+        for i in range(timing.pair_rounds):
+            if i % 2:
+                tb.append(once(b))
+                ta.append(once(a))
+            else:
+                ta.append(once(a))
+                tb.append(once(b))
+    finally:
+        gc.enable()
+    return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
 
 
 def describe_error(exc: BaseException) -> str:
@@ -689,15 +768,21 @@ def report(results: dict[str, Any], wls: list[peers.Workload], threads: list[int
             continue
         out += ["", f"### {wl.name}: {wl.describe()}", ""]
         out.append(workload_table(wl, wl_cells, threads, with_ours))
-    acc_rows = accumulator_rows(cells, threads)
+    acc_rows = mirror_rows(results, threads)
     if acc_rows:
+        rounds = results["meta"]["timing"].get("pair_rounds")
+        timed = (
+            f"the two calls timed in alternation, {rounds} rounds each, medians"
+            if "mirrors" in results
+            else "the medians of the two cells above"
+        )
         out += [
             "",
             "### xent_rs against the xent_rs call each op mirrors",
             "",
             "An accumulator's `update` against the one-shot call on the same chunk, an option "
-            "against the plain call, bfloat16 against float16; `bar`: the largest ratio "
-            "allowed.",
+            f"against the plain call, bfloat16 against float16 ({timed}); `bar`: the largest "
+            "ratio allowed.",
             "",
             md_table(
                 ["workload", "op", "mirrors", "T", "xent_rs ms", "mirror ms", "ratio", "bar"],
@@ -860,35 +945,49 @@ def best_bandwidth(bw: dict[str, dict[str, float]]) -> dict[str, float]:
     return best
 
 
-def accumulator_rows(cells: list[dict[str, Any]], threads: list[int]) -> list[list[str]]:
-    """One row per mirrored cell of xent_rs (``peers.MIRRORS``): its median against the
-    mirrored op's, and the bar."""
-    ours = {
-        (c["workload"], c["op"], c["threads"]): c
-        for c in cells
-        if c["lib"] == "xent_rs" and "ms" in c
-    }
+def mirror_rows(results: dict[str, Any], threads: list[int]) -> list[list[str]]:
+    """One row per mirrored xent_rs op (``peers.MIRRORS``) and thread count: its median against
+    the mirrored op's, timed in alternation (``results["mirrors"]``), and the bar. A saved run
+    without them falls back on the two cells of the main tables."""
+    pairs = results.get("mirrors")
+    if pairs is None:
+        pairs = cell_pairs(results["cells"])
     rows = []
-    for (wl, op, t), c in sorted(ours.items()):
-        mirror_op, bar = peers.MIRRORS.get(op, ("", 0.0))
-        mirror = ours.get((wl, mirror_op, t))
-        if mirror is None or t not in threads:
+    for p in sorted(pairs, key=lambda p: (p["workload"], p["op"], p["threads"])):
+        if "ms" not in p or p["threads"] not in threads:
             continue
-        ratio = c["ms"] / mirror["ms"]
+        bar = peers.MIRRORS[p["op"]][1]
+        ratio = p["ms"] / p["mirror_ms"]
         verdict = "ok" if ratio <= bar else "OVER"
         rows.append(
             [
-                wl,
-                peers.OPS[op],
-                peers.OPS[mirror_op],
-                str(t),
-                fmt_ms(c["ms"]),
-                fmt_ms(mirror["ms"]),
+                p["workload"],
+                peers.OPS[p["op"]],
+                peers.OPS[p["mirror"]],
+                str(p["threads"]),
+                fmt_ms(p["ms"]),
+                fmt_ms(p["mirror_ms"]),
                 f"{ratio:.2f}x",
                 f"{bar:.2f}x {verdict}",
             ]
         )
     return rows
+
+
+def cell_pairs(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The mirror pairs of a saved run that has none, from its xent_rs cells."""
+    ours = {
+        (c["workload"], c["op"], c["threads"]): c
+        for c in cells
+        if c["lib"] == "xent_rs" and "ms" in c
+    }
+    pairs = []
+    for (wl, op, t), c in ours.items():
+        mirror = ours.get((wl, peers.MIRRORS.get(op, ("",))[0], t))
+        if mirror is not None:
+            pair = {"workload": wl, "op": op, "mirror": mirror["op"], "threads": t}
+            pairs.append(pair | {"ms": c["ms"], "mirror_ms": mirror["ms"]})
+    return pairs
 
 
 def analyse(results: dict[str, Any]) -> None:
@@ -937,6 +1036,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     bw, forkjoin = measure_bandwidth(args.threads, mods, timing, 128 if args.quick else 512)
 
     cells: list[dict[str, Any]] = []
+    mirrors: list[dict[str, Any]] = []
     floors: dict[tuple[str, str], int] = {}
     jax_jobs: list[tuple[str, list[str]]] = []
     for wl in wls:
@@ -945,6 +1045,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             continue
         floors.update({(wl.name, op): peers.floor_bytes(op, wl) for op in ops})
         cells += run_workload(wl, ops, libs, args.threads, mods, timing)
+        gc.collect()
+        mirrors += run_mirror_pairs(wl, ops, args.threads, mods, timing)
         gc.collect()
         jax_ops = [op for op in ops if op in peers.JAX_OPS]
         if jax_ops:
@@ -974,6 +1076,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "bandwidth": bw,
         "forkjoin_us": forkjoin,
         "cells": cells,
+        "mirrors": mirrors,
         "linear": linear_cells,
     }
 

@@ -57,3 +57,33 @@ def test_a_slow_cell_is_timed_again_and_only_a_second_loss_counts(
     again[0] = 9.0
     still = compare.retime_slow(cells, [wl], ["xent_rs", "torch", "numpy"], {}, None)
     assert len(compare.check_failures(still)) == 1
+
+
+def test_mirror_rows_compare_the_alternating_pair_not_the_table_cells(
+    compare: ModuleType,
+) -> None:
+    # The main tables' cells say 1.3x (over the 1.10 bar); the pair timed in alternation
+    # says 1.02x, and the mirror table reports the pair.
+    cells = [cell("xent_rs", 13.0, "ce_z_fwdbwd"), cell("xent_rs", 10.0, "ce_fwdbwd")]
+    pair = {"workload": "W2", "op": "ce_z_fwdbwd", "mirror": "ce_fwdbwd", "threads": 2}
+    results = {"cells": cells, "mirrors": [pair | {"ms": 10.2, "mirror_ms": 10.0}]}
+    (row,) = compare.mirror_rows(results, [2])
+    assert row[-2:] == ["1.02x", "1.10x ok"]
+    # A saved run without pairs falls back on the cells.
+    (row,) = compare.mirror_rows({"cells": cells}, [2])
+    assert row[-2:] == ["1.30x", "1.10x OVER"]
+    assert compare.mirror_rows(results, [1]) == []
+
+
+def test_time_pair_takes_turns_and_reports_both_medians(compare: ModuleType) -> None:
+    order: list[str] = []
+
+    def call(name: str) -> SimpleNamespace:
+        return SimpleNamespace(fn=lambda: order.append(name), setup=None)
+
+    timing = compare.Timing(True)
+    ms, mirror_ms = compare.time_pair(call("a"), call("b"), timing)
+    assert ms >= 0.0 and mirror_ms >= 0.0
+    timed = order[2 * timing.warmup :]
+    assert len(timed) == 2 * timing.pair_rounds
+    assert timed[:4] == ["a", "b", "b", "a"]
