@@ -26,7 +26,8 @@ use crate::interrupt;
 use crate::kernels::lanes::{Columns, MAX_LANES, V, live_lanes};
 use crate::kernels::rows::{Ptrs, RowBuffers, RowKernel, RowResults, run_checked_rows, run_rows};
 use crate::kernels::stats::{
-    ColumnSum, col_max, col_sum_exp, load_upto, prefetch_row, row_max, row_sum_exp, store_upto,
+    ColumnSum, col_max, col_sum_exp, load_upto, prefetch_row, row_max, row_sum_exp, row_tanh_max,
+    store_upto,
 };
 use crate::kernels::{
     GradOutput, Io, Layout, Partial, RawIn, RawOut, Reduction, Targets, check_len,
@@ -845,16 +846,18 @@ impl<T: Float> HardTarget<'_, T> {
 
     /// [`RowKernel::row`] with the soft cap `cap`, for a counted row with target `y`.
     ///
-    /// The capped maximum is the cap of the maximum (`tanh` is increasing). The first pass
-    /// sums `exp(cap(x) - m)` (and, with smoothing, `Σ w_c (cap(x_c) - m)`) and, when a
-    /// gradient is written, keeps `tanh(x / cap)` and the exponentials for the second pass,
-    /// which multiplies the plain gradient by `1 - tanh^2`: `tanh` in the driver's scratch
-    /// row and the exponentials in the output, or, without scratch, `tanh` in the output and
-    /// the exponential computed again from it (cheaper than a second `tanh`; the input may be
-    /// overwritten by then). Both give the same bits; see `benches/NOTES.md` for the costs.
+    /// Three passes, the first over memory and the others over the caches:
+    /// [`row_tanh_max`] keeps `t = tanh(x / cap)` in the driver's scratch row and its
+    /// maximum (the capped maximum is `cap` times it); the second sums `exp(cap t - m)`
+    /// (and, with smoothing, `Σ w_c (cap t_c - m)`) and, when a gradient is written, keeps
+    /// the exponentials in the output; the third multiplies the plain gradient by `1 - t^2`.
+    /// `tanh` and `exp` sit in separate loops: fused in one, their constants and four
+    /// vectors in flight outgrow the registers, and the spills cost more than the extra
+    /// pass over the cached row (see `benches/NOTES.md`).
     ///
     /// # Safety
-    /// As [`RowKernel::row`]: `n` values readable at `p.x`, writable at `p.out` unless null.
+    /// As [`RowKernel::row`]: `n` values readable at `p.x`, writable at `p.out` unless null,
+    /// and at `p.scratch` (never null here: [`HardTarget::wants_scratch`]).
     #[inline(always)]
     unsafe fn capped_row<I: Isa>(
         &self,
@@ -872,24 +875,19 @@ impl<T: Float> HardTarget<'_, T> {
         let w_y = self.hard.class_weight(y);
         let zero = V::<T, I>::splat(isa, T::ZERO);
         let capv = V::<T, I>::splat(isa, T::from_f64(cap));
-        let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / cap));
-        // SAFETY: the driver hands over n readable values at p.x and writable at p.out; the
-        // target logit is read before anything is written, and each logit before its slot.
+        let inv = T::from_f64(1.0 / cap);
+        let t_at = p.scratch;
+        // SAFETY: the driver hands over n readable values at p.x, writable at p.out and at
+        // p.scratch; the target logit is read before anything is written, and the first pass
+        // reads the row before the second writes the output.
         unsafe {
-            let t_y = T::tanh(V::<T, I>::splat(isa, *p.x.add(y)).mul(inv));
+            let t_y = T::tanh(V::<T, I>::splat(isa, *p.x.add(y)).mul(V::<T, I>::splat(isa, inv)));
             let x_y = capv.mul(t_y).reduce_max().to_f64();
             let t_y = t_y.reduce_max().to_f64();
-            let raw_max = V::<T, I>::splat(isa, row_max(isa, p.x, n));
-            let mv = capv.mul(T::tanh(raw_max.mul(inv)));
+            let t_max = row_tanh_max(isa, p.x, n, inv, t_at, p.ahead);
+            let mv = capv.mul(V::<T, I>::splat(isa, t_max));
             let m = mv.reduce_max().to_f64();
-            // With a scratch row the first pass keeps tanh there and the exponentials in the
-            // output, and the second pass reads both; without one, tanh goes to the output and
-            // the second pass computes the exponential again (the same bits either way).
-            let (t_at, e_at) = if p.scratch.is_null() {
-                (p.out, std::ptr::null_mut())
-            } else {
-                (p.scratch, p.out)
-            };
+            let neg_m = zero.sub(mv);
             let (mut se, mut sd) = (V::<T, I>::wide_zero(isa), V::<T, I>::wide_zero(isa));
             for seg in (0..n).step_by(interrupt::ROW_CHECK) {
                 if interrupt::stopped_at(seg) {
@@ -900,11 +898,9 @@ impl<T: Float> HardTarget<'_, T> {
                 // Whole groups of four vectors add their sums in the element precision first
                 // and widen them once (as `row_sum_exp` does).
                 while i + 4 * lanes <= end {
-                    prefetch_row(p.ahead, i, 4 * lanes);
                     let (mut e4, mut d4) = (zero, zero);
                     for j in (i..i + 4 * lanes).step_by(lanes) {
-                        let t = T::tanh(V::<T, I>::load(isa, p.x.add(j)).mul(inv));
-                        let d = capv.mul_add(t, zero.sub(mv));
+                        let d = capv.mul_add(V::<T, I>::load(isa, t_at.add(j)), neg_m);
                         let e = T::exp(d);
                         e4 = e4.add(e);
                         if eps > 0.0 {
@@ -914,10 +910,7 @@ impl<T: Float> HardTarget<'_, T> {
                             };
                         }
                         if grad {
-                            t.store(t_at.add(j));
-                            if !e_at.is_null() {
-                                e.store(e_at.add(j));
-                            }
+                            e.store(p.out.add(j));
                         }
                     }
                     se = e4.wide_add(se);
@@ -926,8 +919,7 @@ impl<T: Float> HardTarget<'_, T> {
                 }
                 while i < end {
                     let k = lanes.min(end - i);
-                    let t = T::tanh(load_upto(isa, p.x.add(i), k, T::ZERO).mul(inv));
-                    let d = capv.mul_add(t, zero.sub(mv));
+                    let d = capv.mul_add(load_upto(isa, t_at.add(i), k, T::ZERO), neg_m);
                     let (e, d) = if k == lanes {
                         (T::exp(d), d)
                     } else {
@@ -947,10 +939,7 @@ impl<T: Float> HardTarget<'_, T> {
                         sd = wd.wide_add(sd);
                     }
                     if grad {
-                        store_upto(t, t_at.add(i), k);
-                        if !e_at.is_null() {
-                            store_upto(e, e_at.add(i), k);
-                        }
+                        store_upto(e, p.out.add(i), k);
                     }
                     i += k;
                 }
@@ -985,11 +974,7 @@ impl<T: Float> HardTarget<'_, T> {
                         for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
                             let k = lanes.min(n - i);
                             let t = load_upto(isa, t_at.add(i), k, T::ZERO);
-                            let e = if e_at.is_null() {
-                                T::exp(capv.mul_add(t, zero.sub(mv)))
-                            } else {
-                                load_upto(isa, e_at.add(i), k, T::ZERO)
-                            };
+                            let e = load_upto(isa, p.out.add(i), k, T::ZERO);
                             let out = match (self.hard.weight, b != 0.0) {
                                 (Some(w), true) => {
                                     let wv = load_upto(isa, w.as_ptr().add(i), k, T::ZERO);
@@ -1128,10 +1113,14 @@ impl<T: Float> RowKernel<T> for HardTarget<'_, T> {
         self.hard.check_rows(rows)
     }
 
-    /// A capped row with a gradient keeps `tanh` in the scratch (see
-    /// [`HardTarget::capped_row`]).
+    /// A capped row keeps `tanh` in the scratch (see [`HardTarget::capped_row`]).
     fn wants_scratch(&self) -> bool {
-        self.softcap.is_some() && !self.hard.scale.is_zero()
+        self.softcap.is_some()
+    }
+
+    /// A capped row's first pass computes a `tanh` per logit.
+    fn prefetches_short_rows(&self) -> bool {
+        self.softcap.is_some()
     }
 
     #[inline(always)]
@@ -1653,7 +1642,7 @@ impl<T: Float> SoftTarget<'_, T> {
     ///
     /// # Safety
     /// As [`RowKernel::row`]: `n` values readable at `p.x` and `p.x2`, writable at `p.out`
-    /// unless null.
+    /// unless null, and at `p.scratch` (never null here: [`SoftTarget::wants_scratch`]).
     #[inline(always)]
     unsafe fn capped_row<I: Isa>(&self, isa: I, r: usize, p: Ptrs<T>, n: usize, cap: f64) -> f64 {
         let lanes = V::<T, I>::LANES;
@@ -1661,21 +1650,14 @@ impl<T: Float> SoftTarget<'_, T> {
         let zero = V::<T, I>::splat(isa, T::ZERO);
         let one = V::<T, I>::splat(isa, T::ONE);
         let capv = V::<T, I>::splat(isa, T::from_f64(cap));
-        let inv = V::<T, I>::splat(isa, T::from_f64(1.0 / cap));
-        // SAFETY: n values at p.x, p.x2 are readable and at p.out writable; each logit is
-        // read before its gradient slot is written.
+        let t_at = p.scratch;
+        // SAFETY: n values at p.x, p.x2 are readable and at p.out and p.scratch writable; the
+        // first pass reads the logits before the second writes the output.
         unsafe {
-            let raw_max = V::<T, I>::splat(isa, row_max(isa, p.x, n));
-            let mv = capv.mul(T::tanh(raw_max.mul(inv)));
+            let t_max = row_tanh_max(isa, p.x, n, T::from_f64(1.0 / cap), t_at, p.ahead);
+            let mv = capv.mul(V::<T, I>::splat(isa, t_max));
             let m = mv.reduce_max().to_f64();
-            // With a scratch row the first pass keeps tanh there and the exponentials in the
-            // output, and the second pass reads both; without one, tanh goes to the output and
-            // the second pass computes the exponential again (the same bits either way).
-            let (t_at, e_at) = if p.scratch.is_null() {
-                (p.out, std::ptr::null_mut())
-            } else {
-                (p.scratch, p.out)
-            };
+            let neg_m = zero.sub(mv);
             let (mut se, mut st, mut sd) = (
                 V::<T, I>::wide_zero(isa),
                 V::<T, I>::wide_zero(isa),
@@ -1685,11 +1667,9 @@ impl<T: Float> SoftTarget<'_, T> {
                 if interrupt::stopped_at(seg) {
                     return 0.0;
                 }
-                prefetch_row(p.ahead, seg, interrupt::ROW_CHECK.min(n - seg));
                 for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
                     let k = lanes.min(n - i);
-                    let t = T::tanh(load_upto(isa, p.x.add(i), k, T::ZERO).mul(inv));
-                    let d = capv.mul_add(t, zero.sub(mv));
+                    let d = capv.mul_add(load_upto(isa, t_at.add(i), k, T::ZERO), neg_m);
                     // Padding lanes: their target weight is 0, and so is their exponential.
                     let tw = self.weighted_at(isa, p.x2, i, k);
                     let e = if k == lanes {
@@ -1699,10 +1679,7 @@ impl<T: Float> SoftTarget<'_, T> {
                         V::<T, I>::select(pad, zero, T::exp(d))
                     };
                     if grad {
-                        store_upto(t, t_at.add(i), k);
-                        if !e_at.is_null() {
-                            store_upto(e, e_at.add(i), k);
-                        }
+                        store_upto(e, p.out.add(i), k);
                     }
                     se = e.wide_add(se);
                     st = tw.wide_add(st);
@@ -1734,11 +1711,7 @@ impl<T: Float> SoftTarget<'_, T> {
                         for i in (seg..n.min(seg + interrupt::ROW_CHECK)).step_by(lanes) {
                             let k = lanes.min(n - i);
                             let t = load_upto(isa, t_at.add(i), k, T::ZERO);
-                            let e = if e_at.is_null() {
-                                T::exp(capv.mul_add(t, zero.sub(mv)))
-                            } else {
-                                load_upto(isa, e_at.add(i), k, T::ZERO)
-                            };
+                            let e = load_upto(isa, p.out.add(i), k, T::ZERO);
                             let tw = self.weighted_at(isa, p.x2, i, k);
                             let out = e.mul(a).sub(gv.mul(tw));
                             store_upto(out.mul(zero.sub(t).mul_add(t, one)), p.out.add(i), k);
@@ -1828,7 +1801,12 @@ impl<T: Float> SoftTarget<'_, T> {
 impl<T: Float> RowKernel<T> for SoftTarget<'_, T> {
     /// As [`HardTarget`]'s.
     fn wants_scratch(&self) -> bool {
-        self.softcap.is_some() && !self.scale.is_zero()
+        self.softcap.is_some()
+    }
+
+    /// As [`HardTarget`]'s.
+    fn prefetches_short_rows(&self) -> bool {
+        self.softcap.is_some()
     }
 
     #[inline(always)]

@@ -63,8 +63,8 @@ const MAX_VECTOR_LANES: usize = 16;
 ///
 /// `ahead` is the input of the row the kernel will be handed next, for kernels to prefetch
 /// while they compute from this one (see [`stats::prefetch_row`]); null when rows are short
-/// (the hardware prefetcher keeps up with them), for lane groups, and for a block's last
-/// row.
+/// (the hardware prefetcher keeps up with them) unless the kernel asks for it anyway
+/// ([`RowKernel::prefetches_short_rows`]), for lane groups, and for a block's last row.
 ///
 /// `scratch` is one row's worth of values the kernel may use as it likes within a call of
 /// `row` (contents unspecified on entry), for kernels that ask for it
@@ -194,6 +194,15 @@ pub(crate) trait RowKernel<T: Float>: Sync {
     /// Whether `row` wants [`Ptrs::scratch`]: the driver then allocates one row of it per
     /// block. No by default.
     fn wants_scratch(&self) -> bool {
+        false
+    }
+
+    /// Whether `row` is handed the next row to prefetch ([`Ptrs::ahead`]) whatever the
+    /// length of the rows, not only from [`PREFETCH_ROW_BYTES`] on. For kernels whose first
+    /// pass computes enough per element to leave the memory idle between its loads (the
+    /// soft cap's `tanh`): there the hardware prefetcher falls behind on short rows too, and
+    /// the prefetches cost nothing the arithmetic does not already hide. No by default.
+    fn prefetches_short_rows(&self) -> bool {
         false
     }
 }
@@ -429,7 +438,9 @@ impl<S: Storage, K: RowKernel<S::Compute>> Block<'_, S, K> {
     fn run_by_rows<I: Isa>(&self, isa: I, acc: &mut Accumulator<S, Paired<I>>) {
         let classes = self.layout.classes;
         let base = self.base();
-        let prefetch = S::IN_PLACE && classes * std::mem::size_of::<S>() >= PREFETCH_ROW_BYTES;
+        let prefetch = S::IN_PLACE
+            && (self.kernel.prefetches_short_rows()
+                || classes * std::mem::size_of::<S>() >= PREFETCH_ROW_BYTES);
         let mut x = Stage::<S>::new(true, classes);
         let mut x2 = Stage::<S>::new(!base.x2.is_null(), classes);
         let mut scratch = row_scratch(self.kernel, classes);

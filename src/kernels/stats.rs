@@ -48,6 +48,62 @@ pub(crate) unsafe fn row_max<T: Float, I: Isa>(isa: I, x: *const T, n: usize) ->
     acc[0].max(acc[1]).max(acc[2].max(acc[3])).reduce_max()
 }
 
+/// Stores `tanh(x * inv)` of the contiguous row `x[..n]` at `t` and returns the largest of
+/// them (the soft cap's first pass: it reads the row once, and the passes after it read `t`
+/// from the caches). Prefetches the next row at `ahead` (see [`prefetch_row`]).
+///
+/// The maximum of the stored values, not the `tanh` of the row's maximum: the shift of the
+/// exponentials is then exactly the largest capped logit as computed, whether or not the
+/// vector `tanh` is monotonic to the last bit.
+///
+/// # Safety
+/// `x` must be readable and `t` writable for `n` values.
+#[inline(always)]
+pub(crate) unsafe fn row_tanh_max<T: Float, I: Isa>(
+    isa: I,
+    x: *const T,
+    n: usize,
+    inv: T,
+    t: *mut T,
+    ahead: *const T,
+) -> T {
+    let lanes = V::<T, I>::LANES;
+    let inv = V::<T, I>::splat(isa, inv);
+    let ninf = V::<T, I>::splat(isa, T::NEG_INFINITY);
+    let mut acc = [ninf; 4];
+    let mut i = 0;
+    while i + 4 * lanes <= n {
+        if interrupt::stopped_at(i) {
+            return T::ZERO;
+        }
+        let end = n.min(i + interrupt::ROW_CHECK);
+        while i + 4 * lanes <= end {
+            prefetch_row(ahead, i, 4 * lanes);
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: i + (k+1)*lanes <= n.
+                unsafe {
+                    let v = T::tanh(V::<T, I>::load(isa, x.add(i + k * lanes)).mul(inv));
+                    v.store(t.add(i + k * lanes));
+                    *a = a.max(v);
+                }
+            }
+            i += 4 * lanes;
+        }
+    }
+    while i < n {
+        let k = lanes.min(n - i);
+        // SAFETY: k values remain; padding lanes hold -inf, whose tanh (-1) is no larger than
+        // any value's.
+        unsafe {
+            let v = T::tanh(load_upto(isa, x.add(i), k, T::NEG_INFINITY).mul(inv));
+            store_upto(v, t.add(i), k);
+            acc[1] = acc[1].max(v);
+        }
+        i += k;
+    }
+    acc[0].max(acc[1]).max(acc[2].max(acc[3])).reduce_max()
+}
+
 /// Asks for the cache lines holding `ahead[i..i + count]` (`ahead` is the next row's input,
 /// [`Ptrs::ahead`]), without waiting for them; nothing when `ahead` is null. Kernels call it
 /// for each stretch of the row they compute from the caches, at the same offsets, so that the
