@@ -878,13 +878,13 @@ impl<T: Float> HardTarget<'_, T> {
         let inv = T::from_f64(1.0 / cap);
         let t_at = p.scratch;
         // SAFETY: the driver hands over n readable values at p.x, writable at p.out and at
-        // p.scratch; the target logit is read before anything is written, and the first pass
-        // reads the row before the second writes the output.
+        // p.scratch; the first pass reads the row before the second writes the output, and
+        // the target's tanh is read from the scratch, which the output never overwrites.
         unsafe {
-            let t_y = T::tanh(V::<T, I>::splat(isa, *p.x.add(y)).mul(V::<T, I>::splat(isa, inv)));
-            let x_y = capv.mul(t_y).reduce_max().to_f64();
-            let t_y = t_y.reduce_max().to_f64();
             let t_max = row_tanh_max(isa, p.x, n, inv, t_at, p.ahead);
+            let t_y = *t_at.add(y);
+            let x_y = capv.mul(V::<T, I>::splat(isa, t_y)).reduce_max().to_f64();
+            let t_y = t_y.to_f64();
             let mv = capv.mul(V::<T, I>::splat(isa, t_max));
             let m = mv.reduce_max().to_f64();
             let neg_m = zero.sub(mv);
