@@ -147,11 +147,7 @@ def _run_cell(call: peers.Call, timing: Timing) -> dict[str, Any]:
     while len(times) < timing.min_calls or (
         spent < timing.min_time and len(times) < timing.max_calls
     ):
-        if setup:
-            setup()
-        t0 = time.perf_counter()
-        call.fn()
-        dt = time.perf_counter() - t0
+        dt = time_call(call)
         times.append(dt)
         spent += dt
     q1, _, q3 = statistics.quantiles(times, n=4)
@@ -164,6 +160,15 @@ def _run_cell(call: peers.Call, timing: Timing) -> dict[str, Any]:
         "loss": loss,
         "checksum": checksum,
     }
+
+
+def time_call(call: peers.Call) -> float:
+    """Seconds of one call, its setup (if any) run first, outside the timed region."""
+    if call.setup:
+        call.setup()
+    t0 = time.perf_counter()
+    call.fn()
+    return time.perf_counter() - t0
 
 
 def _to_numpy(v: Any) -> np.ndarray:
@@ -349,9 +354,12 @@ def run_workload(
     threads: list[int],
     mods: dict[str, Any],
     timing: Timing,
+    data: peers.Data | None = None,
 ) -> list[dict[str, Any]]:
-    """Time every (op, library, thread count) of one workload in this process."""
-    data = peers.Data(wl)
+    """Time every (op, library, thread count) of one workload in this process (on ``data``,
+    its arrays, when given)."""
+    if data is None:
+        data = peers.Data(wl)
     cells = []
     for t in threads:
         with thread_limit(t, mods):
@@ -378,13 +386,14 @@ def mirror_pairs(ops: list[str]) -> list[tuple[str, str]]:
 
 
 def run_mirror_pairs(
-    wl: peers.Workload,
+    data: peers.Data,
     ops: list[str],
     threads: list[int],
     mods: dict[str, Any],
     timing: Timing,
 ) -> list[dict[str, Any]]:
-    """Each mirrored xent_rs op of one workload timed against its mirror in alternation.
+    """Each mirrored xent_rs op of one workload (on ``data``, the arrays its cells were timed
+    on) timed against its mirror in alternation.
 
     The two calls take turns (``Timing.pair_rounds`` rounds, the order swapped every round),
     so that both medians come from the same minutes of the machine: the cells of the main
@@ -394,7 +403,7 @@ def run_mirror_pairs(
     pairs = mirror_pairs(ops)
     if not pairs or "xent_rs" not in mods:
         return []
-    data = peers.Data(wl)
+    wl = data.wl
     out = []
     for t in threads:
         with thread_limit(t, mods):
@@ -418,27 +427,19 @@ def run_mirror_pairs(
 
 def time_pair(a: peers.Call, b: peers.Call, timing: Timing) -> tuple[float, float]:
     """Median ms of ``a`` and of ``b``, timed in alternation (see :func:`run_mirror_pairs`)."""
-
-    def once(call: peers.Call) -> float:
-        if call.setup:
-            call.setup()
-        t0 = time.perf_counter()
-        call.fn()
-        return time.perf_counter() - t0
-
     gc.disable()
     try:
         for call in (a, b):
             for _ in range(timing.warmup):
-                once(call)
+                time_call(call)
         ta, tb = [], []
         for i in range(timing.pair_rounds):
             if i % 2:
-                tb.append(once(b))
-                ta.append(once(a))
+                tb.append(time_call(b))
+                ta.append(time_call(a))
             else:
-                ta.append(once(a))
-                tb.append(once(b))
+                ta.append(time_call(a))
+                tb.append(time_call(b))
     finally:
         gc.enable()
     return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
@@ -1044,9 +1045,10 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         if not ops:
             continue
         floors.update({(wl.name, op): peers.floor_bytes(op, wl) for op in ops})
-        cells += run_workload(wl, ops, libs, args.threads, mods, timing)
-        gc.collect()
-        mirrors += run_mirror_pairs(wl, ops, args.threads, mods, timing)
+        data = peers.Data(wl)
+        cells += run_workload(wl, ops, libs, args.threads, mods, timing, data)
+        mirrors += run_mirror_pairs(data, ops, args.threads, mods, timing)
+        del data
         gc.collect()
         jax_ops = [op for op in ops if op in peers.JAX_OPS]
         if jax_ops:
